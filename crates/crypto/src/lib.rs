@@ -1,0 +1,22 @@
+//! All of carevault's cryptography, in one small crate over `ring`: the key file, data-key
+//! wrapping, AEAD sealing bound to a row, blind-index tags, token hashing and randomness.
+//! Nothing else in the workspace touches a primitive directly.
+//!
+//! AEAD choice: AES-256-GCM with a fresh random 96-bit nonce per message. Each patient has
+//! its own data key, so the number of messages under one key stays far below the 2^32 bound
+//! at which random 96-bit nonces risk a collision; the tenant key is the busiest and is
+//! rotatable (the key id is stored beside every ciphertext).
+
+mod aead;
+mod blind;
+mod error;
+mod keyfile;
+mod random;
+mod token;
+
+pub use aead::{DataKey, RowBinding, WrappedKey};
+pub use blind::{BlindTag, IndexKey};
+pub use error::CryptoError;
+pub use keyfile::{KeyFile, KeyVersion, Kek};
+pub use random::{RandomSource, SystemRandomSource};
+pub use token::{TokenHash, constant_time_eq, hash_token, new_token};

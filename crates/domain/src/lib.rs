@@ -1,0 +1,16 @@
+//! Domain types and rules of carevault: FHIR resource types, identifiers, the patient
+//! compartment, and the shape checks a resource body must pass. No IO happens here and
+//! nothing here can fail except by returning an error value.
+
+pub mod clock;
+pub mod compartment;
+pub mod ids;
+pub mod reference;
+pub mod resource;
+pub mod resource_type;
+
+pub use clock::{Clock, FixedClock, SystemClock, Timestamp};
+pub use ids::{IdError, ResourceId, TenantId, VersionId};
+pub use reference::Reference;
+pub use resource::{Resource, ResourceError};
+pub use resource_type::ResourceType;
