@@ -1,1 +1,70 @@
+//! Storage of carevault: a small family of traits and one module per backend (SQLite,
+//! PostgreSQL). The store only ever sees ciphertext, random ids, blind tags and clinical
+//! metadata; it never sees a key or a plaintext body.
 
+mod any;
+mod error;
+pub mod postgres;
+pub mod sqlite;
+mod types;
+
+#[cfg(test)]
+mod conformance;
+
+pub use any::AnyStore;
+pub use error::StoreError;
+pub use types::*;
+
+use std::future::Future;
+
+/// Versioned resources: atomic change sets, current and past versions, history.
+pub trait ResourceStore: Send + Sync {
+    /// Applies every version in `changes` or none. A version whose expectation about the
+    /// current version does not hold fails the whole set with `StoreError::Conflict`.
+    fn apply(&self, changes: ChangeSet) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The current version of a resource, deleted or not.
+    fn current(&self, key: &ResourceKey) -> impl Future<Output = Result<Option<StoredVersion>, StoreError>> + Send;
+
+    /// One version of a resource.
+    fn version(&self, key: &ResourceKey, version: u64)
+    -> impl Future<Output = Result<Option<StoredVersion>, StoreError>> + Send;
+
+    /// Versions newest first, as selected by `query`.
+    fn history(&self, query: &HistoryQuery) -> impl Future<Output = Result<Vec<StoredVersion>, StoreError>> + Send;
+
+    /// How many versions `query` selects, ignoring its cursor and limit.
+    fn history_count(&self, query: &HistoryQuery) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Ids of live (not deleted) resources of a type whose identifier index holds `tag`.
+    fn find_by_identifier(
+        &self,
+        tenant: &str,
+        rtype: &str,
+        tag: &[u8],
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+}
+
+/// Wrapped data keys, one per (tenant, scope).
+pub trait KeyStore: Send + Sync {
+    fn data_key(&self, tenant: &str, scope: &str) -> impl Future<Output = Result<Option<StoredKey>, StoreError>> + Send;
+
+    fn data_key_by_id(&self, key_id: i64) -> impl Future<Output = Result<Option<StoredKey>, StoreError>> + Send;
+
+    /// Stores `key` unless the scope already has one; returns whichever key the scope has now,
+    /// so two racing writers end up using the same key.
+    fn insert_data_key(&self, key: NewKey) -> impl Future<Output = Result<StoredKey, StoreError>> + Send;
+}
+
+/// Hashes of API bearer tokens (never the tokens).
+pub trait TokenStore: Send + Sync {
+    fn insert_token(&self, hash: &[u8], label: &str, created: i64) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Hashes of tokens that are not revoked.
+    fn active_tokens(&self) -> impl Future<Output = Result<Vec<Vec<u8>>, StoreError>> + Send;
+}
+
+/// Everything a backend provides.
+pub trait Store: ResourceStore + KeyStore + TokenStore + Clone + 'static {}
+
+impl<T: ResourceStore + KeyStore + TokenStore + Clone + 'static> Store for T {}

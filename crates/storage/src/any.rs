@@ -1,0 +1,88 @@
+//! The backend chosen at start-up, as one type the upper layers can hold.
+
+use crate::postgres::PgStore;
+use crate::sqlite::SqliteStore;
+use crate::{
+    ChangeSet, HistoryQuery, KeyStore, NewKey, ResourceKey, ResourceStore, StoreError, StoredKey, StoredVersion,
+    TokenStore,
+};
+
+/// Either backend. Each method forwards to the one in use.
+#[derive(Clone)]
+pub enum AnyStore {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+impl AnyStore {
+    /// Opens the store a URL names: `postgres://…` / `postgresql://…`, else a SQLite path.
+    pub async fn open(url_or_path: &str) -> Result<Self, StoreError> {
+        if url_or_path.starts_with("postgres://") || url_or_path.starts_with("postgresql://") {
+            Ok(AnyStore::Postgres(PgStore::connect(url_or_path, 16).await?))
+        } else {
+            let path = std::path::PathBuf::from(url_or_path.strip_prefix("sqlite://").unwrap_or(url_or_path));
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
+                .await
+                .map_err(|_| StoreError::WorkerGone)??;
+            Ok(AnyStore::Sqlite(store))
+        }
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            AnyStore::Sqlite(_) => "sqlite",
+            AnyStore::Postgres(_) => "postgres",
+        }
+    }
+}
+
+macro_rules! forward {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            AnyStore::Sqlite($s) => $call.await,
+            AnyStore::Postgres($s) => $call.await,
+        }
+    };
+}
+
+impl ResourceStore for AnyStore {
+    async fn apply(&self, changes: ChangeSet) -> Result<(), StoreError> {
+        forward!(self, s => s.apply(changes))
+    }
+    async fn current(&self, key: &ResourceKey) -> Result<Option<StoredVersion>, StoreError> {
+        forward!(self, s => s.current(key))
+    }
+    async fn version(&self, key: &ResourceKey, version: u64) -> Result<Option<StoredVersion>, StoreError> {
+        forward!(self, s => s.version(key, version))
+    }
+    async fn history(&self, query: &HistoryQuery) -> Result<Vec<StoredVersion>, StoreError> {
+        forward!(self, s => s.history(query))
+    }
+    async fn history_count(&self, query: &HistoryQuery) -> Result<u64, StoreError> {
+        forward!(self, s => s.history_count(query))
+    }
+    async fn find_by_identifier(&self, tenant: &str, rtype: &str, tag: &[u8]) -> Result<Vec<String>, StoreError> {
+        forward!(self, s => s.find_by_identifier(tenant, rtype, tag))
+    }
+}
+
+impl KeyStore for AnyStore {
+    async fn data_key(&self, tenant: &str, scope: &str) -> Result<Option<StoredKey>, StoreError> {
+        forward!(self, s => s.data_key(tenant, scope))
+    }
+    async fn data_key_by_id(&self, key_id: i64) -> Result<Option<StoredKey>, StoreError> {
+        forward!(self, s => s.data_key_by_id(key_id))
+    }
+    async fn insert_data_key(&self, key: NewKey) -> Result<StoredKey, StoreError> {
+        forward!(self, s => s.insert_data_key(key))
+    }
+}
+
+impl TokenStore for AnyStore {
+    async fn insert_token(&self, hash: &[u8], label: &str, created: i64) -> Result<(), StoreError> {
+        forward!(self, s => s.insert_token(hash, label, created))
+    }
+    async fn active_tokens(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        forward!(self, s => s.active_tokens())
+    }
+}

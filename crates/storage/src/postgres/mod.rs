@@ -1,0 +1,262 @@
+//! The PostgreSQL backend, for hospitals that outgrow one machine: a pool of connections,
+//! each change set in one transaction.
+
+mod schema;
+
+use crate::{
+    ChangeSet, Expect, HistoryQuery, KeyStore, NewKey, Op, ResourceKey, ResourceStore, StoreError, StoredKey,
+    StoredVersion, TokenStore,
+};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::str::FromStr;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+
+/// The PostgreSQL store. Cheap to clone.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+}
+
+fn map_err(e: tokio_postgres::Error) -> StoreError {
+    if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+        StoreError::Conflict
+    } else {
+        StoreError::backend("postgres", e)
+    }
+}
+
+impl PgStore {
+    /// Connects (a `postgres://` URL) and applies pending migrations.
+    pub async fn connect(url: &str, max_connections: usize) -> Result<Self, StoreError> {
+        let cfg = tokio_postgres::Config::from_str(url).map_err(|e| StoreError::backend("database url", e))?;
+        let mgr = Manager::from_config(cfg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(mgr)
+            .max_size(max_connections.max(2))
+            .build()
+            .map_err(|e| StoreError::backend("pool", e))?;
+        let mut client = pool.get().await.map_err(|e| StoreError::backend("connect", e))?;
+        schema::migrate(&mut client).await?;
+        Ok(Self { pool })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(|e| StoreError::backend("connect", e))
+    }
+}
+
+const VERSION_COLUMNS: &str = "v.tenant, v.rtype, v.id, v.version, v.seq, v.last_updated, v.op, v.key_id, v.patient, v.body";
+
+fn version_from_row(r: &Row) -> StoredVersion {
+    let op: i16 = r.get(6);
+    StoredVersion {
+        key: ResourceKey { tenant: r.get(0), rtype: r.get(1), id: r.get(2) },
+        version: r.get::<_, i64>(3) as u64,
+        seq: r.get(4),
+        last_updated: r.get(5),
+        op: Op::from_i64(i64::from(op)).unwrap_or(Op::Update),
+        key_id: r.get(7),
+        patient: r.get(8),
+        body: r.get(9),
+    }
+}
+
+fn history_where(q: &HistoryQuery) -> (String, Vec<Box<dyn ToSql + Sync + Send>>) {
+    let mut sql = String::from(" WHERE v.tenant = $1");
+    let mut args: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(q.tenant.clone())];
+    if let Some(t) = &q.rtype {
+        args.push(Box::new(t.clone()));
+        sql.push_str(&format!(" AND v.rtype = ${}", args.len()));
+    }
+    if let Some(id) = &q.id {
+        args.push(Box::new(id.clone()));
+        sql.push_str(&format!(" AND v.id = ${}", args.len()));
+    }
+    if let Some(since) = q.since {
+        args.push(Box::new(since));
+        sql.push_str(&format!(" AND v.last_updated >= ${}", args.len()));
+    }
+    (sql, args)
+}
+
+impl ResourceStore for PgStore {
+    async fn apply(&self, changes: ChangeSet) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        let select = tx
+            .prepare_cached("SELECT version FROM resources WHERE tenant = $1 AND rtype = $2 AND id = $3 FOR UPDATE")
+            .await?;
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO resource_versions (tenant, rtype, id, version, last_updated, op, key_id, patient, body)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING seq",
+            )
+            .await?;
+        let upsert = tx
+            .prepare_cached(
+                "INSERT INTO resources (tenant, rtype, id, version, seq, deleted) VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (tenant, rtype, id) DO UPDATE SET version = excluded.version, seq = excluded.seq,
+                 deleted = excluded.deleted",
+            )
+            .await?;
+        let unindex =
+            tx.prepare_cached("DELETE FROM identifier_index WHERE tenant = $1 AND rtype = $2 AND id = $3").await?;
+        let index = tx
+            .prepare_cached(
+                "INSERT INTO identifier_index (tenant, rtype, tag, id) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            )
+            .await?;
+        for v in &changes.versions {
+            let k = &v.key;
+            let current: Option<i64> =
+                tx.query_opt(&select, &[&k.tenant, &k.rtype, &k.id]).await.map_err(map_err)?.map(|r| r.get(0));
+            let holds = match (v.expect, current) {
+                (Expect::Absent, None) => true,
+                (Expect::Version(want), Some(have)) => want as i64 == have,
+                _ => false,
+            };
+            if !holds {
+                return Err(StoreError::Conflict);
+            }
+            let version = v.version as i64;
+            let op = v.op as i16;
+            let row = tx
+                .query_one(&insert, &[&k.tenant, &k.rtype, &k.id, &version, &v.last_updated, &op, &v.key_id, &v.patient, &v.body])
+                .await
+                .map_err(map_err)?;
+            let seq: i64 = row.get(0);
+            let deleted = v.op == Op::Delete;
+            tx.execute(&upsert, &[&k.tenant, &k.rtype, &k.id, &version, &seq, &deleted]).await.map_err(map_err)?;
+            tx.execute(&unindex, &[&k.tenant, &k.rtype, &k.id]).await.map_err(map_err)?;
+            for tag in &v.identifier_tags {
+                tx.execute(&index, &[&k.tenant, &k.rtype, tag, &k.id]).await.map_err(map_err)?;
+            }
+        }
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn current(&self, key: &ResourceKey) -> Result<Option<StoredVersion>, StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS} FROM resources r JOIN resource_versions v ON v.seq = r.seq
+             WHERE r.tenant = $1 AND r.rtype = $2 AND r.id = $3"
+        );
+        let stmt = client.prepare_cached(&sql).await?;
+        Ok(client.query_opt(&stmt, &[&key.tenant, &key.rtype, &key.id]).await?.map(|r| version_from_row(&r)))
+    }
+
+    async fn version(&self, key: &ResourceKey, version: u64) -> Result<Option<StoredVersion>, StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS} FROM resource_versions v
+             WHERE v.tenant = $1 AND v.rtype = $2 AND v.id = $3 AND v.version = $4"
+        );
+        let stmt = client.prepare_cached(&sql).await?;
+        let version = version as i64;
+        Ok(client
+            .query_opt(&stmt, &[&key.tenant, &key.rtype, &key.id, &version])
+            .await?
+            .map(|r| version_from_row(&r)))
+    }
+
+    async fn history(&self, query: &HistoryQuery) -> Result<Vec<StoredVersion>, StoreError> {
+        let client = self.client().await?;
+        let (mut where_sql, mut args) = history_where(query);
+        if let Some(before) = query.before_seq {
+            args.push(Box::new(before));
+            where_sql.push_str(&format!(" AND v.seq < ${}", args.len()));
+        }
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS} FROM resource_versions v{where_sql} ORDER BY v.seq DESC LIMIT {}",
+            query.limit
+        );
+        let refs: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
+        let rows = client.query(&sql, &refs).await?;
+        Ok(rows.iter().map(version_from_row).collect())
+    }
+
+    async fn history_count(&self, query: &HistoryQuery) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let (where_sql, args) = history_where(query);
+        let sql = format!("SELECT count(*) FROM resource_versions v{where_sql}");
+        let refs: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
+        let n: i64 = client.query_one(&sql, &refs).await?.get(0);
+        Ok(n as u64)
+    }
+
+    async fn find_by_identifier(&self, tenant: &str, rtype: &str, tag: &[u8]) -> Result<Vec<String>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT i.id FROM identifier_index i JOIN resources r
+                   ON r.tenant = i.tenant AND r.rtype = i.rtype AND r.id = i.id
+                 WHERE i.tenant = $1 AND i.rtype = $2 AND i.tag = $3 AND NOT r.deleted ORDER BY i.id",
+            )
+            .await?;
+        let rows = client.query(&stmt, &[&tenant, &rtype, &tag]).await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+}
+
+fn key_from_row(r: &Row) -> StoredKey {
+    StoredKey {
+        key_id: r.get(0),
+        tenant: r.get(1),
+        scope: r.get(2),
+        kek_version: r.get::<_, i32>(3) as u32,
+        wrapped: r.get(4),
+    }
+}
+
+impl KeyStore for PgStore {
+    async fn data_key(&self, tenant: &str, scope: &str) -> Result<Option<StoredKey>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT key_id, tenant, scope, kek_version, wrapped FROM data_keys WHERE tenant = $1 AND scope = $2")
+            .await?;
+        Ok(client.query_opt(&stmt, &[&tenant, &scope]).await?.map(|r| key_from_row(&r)))
+    }
+
+    async fn data_key_by_id(&self, key_id: i64) -> Result<Option<StoredKey>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT key_id, tenant, scope, kek_version, wrapped FROM data_keys WHERE key_id = $1")
+            .await?;
+        Ok(client.query_opt(&stmt, &[&key_id]).await?.map(|r| key_from_row(&r)))
+    }
+
+    async fn insert_data_key(&self, key: NewKey) -> Result<StoredKey, StoreError> {
+        let client = self.client().await?;
+        let kek_version = key.kek_version as i32;
+        client
+            .execute(
+                "INSERT INTO data_keys (tenant, scope, kek_version, wrapped, created) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (tenant, scope) DO NOTHING",
+                &[&key.tenant, &key.scope, &kek_version, &key.wrapped, &key.created],
+            )
+            .await?;
+        let row = client
+            .query_one(
+                "SELECT key_id, tenant, scope, kek_version, wrapped FROM data_keys WHERE tenant = $1 AND scope = $2",
+                &[&key.tenant, &key.scope],
+            )
+            .await?;
+        Ok(key_from_row(&row))
+    }
+}
+
+impl TokenStore for PgStore {
+    async fn insert_token(&self, hash: &[u8], label: &str, created: i64) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute("INSERT INTO api_tokens (hash, label, created) VALUES ($1, $2, $3)", &[&hash, &label, &created])
+            .await?;
+        Ok(())
+    }
+
+    async fn active_tokens(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let client = self.client().await?;
+        let rows = client.query("SELECT hash FROM api_tokens WHERE NOT revoked", &[]).await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+}

@@ -1,0 +1,275 @@
+//! The embedded default backend: one SQLite file in WAL mode, `synchronous = FULL`, so an
+//! acknowledged write survives `kill -9` and power loss.
+
+mod pool;
+mod schema;
+
+use crate::{
+    ChangeSet, Expect, HistoryQuery, KeyStore, NewKey, Op, ResourceKey, ResourceStore, StoreError, StoredKey,
+    StoredVersion, TokenStore,
+};
+use pool::Pool;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use std::path::Path;
+use std::sync::Arc;
+
+/// The SQLite store. Cheap to clone.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: Arc<Pool>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and applies pending migrations.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let readers = std::thread::available_parallelism().map(|n| n.get() * 2).unwrap_or(4);
+        Ok(Self { pool: Pool::open(path, readers)? })
+    }
+}
+
+const VERSION_COLUMNS: &str = "v.tenant, v.rtype, v.id, v.version, v.seq, v.last_updated, v.op, v.key_id, v.patient, v.body";
+
+fn version_from_row(r: &Row<'_>) -> rusqlite::Result<StoredVersion> {
+    let op: i64 = r.get(6)?;
+    Ok(StoredVersion {
+        key: ResourceKey { tenant: r.get(0)?, rtype: r.get(1)?, id: r.get(2)? },
+        version: r.get::<_, i64>(3)? as u64,
+        seq: r.get(4)?,
+        last_updated: r.get(5)?,
+        op: Op::from_i64(op).unwrap_or(Op::Update),
+        key_id: r.get(7)?,
+        patient: r.get(8)?,
+        body: r.get(9)?,
+    })
+}
+
+fn apply_changes(conn: &Connection, changes: &ChangeSet) -> Result<(), StoreError> {
+    for v in &changes.versions {
+        let current: Option<i64> = conn
+            .prepare_cached("SELECT version FROM resources WHERE tenant = ?1 AND rtype = ?2 AND id = ?3")?
+            .query_row(params![v.key.tenant, v.key.rtype, v.key.id], |r| r.get(0))
+            .optional()?;
+        let holds = match (v.expect, current) {
+            (Expect::Absent, None) => true,
+            (Expect::Version(want), Some(have)) => want as i64 == have,
+            _ => false,
+        };
+        if !holds {
+            return Err(StoreError::Conflict);
+        }
+        conn.prepare_cached(
+            "INSERT INTO resource_versions (tenant, rtype, id, version, last_updated, op, key_id, patient, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            v.key.tenant,
+            v.key.rtype,
+            v.key.id,
+            v.version as i64,
+            v.last_updated,
+            v.op as i64,
+            v.key_id,
+            v.patient,
+            v.body
+        ])?;
+        let seq = conn.last_insert_rowid();
+        conn.prepare_cached(
+            "INSERT INTO resources (tenant, rtype, id, version, seq, deleted) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (tenant, rtype, id) DO UPDATE SET version = excluded.version, seq = excluded.seq,
+             deleted = excluded.deleted",
+        )?
+        .execute(params![v.key.tenant, v.key.rtype, v.key.id, v.version as i64, seq, v.op == Op::Delete])?;
+        conn.prepare_cached("DELETE FROM identifier_index WHERE tenant = ?1 AND rtype = ?2 AND id = ?3")?
+            .execute(params![v.key.tenant, v.key.rtype, v.key.id])?;
+        let mut ins = conn.prepare_cached(
+            "INSERT OR IGNORE INTO identifier_index (tenant, rtype, tag, id) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for tag in &v.identifier_tags {
+            ins.execute(params![v.key.tenant, v.key.rtype, tag, v.key.id])?;
+        }
+    }
+    Ok(())
+}
+
+fn history_where(q: &HistoryQuery) -> (String, Vec<rusqlite::types::Value>) {
+    use rusqlite::types::Value as V;
+    let mut sql = String::from(" WHERE v.tenant = ?");
+    let mut args = vec![V::Text(q.tenant.clone())];
+    if let Some(t) = &q.rtype {
+        sql.push_str(" AND v.rtype = ?");
+        args.push(V::Text(t.clone()));
+    }
+    if let Some(id) = &q.id {
+        sql.push_str(" AND v.id = ?");
+        args.push(V::Text(id.clone()));
+    }
+    if let Some(since) = q.since {
+        sql.push_str(" AND v.last_updated >= ?");
+        args.push(V::Integer(since));
+    }
+    (sql, args)
+}
+
+impl ResourceStore for SqliteStore {
+    async fn apply(&self, changes: ChangeSet) -> Result<(), StoreError> {
+        self.pool.write(move |conn| apply_changes(conn, &changes)).await
+    }
+
+    async fn current(&self, key: &ResourceKey) -> Result<Option<StoredVersion>, StoreError> {
+        let key = key.clone();
+        self.pool
+            .read(move |conn| {
+                let sql = format!(
+                    "SELECT {VERSION_COLUMNS} FROM resources r JOIN resource_versions v ON v.seq = r.seq
+                     WHERE r.tenant = ?1 AND r.rtype = ?2 AND r.id = ?3"
+                );
+                Ok(conn
+                    .prepare_cached(&sql)?
+                    .query_row(params![key.tenant, key.rtype, key.id], version_from_row)
+                    .optional()?)
+            })
+            .await
+    }
+
+    async fn version(&self, key: &ResourceKey, version: u64) -> Result<Option<StoredVersion>, StoreError> {
+        let key = key.clone();
+        self.pool
+            .read(move |conn| {
+                let sql = format!(
+                    "SELECT {VERSION_COLUMNS} FROM resource_versions v
+                     WHERE v.tenant = ?1 AND v.rtype = ?2 AND v.id = ?3 AND v.version = ?4"
+                );
+                Ok(conn
+                    .prepare_cached(&sql)?
+                    .query_row(params![key.tenant, key.rtype, key.id, version as i64], version_from_row)
+                    .optional()?)
+            })
+            .await
+    }
+
+    async fn history(&self, query: &HistoryQuery) -> Result<Vec<StoredVersion>, StoreError> {
+        let q = query.clone();
+        self.pool
+            .read(move |conn| {
+                let (mut where_sql, mut args) = history_where(&q);
+                if let Some(before) = q.before_seq {
+                    where_sql.push_str(" AND v.seq < ?");
+                    args.push(rusqlite::types::Value::Integer(before));
+                }
+                let sql = format!(
+                    "SELECT {VERSION_COLUMNS} FROM resource_versions v{where_sql} ORDER BY v.seq DESC LIMIT {}",
+                    q.limit
+                );
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let rows = stmt.query_map(rusqlite::params_from_iter(args), version_from_row)?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
+    async fn history_count(&self, query: &HistoryQuery) -> Result<u64, StoreError> {
+        let q = query.clone();
+        self.pool
+            .read(move |conn| {
+                let (where_sql, args) = history_where(&q);
+                let sql = format!("SELECT count(*) FROM resource_versions v{where_sql}");
+                let n: i64 = conn.prepare_cached(&sql)?.query_row(rusqlite::params_from_iter(args), |r| r.get(0))?;
+                Ok(n as u64)
+            })
+            .await
+    }
+
+    async fn find_by_identifier(&self, tenant: &str, rtype: &str, tag: &[u8]) -> Result<Vec<String>, StoreError> {
+        let (tenant, rtype, tag) = (tenant.to_owned(), rtype.to_owned(), tag.to_vec());
+        self.pool
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT i.id FROM identifier_index i JOIN resources r
+                       ON r.tenant = i.tenant AND r.rtype = i.rtype AND r.id = i.id
+                     WHERE i.tenant = ?1 AND i.rtype = ?2 AND i.tag = ?3 AND r.deleted = 0 ORDER BY i.id",
+                )?;
+                let rows = stmt.query_map(params![tenant, rtype, tag], |r| r.get(0))?;
+                Ok(rows.collect::<Result<Vec<String>, _>>()?)
+            })
+            .await
+    }
+}
+
+fn key_from_row(r: &Row<'_>) -> rusqlite::Result<StoredKey> {
+    Ok(StoredKey {
+        key_id: r.get(0)?,
+        tenant: r.get(1)?,
+        scope: r.get(2)?,
+        kek_version: r.get::<_, i64>(3)? as u32,
+        wrapped: r.get(4)?,
+    })
+}
+
+impl KeyStore for SqliteStore {
+    async fn data_key(&self, tenant: &str, scope: &str) -> Result<Option<StoredKey>, StoreError> {
+        let (tenant, scope) = (tenant.to_owned(), scope.to_owned());
+        self.pool
+            .read(move |conn| {
+                Ok(conn
+                    .prepare_cached(
+                        "SELECT key_id, tenant, scope, kek_version, wrapped FROM data_keys WHERE tenant = ?1 AND scope = ?2",
+                    )?
+                    .query_row(params![tenant, scope], key_from_row)
+                    .optional()?)
+            })
+            .await
+    }
+
+    async fn data_key_by_id(&self, key_id: i64) -> Result<Option<StoredKey>, StoreError> {
+        self.pool
+            .read(move |conn| {
+                Ok(conn
+                    .prepare_cached("SELECT key_id, tenant, scope, kek_version, wrapped FROM data_keys WHERE key_id = ?1")?
+                    .query_row(params![key_id], key_from_row)
+                    .optional()?)
+            })
+            .await
+    }
+
+    async fn insert_data_key(&self, key: NewKey) -> Result<StoredKey, StoreError> {
+        self.pool
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "INSERT INTO data_keys (tenant, scope, kek_version, wrapped, created) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (tenant, scope) DO NOTHING",
+                )?
+                .execute(params![key.tenant, key.scope, i64::from(key.kek_version), key.wrapped, key.created])?;
+                Ok(conn
+                    .prepare_cached(
+                        "SELECT key_id, tenant, scope, kek_version, wrapped FROM data_keys WHERE tenant = ?1 AND scope = ?2",
+                    )?
+                    .query_row(params![key.tenant, key.scope], key_from_row)?)
+            })
+            .await
+    }
+}
+
+impl TokenStore for SqliteStore {
+    async fn insert_token(&self, hash: &[u8], label: &str, created: i64) -> Result<(), StoreError> {
+        let (hash, label) = (hash.to_vec(), label.to_owned());
+        self.pool
+            .write(move |conn| {
+                conn.execute(
+                    "INSERT INTO api_tokens (hash, label, created) VALUES (?1, ?2, ?3)",
+                    params![hash, label, created],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn active_tokens(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.pool
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached("SELECT hash FROM api_tokens WHERE revoked = 0")?;
+                let rows = stmt.query_map([], |r| r.get(0))?;
+                Ok(rows.collect::<Result<Vec<Vec<u8>>, _>>()?)
+            })
+            .await
+    }
+}

@@ -1,0 +1,144 @@
+//! One writer thread with group commit, and a small pool of reader connections.
+//!
+//! Writes are closures queued to the writer thread. It takes every job waiting, runs each in
+//! its own savepoint inside one transaction, commits once (one fsync for the group), and only
+//! then answers each job. A job that fails rolls back to its savepoint alone.
+
+use crate::StoreError;
+use rusqlite::Connection;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
+
+type Finish = Box<dyn FnOnce(Option<String>) + Send>;
+type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Finish) + Send>;
+
+const MAX_GROUP: usize = 256;
+
+pub(crate) struct Pool {
+    writer: mpsc::UnboundedSender<Job>,
+    readers: Vec<Mutex<Connection>>,
+    next: AtomicUsize,
+}
+
+pub(crate) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA busy_timeout = 10000;
+         PRAGMA foreign_keys = ON;
+         PRAGMA cache_size = -65536;",
+    )?;
+    Ok(conn)
+}
+
+impl Pool {
+    pub(crate) fn open(path: &Path, readers: usize) -> Result<Arc<Self>, StoreError> {
+        let mut writer_conn = open_connection(path)?;
+        super::schema::migrate(&mut writer_conn)?;
+        let mut pool = Vec::with_capacity(readers);
+        for _ in 0..readers.max(1) {
+            pool.push(Mutex::new(open_connection(path)?));
+        }
+        let (tx, rx) = mpsc::unbounded_channel::<Job>();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(writer_conn, rx))
+            .map_err(|e| StoreError::backend("spawn writer", e))?;
+        Ok(Arc::new(Self { writer: tx, readers: pool, next: AtomicUsize::new(0) }))
+    }
+
+    /// Runs `f` on the writer inside the next group transaction; resolves after commit.
+    pub(crate) async fn write<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<Result<R, StoreError>>();
+        let job: Job = Box::new(move |conn| {
+            let Some(conn) = conn else {
+                let finish: Finish = Box::new(move |_| {
+                    let _ = tx.send(Err(StoreError::backend("begin", "could not start a transaction")));
+                });
+                return (false, finish);
+            };
+            let result = f(conn);
+            let ok = result.is_ok();
+            let finish: Finish = Box::new(move |commit_error: Option<String>| {
+                let out = match (result, commit_error) {
+                    (Err(e), _) => Err(e),
+                    (Ok(_), Some(e)) => Err(StoreError::backend("commit", e)),
+                    (Ok(r), None) => Ok(r),
+                };
+                let _ = tx.send(out);
+            });
+            (ok, finish)
+        });
+        self.writer.send(job).map_err(|_| StoreError::WorkerGone)?;
+        rx.await.map_err(|_| StoreError::WorkerGone)?
+    }
+
+    /// Runs `f` on a reader connection on the blocking pool.
+    pub(crate) async fn read<R, F>(self: &Arc<Self>, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        let pool = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let n = pool.readers.len();
+            let start = pool.next.fetch_add(1, Ordering::Relaxed);
+            for i in 0..n {
+                if let Ok(conn) = pool.readers[(start + i) % n].try_lock() {
+                    return f(&conn);
+                }
+            }
+            let conn = pool.readers[start % n].lock().map_err(|_| StoreError::WorkerGone)?;
+            f(&conn)
+        })
+        .await
+        .map_err(|_| StoreError::WorkerGone)?
+    }
+}
+
+fn writer_loop(conn: Connection, mut rx: mpsc::UnboundedReceiver<Job>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if conn.execute_batch("BEGIN IMMEDIATE").is_err() {
+            for job in batch {
+                let (_, finish) = job(None);
+                finish(Some("begin failed".into()));
+            }
+            continue;
+        }
+        let mut finishes = Vec::with_capacity(batch.len());
+        for job in batch {
+            if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+                let (_, finish) = job(None);
+                finish(Some(e.to_string()));
+                continue;
+            }
+            let (ok, finish) = job(Some(&conn));
+            let end = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+            if let Err(e) = conn.execute_batch(end) {
+                tracing::error!(error = %e, "sqlite savepoint could not be closed");
+            }
+            finishes.push(finish);
+        }
+        let commit_error = conn.execute_batch("COMMIT").err().map(|e| e.to_string());
+        if commit_error.is_some() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for finish in finishes {
+            finish(commit_error.clone());
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Plain data crossing the storage boundary.
+
+/// Which resource: tenant, type name and id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ResourceKey {
+    pub tenant: String,
+    pub rtype: String,
+    pub id: String,
+}
+
+/// What produced a version; history bundles report it as the request method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Create = 0,
+    Update = 1,
+    Delete = 2,
+}
+
+impl Op {
+    pub fn from_i64(n: i64) -> Option<Op> {
+        match n {
+            0 => Some(Op::Create),
+            1 => Some(Op::Update),
+            2 => Some(Op::Delete),
+            _ => None,
+        }
+    }
+}
+
+/// A version as stored. `body` is the sealed body (empty for a deletion).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredVersion {
+    pub key: ResourceKey,
+    pub version: u64,
+    pub seq: i64,
+    pub last_updated: i64,
+    pub op: Op,
+    pub key_id: i64,
+    /// The patient whose data key sealed the body; empty for the tenant key.
+    pub patient: String,
+    pub body: Vec<u8>,
+}
+
+impl StoredVersion {
+    pub fn is_deleted(&self) -> bool {
+        self.op == Op::Delete
+    }
+}
+
+/// What the writer expects the current version to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// The resource must not exist yet.
+    Absent,
+    /// The current version must be this one.
+    Version(u64),
+}
+
+/// A version to write, with the blind identifier tags of the new content (replacing the old).
+#[derive(Debug, Clone)]
+pub struct NewVersion {
+    pub key: ResourceKey,
+    pub version: u64,
+    pub expect: Expect,
+    pub last_updated: i64,
+    pub op: Op,
+    pub key_id: i64,
+    pub patient: String,
+    pub body: Vec<u8>,
+    pub identifier_tags: Vec<Vec<u8>>,
+}
+
+/// Versions written together or not at all.
+#[derive(Debug, Clone, Default)]
+pub struct ChangeSet {
+    pub versions: Vec<NewVersion>,
+}
+
+/// Selects versions for a history: all, one type, or one resource; `since` bounds the
+/// update time; `before_seq` is the paging cursor (exclusive).
+#[derive(Debug, Clone)]
+pub struct HistoryQuery {
+    pub tenant: String,
+    pub rtype: Option<String>,
+    pub id: Option<String>,
+    pub since: Option<i64>,
+    pub before_seq: Option<i64>,
+    pub limit: u32,
+}
+
+/// A data key as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    pub key_id: i64,
+    pub tenant: String,
+    pub scope: String,
+    pub kek_version: u32,
+    pub wrapped: Vec<u8>,
+}
+
+/// A data key to store.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub tenant: String,
+    pub scope: String,
+    pub kek_version: u32,
+    pub wrapped: Vec<u8>,
+    pub created: i64,
+}
