@@ -1,1 +1,75 @@
-fn main() {}
+//! `carevault`: the one binary. Subcommands are a scripting contract — keep their names and
+//! flags stable.
+
+mod app;
+mod config;
+mod demo;
+mod demo_data;
+mod import;
+mod init;
+mod serve;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "carevault", version, about = "An encrypted FHIR R4 data server for hospitals")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a data directory: key file, TLS certificate, database and bootstrap token.
+    Init(init::InitArgs),
+    /// Serve the FHIR API over HTTPS.
+    Serve(serve::ServeArgs),
+    /// Create a throwaway hospital with synthetic patients and serve it.
+    Demo(demo::DemoArgs),
+    /// Import FHIR bundles (JSON) and NDJSON files or folders of them.
+    Import(import::ImportArgs),
+}
+
+/// A failure the CLI reports in one line and exits non-zero on.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CliError(pub String);
+
+impl CliError {
+    pub fn new(msg: impl Into<String>) -> Self {
+        Self(msg.into())
+    }
+}
+
+pub fn data_dir_or_default(dir: Option<PathBuf>) -> PathBuf {
+    dir.unwrap_or_else(|| PathBuf::from("carevault-data"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    config::init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("carevault: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Init(a) => init::run(a).await,
+            Command::Serve(a) => serve::run(a).await,
+            Command::Demo(a) => demo::run(a).await,
+            Command::Import(a) => import::run(a).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("carevault: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,19 @@
+//! The use cases of carevault's record store: create, read, update, delete, history and
+//! bundles, each one sealing and opening bodies with the right data key and keeping the blind
+//! identifier index in step. HTTP and the CLI both go through here; neither touches the
+//! store or the keys directly.
 
+mod bundle;
+mod crud;
+mod error;
+mod history;
+mod identifiers;
+mod keys;
+mod vault;
+
+pub use bundle::{BundleKind, BundleOutcome, EntryResult, condition_query, parse_etag};
+pub use crud::{ReadOutcome, StoredResource, Written};
+pub use error::CoreError;
+pub use history::{HistoryEntry, HistoryPage, HistoryScope, MAX_PAGE};
+pub use identifiers::IdentifierQuery;
+pub use vault::Vault;

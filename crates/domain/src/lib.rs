@@ -6,6 +6,7 @@ pub mod clock;
 pub mod compartment;
 pub mod ids;
 pub mod reference;
+pub mod query;
 pub mod resource;
 pub mod resource_type;
 

@@ -1,1 +1,44 @@
+//! The HTTP face of carevault: the FHIR R4 REST API over HTTPS. Handlers are thin: they turn
+//! requests into calls on the core `Vault` and its answers into FHIR responses. Every error
+//! leaves as an `OperationOutcome` (see `error.rs` for the one mapping).
 
+mod auth;
+mod body;
+mod capability;
+mod error;
+mod handlers;
+mod respond;
+mod server;
+mod state;
+
+pub use error::ApiError;
+pub use server::{TlsFiles, serve, tls_config};
+pub use state::{AppState, HttpConfig};
+
+use axum::Router;
+use axum::middleware;
+use axum::routing::get;
+
+/// The complete application router, mounted at `/fhir`.
+pub fn router(state: AppState) -> Router {
+    let fhir = Router::new()
+        .route("/metadata", get(handlers::metadata::capability_statement))
+        .route("/", axum::routing::post(handlers::bundle::process))
+        .route("/_history", get(handlers::history::system))
+        .route("/{rtype}", get(handlers::search::search_type).post(handlers::create::create))
+        .route("/{rtype}/_history", get(handlers::history::of_type))
+        .route(
+            "/{rtype}/{id}",
+            get(handlers::read::read).put(handlers::update::update).delete(handlers::delete::delete),
+        )
+        .route("/{rtype}/{id}/_history", get(handlers::history::instance))
+        .route("/{rtype}/{id}/_history/{vid}", get(handlers::read::vread))
+        .method_not_allowed_fallback(handlers::fallback::method_not_allowed)
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
+    Router::new()
+        .nest("/fhir", fhir)
+        .fallback(handlers::fallback::not_found)
+        .layer(middleware::from_fn(error::log_errors))
+        .layer(middleware::from_fn(respond::security_headers))
+        .with_state(state)
+}

@@ -1,0 +1,52 @@
+//! Opening the pieces every subcommand needs: the key file, the store and the vault.
+
+use crate::CliError;
+use crate::config::Settings;
+use carevault_core::Vault;
+use carevault_crypto::{KeyFile, SystemRandomSource};
+use carevault_domain::{SystemClock, TenantId};
+use carevault_storage::{AnyStore, TokenStore};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Reads the key file, refusing a missing one or one that others can read.
+pub fn load_keys(path: &Path) -> Result<KeyFile, CliError> {
+    let meta = std::fs::metadata(path).map_err(|_| {
+        CliError::new(format!(
+            "no key file at {}: run `carevault init --data-dir DIR` first, or point CAREVAULT_KEY_FILE at it",
+            path.display()
+        ))
+    })?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(CliError::new(format!(
+            "the key file {} is readable by other users; run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        )));
+    }
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path).map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display())))?,
+    );
+    KeyFile::parse(&text).map_err(|e| CliError::new(format!("{}: {e}", path.display())))
+}
+
+pub async fn open_store(database: &str) -> Result<AnyStore, CliError> {
+    AnyStore::open(database).await.map_err(|e| CliError::new(format!("cannot open the database: {e}")))
+}
+
+pub async fn open_vault(settings: &Settings) -> Result<Arc<Vault<AnyStore>>, CliError> {
+    let keys = load_keys(&settings.key_file)?;
+    let store = open_store(&settings.database).await?;
+    Ok(Arc::new(Vault::new(
+        store,
+        Arc::new(keys),
+        Arc::new(SystemRandomSource::new()),
+        Arc::new(SystemClock),
+        TenantId::default_tenant(),
+    )))
+}
+
+pub async fn active_tokens(vault: &Vault<AnyStore>) -> Result<Vec<Vec<u8>>, CliError> {
+    vault.store().active_tokens().await.map_err(|e| CliError::new(format!("cannot read API tokens: {e}")))
+}

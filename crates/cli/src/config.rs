@@ -1,0 +1,135 @@
+//! Settings, layered: defaults < `DIR/carevault.toml` < `CAREVAULT_*` environment (with
+//! `*_FILE` for secrets) < command-line flags. Validated once into `Settings`.
+
+use crate::CliError;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub const CONFIG_FILE: &str = "carevault.toml";
+pub const KEY_FILE: &str = "carevault.key";
+pub const DB_FILE: &str = "carevault.db";
+pub const CERT_FILE: &str = "tls-cert.pem";
+pub const TLS_KEY_FILE: &str = "tls-key.pem";
+pub const TOKEN_FILE: &str = "admin-token";
+
+/// What `carevault.toml` may say. Every field is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSettings {
+    pub listen: Option<String>,
+    pub database_url: Option<String>,
+    pub key_file: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub max_body_bytes: Option<usize>,
+    pub public_base: Option<String>,
+}
+
+/// Flags that may override the lower layers.
+#[derive(Debug, Default, Clone)]
+pub struct FlagSettings {
+    pub listen: Option<String>,
+    pub database_url: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub insecure_http: bool,
+}
+
+/// The validated settings of a running server or tool.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    /// `postgres://…`, or the SQLite file path.
+    pub database: String,
+    pub key_file: PathBuf,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub insecure_http: bool,
+    pub max_body_bytes: usize,
+    pub public_base: Option<String>,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(format!("CAREVAULT_{name}")).ok().filter(|v| !v.is_empty())
+}
+
+/// An environment setting, or the contents of the file its `_FILE` variant names.
+fn env_secret(name: &str) -> Result<Option<String>, CliError> {
+    if let Some(v) = env(name) {
+        return Ok(Some(v));
+    }
+    match env(&format!("{name}_FILE")) {
+        Some(path) => std::fs::read_to_string(&path)
+            .map(|s| Some(s.trim().to_owned()))
+            .map_err(|e| CliError::new(format!("cannot read CAREVAULT_{name}_FILE ({path}): {e}"))),
+        None => Ok(None),
+    }
+}
+
+pub fn read_file_settings(dir: &Path) -> Result<FileSettings, CliError> {
+    let path = dir.join(CONFIG_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text).map_err(|e| CliError::new(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileSettings::default()),
+        Err(e) => Err(CliError::new(format!("cannot read {}: {e}", path.display()))),
+    }
+}
+
+impl Settings {
+    pub fn load(data_dir: &Path, flags: FlagSettings) -> Result<Self, CliError> {
+        let file = read_file_settings(data_dir)?;
+        let listen = flags.listen.or_else(|| env("LISTEN")).or(file.listen).unwrap_or_else(|| "127.0.0.1:8443".into());
+        let listen: SocketAddr =
+            listen.parse().map_err(|_| CliError::new(format!("listen address `{listen}` is not host:port")))?;
+        let database = flags
+            .database_url
+            .or(env_secret("DATABASE_URL")?)
+            .or(file.database_url)
+            .unwrap_or_else(|| data_dir.join(DB_FILE).to_string_lossy().into_owned());
+        let key_file = env("KEY_FILE").map(PathBuf::from).or(file.key_file).unwrap_or_else(|| data_dir.join(KEY_FILE));
+        let tls_cert = flags
+            .tls_cert
+            .or_else(|| env("TLS_CERT").map(PathBuf::from))
+            .or(file.tls_cert)
+            .unwrap_or_else(|| data_dir.join(CERT_FILE));
+        let tls_key = flags
+            .tls_key
+            .or_else(|| env("TLS_KEY").map(PathBuf::from))
+            .or(file.tls_key)
+            .unwrap_or_else(|| data_dir.join(TLS_KEY_FILE));
+        let max_body_bytes = match env("MAX_BODY_BYTES") {
+            Some(v) => v.parse().map_err(|_| CliError::new("CAREVAULT_MAX_BODY_BYTES must be a number of bytes"))?,
+            None => file.max_body_bytes.unwrap_or(16 * 1024 * 1024),
+        };
+        let public_base = env("PUBLIC_BASE").or(file.public_base);
+        if flags.insecure_http && !listen.ip().is_loopback() {
+            return Err(CliError::new(
+                "--insecure-http is only allowed on a loopback address (127.0.0.1 or ::1); use TLS elsewhere",
+            ));
+        }
+        Ok(Settings {
+            listen,
+            database,
+            key_file,
+            tls_cert,
+            tls_key,
+            insecure_http: flags.insecure_http,
+            max_body_bytes,
+            public_base,
+        })
+    }
+}
+
+/// Logs go to stderr; `CAREVAULT_LOG` sets the filter (e.g. `info`, `carevault_core=debug`).
+pub fn init_logging() {
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::prelude::*;
+    let filter: Targets = env("LOG").and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        Targets::new().with_default(tracing::Level::INFO)
+    });
+    let _ = tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(false))
+        .with(filter)
+        .try_init();
+}

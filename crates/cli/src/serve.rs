@@ -1,0 +1,101 @@
+//! `carevault serve --data-dir DIR [--listen ADDR] [--insecure-http]`
+
+use crate::app::{active_tokens, open_vault};
+use crate::config::{FlagSettings, Settings};
+use crate::{CliError, data_dir_or_default};
+use carevault_http::{AppState, HttpConfig, TlsFiles, router, serve, tls_config};
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct ServeArgs {
+    /// The data directory made by `carevault init`.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:8443; port 0 picks a free one).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Serve plain HTTP instead of HTTPS. Only allowed on a loopback address.
+    #[arg(long)]
+    pub insecure_http: bool,
+    /// TLS certificate (PEM), overriding the data directory's.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}
+
+/// Serves until a shutdown signal; `ready` is called with the base URL once listening.
+pub async fn serve_settings(settings: Settings, ready: impl FnOnce(&str)) -> Result<(), CliError> {
+    let vault = open_vault(&settings).await?;
+    serve_vault(settings, vault, ready).await
+}
+
+/// Serves an already opened vault until a shutdown signal.
+pub async fn serve_vault(
+    settings: Settings,
+    vault: std::sync::Arc<carevault_core::Vault<carevault_storage::AnyStore>>,
+    ready: impl FnOnce(&str),
+) -> Result<(), CliError> {
+    let tokens = active_tokens(&vault).await?;
+    let tls = if settings.insecure_http {
+        None
+    } else {
+        let files = TlsFiles { cert: settings.tls_cert.clone(), key: settings.tls_key.clone() };
+        Some(tls_config(&files).map_err(CliError::new)?)
+    };
+    let config = HttpConfig { max_body_bytes: settings.max_body_bytes, public_base: settings.public_base.clone() };
+    let state = AppState::new(vault, config, tls.is_some(), tokens);
+    let app = router(state);
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| CliError::new(format!("cannot listen on {}: {e}", settings.listen)))?;
+    let addr = listener.local_addr().map_err(|e| CliError::new(e.to_string()))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let host = if addr.ip().is_loopback() && addr.is_ipv4() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
+    let base = format!("{scheme}://{host}:{}/fhir", addr.port());
+    tracing::info!(%addr, tls = tls.is_some(), "listening");
+    ready(&base);
+    serve(listener, tls, app, shutdown_signal(), Duration::from_secs(30)).await;
+    Ok(())
+}
+
+pub async fn run(args: ServeArgs) -> Result<ExitCode, CliError> {
+    let dir = data_dir_or_default(args.data_dir);
+    let flags = FlagSettings {
+        listen: args.listen,
+        database_url: None,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        insecure_http: args.insecure_http,
+    };
+    let settings = Settings::load(&dir, flags)?;
+    serve_settings(settings, |base| {
+        println!("carevault listening on {base}");
+    })
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,240 @@
+//! Create, read, vread, update and delete of one resource.
+
+use crate::identifiers::{IdentifierQuery, identifier_tags};
+use crate::keys::Row;
+use crate::{CoreError, Vault};
+use carevault_domain::compartment::key_owner;
+use carevault_domain::{Resource, ResourceId, ResourceType, Timestamp, VersionId};
+use carevault_storage::{ChangeSet, Expect, NewVersion, Op, ResourceKey, Store, StoredVersion};
+
+/// A resource as the client sees it: the decrypted body (with `meta`) and its version.
+#[derive(Debug, Clone)]
+pub struct StoredResource {
+    pub rtype: ResourceType,
+    pub id: ResourceId,
+    pub version: u64,
+    pub last_updated: Timestamp,
+    pub body: Vec<u8>,
+}
+
+/// The result of a read: present, deleted (with the deleting version) or never there.
+#[derive(Debug)]
+pub enum ReadOutcome {
+    Found(StoredResource),
+    Deleted { version: u64, last_updated: Timestamp },
+    NotFound,
+}
+
+/// The result of a write.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub resource: StoredResource,
+    /// A new resource (201) rather than a new version of an existing one (200).
+    pub created: bool,
+    /// False when the content was identical and no version was made.
+    pub changed: bool,
+}
+
+/// A write prepared and sealed, waiting to be applied with others.
+pub(crate) struct Pending {
+    pub version: NewVersion,
+    pub written: Written,
+}
+
+const MAX_RETRIES: usize = 8;
+
+impl<S: Store> Vault<S> {
+    pub(crate) fn resource_key(&self, rtype: ResourceType, id: &ResourceId) -> ResourceKey {
+        ResourceKey { tenant: self.tenant.as_str().to_owned(), rtype: rtype.as_str().to_owned(), id: id.to_string() }
+    }
+
+    pub(crate) async fn open_version(&self, rtype: ResourceType, v: &StoredVersion) -> Result<StoredResource, CoreError> {
+        let row = Row { rtype: &v.key.rtype, id: &v.key.id, version: v.version, patient: &v.patient, key_id: v.key_id };
+        let body = self.open(&row, &v.body).await?;
+        let id = ResourceId::parse(&v.key.id).map_err(|_| CoreError::Integrity)?;
+        Ok(StoredResource { rtype, id, version: v.version, last_updated: Timestamp::from_millis(v.last_updated), body })
+    }
+
+    /// Seals `resource` as the next version after `current` (or the first).
+    /// Returns `Ok(None)` when the content equals the current version's.
+    pub(crate) async fn prepare(
+        &self,
+        rtype: ResourceType,
+        id: &ResourceId,
+        mut resource: Resource,
+        current: Option<&StoredVersion>,
+    ) -> Result<Result<Pending, StoredResource>, CoreError> {
+        let live = current.filter(|c| !c.is_deleted());
+        if let Some(cur) = live {
+            let existing = self.open_version(rtype, cur).await?;
+            if let Ok(old) = Resource::parse(&existing.body) {
+                let mut candidate = resource.clone();
+                candidate.set_id(id);
+                if candidate.same_content(&old) {
+                    return Ok(Err(existing));
+                }
+            }
+        }
+        let version = current.map_or(1, |c| c.version + 1);
+        let expect = current.map_or(Expect::Absent, |c| Expect::Version(c.version));
+        let op = if live.is_some() || current.is_some() { Op::Update } else { Op::Create };
+        let now = self.clock.now();
+        resource.set_id(id);
+        resource.set_meta(VersionId::new(version).map_err(|e| CoreError::Invalid(e.to_string()))?, now);
+        let owner = key_owner(rtype, id, &resource.as_value());
+        let scope = owner.as_ref().map_or("", ResourceId::as_str);
+        let (key_id, dek) = self.key_for_scope(scope).await?;
+        let plaintext = resource.to_bytes();
+        let row = Row { rtype: rtype.as_str(), id: id.as_str(), version, patient: scope, key_id };
+        let sealed = self.seal_with(&dek, &row, &plaintext)?;
+        let tags = identifier_tags(&self.identifier_index, &resource);
+        Ok(Ok(Pending {
+            version: NewVersion {
+                key: self.resource_key(rtype, id),
+                version,
+                expect,
+                last_updated: now.millis(),
+                op,
+                key_id,
+                patient: scope.to_owned(),
+                body: sealed,
+                identifier_tags: tags,
+            },
+            written: Written {
+                resource: StoredResource { rtype, id: id.clone(), version, last_updated: now, body: plaintext },
+                created: current.is_none(),
+                changed: true,
+            },
+        }))
+    }
+
+    /// Creates a resource under a new server-assigned id (any id in the body is replaced).
+    pub async fn create(&self, resource: Resource) -> Result<Written, CoreError> {
+        let rtype = resource.rtype();
+        let id = self.new_id()?;
+        let pending = match self.prepare(rtype, &id, resource, None).await? {
+            Ok(p) => p,
+            Err(_) => return Err(CoreError::Conflict("id collision".into())),
+        };
+        self.store.apply(ChangeSet { versions: vec![pending.version] }).await?;
+        Ok(pending.written)
+    }
+
+    /// Conditional create: creates unless `condition` matches; one match is returned as is,
+    /// several are a failed precondition.
+    pub async fn create_if_none_exist(
+        &self,
+        resource: Resource,
+        condition: &IdentifierQuery,
+    ) -> Result<Written, CoreError> {
+        let found = self.find(resource.rtype(), condition).await?;
+        match found.as_slice() {
+            [] => self.create(resource).await,
+            [one] => match self.read(resource.rtype(), one).await? {
+                ReadOutcome::Found(r) => Ok(Written { resource: r, created: false, changed: false }),
+                _ => self.create(resource).await,
+            },
+            _ => Err(CoreError::PreconditionFailed("the If-None-Exist condition matches more than one resource".into())),
+        }
+    }
+
+    /// Update (or create-on-update with the client's id). `if_match` is the version the
+    /// client last saw; a stale one fails with `PreconditionFailed`.
+    pub async fn update(
+        &self,
+        rtype: ResourceType,
+        id: &ResourceId,
+        resource: Resource,
+        if_match: Option<VersionId>,
+    ) -> Result<Written, CoreError> {
+        let key = self.resource_key(rtype, id);
+        for _ in 0..MAX_RETRIES {
+            let current = self.store.current(&key).await?;
+            if let Some(want) = if_match {
+                let live = current.as_ref().filter(|c| !c.is_deleted());
+                if live.map(|c| c.version) != Some(want.get()) {
+                    return Err(CoreError::PreconditionFailed("If-Match does not name the current version".into()));
+                }
+            }
+            let pending = match self.prepare(rtype, id, resource.clone(), current.as_ref()).await? {
+                Ok(p) => p,
+                Err(unchanged) => return Ok(Written { resource: unchanged, created: false, changed: false }),
+            };
+            match self.store.apply(ChangeSet { versions: vec![pending.version] }).await {
+                Ok(()) => return Ok(pending.written),
+                Err(carevault_storage::StoreError::Conflict) if if_match.is_some() => {
+                    return Err(CoreError::PreconditionFailed("If-Match does not name the current version".into()));
+                }
+                Err(carevault_storage::StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(CoreError::Conflict("too many concurrent writes to this resource".into()))
+    }
+
+    /// Soft delete: a new version marks the resource deleted; later reads answer 410.
+    /// Returns the deleting version, or `None` when there was nothing to delete.
+    pub async fn delete(
+        &self,
+        rtype: ResourceType,
+        id: &ResourceId,
+        if_match: Option<VersionId>,
+    ) -> Result<Option<u64>, CoreError> {
+        let key = self.resource_key(rtype, id);
+        for _ in 0..MAX_RETRIES {
+            let current = self.store.current(&key).await?;
+            let live = current.as_ref().filter(|c| !c.is_deleted());
+            if let Some(want) = if_match {
+                if live.map(|c| c.version) != Some(want.get()) {
+                    return Err(CoreError::PreconditionFailed("If-Match does not name the current version".into()));
+                }
+            }
+            let Some(cur) = live else { return Ok(None) };
+            let v = self.deletion(rtype, id, cur);
+            let version = v.version;
+            match self.store.apply(ChangeSet { versions: vec![v] }).await {
+                Ok(()) => return Ok(Some(version)),
+                Err(carevault_storage::StoreError::Conflict) if if_match.is_some() => {
+                    return Err(CoreError::PreconditionFailed("If-Match does not name the current version".into()));
+                }
+                Err(carevault_storage::StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(CoreError::Conflict("too many concurrent writes to this resource".into()))
+    }
+
+    pub(crate) fn deletion(&self, rtype: ResourceType, id: &ResourceId, cur: &StoredVersion) -> NewVersion {
+        NewVersion {
+            key: self.resource_key(rtype, id),
+            version: cur.version + 1,
+            expect: Expect::Version(cur.version),
+            last_updated: self.clock.now().millis(),
+            op: Op::Delete,
+            key_id: 0,
+            patient: String::new(),
+            body: Vec::new(),
+            identifier_tags: Vec::new(),
+        }
+    }
+
+    pub async fn read(&self, rtype: ResourceType, id: &ResourceId) -> Result<ReadOutcome, CoreError> {
+        match self.store.current(&self.resource_key(rtype, id)).await? {
+            None => Ok(ReadOutcome::NotFound),
+            Some(v) if v.is_deleted() => {
+                Ok(ReadOutcome::Deleted { version: v.version, last_updated: Timestamp::from_millis(v.last_updated) })
+            }
+            Some(v) => Ok(ReadOutcome::Found(self.open_version(rtype, &v).await?)),
+        }
+    }
+
+    pub async fn vread(&self, rtype: ResourceType, id: &ResourceId, version: VersionId) -> Result<ReadOutcome, CoreError> {
+        match self.store.version(&self.resource_key(rtype, id), version.get()).await? {
+            None => Ok(ReadOutcome::NotFound),
+            Some(v) if v.is_deleted() => {
+                Ok(ReadOutcome::Deleted { version: v.version, last_updated: Timestamp::from_millis(v.last_updated) })
+            }
+            Some(v) => Ok(ReadOutcome::Found(self.open_version(rtype, &v).await?)),
+        }
+    }
+}

@@ -1,0 +1,49 @@
+use crate::keys::KeyCache;
+use carevault_crypto::{IndexKey, KeyFile, RandomSource};
+use carevault_domain::{Clock, ResourceId, TenantId};
+use carevault_storage::Store;
+use std::sync::Arc;
+
+/// The record store of one tenant: a backend, the keys, a clock and a random source.
+pub struct Vault<S: Store> {
+    pub(crate) store: S,
+    pub(crate) keys: Arc<KeyFile>,
+    pub(crate) rng: Arc<dyn RandomSource>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) tenant: TenantId,
+    pub(crate) identifier_index: IndexKey,
+    pub(crate) key_cache: KeyCache,
+}
+
+impl<S: Store> Vault<S> {
+    pub fn new(store: S, keys: Arc<KeyFile>, rng: Arc<dyn RandomSource>, clock: Arc<dyn Clock>, tenant: TenantId) -> Self {
+        let identifier_index = IndexKey::derive(&keys, tenant.as_str(), "identifier");
+        Self { store, keys, rng, clock, tenant, identifier_index, key_cache: KeyCache::default() }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    pub fn rng(&self) -> &Arc<dyn RandomSource> {
+        &self.rng
+    }
+
+    pub fn keys(&self) -> &Arc<KeyFile> {
+        &self.keys
+    }
+
+    pub(crate) fn new_id(&self) -> Result<ResourceId, crate::CoreError> {
+        let mut b = [0u8; 16];
+        self.rng.fill(&mut b)?;
+        Ok(ResourceId::from_random(b))
+    }
+}

@@ -1,0 +1,47 @@
+use carevault_core::Vault;
+use carevault_crypto::{TokenHash, hash_token};
+use carevault_storage::AnyStore;
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+
+/// Settings the HTTP layer needs.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// The externally visible base (e.g. `https://fhir.example.org/fhir`); when absent it is
+    /// derived from the request's Host header.
+    pub public_base: Option<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { max_body_bytes: 16 * 1024 * 1024, public_base: None }
+    }
+}
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub vault: Arc<Vault<AnyStore>>,
+    pub config: Arc<HttpConfig>,
+    /// Whether the listener speaks TLS (for URLs the server builds).
+    pub tls: bool,
+    tokens: Arc<RwLock<HashSet<TokenHash>>>,
+}
+
+impl AppState {
+    pub fn new(vault: Arc<Vault<AnyStore>>, config: HttpConfig, tls: bool, token_hashes: Vec<Vec<u8>>) -> Self {
+        let tokens = token_hashes
+            .into_iter()
+            .filter_map(|h| <[u8; 32]>::try_from(h.as_slice()).ok().map(TokenHash))
+            .collect();
+        Self { vault, config: Arc::new(config), tls, tokens: Arc::new(RwLock::new(tokens)) }
+    }
+
+    /// Is this bearer token one of the active API tokens?
+    pub(crate) fn token_ok(&self, presented: &str) -> bool {
+        let h = hash_token(presented);
+        self.tokens.read().map(|t| t.contains(&h)).unwrap_or(false)
+    }
+}
