@@ -26,13 +26,16 @@ pub fn load_keys(path: &Path) -> Result<KeyFile, CliError> {
         )));
     }
     let text = zeroize::Zeroizing::new(
-        std::fs::read_to_string(path).map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display())))?,
+        std::fs::read_to_string(path)
+            .map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display())))?,
     );
     KeyFile::parse(&text).map_err(|e| CliError::new(format!("{}: {e}", path.display())))
 }
 
 pub async fn open_store(database: &str) -> Result<AnyStore, CliError> {
-    AnyStore::open(database).await.map_err(|e| CliError::new(format!("cannot open the database: {e}")))
+    AnyStore::open(database)
+        .await
+        .map_err(|e| CliError::new(format!("cannot open the database: {e}")))
 }
 
 pub async fn open_vault(settings: &Settings) -> Result<Arc<Vault<AnyStore>>, CliError> {
@@ -48,5 +51,9 @@ pub async fn open_vault(settings: &Settings) -> Result<Arc<Vault<AnyStore>>, Cli
 }
 
 pub async fn active_tokens(vault: &Vault<AnyStore>) -> Result<Vec<Vec<u8>>, CliError> {
-    vault.store().active_tokens().await.map_err(|e| CliError::new(format!("cannot read API tokens: {e}")))
+    vault
+        .store()
+        .active_tokens()
+        .await
+        .map_err(|e| CliError::new(format!("cannot read API tokens: {e}")))
 }

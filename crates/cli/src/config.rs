@@ -51,7 +51,9 @@ pub struct Settings {
 }
 
 fn env(name: &str) -> Option<String> {
-    std::env::var(format!("CAREVAULT_{name}")).ok().filter(|v| !v.is_empty())
+    std::env::var(format!("CAREVAULT_{name}"))
+        .ok()
+        .filter(|v| !v.is_empty())
 }
 
 /// An environment setting, or the contents of the file its `_FILE` variant names.
@@ -70,24 +72,37 @@ fn env_secret(name: &str) -> Result<Option<String>, CliError> {
 pub fn read_file_settings(dir: &Path) -> Result<FileSettings, CliError> {
     let path = dir.join(CONFIG_FILE);
     match std::fs::read_to_string(&path) {
-        Ok(text) => toml::from_str(&text).map_err(|e| CliError::new(format!("{}: {e}", path.display()))),
+        Ok(text) => {
+            toml::from_str(&text).map_err(|e| CliError::new(format!("{}: {e}", path.display())))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileSettings::default()),
-        Err(e) => Err(CliError::new(format!("cannot read {}: {e}", path.display()))),
+        Err(e) => Err(CliError::new(format!(
+            "cannot read {}: {e}",
+            path.display()
+        ))),
     }
 }
 
 impl Settings {
     pub fn load(data_dir: &Path, flags: FlagSettings) -> Result<Self, CliError> {
         let file = read_file_settings(data_dir)?;
-        let listen = flags.listen.or_else(|| env("LISTEN")).or(file.listen).unwrap_or_else(|| "127.0.0.1:8443".into());
-        let listen: SocketAddr =
-            listen.parse().map_err(|_| CliError::new(format!("listen address `{listen}` is not host:port")))?;
+        let listen = flags
+            .listen
+            .or_else(|| env("LISTEN"))
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:8443".into());
+        let listen: SocketAddr = listen
+            .parse()
+            .map_err(|_| CliError::new(format!("listen address `{listen}` is not host:port")))?;
         let database = flags
             .database_url
             .or(env_secret("DATABASE_URL")?)
             .or(file.database_url)
             .unwrap_or_else(|| data_dir.join(DB_FILE).to_string_lossy().into_owned());
-        let key_file = env("KEY_FILE").map(PathBuf::from).or(file.key_file).unwrap_or_else(|| data_dir.join(KEY_FILE));
+        let key_file = env("KEY_FILE")
+            .map(PathBuf::from)
+            .or(file.key_file)
+            .unwrap_or_else(|| data_dir.join(KEY_FILE));
         let tls_cert = flags
             .tls_cert
             .or_else(|| env("TLS_CERT").map(PathBuf::from))
@@ -99,7 +114,9 @@ impl Settings {
             .or(file.tls_key)
             .unwrap_or_else(|| data_dir.join(TLS_KEY_FILE));
         let max_body_bytes = match env("MAX_BODY_BYTES") {
-            Some(v) => v.parse().map_err(|_| CliError::new("CAREVAULT_MAX_BODY_BYTES must be a number of bytes"))?,
+            Some(v) => v
+                .parse()
+                .map_err(|_| CliError::new("CAREVAULT_MAX_BODY_BYTES must be a number of bytes"))?,
             None => file.max_body_bytes.unwrap_or(16 * 1024 * 1024),
         };
         let public_base = env("PUBLIC_BASE").or(file.public_base);
@@ -125,11 +142,15 @@ impl Settings {
 pub fn init_logging() {
     use tracing_subscriber::filter::Targets;
     use tracing_subscriber::prelude::*;
-    let filter: Targets = env("LOG").and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        Targets::new().with_default(tracing::Level::INFO)
-    });
+    let filter: Targets = env("LOG")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
     let _ = tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(false))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(false),
+        )
         .with(filter)
         .try_init();
 }

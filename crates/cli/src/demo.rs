@@ -26,7 +26,10 @@ pub struct DemoArgs {
 }
 
 fn throwaway_dir() -> PathBuf {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     std::env::temp_dir().join(format!("carevault-demo-{}-{nanos}", std::process::id()))
 }
 
@@ -34,15 +37,30 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
     let dir = args.data_dir.clone().unwrap_or_else(throwaway_dir);
     let fresh = !dir.join(KEY_FILE).exists();
     let token = if fresh {
-        initialise(&InitArgs { data_dir: dir.clone(), database_url: None, tls_cert: None, tls_key: None }).await?
+        initialise(&InitArgs {
+            data_dir: dir.clone(),
+            database_url: None,
+            tls_cert: None,
+            tls_key: None,
+        })
+        .await?
     } else {
-        std::fs::read_to_string(dir.join(TOKEN_FILE)).map(|t| t.trim().to_owned()).unwrap_or_else(|_| "(see admin-token)".into())
+        std::fs::read_to_string(dir.join(TOKEN_FILE))
+            .map(|t| t.trim().to_owned())
+            .unwrap_or_else(|_| "(see admin-token)".into())
     };
-    let flags = FlagSettings { listen: Some(args.listen.clone()), ..FlagSettings::default() };
+    let flags = FlagSettings {
+        listen: Some(args.listen.clone()),
+        ..FlagSettings::default()
+    };
     let settings = Settings::load(&dir, flags)?;
     let vault = open_vault(&settings).await?;
     if fresh {
-        eprintln!("Creating a demo hospital with {} synthetic patients in {} ...", args.patients, dir.display());
+        eprintln!(
+            "Creating a demo hospital with {} synthetic patients in {} ...",
+            args.patients,
+            dir.display()
+        );
         let started = std::time::Instant::now();
         vault
             .process_bundle(&demo_data::reference_bundle(args.seed))
@@ -53,7 +71,11 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
         for n in 0..args.patients {
             let vault = Arc::clone(&vault);
             let seed = args.seed;
-            set.spawn(async move { vault.process_bundle(&demo_data::patient_bundle(seed, n)).await });
+            set.spawn(async move {
+                vault
+                    .process_bundle(&demo_data::patient_bundle(seed, n))
+                    .await
+            });
             if set.len() >= 4 {
                 if let Some(r) = set.join_next().await {
                     written += count(r)?;
@@ -63,7 +85,10 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
         while let Some(r) = set.join_next().await {
             written += count(r)?;
         }
-        eprintln!("Created {written} resources in {:.1} s.", started.elapsed().as_secs_f64());
+        eprintln!(
+            "Created {written} resources in {:.1} s.",
+            started.elapsed().as_secs_f64()
+        );
     } else {
         eprintln!("Using the existing demo in {}", dir.display());
     }
@@ -76,7 +101,10 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
         let auth = format!("-H \"Authorization: Bearer {token}\"");
         let ca = format!("--cacert {}", cert.display());
         println!("  curl {ca} {base}/metadata");
-        println!("  curl {ca} {auth} \"{base}/Patient?identifier={}|MRN1000001\"", demo_data::MRN);
+        println!(
+            "  curl {ca} {auth} \"{base}/Patient?identifier={}|MRN1000001\"",
+            demo_data::MRN
+        );
         println!("  curl {ca} {auth} \"{base}/Observation/_history?_count=5\"");
     })
     .await?;
@@ -84,7 +112,10 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
 }
 
 fn count(
-    r: Result<Result<carevault_core::BundleOutcome, carevault_core::CoreError>, tokio::task::JoinError>,
+    r: Result<
+        Result<carevault_core::BundleOutcome, carevault_core::CoreError>,
+        tokio::task::JoinError,
+    >,
 ) -> Result<usize, CliError> {
     match r {
         Ok(Ok(outcome)) => Ok(outcome.written.values().sum()),

@@ -39,13 +39,42 @@ impl Gen {
     }
 }
 
-const GIVEN_F: &[&str] = &["Amara", "Brigid", "Chiara", "Dalia", "Elif", "Freya", "Greta", "Hana", "Ines", "Jana"];
-const GIVEN_M: &[&str] = &["Anton", "Bram", "Cyril", "Dario", "Emil", "Farid", "Gustav", "Hugo", "Ivo", "Jonas"];
-const FAMILY: &[&str] = &[
-    "Altmann", "Brennan", "Castell", "Dorsey", "Ekwueme", "Falk", "Grieve", "Hollis", "Iwata", "Jessop", "Kowal",
-    "Lindqvist", "Moreau", "Novak", "Okafor", "Petrov", "Quist", "Rainer", "Sato", "Thorne",
+const GIVEN_F: &[&str] = &[
+    "Amara", "Brigid", "Chiara", "Dalia", "Elif", "Freya", "Greta", "Hana", "Ines", "Jana",
 ];
-const STREETS: &[&str] = &["Birch Lane", "Canal Street", "Harbour Road", "Mill Way", "Orchard Close", "Station Road"];
+const GIVEN_M: &[&str] = &[
+    "Anton", "Bram", "Cyril", "Dario", "Emil", "Farid", "Gustav", "Hugo", "Ivo", "Jonas",
+];
+const FAMILY: &[&str] = &[
+    "Altmann",
+    "Brennan",
+    "Castell",
+    "Dorsey",
+    "Ekwueme",
+    "Falk",
+    "Grieve",
+    "Hollis",
+    "Iwata",
+    "Jessop",
+    "Kowal",
+    "Lindqvist",
+    "Moreau",
+    "Novak",
+    "Okafor",
+    "Petrov",
+    "Quist",
+    "Rainer",
+    "Sato",
+    "Thorne",
+];
+const STREETS: &[&str] = &[
+    "Birch Lane",
+    "Canal Street",
+    "Harbour Road",
+    "Mill Way",
+    "Orchard Close",
+    "Station Road",
+];
 const CITIES: &[&str] = &["Eastwick", "Northam", "Westford", "Southby"];
 
 /// (code, display) of SNOMED conditions used in the demo.
@@ -66,13 +95,41 @@ const MEDICATIONS: &[(&str, &str)] = &[
     ("197361", "Amlodipine 5 MG Oral Tablet"),
 ];
 /// (SNOMED substance, display)
-const ALLERGIES: &[(&str, &str)] = &[("91936005", "Penicillin"), ("227493005", "Cashew nuts"), ("300916003", "Latex")];
+const ALLERGIES: &[(&str, &str)] = &[
+    ("91936005", "Penicillin"),
+    ("227493005", "Cashew nuts"),
+    ("300916003", "Latex"),
+];
 /// (LOINC, display, unit, low, high)
 const LABS: &[(&str, &str, &str, f64, f64)] = &[
-    ("2339-0", "Glucose [Mass/volume] in Blood", "mg/dL", 70.0, 180.0),
-    ("718-7", "Hemoglobin [Mass/volume] in Blood", "g/dL", 10.5, 17.0),
-    ("2160-0", "Creatinine [Mass/volume] in Serum or Plasma", "mg/dL", 0.6, 1.6),
-    ("4548-4", "Hemoglobin A1c/Hemoglobin.total in Blood", "%", 4.8, 9.5),
+    (
+        "2339-0",
+        "Glucose [Mass/volume] in Blood",
+        "mg/dL",
+        70.0,
+        180.0,
+    ),
+    (
+        "718-7",
+        "Hemoglobin [Mass/volume] in Blood",
+        "g/dL",
+        10.5,
+        17.0,
+    ),
+    (
+        "2160-0",
+        "Creatinine [Mass/volume] in Serum or Plasma",
+        "mg/dL",
+        0.6,
+        1.6,
+    ),
+    (
+        "4548-4",
+        "Hemoglobin A1c/Hemoglobin.total in Blood",
+        "%",
+        4.8,
+        9.5,
+    ),
 ];
 
 pub const NPI: &str = "http://hl7.org/fhir/sid/us-npi";
@@ -84,7 +141,10 @@ fn coding(system: &str, code: &str, display: &str) -> Value {
 }
 
 fn post(full_url: &str, resource: Value) -> Value {
-    let rtype = resource["resourceType"].as_str().unwrap_or("Basic").to_owned();
+    let rtype = resource["resourceType"]
+        .as_str()
+        .unwrap_or("Basic")
+        .to_owned();
     json!({"fullUrl": full_url, "resource": resource, "request": {"method": "POST", "url": rtype}})
 }
 
@@ -98,7 +158,11 @@ fn post_once(full_url: &str, resource: Value, condition: &str) -> Value {
 pub fn reference_bundle(seed: u64) -> Value {
     let mut g = Gen(seed);
     let mut entries = Vec::new();
-    let hospitals = [("St. Aldhelm General Hospital", "org-1"), ("Riverside Community Clinic", "org-2"), ("Northam Diagnostics Laboratory", "org-3")];
+    let hospitals = [
+        ("St. Aldhelm General Hospital", "org-1"),
+        ("Riverside Community Clinic", "org-2"),
+        ("Northam Diagnostics Laboratory", "org-3"),
+    ];
     let mut org_urls = Vec::new();
     for (name, code) in hospitals {
         let url = g.uuid();
@@ -112,9 +176,14 @@ pub fn reference_bundle(seed: u64) -> Value {
         ));
         org_urls.push(url);
     }
-    for (i, (name, kind)) in [("Emergency Department", "ER"), ("Ward 3 - Internal Medicine", "HU"), ("Outpatient Clinic A", "OF"), ("Laboratory", "HLAB")]
-        .iter()
-        .enumerate()
+    for (i, (name, kind)) in [
+        ("Emergency Department", "ER"),
+        ("Ward 3 - Internal Medicine", "HU"),
+        ("Outpatient Clinic A", "OF"),
+        ("Laboratory", "HLAB"),
+    ]
+    .iter()
+    .enumerate()
     {
         let url = g.uuid();
         entries.push(post_once(
@@ -129,7 +198,11 @@ pub fn reference_bundle(seed: u64) -> Value {
     for i in 0..8u64 {
         let url = g.uuid();
         let female = g.below(2) == 0;
-        let given = if female { g.pick(GIVEN_F) } else { g.pick(GIVEN_M) };
+        let given = if female {
+            g.pick(GIVEN_F)
+        } else {
+            g.pick(GIVEN_M)
+        };
         let family = g.pick(FAMILY);
         let npi = format!("99990{:05}", 100 + i);
         entries.push(post_once(
@@ -141,7 +214,12 @@ pub fn reference_bundle(seed: u64) -> Value {
             &format!("identifier={NPI}|{npi}"),
         ));
         let role_url = g.uuid();
-        let specialty = ["General practice", "Internal medicine", "Emergency medicine", "Pathology"][(i % 4) as usize];
+        let specialty = [
+            "General practice",
+            "Internal medicine",
+            "Emergency medicine",
+            "Pathology",
+        ][(i % 4) as usize];
         entries.push(post(
             &role_url,
             json!({"resourceType": "PractitionerRole", "active": true,
@@ -161,7 +239,16 @@ fn date(year: i64, month: u64, day: u64) -> String {
     format!("{year:04}-{month:02}-{day:02}")
 }
 
-fn quantity_obs(patient: &str, enc: &str, when: &str, code: &str, display: &str, value: f64, unit: &str, category: &str) -> Value {
+fn quantity_obs(
+    patient: &str,
+    enc: &str,
+    when: &str,
+    code: &str,
+    display: &str,
+    value: f64,
+    unit: &str,
+    category: &str,
+) -> Value {
     json!({"resourceType": "Observation", "status": "final",
            "category": [coding("http://terminology.hl7.org/CodeSystem/observation-category", category, category)],
            "code": coding("http://loinc.org", code, display),
@@ -176,7 +263,11 @@ pub fn patient_bundle(seed: u64, n: u64) -> Value {
     let mut entries = Vec::new();
     let p = g.uuid();
     let female = g.below(2) == 0;
-    let given = if female { g.pick(GIVEN_F) } else { g.pick(GIVEN_M) };
+    let given = if female {
+        g.pick(GIVEN_F)
+    } else {
+        g.pick(GIVEN_M)
+    };
     let family = g.pick(FAMILY);
     let birth_year = 1935 + g.below(80) as i64;
     let birth = date(birth_year, 1 + g.below(12), 1 + g.below(28));
@@ -244,7 +335,10 @@ pub fn patient_bundle(seed: u64, n: u64) -> Value {
         ];
         for (code, display, value, unit) in vitals {
             let url = g.uuid();
-            entries.push(post(&url, quantity_obs(&p, &enc, &start, code, display, value, unit, "vital-signs")));
+            entries.push(post(
+                &url,
+                quantity_obs(&p, &enc, &start, code, display, value, unit, "vital-signs"),
+            ));
         }
         let bp = g.uuid();
         let (sys, dia) = (g.range(100.0, 165.0).round(), g.range(60.0, 100.0).round());
@@ -261,7 +355,19 @@ pub fn patient_bundle(seed: u64, n: u64) -> Value {
         let mut results = Vec::new();
         for (code, display, unit, lo, hi) in LABS.iter().take(2 + g.below(3) as usize) {
             let url = g.uuid();
-            entries.push(post(&url, quantity_obs(&p, &enc, &start, code, display, g.range(*lo, *hi), unit, "laboratory")));
+            entries.push(post(
+                &url,
+                quantity_obs(
+                    &p,
+                    &enc,
+                    &start,
+                    code,
+                    display,
+                    g.range(*lo, *hi),
+                    unit,
+                    "laboratory",
+                ),
+            ));
             results.push(json!({"reference": url}));
         }
         let report = g.uuid();
@@ -285,7 +391,13 @@ mod tests {
         assert_ne!(patient_bundle(7, 3), patient_bundle(7, 4));
         let b = patient_bundle(7, 1);
         let entries = b["entry"].as_array().map(Vec::len).unwrap_or(0);
-        assert!(entries > 15, "a patient has a real record, got {entries} entries");
-        assert_eq!(reference_bundle(7)["entry"].as_array().map(Vec::len), Some(3 + 4 + 16));
+        assert!(
+            entries > 15,
+            "a patient has a real record, got {entries} entries"
+        );
+        assert_eq!(
+            reference_bundle(7)["entry"].as_array().map(Vec::len),
+            Some(3 + 4 + 16)
+        );
     }
 }

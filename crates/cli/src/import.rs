@@ -7,9 +7,9 @@
 //! name resources that another file creates is retried after the others, so reference data
 //! may come in any order. A bad file is reported with its name and the reason; the rest go on.
 
+use crate::CliError;
 use crate::app::open_vault;
 use crate::config::{FlagSettings, Settings};
-use crate::CliError;
 use carevault_core::{CoreError, Vault};
 use carevault_domain::ResourceType;
 use carevault_storage::AnyStore;
@@ -53,14 +53,23 @@ pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
             let mut inside: Vec<PathBuf> = std::fs::read_dir(p)
                 .map_err(|e| CliError::new(format!("cannot list {}: {e}", p.display())))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| f.is_file() && matches!(f.extension().and_then(|x| x.to_str()), Some("json" | "ndjson")))
+                .filter(|f| {
+                    f.is_file()
+                        && matches!(
+                            f.extension().and_then(|x| x.to_str()),
+                            Some("json" | "ndjson")
+                        )
+                })
                 .collect();
             inside.sort();
             files.extend(inside);
         } else if p.is_file() {
             files.push(p.clone());
         } else {
-            return Err(CliError::new(format!("{} is neither a file nor a folder", p.display())));
+            return Err(CliError::new(format!(
+                "{} is neither a file nor a folder",
+                p.display()
+            )));
         }
     }
     Ok(files)
@@ -68,7 +77,9 @@ pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
 
 fn describe(e: &CoreError) -> String {
     match e {
-        CoreError::Store(_) | CoreError::Crypto(_) | CoreError::Integrity => format!("server error: {e}"),
+        CoreError::Store(_) | CoreError::Crypto(_) | CoreError::Integrity => {
+            format!("server error: {e}")
+        }
         other => other.to_string(),
     }
 }
@@ -79,27 +90,50 @@ fn add(total: &mut BTreeMap<ResourceType, usize>, more: &BTreeMap<ResourceType, 
     }
 }
 
-async fn run_bundle(vault: &Vault<AnyStore>, bundle: &Value, bar: &ProgressBar) -> Result<BTreeMap<ResourceType, usize>, CoreError> {
+async fn run_bundle(
+    vault: &Vault<AnyStore>,
+    bundle: &Value,
+    bar: &ProgressBar,
+) -> Result<BTreeMap<ResourceType, usize>, CoreError> {
     let outcome = vault.process_bundle(bundle).await?;
     let failures: Vec<String> = outcome
         .entries
         .iter()
         .enumerate()
-        .filter_map(|(i, e)| e.error.as_ref().map(|err| format!("entry {i}: {}", describe(err))))
+        .filter_map(|(i, e)| {
+            e.error
+                .as_ref()
+                .map(|err| format!("entry {i}: {}", describe(err)))
+        })
         .collect();
     let n: usize = outcome.written.values().sum();
     bar.inc(n as u64);
     if failures.is_empty() {
         Ok(outcome.written)
     } else {
-        Err(CoreError::Invalid(format!("{} of {} batch entries failed; first: {}", failures.len(), outcome.entries.len(), failures[0])))
+        Err(CoreError::Invalid(format!(
+            "{} of {} batch entries failed; first: {}",
+            failures.len(),
+            outcome.entries.len(),
+            failures[0]
+        )))
     }
 }
 
 fn put_entry(resource: Value) -> Value {
-    let rtype = resource.get("resourceType").and_then(Value::as_str).unwrap_or("").to_owned();
-    match resource.get("id").and_then(Value::as_str).map(str::to_owned) {
-        Some(id) => json!({"resource": resource, "request": {"method": "PUT", "url": format!("{rtype}/{id}")}}),
+    let rtype = resource
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    match resource
+        .get("id")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+    {
+        Some(id) => {
+            json!({"resource": resource, "request": {"method": "PUT", "url": format!("{rtype}/{id}")}})
+        }
         None => json!({"resource": resource, "request": {"method": "POST", "url": rtype}}),
     }
 }
@@ -107,7 +141,9 @@ fn put_entry(resource: Value) -> Value {
 fn classify(result: Result<BTreeMap<ResourceType, usize>, CoreError>) -> FileOutcome {
     match result {
         Ok(w) => FileOutcome::Done(w),
-        Err(CoreError::PreconditionFailed(m)) if m.contains("conditional reference matches no resource") => {
+        Err(CoreError::PreconditionFailed(m))
+            if m.contains("conditional reference matches no resource") =>
+        {
             FileOutcome::Deferred(m)
         }
         Err(e) => FileOutcome::Failed(describe(&e)),
@@ -118,20 +154,29 @@ async fn import_ndjson(vault: &Vault<AnyStore>, text: &str, bar: &ProgressBar) -
     let mut total = BTreeMap::new();
     let mut chunk: Vec<Value> = Vec::new();
     let mut ids = std::collections::HashSet::new();
-    let kept: Vec<(usize, &str)> = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).collect();
+    let kept: Vec<(usize, &str)> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .collect();
     let mut lines = kept.into_iter().peekable();
     while let Some((n, line)) = lines.next() {
         let resource: Value = match serde_json::from_str(line) {
             Ok(v) => v,
             Err(e) => return FileOutcome::Failed(format!("line {}: not JSON ({e})", n + 1)),
         };
-        let key = (resource.get("resourceType").cloned(), resource.get("id").cloned());
+        let key = (
+            resource.get("resourceType").cloned(),
+            resource.get("id").cloned(),
+        );
         let duplicate = key.1.is_some() && ids.contains(&key);
         if duplicate || chunk.len() >= NDJSON_CHUNK {
             let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": std::mem::take(&mut chunk)});
             match run_bundle(vault, &bundle, bar).await {
                 Ok(w) => add(&mut total, &w),
-                Err(e) => return FileOutcome::Failed(format!("before line {}: {}", n + 1, describe(&e))),
+                Err(e) => {
+                    return FileOutcome::Failed(format!("before line {}: {}", n + 1, describe(&e)));
+                }
             }
             ids.clear();
         }
@@ -159,17 +204,19 @@ pub async fn import_file(vault: &Vault<AnyStore>, path: &Path, bar: &ProgressBar
     if path.extension().and_then(|x| x.to_str()) == Some("ndjson") {
         return import_ndjson(vault, &text, bar).await;
     }
-    let value: Value = match tokio::task::spawn_blocking(move || serde_json::from_str::<Value>(&text)).await {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => return FileOutcome::Failed(format!("not valid JSON ({e})")),
-        Err(_) => return FileOutcome::Failed("parser stopped".into()),
-    };
+    let value: Value =
+        match tokio::task::spawn_blocking(move || serde_json::from_str::<Value>(&text)).await {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => return FileOutcome::Failed(format!("not valid JSON ({e})")),
+            Err(_) => return FileOutcome::Failed("parser stopped".into()),
+        };
     let kind = value.get("type").and_then(Value::as_str);
     let is_bundle = value.get("resourceType").and_then(Value::as_str) == Some("Bundle");
     if is_bundle && matches!(kind, Some("transaction" | "batch")) {
         classify(run_bundle(vault, &value, bar).await)
     } else {
-        let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [put_entry(value)]});
+        let bundle =
+            json!({"resourceType": "Bundle", "type": "transaction", "entry": [put_entry(value)]});
         classify(run_bundle(vault, &bundle, bar).await)
     }
 }
@@ -189,14 +236,19 @@ pub async fn run(args: ImportArgs) -> Result<ExitCode, CliError> {
     bar.finish_and_clear();
     let elapsed = started.elapsed().as_secs_f64();
     let count: usize = totals.values().sum();
-    println!("Imported {count} resources in {elapsed:.1} s ({:.0} resources/s)", count as f64 / elapsed.max(1e-9));
+    println!(
+        "Imported {count} resources in {elapsed:.1} s ({:.0} resources/s)",
+        count as f64 / elapsed.max(1e-9)
+    );
     for (t, n) in &totals {
         println!("  {t:<28} {n}");
     }
     for (path, why) in &failed {
         eprintln!("FAILED {}: {why}", path.display());
     }
-    if failed.is_empty() { Ok(ExitCode::SUCCESS) } else {
+    if failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
         eprintln!("{} file(s) failed", failed.len());
         Ok(ExitCode::FAILURE)
     }
@@ -221,7 +273,11 @@ pub async fn import_all(
             let vault = Arc::clone(vault);
             let bar = bar.clone();
             set.spawn(async move {
-                bar.set_message(path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+                bar.set_message(
+                    path.file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                );
                 let outcome = import_file(&vault, &path, &bar).await;
                 (path, outcome)
             });
@@ -234,7 +290,10 @@ pub async fn import_all(
                 Ok((_, FileOutcome::Done(w))) => add(&mut totals, &w),
                 Ok((path, FileOutcome::Deferred(why))) => deferred.push((path, why)),
                 Ok((path, FileOutcome::Failed(why))) => failed.push((path, why)),
-                Err(_) => failed.push((PathBuf::from("?"), "an import task stopped unexpectedly".into())),
+                Err(_) => failed.push((
+                    PathBuf::from("?"),
+                    "an import task stopped unexpectedly".into(),
+                )),
             }
             if let Some(path) = queue.next() {
                 spawn(&mut set, path);

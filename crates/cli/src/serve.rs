@@ -64,22 +64,41 @@ pub async fn serve_vault(
     let tls = if settings.insecure_http {
         None
     } else {
-        let files = TlsFiles { cert: settings.tls_cert.clone(), key: settings.tls_key.clone() };
+        let files = TlsFiles {
+            cert: settings.tls_cert.clone(),
+            key: settings.tls_key.clone(),
+        };
         Some(tls_config(&files).map_err(CliError::new)?)
     };
-    let config = HttpConfig { max_body_bytes: settings.max_body_bytes, public_base: settings.public_base.clone() };
+    let config = HttpConfig {
+        max_body_bytes: settings.max_body_bytes,
+        public_base: settings.public_base.clone(),
+    };
     let state = AppState::new(vault, config, tls.is_some(), tokens);
     let app = router(state);
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|e| CliError::new(format!("cannot listen on {}: {e}", settings.listen)))?;
-    let addr = listener.local_addr().map_err(|e| CliError::new(e.to_string()))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| CliError::new(e.to_string()))?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let host = if addr.ip().is_loopback() && addr.is_ipv4() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
+    let host = if addr.ip().is_loopback() && addr.is_ipv4() {
+        "127.0.0.1".to_owned()
+    } else {
+        addr.ip().to_string()
+    };
     let base = format!("{scheme}://{host}:{}/fhir", addr.port());
     tracing::info!(%addr, tls = tls.is_some(), "listening");
     ready(&base);
-    serve(listener, tls, app, shutdown_signal(), Duration::from_secs(30)).await;
+    serve(
+        listener,
+        tls,
+        app,
+        shutdown_signal(),
+        Duration::from_secs(30),
+    )
+    .await;
     Ok(())
 }
 

@@ -76,7 +76,9 @@ fn with_entry(i: usize, e: CoreError) -> CoreError {
     match e {
         CoreError::Invalid(m) => CoreError::Invalid(format!("entry {i}: {m}")),
         CoreError::Unprocessable(m) => CoreError::Unprocessable(format!("entry {i}: {m}")),
-        CoreError::PreconditionFailed(m) => CoreError::PreconditionFailed(format!("entry {i}: {m}")),
+        CoreError::PreconditionFailed(m) => {
+            CoreError::PreconditionFailed(format!("entry {i}: {m}"))
+        }
         CoreError::Conflict(m) => CoreError::Conflict(format!("entry {i}: {m}")),
         other => other,
     }
@@ -85,11 +87,16 @@ fn with_entry(i: usize, e: CoreError) -> CoreError {
 fn parse_target(i: usize, url: &str) -> Result<Target, CoreError> {
     let url = url.trim_start_matches('/');
     if let Some((t, q)) = url.split_once('?') {
-        let rtype = t.parse::<ResourceType>().map_err(|_| invalid(i, "unknown resource type in request.url"))?;
+        let rtype = t
+            .parse::<ResourceType>()
+            .map_err(|_| invalid(i, "unknown resource type in request.url"))?;
         return Ok(Target::Conditional(rtype, q.to_owned()));
     }
     let parts: Vec<&str> = url.split('/').collect();
-    let rtype = |t: &str| t.parse::<ResourceType>().map_err(|_| invalid(i, "unknown resource type in request.url"));
+    let rtype = |t: &str| {
+        t.parse::<ResourceType>()
+            .map_err(|_| invalid(i, "unknown resource type in request.url"))
+    };
     let id = |s: &str| ResourceId::parse(s).map_err(|e| invalid(i, e));
     match parts.as_slice() {
         [t] => Ok(Target::Type(rtype(t)?)),
@@ -98,19 +105,28 @@ fn parse_target(i: usize, url: &str) -> Result<Target, CoreError> {
             let v = VersionId::parse(v).map_err(|e| invalid(i, e))?;
             Ok(Target::Instance(rtype(t)?, id(rid)?, Some(v)))
         }
-        _ => Err(invalid(i, "request.url is not a relative FHIR URL this server understands")),
+        _ => Err(invalid(
+            i,
+            "request.url is not a relative FHIR URL this server understands",
+        )),
     }
 }
 
 fn parse_entries(bundle: &Value) -> Result<(BundleKind, Vec<Entry>), CoreError> {
-    let obj = bundle.as_object().ok_or_else(|| CoreError::Invalid("the body must be a Bundle".into()))?;
+    let obj = bundle
+        .as_object()
+        .ok_or_else(|| CoreError::Invalid("the body must be a Bundle".into()))?;
     if obj.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
         return Err(CoreError::Invalid("the body must be a Bundle".into()));
     }
     let kind = match obj.get("type").and_then(Value::as_str) {
         Some("transaction") => BundleKind::Transaction,
         Some("batch") => BundleKind::Batch,
-        _ => return Err(CoreError::Invalid("Bundle.type must be `transaction` or `batch`".into())),
+        _ => {
+            return Err(CoreError::Invalid(
+                "Bundle.type must be `transaction` or `batch`".into(),
+            ));
+        }
     };
     let raw = match obj.get("entry") {
         None => return Ok((kind, Vec::new())),
@@ -119,22 +135,34 @@ fn parse_entries(bundle: &Value) -> Result<(BundleKind, Vec<Entry>), CoreError> 
     };
     let mut entries = Vec::with_capacity(raw.len());
     for (i, e) in raw.iter().enumerate() {
-        let request = e.get("request").ok_or_else(|| invalid(i, "missing request"))?;
+        let request = e
+            .get("request")
+            .ok_or_else(|| invalid(i, "missing request"))?;
         let method = match request.get("method").and_then(Value::as_str) {
             Some("GET") | Some("HEAD") => Method::Get,
             Some("POST") => Method::Post,
             Some("PUT") => Method::Put,
             Some("DELETE") => Method::Delete,
             Some("PATCH") => return Err(invalid(i, "PATCH inside a bundle is not supported yet")),
-            _ => return Err(invalid(i, "request.method must be GET, POST, PUT or DELETE")),
+            _ => {
+                return Err(invalid(
+                    i,
+                    "request.method must be GET, POST, PUT or DELETE",
+                ));
+            }
         };
-        let url = request.get("url").and_then(Value::as_str).ok_or_else(|| invalid(i, "missing request.url"))?;
+        let url = request
+            .get("url")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid(i, "missing request.url"))?;
         let resource = match e.get("resource") {
             Some(r) => Some(Resource::from_value(r.clone()).map_err(|err| invalid(i, err))?),
             None => None,
         };
         let if_match = match request.get("ifMatch").and_then(Value::as_str) {
-            Some(s) => Some(parse_etag(s).ok_or_else(|| invalid(i, "ifMatch is not an ETag like W/\"3\""))?),
+            Some(s) => Some(
+                parse_etag(s).ok_or_else(|| invalid(i, "ifMatch is not an ETag like W/\"3\""))?,
+            ),
             None => None,
         };
         entries.push(Entry {
@@ -142,7 +170,10 @@ fn parse_entries(bundle: &Value) -> Result<(BundleKind, Vec<Entry>), CoreError> 
             url: url.to_owned(),
             full_url: e.get("fullUrl").and_then(Value::as_str).map(str::to_owned),
             resource,
-            if_none_exist: request.get("ifNoneExist").and_then(Value::as_str).map(str::to_owned),
+            if_none_exist: request
+                .get("ifNoneExist")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
             if_match,
         });
     }
@@ -159,12 +190,30 @@ pub fn parse_etag(s: &str) -> Option<VersionId> {
 
 /// What the transaction will do with one entry.
 enum Plan {
-    Create { rtype: ResourceType, id: ResourceId, resource: Resource },
-    Matched { rtype: ResourceType, id: ResourceId },
-    Put { rtype: ResourceType, id: ResourceId, resource: Resource, if_match: Option<VersionId> },
-    Delete { rtype: ResourceType, id: ResourceId, if_match: Option<VersionId> },
+    Create {
+        rtype: ResourceType,
+        id: ResourceId,
+        resource: Resource,
+    },
+    Matched {
+        rtype: ResourceType,
+        id: ResourceId,
+    },
+    Put {
+        rtype: ResourceType,
+        id: ResourceId,
+        resource: Resource,
+        if_match: Option<VersionId>,
+    },
+    Delete {
+        rtype: ResourceType,
+        id: ResourceId,
+        if_match: Option<VersionId>,
+    },
     DeleteNothing,
-    Get { target: String },
+    Get {
+        target: String,
+    },
 }
 
 impl<S: Store> Vault<S> {
@@ -198,7 +247,11 @@ impl<S: Store> Vault<S> {
                 }),
             }
         }
-        BundleOutcome { kind: BundleKind::Batch, entries: results, written }
+        BundleOutcome {
+            kind: BundleKind::Batch,
+            entries: results,
+            written,
+        }
     }
 
     async fn transaction(&self, entries: Vec<Entry>) -> Result<BundleOutcome, CoreError> {
@@ -210,7 +263,9 @@ impl<S: Store> Vault<S> {
                 other => return other,
             }
         }
-        Err(CoreError::Conflict("the transaction kept conflicting with concurrent writes".into()))
+        Err(CoreError::Conflict(
+            "the transaction kept conflicting with concurrent writes".into(),
+        ))
     }
 
     async fn try_transaction(&self, entries: &[Entry]) -> Result<BundleOutcome, CoreError> {
@@ -218,8 +273,15 @@ impl<S: Store> Vault<S> {
         let mut urls: HashMap<String, String> = HashMap::new();
         // Order of processing per the spec: DELETE, POST, PUT, GET.
         for method in [Method::Delete, Method::Post, Method::Put, Method::Get] {
-            for (i, e) in entries.iter().enumerate().filter(|(_, e)| e.method == method) {
-                let plan = self.plan_entry(i, e, &plans).await.map_err(|err| with_entry(i, err))?;
+            for (i, e) in entries
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.method == method)
+            {
+                let plan = self
+                    .plan_entry(i, e, &plans)
+                    .await
+                    .map_err(|err| with_entry(i, err))?;
                 if let (Some(full), Some((rtype, id))) = (&e.full_url, plan_target(&plan)) {
                     urls.insert(full.clone(), format!("{rtype}/{id}"));
                 }
@@ -238,14 +300,21 @@ impl<S: Store> Vault<S> {
         // Rewrite references: bundle full URLs, then conditional references.
         for i in 0..plans.len() {
             let mut resource = match plans[i].as_mut() {
-                Some(Plan::Create { resource, .. }) | Some(Plan::Put { resource, .. }) => std::mem::replace(
-                    resource,
-                    Resource::from_value(serde_json::json!({"resourceType": "Basic"})).map_err(|_| CoreError::Integrity)?,
-                ),
+                Some(Plan::Create { resource, .. }) | Some(Plan::Put { resource, .. }) => {
+                    std::mem::replace(
+                        resource,
+                        Resource::from_value(serde_json::json!({"resourceType": "Basic"}))
+                            .map_err(|_| CoreError::Integrity)?,
+                    )
+                }
                 _ => continue,
             };
-            self.rewrite(i, &mut resource, &urls, &plans).await.map_err(|err| with_entry(i, err))?;
-            if let Some(Plan::Create { resource: r, .. }) | Some(Plan::Put { resource: r, .. }) = plans[i].as_mut() {
+            self.rewrite(i, &mut resource, &urls, &plans)
+                .await
+                .map_err(|err| with_entry(i, err))?;
+            if let Some(Plan::Create { resource: r, .. }) | Some(Plan::Put { resource: r, .. }) =
+                plans[i].as_mut()
+            {
                 *r = resource;
             }
         }
@@ -256,21 +325,44 @@ impl<S: Store> Vault<S> {
         for (i, plan) in plans.iter().enumerate() {
             let Some(plan) = plan else { continue };
             match plan {
-                Plan::Create { rtype, id, resource } => {
-                    match self.prepare(*rtype, id, resource.clone(), None).await.map_err(|e| with_entry(i, e))? {
+                Plan::Create {
+                    rtype,
+                    id,
+                    resource,
+                } => {
+                    match self
+                        .prepare(*rtype, id, resource.clone(), None)
+                        .await
+                        .map_err(|e| with_entry(i, e))?
+                    {
                         Ok(p) => pendings[i] = Some(p),
-                        Err(_) => return Err(CoreError::Conflict(format!("entry {i}: id collision"))),
+                        Err(_) => {
+                            return Err(CoreError::Conflict(format!("entry {i}: id collision")));
+                        }
                     }
                 }
-                Plan::Put { rtype, id, resource, if_match } => {
+                Plan::Put {
+                    rtype,
+                    id,
+                    resource,
+                    if_match,
+                } => {
                     let current = self.store.current(&self.resource_key(*rtype, id)).await?;
                     check_if_match(i, *if_match, current.as_ref())?;
-                    match self.prepare(*rtype, id, resource.clone(), current.as_ref()).await.map_err(|e| with_entry(i, e))? {
+                    match self
+                        .prepare(*rtype, id, resource.clone(), current.as_ref())
+                        .await
+                        .map_err(|e| with_entry(i, e))?
+                    {
                         Ok(p) => pendings[i] = Some(p),
                         Err(unchanged) => results[i] = Some(written_result(&unchanged, 200)),
                     }
                 }
-                Plan::Delete { rtype, id, if_match } => {
+                Plan::Delete {
+                    rtype,
+                    id,
+                    if_match,
+                } => {
                     let current = self.store.current(&self.resource_key(*rtype, id)).await?;
                     check_if_match(i, *if_match, current.as_ref())?;
                     match current.filter(|c| !c.is_deleted()) {
@@ -303,7 +395,9 @@ impl<S: Store> Vault<S> {
             match self.store.apply(changes).await {
                 Ok(()) => {}
                 Err(StoreError::Conflict) if entries.iter().any(|e| e.if_match.is_some()) => {
-                    return Err(CoreError::PreconditionFailed("a concurrent write made an ifMatch stale".into()));
+                    return Err(CoreError::PreconditionFailed(
+                        "a concurrent write made an ifMatch stale".into(),
+                    ));
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -326,16 +420,31 @@ impl<S: Store> Vault<S> {
                 _ => {}
             }
         }
-        let entries = results.into_iter().map(|r| r.unwrap_or_else(|| empty_result(200))).collect();
-        Ok(BundleOutcome { kind: BundleKind::Transaction, entries, written })
+        let entries = results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| empty_result(200)))
+            .collect();
+        Ok(BundleOutcome {
+            kind: BundleKind::Transaction,
+            entries,
+            written,
+        })
     }
 
-    async fn plan_entry(&self, i: usize, e: &Entry, plans: &[Option<Plan>]) -> Result<Plan, CoreError> {
+    async fn plan_entry(
+        &self,
+        i: usize,
+        e: &Entry,
+        plans: &[Option<Plan>],
+    ) -> Result<Plan, CoreError> {
         let target = parse_target(i, &e.url)?;
         let body_type = e.resource.as_ref().map(Resource::rtype);
         match (e.method, target) {
             (Method::Post, Target::Type(rtype)) => {
-                let resource = e.resource.clone().ok_or_else(|| invalid(i, "POST needs a resource"))?;
+                let resource = e
+                    .resource
+                    .clone()
+                    .ok_or_else(|| invalid(i, "POST needs a resource"))?;
                 if body_type != Some(rtype) {
                     return Err(invalid(i, "the resource type does not match request.url"));
                 }
@@ -344,24 +453,48 @@ impl<S: Store> Vault<S> {
                     let matches = self.resolve(rtype, &q, plans).await?;
                     match matches.as_slice() {
                         [] => {}
-                        [one] => return Ok(Plan::Matched { rtype, id: one.clone() }),
-                        _ => return Err(CoreError::PreconditionFailed("ifNoneExist matches more than one resource".into())),
+                        [one] => {
+                            return Ok(Plan::Matched {
+                                rtype,
+                                id: one.clone(),
+                            });
+                        }
+                        _ => {
+                            return Err(CoreError::PreconditionFailed(
+                                "ifNoneExist matches more than one resource".into(),
+                            ));
+                        }
                     }
                 }
-                Ok(Plan::Create { rtype, id: self.new_id()?, resource })
+                Ok(Plan::Create {
+                    rtype,
+                    id: self.new_id()?,
+                    resource,
+                })
             }
             (Method::Put, Target::Instance(rtype, id, None)) => {
-                let resource = e.resource.clone().ok_or_else(|| invalid(i, "PUT needs a resource"))?;
+                let resource = e
+                    .resource
+                    .clone()
+                    .ok_or_else(|| invalid(i, "PUT needs a resource"))?;
                 if body_type != Some(rtype) {
                     return Err(invalid(i, "the resource type does not match request.url"));
                 }
                 if resource.id().is_some_and(|b| b != id) {
                     return Err(invalid(i, "the resource id does not match request.url"));
                 }
-                Ok(Plan::Put { rtype, id, resource, if_match: e.if_match })
+                Ok(Plan::Put {
+                    rtype,
+                    id,
+                    resource,
+                    if_match: e.if_match,
+                })
             }
             (Method::Put, Target::Conditional(rtype, q)) => {
-                let resource = e.resource.clone().ok_or_else(|| invalid(i, "PUT needs a resource"))?;
+                let resource = e
+                    .resource
+                    .clone()
+                    .ok_or_else(|| invalid(i, "PUT needs a resource"))?;
                 if body_type != Some(rtype) {
                     return Err(invalid(i, "the resource type does not match request.url"));
                 }
@@ -373,22 +506,46 @@ impl<S: Store> Vault<S> {
                         None => self.new_id()?,
                     },
                     [one] => one.clone(),
-                    _ => return Err(CoreError::PreconditionFailed("the conditional update matches more than one resource".into())),
+                    _ => {
+                        return Err(CoreError::PreconditionFailed(
+                            "the conditional update matches more than one resource".into(),
+                        ));
+                    }
                 };
-                Ok(Plan::Put { rtype, id, resource, if_match: e.if_match })
+                Ok(Plan::Put {
+                    rtype,
+                    id,
+                    resource,
+                    if_match: e.if_match,
+                })
             }
-            (Method::Delete, Target::Instance(rtype, id, None)) => Ok(Plan::Delete { rtype, id, if_match: e.if_match }),
+            (Method::Delete, Target::Instance(rtype, id, None)) => Ok(Plan::Delete {
+                rtype,
+                id,
+                if_match: e.if_match,
+            }),
             (Method::Delete, Target::Conditional(rtype, q)) => {
                 let q = IdentifierQuery::parse(&q)?;
                 let found = self.find(rtype, &q).await?;
                 match found.as_slice() {
                     [] => Ok(Plan::DeleteNothing),
-                    [one] => Ok(Plan::Delete { rtype, id: one.clone(), if_match: e.if_match }),
-                    _ => Err(CoreError::PreconditionFailed("the conditional delete matches more than one resource".into())),
+                    [one] => Ok(Plan::Delete {
+                        rtype,
+                        id: one.clone(),
+                        if_match: e.if_match,
+                    }),
+                    _ => Err(CoreError::PreconditionFailed(
+                        "the conditional delete matches more than one resource".into(),
+                    )),
                 }
             }
-            (Method::Get, Target::Instance(..)) => Ok(Plan::Get { target: e.url.clone() }),
-            (Method::Get, _) => Err(invalid(i, "only reads by id are supported inside bundles yet")),
+            (Method::Get, Target::Instance(..)) => Ok(Plan::Get {
+                target: e.url.clone(),
+            }),
+            (Method::Get, _) => Err(invalid(
+                i,
+                "only reads by id are supported inside bundles yet",
+            )),
             _ => Err(invalid(i, "this method and request.url do not go together")),
         }
     }
@@ -402,7 +559,18 @@ impl<S: Store> Vault<S> {
     ) -> Result<Vec<ResourceId>, CoreError> {
         let mut out = Vec::new();
         for plan in plans.iter().flatten() {
-            if let Plan::Create { rtype: t, id, resource } | Plan::Put { rtype: t, id, resource, .. } = plan {
+            if let Plan::Create {
+                rtype: t,
+                id,
+                resource,
+            }
+            | Plan::Put {
+                rtype: t,
+                id,
+                resource,
+                ..
+            } = plan
+            {
                 if *t == rtype && q.matches(resource, id) && !out.contains(id) {
                     out.push(id.clone());
                 }
@@ -423,6 +591,10 @@ impl<S: Store> Vault<S> {
         urls: &HashMap<String, String>,
         plans: &[Option<Plan>],
     ) -> Result<(), CoreError> {
+        // A Bundle stored as a resource (a document, a collection) keeps its own references.
+        if resource.rtype() == ResourceType::Bundle {
+            return Ok(());
+        }
         let mut conditional = Vec::new();
         let mut unresolved_urn = false;
         resource.rewrite_references(&mut |r| {
@@ -430,7 +602,9 @@ impl<S: Store> Vault<S> {
                 return Some(to.clone());
             }
             match Reference::parse(r) {
-                Reference::Conditional { rtype, query } => conditional.push((r.to_owned(), rtype, query)),
+                Reference::Conditional { rtype, query } => {
+                    conditional.push((r.to_owned(), rtype, query))
+                }
                 Reference::Urn(_) => unresolved_urn = true,
                 _ => {}
             }
@@ -450,8 +624,16 @@ impl<S: Store> Vault<S> {
                 [one] => {
                     resolved.insert(text, format!("{rtype}/{one}"));
                 }
-                [] => return Err(CoreError::PreconditionFailed("a conditional reference matches no resource".into())),
-                _ => return Err(CoreError::PreconditionFailed("a conditional reference matches more than one resource".into())),
+                [] => {
+                    return Err(CoreError::PreconditionFailed(
+                        "a conditional reference matches no resource".into(),
+                    ));
+                }
+                _ => {
+                    return Err(CoreError::PreconditionFailed(
+                        "a conditional reference matches more than one resource".into(),
+                    ));
+                }
             }
         }
         if !resolved.is_empty() {
@@ -464,14 +646,29 @@ impl<S: Store> Vault<S> {
         let outcome = match parse_target(i, url) {
             Ok(Target::Instance(rtype, id, None)) => self.read(rtype, &id).await,
             Ok(Target::Instance(rtype, id, Some(v))) => self.vread(rtype, &id, v).await,
-            Ok(_) => Err(invalid(i, "only reads by id are supported inside bundles yet")),
+            Ok(_) => Err(invalid(
+                i,
+                "only reads by id are supported inside bundles yet",
+            )),
             Err(e) => Err(e),
         };
         match outcome {
             Ok(ReadOutcome::Found(r)) => written_result(&r, 200),
-            Ok(ReadOutcome::Deleted { .. }) => EntryResult { error: Some(CoreError::Gone { version: 0, last_updated: 0 }), ..empty_result(410) },
-            Ok(ReadOutcome::NotFound) => EntryResult { error: Some(CoreError::NotFound), ..empty_result(404) },
-            Err(e) => EntryResult { error: Some(e), ..empty_result(0) },
+            Ok(ReadOutcome::Deleted { .. }) => EntryResult {
+                error: Some(CoreError::Gone {
+                    version: 0,
+                    last_updated: 0,
+                }),
+                ..empty_result(410)
+            },
+            Ok(ReadOutcome::NotFound) => EntryResult {
+                error: Some(CoreError::NotFound),
+                ..empty_result(404)
+            },
+            Err(e) => EntryResult {
+                error: Some(e),
+                ..empty_result(0)
+            },
         }
     }
 }
@@ -494,7 +691,9 @@ fn check_if_match(
     if let Some(want) = if_match {
         let live = current.filter(|c| !c.is_deleted()).map(|c| c.version);
         if live != Some(want.get()) {
-            return Err(CoreError::PreconditionFailed(format!("entry {i}: ifMatch does not name the current version")));
+            return Err(CoreError::PreconditionFailed(format!(
+                "entry {i}: ifMatch does not name the current version"
+            )));
         }
     }
     Ok(())
@@ -512,7 +711,14 @@ fn written_result(r: &StoredResource, status: u16) -> EntryResult {
 }
 
 fn empty_result(status: u16) -> EntryResult {
-    EntryResult { status, location: None, version: None, last_modified: None, resource: None, error: None }
+    EntryResult {
+        status,
+        location: None,
+        version: None,
+        last_modified: None,
+        resource: None,
+        error: None,
+    }
 }
 
 /// The query part of a condition: `identifier=…`, `?identifier=…` or `Patient?identifier=…`.

@@ -21,7 +21,10 @@ pub struct StoredResource {
 #[derive(Debug)]
 pub enum ReadOutcome {
     Found(StoredResource),
-    Deleted { version: u64, last_updated: Timestamp },
+    Deleted {
+        version: u64,
+        last_updated: Timestamp,
+    },
     NotFound,
 }
 
@@ -45,14 +48,34 @@ const MAX_RETRIES: usize = 8;
 
 impl<S: Store> Vault<S> {
     pub(crate) fn resource_key(&self, rtype: ResourceType, id: &ResourceId) -> ResourceKey {
-        ResourceKey { tenant: self.tenant.as_str().to_owned(), rtype: rtype.as_str().to_owned(), id: id.to_string() }
+        ResourceKey {
+            tenant: self.tenant.as_str().to_owned(),
+            rtype: rtype.as_str().to_owned(),
+            id: id.to_string(),
+        }
     }
 
-    pub(crate) async fn open_version(&self, rtype: ResourceType, v: &StoredVersion) -> Result<StoredResource, CoreError> {
-        let row = Row { rtype: &v.key.rtype, id: &v.key.id, version: v.version, patient: &v.patient, key_id: v.key_id };
+    pub(crate) async fn open_version(
+        &self,
+        rtype: ResourceType,
+        v: &StoredVersion,
+    ) -> Result<StoredResource, CoreError> {
+        let row = Row {
+            rtype: &v.key.rtype,
+            id: &v.key.id,
+            version: v.version,
+            patient: &v.patient,
+            key_id: v.key_id,
+        };
         let body = self.open(&row, &v.body).await?;
         let id = ResourceId::parse(&v.key.id).map_err(|_| CoreError::Integrity)?;
-        Ok(StoredResource { rtype, id, version: v.version, last_updated: Timestamp::from_millis(v.last_updated), body })
+        Ok(StoredResource {
+            rtype,
+            id,
+            version: v.version,
+            last_updated: Timestamp::from_millis(v.last_updated),
+            body,
+        })
     }
 
     /// Seals `resource` as the next version after `current` (or the first).
@@ -77,15 +100,28 @@ impl<S: Store> Vault<S> {
         }
         let version = current.map_or(1, |c| c.version + 1);
         let expect = current.map_or(Expect::Absent, |c| Expect::Version(c.version));
-        let op = if live.is_some() || current.is_some() { Op::Update } else { Op::Create };
+        let op = if live.is_some() || current.is_some() {
+            Op::Update
+        } else {
+            Op::Create
+        };
         let now = self.clock.now();
         resource.set_id(id);
-        resource.set_meta(VersionId::new(version).map_err(|e| CoreError::Invalid(e.to_string()))?, now);
+        resource.set_meta(
+            VersionId::new(version).map_err(|e| CoreError::Invalid(e.to_string()))?,
+            now,
+        );
         let owner = key_owner(rtype, id, &resource.as_value());
         let scope = owner.as_ref().map_or("", ResourceId::as_str);
         let (key_id, dek) = self.key_for_scope(scope).await?;
         let plaintext = resource.to_bytes();
-        let row = Row { rtype: rtype.as_str(), id: id.as_str(), version, patient: scope, key_id };
+        let row = Row {
+            rtype: rtype.as_str(),
+            id: id.as_str(),
+            version,
+            patient: scope,
+            key_id,
+        };
         let sealed = self.seal_with(&dek, &row, &plaintext)?;
         let tags = identifier_tags(&self.identifier_index, &resource);
         Ok(Ok(Pending {
@@ -101,7 +137,13 @@ impl<S: Store> Vault<S> {
                 identifier_tags: tags,
             },
             written: Written {
-                resource: StoredResource { rtype, id: id.clone(), version, last_updated: now, body: plaintext },
+                resource: StoredResource {
+                    rtype,
+                    id: id.clone(),
+                    version,
+                    last_updated: now,
+                    body: plaintext,
+                },
                 created: current.is_none(),
                 changed: true,
             },
@@ -116,7 +158,11 @@ impl<S: Store> Vault<S> {
             Ok(p) => p,
             Err(_) => return Err(CoreError::Conflict("id collision".into())),
         };
-        self.store.apply(ChangeSet { versions: vec![pending.version] }).await?;
+        self.store
+            .apply(ChangeSet {
+                versions: vec![pending.version],
+            })
+            .await?;
         Ok(pending.written)
     }
 
@@ -131,10 +177,16 @@ impl<S: Store> Vault<S> {
         match found.as_slice() {
             [] => self.create(resource).await,
             [one] => match self.read(resource.rtype(), one).await? {
-                ReadOutcome::Found(r) => Ok(Written { resource: r, created: false, changed: false }),
+                ReadOutcome::Found(r) => Ok(Written {
+                    resource: r,
+                    created: false,
+                    changed: false,
+                }),
                 _ => self.create(resource).await,
             },
-            _ => Err(CoreError::PreconditionFailed("the If-None-Exist condition matches more than one resource".into())),
+            _ => Err(CoreError::PreconditionFailed(
+                "the If-None-Exist condition matches more than one resource".into(),
+            )),
         }
     }
 
@@ -153,23 +205,44 @@ impl<S: Store> Vault<S> {
             if let Some(want) = if_match {
                 let live = current.as_ref().filter(|c| !c.is_deleted());
                 if live.map(|c| c.version) != Some(want.get()) {
-                    return Err(CoreError::PreconditionFailed("If-Match does not name the current version".into()));
+                    return Err(CoreError::PreconditionFailed(
+                        "If-Match does not name the current version".into(),
+                    ));
                 }
             }
-            let pending = match self.prepare(rtype, id, resource.clone(), current.as_ref()).await? {
+            let pending = match self
+                .prepare(rtype, id, resource.clone(), current.as_ref())
+                .await?
+            {
                 Ok(p) => p,
-                Err(unchanged) => return Ok(Written { resource: unchanged, created: false, changed: false }),
+                Err(unchanged) => {
+                    return Ok(Written {
+                        resource: unchanged,
+                        created: false,
+                        changed: false,
+                    });
+                }
             };
-            match self.store.apply(ChangeSet { versions: vec![pending.version] }).await {
+            match self
+                .store
+                .apply(ChangeSet {
+                    versions: vec![pending.version],
+                })
+                .await
+            {
                 Ok(()) => return Ok(pending.written),
                 Err(carevault_storage::StoreError::Conflict) if if_match.is_some() => {
-                    return Err(CoreError::PreconditionFailed("If-Match does not name the current version".into()));
+                    return Err(CoreError::PreconditionFailed(
+                        "If-Match does not name the current version".into(),
+                    ));
                 }
                 Err(carevault_storage::StoreError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(CoreError::Conflict("too many concurrent writes to this resource".into()))
+        Err(CoreError::Conflict(
+            "too many concurrent writes to this resource".into(),
+        ))
     }
 
     /// Soft delete: a new version marks the resource deleted; later reads answer 410.
@@ -186,7 +259,9 @@ impl<S: Store> Vault<S> {
             let live = current.as_ref().filter(|c| !c.is_deleted());
             if let Some(want) = if_match {
                 if live.map(|c| c.version) != Some(want.get()) {
-                    return Err(CoreError::PreconditionFailed("If-Match does not name the current version".into()));
+                    return Err(CoreError::PreconditionFailed(
+                        "If-Match does not name the current version".into(),
+                    ));
                 }
             }
             let Some(cur) = live else { return Ok(None) };
@@ -195,16 +270,25 @@ impl<S: Store> Vault<S> {
             match self.store.apply(ChangeSet { versions: vec![v] }).await {
                 Ok(()) => return Ok(Some(version)),
                 Err(carevault_storage::StoreError::Conflict) if if_match.is_some() => {
-                    return Err(CoreError::PreconditionFailed("If-Match does not name the current version".into()));
+                    return Err(CoreError::PreconditionFailed(
+                        "If-Match does not name the current version".into(),
+                    ));
                 }
                 Err(carevault_storage::StoreError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(CoreError::Conflict("too many concurrent writes to this resource".into()))
+        Err(CoreError::Conflict(
+            "too many concurrent writes to this resource".into(),
+        ))
     }
 
-    pub(crate) fn deletion(&self, rtype: ResourceType, id: &ResourceId, cur: &StoredVersion) -> NewVersion {
+    pub(crate) fn deletion(
+        &self,
+        rtype: ResourceType,
+        id: &ResourceId,
+        cur: &StoredVersion,
+    ) -> NewVersion {
         NewVersion {
             key: self.resource_key(rtype, id),
             version: cur.version + 1,
@@ -218,22 +302,37 @@ impl<S: Store> Vault<S> {
         }
     }
 
-    pub async fn read(&self, rtype: ResourceType, id: &ResourceId) -> Result<ReadOutcome, CoreError> {
+    pub async fn read(
+        &self,
+        rtype: ResourceType,
+        id: &ResourceId,
+    ) -> Result<ReadOutcome, CoreError> {
         match self.store.current(&self.resource_key(rtype, id)).await? {
             None => Ok(ReadOutcome::NotFound),
-            Some(v) if v.is_deleted() => {
-                Ok(ReadOutcome::Deleted { version: v.version, last_updated: Timestamp::from_millis(v.last_updated) })
-            }
+            Some(v) if v.is_deleted() => Ok(ReadOutcome::Deleted {
+                version: v.version,
+                last_updated: Timestamp::from_millis(v.last_updated),
+            }),
             Some(v) => Ok(ReadOutcome::Found(self.open_version(rtype, &v).await?)),
         }
     }
 
-    pub async fn vread(&self, rtype: ResourceType, id: &ResourceId, version: VersionId) -> Result<ReadOutcome, CoreError> {
-        match self.store.version(&self.resource_key(rtype, id), version.get()).await? {
+    pub async fn vread(
+        &self,
+        rtype: ResourceType,
+        id: &ResourceId,
+        version: VersionId,
+    ) -> Result<ReadOutcome, CoreError> {
+        match self
+            .store
+            .version(&self.resource_key(rtype, id), version.get())
+            .await?
+        {
             None => Ok(ReadOutcome::NotFound),
-            Some(v) if v.is_deleted() => {
-                Ok(ReadOutcome::Deleted { version: v.version, last_updated: Timestamp::from_millis(v.last_updated) })
-            }
+            Some(v) if v.is_deleted() => Ok(ReadOutcome::Deleted {
+                version: v.version,
+                last_updated: Timestamp::from_millis(v.last_updated),
+            }),
             Some(v) => Ok(ReadOutcome::Found(self.open_version(rtype, &v).await?)),
         }
     }

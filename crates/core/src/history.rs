@@ -95,12 +95,20 @@ impl<S: Store> Vault<S> {
         let total = self.store.history_count(&query).await?;
         let more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
-        let next = if more { rows.last().map(|r| self.encode_cursor(r.seq)) } else { None };
+        let next = if more {
+            rows.last().map(|r| self.encode_cursor(r.seq))
+        } else {
+            None
+        };
         let mut entries = Vec::with_capacity(rows.len());
         for row in &rows {
             let rtype: ResourceType = row.key.rtype.parse().map_err(|_| CoreError::Integrity)?;
             let id = ResourceId::parse(&row.key.id).map_err(|_| CoreError::Integrity)?;
-            let body = if row.is_deleted() { None } else { Some(self.open_version(rtype, row).await?.body) };
+            let body = if row.is_deleted() {
+                None
+            } else {
+                Some(self.open_version(rtype, row).await?.body)
+            };
             entries.push(HistoryEntry {
                 rtype,
                 id,
@@ -110,6 +118,10 @@ impl<S: Store> Vault<S> {
                 body,
             });
         }
-        Ok(HistoryPage { entries, next, total })
+        Ok(HistoryPage {
+            entries,
+            next,
+            total,
+        })
     }
 }

@@ -18,11 +18,15 @@ pub struct IdentifierQuery {
 impl IdentifierQuery {
     pub fn parse(query: &str) -> Result<Self, CoreError> {
         let pairs = parse_query(query).map_err(|e| CoreError::Invalid(e.to_string()))?;
-        let mut q = IdentifierQuery { id: None, identifiers: Vec::new() };
+        let mut q = IdentifierQuery {
+            id: None,
+            identifiers: Vec::new(),
+        };
         for (name, value) in pairs {
             match name.as_str() {
                 "_id" => {
-                    let id = ResourceId::parse(&value).map_err(|e| CoreError::Invalid(e.to_string()))?;
+                    let id =
+                        ResourceId::parse(&value).map_err(|e| CoreError::Invalid(e.to_string()))?;
                     q.id = Some(id);
                 }
                 "identifier" => {
@@ -31,19 +35,24 @@ impl IdentifierQuery {
                         None => (None, value),
                     };
                     if value.is_empty() {
-                        return Err(CoreError::Invalid("an identifier condition needs a value".into()));
+                        return Err(CoreError::Invalid(
+                            "an identifier condition needs a value".into(),
+                        ));
                     }
                     q.identifiers.push((system, value));
                 }
                 _ => {
                     return Err(CoreError::Invalid(
-                        "conditional operations accept only `_id` and `identifier` parameters".into(),
+                        "conditional operations accept only `_id` and `identifier` parameters"
+                            .into(),
                     ));
                 }
             }
         }
         if q.id.is_none() && q.identifiers.is_empty() {
-            return Err(CoreError::Invalid("a conditional operation needs at least one condition".into()));
+            return Err(CoreError::Invalid(
+                "a conditional operation needs at least one condition".into(),
+            ));
         }
         Ok(q)
     }
@@ -55,7 +64,8 @@ impl IdentifierQuery {
         }
         let have = resource.identifiers();
         self.identifiers.iter().all(|(system, value)| {
-            have.iter().any(|(s, v)| v == value && system.as_ref().is_none_or(|want| want == s))
+            have.iter()
+                .any(|(s, v)| v == value && system.as_ref().is_none_or(|want| want == s))
         })
     }
 }
@@ -90,7 +100,11 @@ pub(crate) fn identifier_tags(key: &IndexKey, resource: &Resource) -> Vec<Vec<u8
 
 impl<S: Store> Vault<S> {
     /// Live resources of `rtype` that satisfy `q`, by id.
-    pub async fn find(&self, rtype: ResourceType, q: &IdentifierQuery) -> Result<Vec<ResourceId>, CoreError> {
+    pub async fn find(
+        &self,
+        rtype: ResourceType,
+        q: &IdentifierQuery,
+    ) -> Result<Vec<ResourceId>, CoreError> {
         let tenant = self.tenant.as_str();
         let mut candidates: Option<Vec<String>> = None;
         for (system, value) in &q.identifiers {
@@ -99,7 +113,10 @@ impl<S: Store> Vault<S> {
                 None => value_tag(value),
             };
             let tag = self.identifier_index.tag(&input);
-            let ids = self.store.find_by_identifier(tenant, rtype.as_str(), &tag.0).await?;
+            let ids = self
+                .store
+                .find_by_identifier(tenant, rtype.as_str(), &tag.0)
+                .await?;
             candidates = Some(match candidates {
                 None => ids,
                 Some(prev) => prev.into_iter().filter(|i| ids.contains(i)).collect(),
@@ -109,7 +126,11 @@ impl<S: Store> Vault<S> {
             (Some(c), Some(want)) => c.into_iter().filter(|i| i == want.as_str()).collect(),
             (Some(c), None) => c,
             (None, Some(want)) => {
-                let key = ResourceKey { tenant: tenant.to_owned(), rtype: rtype.as_str().to_owned(), id: want.to_string() };
+                let key = ResourceKey {
+                    tenant: tenant.to_owned(),
+                    rtype: rtype.as_str().to_owned(),
+                    id: want.to_string(),
+                };
                 match self.store.current(&key).await? {
                     Some(v) if !v.is_deleted() => vec![want.to_string()],
                     _ => vec![],
@@ -117,6 +138,9 @@ impl<S: Store> Vault<S> {
             }
             (None, None) => vec![],
         };
-        Ok(ids.iter().filter_map(|s| ResourceId::parse(s).ok()).collect())
+        Ok(ids
+            .iter()
+            .filter_map(|s| ResourceId::parse(s).ok())
+            .collect())
     }
 }

@@ -16,9 +16,23 @@ pub struct Vault<S: Store> {
 }
 
 impl<S: Store> Vault<S> {
-    pub fn new(store: S, keys: Arc<KeyFile>, rng: Arc<dyn RandomSource>, clock: Arc<dyn Clock>, tenant: TenantId) -> Self {
+    pub fn new(
+        store: S,
+        keys: Arc<KeyFile>,
+        rng: Arc<dyn RandomSource>,
+        clock: Arc<dyn Clock>,
+        tenant: TenantId,
+    ) -> Self {
         let identifier_index = IndexKey::derive(&keys, tenant.as_str(), "identifier");
-        Self { store, keys, rng, clock, tenant, identifier_index, key_cache: KeyCache::default() }
+        Self {
+            store,
+            keys,
+            rng,
+            clock,
+            tenant,
+            identifier_index,
+            key_cache: KeyCache::default(),
+        }
     }
 
     pub fn store(&self) -> &S {

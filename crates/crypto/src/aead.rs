@@ -79,8 +79,12 @@ fn seal_with(
     out.extend_from_slice(&nonce);
     out.extend_from_slice(plaintext);
     let mut body = out.split_off(NONCE_LEN);
-    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut body)
-        .map_err(|_| CryptoError::Integrity)?;
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(aad),
+        &mut body,
+    )
+    .map_err(|_| CryptoError::Integrity)?;
     out.extend_from_slice(&body);
     Ok(out)
 }
@@ -114,13 +118,28 @@ impl DataKey {
         let kek = keys.current_kek();
         let bytes = seal_with(&kek.key, rng, &wrap_aad(tenant, scope), raw.as_ref())?;
         let key = Self::from_raw(raw.as_ref())?;
-        Ok((key, WrappedKey { kek_version: kek.version, bytes }))
+        Ok((
+            key,
+            WrappedKey {
+                kek_version: kek.version,
+                bytes,
+            },
+        ))
     }
 
     /// Unwraps a stored data key; fails if it was wrapped for another tenant or scope.
-    pub fn unwrap(keys: &KeyFile, tenant: &str, scope: &str, wrapped: &WrappedKey) -> Result<DataKey, CryptoError> {
+    pub fn unwrap(
+        keys: &KeyFile,
+        tenant: &str,
+        scope: &str,
+        wrapped: &WrappedKey,
+    ) -> Result<DataKey, CryptoError> {
         let kek = keys.kek(wrapped.kek_version)?;
-        let raw = Zeroizing::new(open_with(&kek.key, &wrap_aad(tenant, scope), &wrapped.bytes)?);
+        let raw = Zeroizing::new(open_with(
+            &kek.key,
+            &wrap_aad(tenant, scope),
+            &wrapped.bytes,
+        )?);
         Self::from_raw(&raw)
     }
 
@@ -133,19 +152,33 @@ impl DataKey {
         wrapped: &WrappedKey,
     ) -> Result<WrappedKey, CryptoError> {
         let old = keys.kek(wrapped.kek_version)?;
-        let raw = Zeroizing::new(open_with(&old.key, &wrap_aad(tenant, scope), &wrapped.bytes)?);
+        let raw = Zeroizing::new(open_with(
+            &old.key,
+            &wrap_aad(tenant, scope),
+            &wrapped.bytes,
+        )?);
         let kek = keys.current_kek();
         let bytes = seal_with(&kek.key, rng, &wrap_aad(tenant, scope), &raw)?;
-        Ok(WrappedKey { kek_version: kek.version, bytes })
+        Ok(WrappedKey {
+            kek_version: kek.version,
+            bytes,
+        })
     }
 
     fn from_raw(raw: &[u8]) -> Result<DataKey, CryptoError> {
         let unbound = UnboundKey::new(&AES_256_GCM, raw).map_err(|_| CryptoError::Integrity)?;
-        Ok(DataKey { key: LessSafeKey::new(unbound) })
+        Ok(DataKey {
+            key: LessSafeKey::new(unbound),
+        })
     }
 
     /// Seals `plaintext` for the row `at`: `nonce ‖ ciphertext ‖ tag`.
-    pub fn seal(&self, rng: &dyn RandomSource, at: &RowBinding<'_>, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    pub fn seal(
+        &self,
+        rng: &dyn RandomSource,
+        at: &RowBinding<'_>,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
         seal_with(&self.key, rng, &at.encode(), plaintext)
     }
 
@@ -167,7 +200,14 @@ mod tests {
     }
 
     fn row(id: &str, version: u64) -> RowBinding<'_> {
-        RowBinding { tenant: "default", rtype: "Patient", id, version, patient: id, key_id: 7 }
+        RowBinding {
+            tenant: "default",
+            rtype: "Patient",
+            id,
+            version,
+            patient: id,
+            key_id: 7,
+        }
     }
 
     #[test]
@@ -184,7 +224,10 @@ mod tests {
         assert!(dk.open(&row("p1", 1), &sealed[..10]).is_err(), "truncated");
         let again = DataKey::unwrap(&kf, "default", "p1", &wrapped)?;
         assert_eq!(again.open(&row("p1", 1), &sealed)?, b"{\"name\":\"x\"}");
-        assert!(DataKey::unwrap(&kf, "default", "p2", &wrapped).is_err(), "key moved to another patient");
+        assert!(
+            DataKey::unwrap(&kf, "default", "p2", &wrapped).is_err(),
+            "key moved to another patient"
+        );
         let re = DataKey::rewrap(&kf, &rng, "default", "p1", &wrapped)?;
         assert_ne!(re.bytes, wrapped.bytes);
         assert!(DataKey::unwrap(&kf, "default", "p1", &re).is_ok());

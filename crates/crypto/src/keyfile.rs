@@ -40,7 +40,11 @@ pub struct KeyFile {
 
 impl std::fmt::Debug for KeyFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "KeyFile({} kek versions, secrets redacted)", self.keks.len())
+        write!(
+            f,
+            "KeyFile({} kek versions, secrets redacted)",
+            self.keks.len()
+        )
     }
 }
 
@@ -71,7 +75,12 @@ impl KeyFile {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let bad = || CryptoError::KeyFile(format!("line {} is not `<purpose> <version> <base64>`", n + 1));
+            let bad = || {
+                CryptoError::KeyFile(format!(
+                    "line {} is not `<purpose> <version> <base64>`",
+                    n + 1
+                ))
+            };
             let mut parts = line.split_whitespace();
             let (Some(purpose), Some(version), Some(b64), None) =
                 (parts.next(), parts.next(), parts.next(), parts.next())
@@ -81,28 +90,45 @@ impl KeyFile {
             let version: u32 = version.parse().map_err(|_| bad())?;
             let raw = Zeroizing::new(STANDARD.decode(b64).map_err(|_| bad())?);
             if raw.len() != 32 {
-                return Err(CryptoError::KeyFile(format!("line {}: a key is 32 bytes", n + 1)));
+                return Err(CryptoError::KeyFile(format!(
+                    "line {}: a key is 32 bytes",
+                    n + 1
+                )));
             }
             let mut k = Zeroizing::new([0u8; 32]);
             k.copy_from_slice(&raw);
             match purpose {
                 "kek" => {
                     let unbound = UnboundKey::new(&AES_256_GCM, k.as_ref()).map_err(|_| bad())?;
-                    keks.push(Kek { version: KeyVersion(version), key: LessSafeKey::new(unbound) });
+                    keks.push(Kek {
+                        version: KeyVersion(version),
+                        key: LessSafeKey::new(unbound),
+                    });
                 }
                 "index" => index_root = Some(k),
                 "cursor" => cursor_root = Some(k),
-                _ => return Err(CryptoError::KeyFile(format!("line {}: unknown purpose", n + 1))),
+                _ => {
+                    return Err(CryptoError::KeyFile(format!(
+                        "line {}: unknown purpose",
+                        n + 1
+                    )));
+                }
             }
         }
         keks.sort_by_key(|k| k.version);
         let (Some(index_root), Some(cursor_root)) = (index_root, cursor_root) else {
-            return Err(CryptoError::KeyFile("an `index` and a `cursor` key are required".into()));
+            return Err(CryptoError::KeyFile(
+                "an `index` and a `cursor` key are required".into(),
+            ));
         };
         if keks.is_empty() {
             return Err(CryptoError::KeyFile("no `kek` key".into()));
         }
-        Ok(Self { keks, index_root, cursor_root })
+        Ok(Self {
+            keks,
+            index_root,
+            cursor_root,
+        })
     }
 
     /// The current (highest-versioned) KEK, used for new wraps.
@@ -112,7 +138,10 @@ impl KeyFile {
     }
 
     pub fn kek(&self, v: KeyVersion) -> Result<&Kek, CryptoError> {
-        self.keks.iter().find(|k| k.version == v).ok_or(CryptoError::UnknownKekVersion(v.0))
+        self.keks
+            .iter()
+            .find(|k| k.version == v)
+            .ok_or(CryptoError::UnknownKekVersion(v.0))
     }
 
     pub(crate) fn index_root(&self) -> &[u8; 32] {
@@ -135,7 +164,16 @@ mod tests {
         let text = KeyFile::generate(&rng).unwrap_or_else(|_| Zeroizing::new(String::new()));
         let kf = KeyFile::parse(&text);
         assert!(kf.is_ok());
-        assert!(!format!("{kf:?}").contains(text.lines().nth(2).unwrap_or("x").split(' ').next_back().unwrap_or("x")));
+        assert!(
+            !format!("{kf:?}").contains(
+                text.lines()
+                    .nth(2)
+                    .unwrap_or("x")
+                    .split(' ')
+                    .next_back()
+                    .unwrap_or("x")
+            )
+        );
         assert!(KeyFile::parse("kek 1 AAAA").is_err());
         assert!(KeyFile::parse("").is_err());
         assert!(KeyFile::parse("junk").is_err());

@@ -17,6 +17,6 @@ mod token;
 pub use aead::{DataKey, RowBinding, WrappedKey};
 pub use blind::{BlindTag, IndexKey};
 pub use error::CryptoError;
-pub use keyfile::{KeyFile, KeyVersion, Kek};
+pub use keyfile::{Kek, KeyFile, KeyVersion};
 pub use random::{RandomSource, SystemRandomSource};
 pub use token::{TokenHash, constant_time_eq, hash_token, new_token};

@@ -104,9 +104,14 @@ mod tests {
     #[test]
     fn formats_and_parses() {
         let t = Timestamp::parse("2026-11-28T15:26:20.123+01:00");
-        assert_eq!(t.map(Timestamp::to_fhir).as_deref(), Some("2026-11-28T14:26:20.123Z"));
         assert_eq!(
-            Timestamp::parse("2024-05").map(Timestamp::to_fhir).as_deref(),
+            t.map(Timestamp::to_fhir).as_deref(),
+            Some("2026-11-28T14:26:20.123Z")
+        );
+        assert_eq!(
+            Timestamp::parse("2024-05")
+                .map(Timestamp::to_fhir)
+                .as_deref(),
             Some("2024-05-01T00:00:00.000Z")
         );
         assert!(Timestamp::parse("yesterday").is_none());

@@ -22,8 +22,13 @@ impl ResourceId {
     pub fn parse(s: &str) -> Result<Self, IdError> {
         let ok = !s.is_empty()
             && s.len() <= 64
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
-        if ok { Ok(Self(s.to_owned())) } else { Err(IdError::BadResourceId) }
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(IdError::BadResourceId)
+        }
     }
 
     /// A fresh id from 16 random bytes, written as a lowercase UUID-shaped string.
@@ -62,11 +67,17 @@ impl VersionId {
     pub const FIRST: VersionId = VersionId(1);
 
     pub fn new(n: u64) -> Result<Self, IdError> {
-        if n == 0 { Err(IdError::BadVersionId) } else { Ok(Self(n)) }
+        if n == 0 {
+            Err(IdError::BadVersionId)
+        } else {
+            Ok(Self(n))
+        }
     }
 
     pub fn parse(s: &str) -> Result<Self, IdError> {
-        s.parse::<u64>().map_err(|_| IdError::BadVersionId).and_then(Self::new)
+        s.parse::<u64>()
+            .map_err(|_| IdError::BadVersionId)
+            .and_then(Self::new)
     }
 
     pub fn get(self) -> u64 {
@@ -93,8 +104,13 @@ impl TenantId {
     pub fn parse(s: &str) -> Result<Self, IdError> {
         let ok = !s.is_empty()
             && s.len() <= 32
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if ok { Ok(Self(s.to_owned())) } else { Err(IdError::BadTenantId) }
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(IdError::BadTenantId)
+        }
     }
 
     pub fn default_tenant() -> Self {

@@ -5,8 +5,8 @@
 pub mod clock;
 pub mod compartment;
 pub mod ids;
-pub mod reference;
 pub mod query;
+pub mod reference;
 pub mod resource;
 pub mod resource_type;
 

@@ -6,7 +6,11 @@ use crate::{ResourceId, ResourceType, VersionId};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reference {
     /// `Type/id` or `Type/id/_history/v`, relative to this server.
-    Local { rtype: ResourceType, id: ResourceId, version: Option<VersionId> },
+    Local {
+        rtype: ResourceType,
+        id: ResourceId,
+        version: Option<VersionId>,
+    },
     /// `urn:uuid:...` or `urn:oid:...`, resolved inside a bundle.
     Urn(String),
     /// `#id`, a contained resource.
@@ -27,7 +31,10 @@ impl Reference {
         }
         if let Some((head, query)) = s.split_once('?') {
             if let Ok(rtype) = head.parse::<ResourceType>() {
-                return Reference::Conditional { rtype, query: query.to_owned() };
+                return Reference::Conditional {
+                    rtype,
+                    query: query.to_owned(),
+                };
             }
             return Reference::Other(s.to_owned());
         }
@@ -53,7 +60,11 @@ impl Reference {
     /// The id of the patient this reference names, if it names one on this server.
     pub fn patient_id(&self) -> Option<&ResourceId> {
         match self {
-            Reference::Local { rtype: ResourceType::Patient, id, .. } => Some(id),
+            Reference::Local {
+                rtype: ResourceType::Patient,
+                id,
+                ..
+            } => Some(id),
             _ => None,
         }
     }
@@ -65,18 +76,36 @@ mod tests {
 
     #[test]
     fn parses_the_forms() {
-        assert!(matches!(Reference::parse("Patient/123"), Reference::Local { rtype: ResourceType::Patient, .. }));
+        assert!(matches!(
+            Reference::parse("Patient/123"),
+            Reference::Local {
+                rtype: ResourceType::Patient,
+                ..
+            }
+        ));
         assert!(matches!(
             Reference::parse("Observation/a/_history/2"),
-            Reference::Local { version: Some(_), .. }
+            Reference::Local {
+                version: Some(_),
+                ..
+            }
         ));
-        assert_eq!(Reference::parse("urn:uuid:x"), Reference::Urn("urn:uuid:x".into()));
+        assert_eq!(
+            Reference::parse("urn:uuid:x"),
+            Reference::Urn("urn:uuid:x".into())
+        );
         assert_eq!(Reference::parse("#cov"), Reference::Contained("cov".into()));
         assert!(matches!(
             Reference::parse("Practitioner?identifier=a|b"),
-            Reference::Conditional { rtype: ResourceType::Practitioner, .. }
+            Reference::Conditional {
+                rtype: ResourceType::Practitioner,
+                ..
+            }
         ));
         assert!(matches!(Reference::parse("Nope/1"), Reference::Other(_)));
-        assert!(matches!(Reference::parse("http://x/y/Patient/1"), Reference::Other(_)));
+        assert!(matches!(
+            Reference::parse("http://x/y/Patient/1"),
+            Reference::Other(_)
+        ));
     }
 }

@@ -30,16 +30,22 @@ pub struct Resource {
 
 impl Resource {
     pub fn parse(bytes: &[u8]) -> Result<Self, ResourceError> {
-        let value: Value = serde_json::from_slice(bytes)
-            .map_err(|e| ResourceError::BadJson { line: e.line(), column: e.column() })?;
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| ResourceError::BadJson {
+            line: e.line(),
+            column: e.column(),
+        })?;
         Self::from_value(value)
     }
 
     pub fn from_value(value: Value) -> Result<Self, ResourceError> {
-        let Value::Object(body) = value else { return Err(ResourceError::NotAnObject) };
+        let Value::Object(body) = value else {
+            return Err(ResourceError::NotAnObject);
+        };
         let rtype = match body.get("resourceType") {
             None => return Err(ResourceError::MissingType),
-            Some(Value::String(s)) => s.parse::<ResourceType>().map_err(|_| ResourceError::UnknownType)?,
+            Some(Value::String(s)) => s
+                .parse::<ResourceType>()
+                .map_err(|_| ResourceError::UnknownType)?,
             Some(_) => return Err(ResourceError::WrongType("resourceType")),
         };
         match body.get("id") {
@@ -54,7 +60,7 @@ impl Resource {
             Some(_) => return Err(ResourceError::WrongType("meta")),
         }
         if let Some(v) = body.get("identifier") {
-            if !v.is_array() {
+            if !v.is_array() && !v.is_object() {
                 return Err(ResourceError::WrongType("identifier"));
             }
         }
@@ -73,13 +79,34 @@ impl Resource {
         }
     }
 
+    /// Sets the id, placing it right after `resourceType` when it is new.
     pub fn set_id(&mut self, id: &ResourceId) {
-        self.body.insert("id".into(), Value::String(id.as_str().to_owned()));
+        let v = Value::String(id.as_str().to_owned());
+        match self.body.get_mut("id") {
+            Some(slot) => *slot = v,
+            None => {
+                let at = usize::from(self.body.contains_key("resourceType")).min(self.body.len());
+                self.body.shift_insert(at, "id".into(), v);
+            }
+        }
     }
 
     /// Writes the server-owned `meta.versionId` and `meta.lastUpdated`, keeping other meta.
     pub fn set_meta(&mut self, version: VersionId, at: Timestamp) {
-        let meta = self.body.entry("meta").or_insert_with(|| Value::Object(Map::new()));
+        if !self.body.contains_key("meta") {
+            let at = self
+                .body
+                .keys()
+                .position(|k| k == "id")
+                .map_or(0, |i| i + 1)
+                .min(self.body.len());
+            self.body
+                .shift_insert(at, "meta".into(), Value::Object(Map::new()));
+        }
+        let meta = self
+            .body
+            .entry("meta")
+            .or_insert_with(|| Value::Object(Map::new()));
         if let Value::Object(m) = meta {
             m.insert("versionId".into(), Value::String(version.to_string()));
             m.insert("lastUpdated".into(), Value::String(at.to_fhir()));
@@ -112,7 +139,13 @@ impl Resource {
     /// `(system, value)` of each `identifier` element; a missing system is empty.
     pub fn identifiers(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        if let Some(Value::Array(ids)) = self.body.get("identifier") {
+        let ids: &[Value] = match self.body.get("identifier") {
+            Some(Value::Array(ids)) => ids,
+            // Some R4 types (Bundle, Composition, QuestionnaireResponse, …) have one identifier.
+            Some(one @ Value::Object(_)) => std::slice::from_ref(one),
+            _ => &[],
+        };
+        {
             for i in ids {
                 let system = i.get("system").and_then(Value::as_str).unwrap_or("");
                 if let Some(value) = i.get("value").and_then(Value::as_str) {
@@ -198,12 +231,24 @@ mod tests {
 
     #[test]
     fn rejects_bad_shapes() {
-        assert!(matches!(Resource::parse(b"{"), Err(ResourceError::BadJson { .. })));
+        assert!(matches!(
+            Resource::parse(b"{"),
+            Err(ResourceError::BadJson { .. })
+        ));
         assert_eq!(Resource::parse(b"[]"), Err(ResourceError::NotAnObject));
         assert_eq!(Resource::parse(b"{}"), Err(ResourceError::MissingType));
-        assert_eq!(Resource::parse(br#"{"resourceType":"Nope"}"#), Err(ResourceError::UnknownType));
-        assert_eq!(Resource::parse(br#"{"resourceType":5}"#), Err(ResourceError::WrongType("resourceType")));
-        assert_eq!(Resource::parse(br#"{"resourceType":"Patient","id":"a b"}"#), Err(ResourceError::BadId));
+        assert_eq!(
+            Resource::parse(br#"{"resourceType":"Nope"}"#),
+            Err(ResourceError::UnknownType)
+        );
+        assert_eq!(
+            Resource::parse(br#"{"resourceType":5}"#),
+            Err(ResourceError::WrongType("resourceType"))
+        );
+        assert_eq!(
+            Resource::parse(br#"{"resourceType":"Patient","id":"a b"}"#),
+            Err(ResourceError::BadId)
+        );
         assert_eq!(
             Resource::parse(br#"{"resourceType":"Patient","meta":1}"#),
             Err(ResourceError::WrongType("meta"))
@@ -212,11 +257,13 @@ mod tests {
 
     #[test]
     fn meta_is_ignored_when_comparing() {
-        let mut a = Resource::parse(br#"{"resourceType":"Patient","active":true}"#).unwrap_or_else(|_| unreachable!());
+        let mut a = Resource::parse(br#"{"resourceType":"Patient","active":true}"#)
+            .unwrap_or_else(|_| unreachable!());
         let b = a.clone();
         a.set_meta(VersionId::FIRST, Timestamp::from_millis(5));
         assert!(a.same_content(&b));
-        let c = Resource::parse(br#"{"resourceType":"Patient","active":false}"#).unwrap_or_else(|_| unreachable!());
+        let c = Resource::parse(br#"{"resourceType":"Patient","active":false}"#)
+            .unwrap_or_else(|_| unreachable!());
         assert!(!a.same_content(&c));
     }
 

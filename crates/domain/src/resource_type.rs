@@ -192,14 +192,6 @@ impl fmt::Display for ResourceType {
     }
 }
 
-impl ResourceType {
-    /// Types the REST API stores as ordinary resources. `Bundle` is stored too (documents and
-    /// collections), but `Parameters` and `OperationOutcome` only travel on the wire.
-    pub fn is_storable(self) -> bool {
-        !matches!(self, ResourceType::Parameters | ResourceType::OperationOutcome)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,29 +7,53 @@ use axum::http::{HeaderMap, header};
 use carevault_domain::Resource;
 
 fn content_type_ok(headers: &HeaderMap) -> bool {
-    let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+    let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
-    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    matches!(mime.as_str(), "application/fhir+json" | "application/json" | "application/json+fhir")
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    matches!(
+        mime.as_str(),
+        "application/fhir+json" | "application/json" | "application/json+fhir"
+    )
 }
 
 /// Reads the whole body within the configured limit.
-pub(crate) async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, ApiError> {
+pub(crate) async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<bytes::Bytes, ApiError> {
     if !content_type_ok(headers) {
         return Err(ApiError::UnsupportedMediaType);
     }
     let limit = state.config.max_body_bytes;
-    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok()) {
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+    {
         if len > limit {
             return Err(ApiError::PayloadTooLarge);
         }
     }
-    axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::PayloadTooLarge)
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge)
 }
 
 /// Reads and parses a resource body.
-pub(crate) async fn read_resource(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Resource, ApiError> {
+pub(crate) async fn read_resource(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Resource, ApiError> {
     let bytes = read_body(state, headers, body).await?;
     Resource::parse(&bytes).map_err(|e| ApiError::BadRequest(e.to_string()))
 }

@@ -5,8 +5,16 @@ use carevault_domain::ResourceType;
 use serde_json::{Value, json};
 
 /// Interactions every stored type supports.
-pub(crate) const TYPE_INTERACTIONS: &[&str] =
-    &["read", "vread", "update", "delete", "history-instance", "history-type", "create", "search-type"];
+pub(crate) const TYPE_INTERACTIONS: &[&str] = &[
+    "read",
+    "vread",
+    "update",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
+];
 
 /// Interactions at the system level.
 pub(crate) const SYSTEM_INTERACTIONS: &[&str] = &["transaction", "batch", "history-system"];
@@ -14,7 +22,6 @@ pub(crate) const SYSTEM_INTERACTIONS: &[&str] = &["transaction", "batch", "histo
 pub(crate) fn capability_statement(date: &str) -> Value {
     let resources: Vec<Value> = ResourceType::ALL
         .iter()
-        .filter(|t| t.is_storable())
         .map(|t| {
             json!({
                 "type": t.as_str(),

@@ -49,29 +49,45 @@ impl ApiError {
     /// Status, OperationOutcome issue code and the text the client sees.
     fn parts(&self) -> (StatusCode, &'static str, String) {
         match self {
-            ApiError::Unauthorized => {
-                (StatusCode::UNAUTHORIZED, "login", "a valid bearer token is required".into())
-            }
+            ApiError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "login",
+                "a valid bearer token is required".into(),
+            ),
             ApiError::NotFound(what) => (StatusCode::NOT_FOUND, "not-found", (*what).into()),
-            ApiError::Gone => (StatusCode::GONE, "deleted", "the resource has been deleted".into()),
-            ApiError::MethodNotAllowed => {
-                (StatusCode::METHOD_NOT_ALLOWED, "not-supported", "this method is not allowed here".into())
-            }
+            ApiError::Gone => (
+                StatusCode::GONE,
+                "deleted",
+                "the resource has been deleted".into(),
+            ),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "not-supported",
+                "this method is not allowed here".into(),
+            ),
             ApiError::UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "not-supported",
                 "send application/fhir+json or application/json".into(),
             ),
-            ApiError::PayloadTooLarge => {
-                (StatusCode::PAYLOAD_TOO_LARGE, "too-costly", "the request body is larger than allowed".into())
-            }
+            ApiError::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-costly",
+                "the request body is larger than allowed".into(),
+            ),
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "invalid", m.clone()),
-            ApiError::Unprocessable(m) => (StatusCode::UNPROCESSABLE_ENTITY, "processing", m.clone()),
-            ApiError::PreconditionFailed(m) => (StatusCode::PRECONDITION_FAILED, "conflict", m.clone()),
-            ApiError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m.clone()),
-            ApiError::Internal(_) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "exception", "the server could not complete the request".into())
+            ApiError::Unprocessable(m) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "processing", m.clone())
             }
+            ApiError::PreconditionFailed(m) => {
+                (StatusCode::PRECONDITION_FAILED, "conflict", m.clone())
+            }
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m.clone()),
+            ApiError::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "exception",
+                "the server could not complete the request".into(),
+            ),
             ApiError::Integrity => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "exception",
@@ -101,7 +117,10 @@ pub fn operation_outcome(severity: &str, code: &str, text: &str) -> serde_json::
 
 pub(crate) fn fhir_json_response(status: StatusCode, body: Vec<u8>) -> Response {
     let mut r = (status, body).into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::respond::FHIR_JSON));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(crate::respond::FHIR_JSON),
+    );
     r
 }
 
@@ -110,7 +129,8 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let mut r = fhir_json_response(status, self.outcome_body());
         if status == StatusCode::UNAUTHORIZED {
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         let detail = match &self {
             ApiError::Internal(d) => d.clone(),
@@ -123,7 +143,10 @@ impl IntoResponse for ApiError {
 
 /// Logs every error response once: status, method and the route template (never the URL,
 /// whose query may carry search terms), and the internal detail for server errors.
-pub(crate) async fn log_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+pub(crate) async fn log_errors(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     let method = req.method().clone();
     let route = route_shape(req.uri().path());
     let response = next.run(req).await;

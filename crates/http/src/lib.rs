@@ -25,18 +25,35 @@ pub fn router(state: AppState) -> Router {
         .route("/metadata", get(handlers::metadata::capability_statement))
         .route("/", axum::routing::post(handlers::bundle::process))
         .route("/_history", get(handlers::history::system))
-        .route("/{rtype}", get(handlers::search::search_type).post(handlers::create::create))
+        .route(
+            "/{rtype}",
+            get(handlers::search::search_type).post(handlers::create::create),
+        )
         .route("/{rtype}/_history", get(handlers::history::of_type))
         .route(
             "/{rtype}/{id}",
-            get(handlers::read::read).put(handlers::update::update).delete(handlers::delete::delete),
+            get(handlers::read::read)
+                .put(handlers::update::update)
+                .delete(handlers::delete::delete),
         )
         .route("/{rtype}/{id}/_history", get(handlers::history::instance))
         .route("/{rtype}/{id}/_history/{vid}", get(handlers::read::vread))
         .method_not_allowed_fallback(handlers::fallback::method_not_allowed)
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    // `POST [base]` arrives as `/fhir` or `/fhir/`; the nested router answers the first.
+    let base_slash = Router::new()
+        .route("/fhir/", axum::routing::post(handlers::bundle::process))
+        .method_not_allowed_fallback(handlers::fallback::method_not_allowed)
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
     Router::new()
         .nest("/fhir", fhir)
+        .merge(base_slash)
         .fallback(handlers::fallback::not_found)
         .layer(middleware::from_fn(error::log_errors))
         .layer(middleware::from_fn(respond::security_headers))

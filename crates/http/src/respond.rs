@@ -20,7 +20,12 @@ pub(crate) enum ReturnPref {
 }
 
 pub(crate) fn return_pref(headers: &HeaderMap) -> ReturnPref {
-    let prefer = headers.get_all("prefer").iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(",");
+    let prefer = headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
     for part in prefer.split([',', ';']) {
         match part.trim().to_ascii_lowercase().as_str() {
             "return=minimal" => return ReturnPref::Minimal,
@@ -40,9 +45,16 @@ pub(crate) fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
-        .filter(|h| h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b)))
+        .filter(|h| {
+            h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+        })
         .unwrap_or("localhost");
-    let scheme = if state.config.public_base.is_none() && state.tls { "https" } else { "http" };
+    let scheme = if state.config.public_base.is_none() && state.tls {
+        "https"
+    } else {
+        "http"
+    };
     format!("{scheme}://{host}/fhir")
 }
 
@@ -73,8 +85,15 @@ pub(crate) fn resource_response(
         ReturnPref::Representation => r.body.clone(),
         ReturnPref::Minimal => Vec::new(),
         ReturnPref::OperationOutcome => {
-            let text = format!("{} {}/{} version {}", status.as_u16(), r.rtype, r.id, r.version);
-            serde_json::to_vec(&operation_outcome("information", "informational", &text)).unwrap_or_default()
+            let text = format!(
+                "{} {}/{} version {}",
+                status.as_u16(),
+                r.rtype,
+                r.id,
+                r.version
+            );
+            serde_json::to_vec(&operation_outcome("information", "informational", &text))
+                .unwrap_or_default()
         }
     };
     let mut resp = fhir_json_response(status, body);
@@ -93,17 +112,29 @@ pub(crate) fn resource_response(
 }
 
 /// Headers on every response: no caching of PHI, no MIME sniffing, HTTPS only.
-pub(crate) async fn security_headers(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+pub(crate) async fn security_headers(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static("max-age=31536000"),
+    );
     resp
 }
 
 /// `201 Created`, `404 Not Found`, … as bundle responses spell them.
 pub(crate) fn status_line(code: u16) -> String {
-    let reason = StatusCode::from_u16(code).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
+    let reason = StatusCode::from_u16(code)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
     format!("{code} {reason}")
 }

@@ -63,7 +63,9 @@ pub async fn serve(
     let acceptor = tls.map(TlsAcceptor::from);
     let builder = Arc::new({
         let mut b = http1::Builder::new();
-        b.keep_alive(true).timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
+        b.keep_alive(true)
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30));
         b
     });
     tokio::pin!(shutdown);
@@ -87,8 +89,12 @@ pub async fn serve(
                 let acceptor = acceptor.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await;
-                    let Ok(Ok(tls_stream)) = handshake else { return };
+                    let handshake =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                            .await;
+                    let Ok(Ok(tls_stream)) = handshake else {
+                        return;
+                    };
                     let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
                     let _ = watcher.watch(conn).await;
                 });
@@ -104,7 +110,10 @@ pub async fn serve(
     }
     drop(listener);
     tracing::info!("shutting down: waiting for in-flight requests");
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("some connections did not finish in time");
     }
 }

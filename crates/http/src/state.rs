@@ -16,7 +16,10 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { max_body_bytes: 16 * 1024 * 1024, public_base: None }
+        Self {
+            max_body_bytes: 16 * 1024 * 1024,
+            public_base: None,
+        }
     }
 }
 
@@ -31,12 +34,22 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(vault: Arc<Vault<AnyStore>>, config: HttpConfig, tls: bool, token_hashes: Vec<Vec<u8>>) -> Self {
+    pub fn new(
+        vault: Arc<Vault<AnyStore>>,
+        config: HttpConfig,
+        tls: bool,
+        token_hashes: Vec<Vec<u8>>,
+    ) -> Self {
         let tokens = token_hashes
             .into_iter()
             .filter_map(|h| <[u8; 32]>::try_from(h.as_slice()).ok().map(TokenHash))
             .collect();
-        Self { vault, config: Arc::new(config), tls, tokens: Arc::new(RwLock::new(tokens)) }
+        Self {
+            vault,
+            config: Arc::new(config),
+            tls,
+            tokens: Arc::new(RwLock::new(tokens)),
+        }
     }
 
     /// Is this bearer token one of the active API tokens?

@@ -7,7 +7,11 @@
 use crate::*;
 
 fn key(id: &str) -> ResourceKey {
-    ResourceKey { tenant: "default".into(), rtype: "Observation".into(), id: id.into() }
+    ResourceKey {
+        tenant: "default".into(),
+        rtype: "Observation".into(),
+        id: id.into(),
+    }
 }
 
 fn version(id: &str, v: u64, expect: Expect, op: Op, tags: &[&[u8]]) -> NewVersion {
@@ -19,7 +23,11 @@ fn version(id: &str, v: u64, expect: Expect, op: Op, tags: &[&[u8]]) -> NewVersi
         op,
         key_id: 1,
         patient: "p".into(),
-        body: if op == Op::Delete { vec![] } else { format!("sealed-{id}-{v}").into_bytes() },
+        body: if op == Op::Delete {
+            vec![]
+        } else {
+            format!("sealed-{id}-{v}").into_bytes()
+        },
         identifier_tags: tags.iter().map(|t| t.to_vec()).collect(),
     }
 }
@@ -30,28 +38,61 @@ fn one(v: NewVersion) -> ChangeSet {
 
 async fn suite<S: Store>(s: S) {
     // create, read, conflict on a second create
-    s.apply(one(version("a", 1, Expect::Absent, Op::Create, &[b"tag1"]))).await.unwrap();
+    s.apply(one(version("a", 1, Expect::Absent, Op::Create, &[b"tag1"])))
+        .await
+        .unwrap();
     let cur = s.current(&key("a")).await.unwrap().unwrap();
-    assert_eq!((cur.version, cur.op, cur.body.as_slice()), (1, Op::Create, b"sealed-a-1".as_slice()));
+    assert_eq!(
+        (cur.version, cur.op, cur.body.as_slice()),
+        (1, Op::Create, b"sealed-a-1".as_slice())
+    );
     assert!(matches!(
-        s.apply(one(version("a", 1, Expect::Absent, Op::Create, &[]))).await,
+        s.apply(one(version("a", 1, Expect::Absent, Op::Create, &[])))
+            .await,
         Err(StoreError::Conflict)
     ));
     assert!(s.current(&key("missing")).await.unwrap().is_none());
 
     // update with the right and a stale expectation
-    s.apply(one(version("a", 2, Expect::Version(1), Op::Update, &[b"tag2"]))).await.unwrap();
+    s.apply(one(version(
+        "a",
+        2,
+        Expect::Version(1),
+        Op::Update,
+        &[b"tag2"],
+    )))
+    .await
+    .unwrap();
     assert!(matches!(
-        s.apply(one(version("a", 3, Expect::Version(1), Op::Update, &[]))).await,
+        s.apply(one(version("a", 3, Expect::Version(1), Op::Update, &[])))
+            .await,
         Err(StoreError::Conflict)
     ));
-    assert_eq!(s.version(&key("a"), 1).await.unwrap().unwrap().body, b"sealed-a-1");
+    assert_eq!(
+        s.version(&key("a"), 1).await.unwrap().unwrap().body,
+        b"sealed-a-1"
+    );
     assert!(s.version(&key("a"), 9).await.unwrap().is_none());
 
     // identifier index follows the current version only
-    assert!(s.find_by_identifier("default", "Observation", b"tag1").await.unwrap().is_empty());
-    assert_eq!(s.find_by_identifier("default", "Observation", b"tag2").await.unwrap(), vec!["a".to_string()]);
-    assert!(s.find_by_identifier("default", "Patient", b"tag2").await.unwrap().is_empty());
+    assert!(
+        s.find_by_identifier("default", "Observation", b"tag1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.find_by_identifier("default", "Observation", b"tag2")
+            .await
+            .unwrap(),
+        vec!["a".to_string()]
+    );
+    assert!(
+        s.find_by_identifier("default", "Patient", b"tag2")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // a change set is atomic: the bad second entry undoes the good first one
     let bad = ChangeSet {
@@ -64,12 +105,21 @@ async fn suite<S: Store>(s: S) {
     assert!(s.current(&key("b")).await.unwrap().is_none());
 
     // deletion is a version; it leaves the index
-    s.apply(one(version("a", 3, Expect::Version(2), Op::Delete, &[]))).await.unwrap();
+    s.apply(one(version("a", 3, Expect::Version(2), Op::Delete, &[])))
+        .await
+        .unwrap();
     assert!(s.current(&key("a")).await.unwrap().unwrap().is_deleted());
-    assert!(s.find_by_identifier("default", "Observation", b"tag2").await.unwrap().is_empty());
+    assert!(
+        s.find_by_identifier("default", "Observation", b"tag2")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // history: newest first, paged by cursor, bounded by since
-    s.apply(one(version("c", 1, Expect::Absent, Op::Create, &[]))).await.unwrap();
+    s.apply(one(version("c", 1, Expect::Absent, Op::Create, &[])))
+        .await
+        .unwrap();
     let q = HistoryQuery {
         tenant: "default".into(),
         rtype: Some("Observation".into()),
@@ -79,11 +129,34 @@ async fn suite<S: Store>(s: S) {
         limit: 2,
     };
     let page1 = s.history(&q).await.unwrap();
-    assert_eq!(page1.iter().map(|v| (v.key.id.as_str(), v.version)).collect::<Vec<_>>(), vec![("c", 1), ("a", 3)]);
-    let page2 = s.history(&HistoryQuery { before_seq: Some(page1[1].seq), ..q.clone() }).await.unwrap();
-    assert_eq!(page2.iter().map(|v| (v.key.id.as_str(), v.version)).collect::<Vec<_>>(), vec![("a", 2), ("a", 1)]);
+    assert_eq!(
+        page1
+            .iter()
+            .map(|v| (v.key.id.as_str(), v.version))
+            .collect::<Vec<_>>(),
+        vec![("c", 1), ("a", 3)]
+    );
+    let page2 = s
+        .history(&HistoryQuery {
+            before_seq: Some(page1[1].seq),
+            ..q.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        page2
+            .iter()
+            .map(|v| (v.key.id.as_str(), v.version))
+            .collect::<Vec<_>>(),
+        vec![("a", 2), ("a", 1)]
+    );
     assert_eq!(s.history_count(&q).await.unwrap(), 4);
-    let inst = HistoryQuery { id: Some("a".into()), since: Some(2000), limit: 10, ..q.clone() };
+    let inst = HistoryQuery {
+        id: Some("a".into()),
+        since: Some(2000),
+        limit: 10,
+        ..q.clone()
+    };
     assert_eq!(s.history(&inst).await.unwrap().len(), 2);
     assert_eq!(s.history_count(&inst).await.unwrap(), 2);
 
@@ -108,12 +181,15 @@ async fn suite<S: Store>(s: S) {
     assert_eq!(s.active_tokens().await.unwrap(), vec![b"hash".to_vec()]);
 
     // concurrent updates with the same expectation: exactly one wins
-    s.apply(one(version("race", 1, Expect::Absent, Op::Create, &[]))).await.unwrap();
+    s.apply(one(version("race", 1, Expect::Absent, Op::Create, &[])))
+        .await
+        .unwrap();
     let mut handles = Vec::new();
     for _ in 0..8 {
         let s = s.clone();
         handles.push(tokio::spawn(async move {
-            s.apply(one(version("race", 2, Expect::Version(1), Op::Update, &[]))).await
+            s.apply(one(version("race", 2, Expect::Version(1), Op::Update, &[])))
+                .await
         }));
     }
     let mut wins = 0;
@@ -134,11 +210,19 @@ async fn sqlite_conformance() {
 
 /// A fresh schema on the test server, and a URL whose connections use it.
 pub(crate) async fn fresh_pg_schema(base: &str) -> String {
-    let (client, conn) = tokio_postgres::connect(base, tokio_postgres::NoTls).await.unwrap();
+    let (client, conn) = tokio_postgres::connect(base, tokio_postgres::NoTls)
+        .await
+        .unwrap();
     tokio::spawn(conn);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     let schema = format!("cv_store_{nanos}");
-    client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+    client
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .unwrap();
     let sep = if base.contains('?') { '&' } else { '?' };
     format!("{base}{sep}options=-csearch_path%3D{schema}")
 }
@@ -146,7 +230,9 @@ pub(crate) async fn fresh_pg_schema(base: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_conformance() {
     let Ok(base) = std::env::var("CAREVAULT_TEST_POSTGRES_URL") else {
-        eprintln!("NOT RUN: postgres_conformance needs CAREVAULT_TEST_POSTGRES_URL (.ci/run sets it)");
+        eprintln!(
+            "NOT RUN: postgres_conformance needs CAREVAULT_TEST_POSTGRES_URL (.ci/run sets it)"
+        );
         return;
     };
     let url = fresh_pg_schema(&base).await;

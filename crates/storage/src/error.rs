@@ -16,7 +16,10 @@ pub enum StoreError {
 
 impl StoreError {
     pub fn backend(op: &'static str, e: impl std::fmt::Display) -> Self {
-        StoreError::Backend { op, detail: e.to_string() }
+        StoreError::Backend {
+            op,
+            detail: e.to_string(),
+        }
     }
 }
 

@@ -24,17 +24,29 @@ pub trait ResourceStore: Send + Sync {
     fn apply(&self, changes: ChangeSet) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The current version of a resource, deleted or not.
-    fn current(&self, key: &ResourceKey) -> impl Future<Output = Result<Option<StoredVersion>, StoreError>> + Send;
+    fn current(
+        &self,
+        key: &ResourceKey,
+    ) -> impl Future<Output = Result<Option<StoredVersion>, StoreError>> + Send;
 
     /// One version of a resource.
-    fn version(&self, key: &ResourceKey, version: u64)
-    -> impl Future<Output = Result<Option<StoredVersion>, StoreError>> + Send;
+    fn version(
+        &self,
+        key: &ResourceKey,
+        version: u64,
+    ) -> impl Future<Output = Result<Option<StoredVersion>, StoreError>> + Send;
 
     /// Versions newest first, as selected by `query`.
-    fn history(&self, query: &HistoryQuery) -> impl Future<Output = Result<Vec<StoredVersion>, StoreError>> + Send;
+    fn history(
+        &self,
+        query: &HistoryQuery,
+    ) -> impl Future<Output = Result<Vec<StoredVersion>, StoreError>> + Send;
 
     /// How many versions `query` selects, ignoring its cursor and limit.
-    fn history_count(&self, query: &HistoryQuery) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    fn history_count(
+        &self,
+        query: &HistoryQuery,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Ids of live (not deleted) resources of a type whose identifier index holds `tag`.
     fn find_by_identifier(
@@ -47,18 +59,33 @@ pub trait ResourceStore: Send + Sync {
 
 /// Wrapped data keys, one per (tenant, scope).
 pub trait KeyStore: Send + Sync {
-    fn data_key(&self, tenant: &str, scope: &str) -> impl Future<Output = Result<Option<StoredKey>, StoreError>> + Send;
+    fn data_key(
+        &self,
+        tenant: &str,
+        scope: &str,
+    ) -> impl Future<Output = Result<Option<StoredKey>, StoreError>> + Send;
 
-    fn data_key_by_id(&self, key_id: i64) -> impl Future<Output = Result<Option<StoredKey>, StoreError>> + Send;
+    fn data_key_by_id(
+        &self,
+        key_id: i64,
+    ) -> impl Future<Output = Result<Option<StoredKey>, StoreError>> + Send;
 
     /// Stores `key` unless the scope already has one; returns whichever key the scope has now,
     /// so two racing writers end up using the same key.
-    fn insert_data_key(&self, key: NewKey) -> impl Future<Output = Result<StoredKey, StoreError>> + Send;
+    fn insert_data_key(
+        &self,
+        key: NewKey,
+    ) -> impl Future<Output = Result<StoredKey, StoreError>> + Send;
 }
 
 /// Hashes of API bearer tokens (never the tokens).
 pub trait TokenStore: Send + Sync {
-    fn insert_token(&self, hash: &[u8], label: &str, created: i64) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn insert_token(
+        &self,
+        hash: &[u8],
+        label: &str,
+        created: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Hashes of tokens that are not revoked.
     fn active_tokens(&self) -> impl Future<Output = Result<Vec<Vec<u8>>, StoreError>> + Send;

@@ -11,13 +11,23 @@ use axum::response::{IntoResponse, Response};
 use carevault_core::BundleKind;
 use serde_json::{Value, json};
 
-pub(crate) async fn process(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+pub(crate) async fn process(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let bytes = read_body(&state, &headers, body).await?;
-    let value: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON (line {}, column {})", e.line(), e.column())))?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "the body is not valid JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
     let outcome = state.vault.process_bundle(&value).await?;
     let base = base_url(&state, &headers);
-    let with_resources = return_pref(&headers) == ReturnPref::Representation && headers.contains_key("prefer");
+    let with_resources =
+        return_pref(&headers) == ReturnPref::Representation && headers.contains_key("prefer");
     let mut entries = Vec::with_capacity(outcome.entries.len());
     for e in outcome.entries {
         let mut response = serde_json::Map::new();
@@ -56,5 +66,9 @@ pub(crate) async fn process(State(state): State<AppState>, headers: HeaderMap, b
         BundleKind::Batch => "batch-response",
     };
     let body = json!({ "resourceType": "Bundle", "type": kind, "entry": entries });
-    Ok(fhir_json_response(StatusCode::OK, serde_json::to_vec(&body).unwrap_or_default()).into_response())
+    Ok(fhir_json_response(
+        StatusCode::OK,
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )
+    .into_response())
 }

@@ -19,17 +19,30 @@ pub(crate) async fn create(
     let rtype = parse_type(&rtype)?;
     let resource = read_resource(&state, &headers, body).await?;
     if resource.rtype() != rtype {
-        return Err(ApiError::BadRequest("resourceType does not match the URL".into()));
+        return Err(ApiError::BadRequest(
+            "resourceType does not match the URL".into(),
+        ));
     }
     let written = match headers.get("if-none-exist") {
         Some(v) => {
-            let cond = v.to_str().map_err(|_| ApiError::BadRequest("If-None-Exist is not text".into()))?;
+            let cond = v
+                .to_str()
+                .map_err(|_| ApiError::BadRequest("If-None-Exist is not text".into()))?;
             let q = IdentifierQuery::parse(carevault_core::condition_query(cond))?;
             state.vault.create_if_none_exist(resource, &q).await?
         }
         None => state.vault.create(resource).await?,
     };
-    let status = if written.created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if written.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     let base = base_url(&state, &headers);
-    Ok(resource_response(status, &written.resource, return_pref(&headers), Some(&base)))
+    Ok(resource_response(
+        status,
+        &written.resource,
+        return_pref(&headers),
+        Some(&base),
+    ))
 }

@@ -19,8 +19,13 @@ pub(crate) async fn delete(
     let expected = if_match(&headers)?;
     let version = state.vault.delete(rtype, &id, expected).await?;
     let mut resp = if return_pref(&headers) == ReturnPref::OperationOutcome {
-        let text = if version.is_some() { "deleted" } else { "nothing to delete" };
-        let body = serde_json::to_vec(&operation_outcome("information", "informational", text)).unwrap_or_default();
+        let text = if version.is_some() {
+            "deleted"
+        } else {
+            "nothing to delete"
+        };
+        let body = serde_json::to_vec(&operation_outcome("information", "informational", text))
+            .unwrap_or_default();
         fhir_json_response(StatusCode::OK, body)
     } else {
         StatusCode::NO_CONTENT.into_response()

@@ -21,15 +21,23 @@ struct Params {
 }
 
 fn params(query: Option<&str>) -> Result<Params, ApiError> {
-    let pairs = parse_query(query.unwrap_or("")).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let mut p = Params { count: 50, since: None, cursor: None };
+    let pairs =
+        parse_query(query.unwrap_or("")).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let mut p = Params {
+        count: 50,
+        since: None,
+        cursor: None,
+    };
     for (k, v) in pairs {
         match k.as_str() {
             "_count" => {
-                p.count = v.parse().map_err(|_| ApiError::BadRequest("_count must be a whole number".into()))?;
+                p.count = v
+                    .parse()
+                    .map_err(|_| ApiError::BadRequest("_count must be a whole number".into()))?;
             }
             "_since" => {
-                let t = Timestamp::parse(&v).ok_or_else(|| ApiError::BadRequest("_since must be an instant".into()))?;
+                let t = Timestamp::parse(&v)
+                    .ok_or_else(|| ApiError::BadRequest("_since must be an instant".into()))?;
                 p.since = Some((v, t));
             }
             "_cursor" => p.cursor = Some(v),
@@ -39,11 +47,21 @@ fn params(query: Option<&str>) -> Result<Params, ApiError> {
     Ok(p)
 }
 
-async fn history(state: &AppState, headers: &HeaderMap, scope: HistoryScope, query: Option<&str>) -> Result<Response, ApiError> {
+async fn history(
+    state: &AppState,
+    headers: &HeaderMap,
+    scope: HistoryScope,
+    query: Option<&str>,
+) -> Result<Response, ApiError> {
     let p = params(query)?;
     let page = state
         .vault
-        .history(&scope, p.since.as_ref().map(|s| s.1), p.count, p.cursor.as_deref())
+        .history(
+            &scope,
+            p.since.as_ref().map(|s| s.1),
+            p.count,
+            p.cursor.as_deref(),
+        )
         .await?;
     let base = base_url(state, headers);
     let path = match &scope {
@@ -56,10 +74,19 @@ async fn history(state: &AppState, headers: &HeaderMap, scope: HistoryScope, que
         q.push_str(&format!("&_since={}", percent_encode(text)));
     }
     let body = bundle(&base, &path, &q, p.cursor.as_deref(), &page)?;
-    Ok(fhir_json_response(StatusCode::OK, serde_json::to_vec(&body).unwrap_or_default()))
+    Ok(fhir_json_response(
+        StatusCode::OK,
+        serde_json::to_vec(&body).unwrap_or_default(),
+    ))
 }
 
-fn bundle(base: &str, path: &str, q: &str, cursor: Option<&str>, page: &HistoryPage) -> Result<Value, ApiError> {
+fn bundle(
+    base: &str,
+    path: &str,
+    q: &str,
+    cursor: Option<&str>,
+    page: &HistoryPage,
+) -> Result<Value, ApiError> {
     let self_url = match cursor {
         Some(c) => format!("{path}?{q}&_cursor={c}"),
         None => format!("{path}?{q}"),
@@ -88,8 +115,8 @@ fn bundle(base: &str, path: &str, q: &str, cursor: Option<&str>, page: &HistoryP
             }
         });
         if let Some(body) = &e.body {
-            let resource: Value =
-                serde_json::from_slice(body).map_err(|_| ApiError::Internal("stored body is not JSON".into()))?;
+            let resource: Value = serde_json::from_slice(body)
+                .map_err(|_| ApiError::Internal("stored body is not JSON".into()))?;
             entry["resource"] = resource;
         }
         entries.push(entry);
@@ -118,7 +145,13 @@ pub(crate) async fn of_type(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let rtype = parse_type(&rtype)?;
-    history(&state, &headers, HistoryScope::Type(rtype), query.as_deref()).await
+    history(
+        &state,
+        &headers,
+        HistoryScope::Type(rtype),
+        query.as_deref(),
+    )
+    .await
 }
 
 pub(crate) async fn instance(
@@ -133,5 +166,11 @@ pub(crate) async fn instance(
     if let carevault_core::ReadOutcome::NotFound = state.vault.read(rtype, &id).await? {
         return Err(ApiError::NotFound("resource not found"));
     }
-    history(&state, &headers, HistoryScope::Instance(rtype, id), query.as_deref()).await
+    history(
+        &state,
+        &headers,
+        HistoryScope::Instance(rtype, id),
+        query.as_deref(),
+    )
+    .await
 }

@@ -13,12 +13,10 @@ pub(crate) mod update;
 use crate::ApiError;
 use carevault_domain::{ResourceId, ResourceType, VersionId};
 
-/// A type from the URL: unknown types and wire-only types are 404.
+/// A type from the URL: every R4 resource type is served; anything else is 404.
 pub(crate) fn parse_type(s: &str) -> Result<ResourceType, ApiError> {
-    match s.parse::<ResourceType>() {
-        Ok(t) if t.is_storable() => Ok(t),
-        _ => Err(ApiError::NotFound("unknown resource type")),
-    }
+    s.parse::<ResourceType>()
+        .map_err(|_| ApiError::NotFound("unknown resource type"))
 }
 
 /// An id from the URL of a read: a malformed id names nothing, so 404.
@@ -36,7 +34,9 @@ pub(crate) fn if_match(headers: &axum::http::HeaderMap) -> Result<Option<Version
     match headers.get(axum::http::header::IF_MATCH) {
         None => Ok(None),
         Some(v) => {
-            let s = v.to_str().map_err(|_| ApiError::BadRequest("If-Match is not an ETag".into()))?;
+            let s = v
+                .to_str()
+                .map_err(|_| ApiError::BadRequest("If-Match is not an ETag".into()))?;
             carevault_core::parse_etag(s)
                 .map(Some)
                 .ok_or_else(|| ApiError::BadRequest("If-Match is not an ETag like W/\"3\"".into()))

@@ -20,16 +20,35 @@ pub(crate) async fn update(
     let expected = if_match(&headers)?;
     let resource = read_resource(&state, &headers, body).await?;
     if resource.rtype() != rtype {
-        return Err(ApiError::BadRequest("resourceType does not match the URL".into()));
+        return Err(ApiError::BadRequest(
+            "resourceType does not match the URL".into(),
+        ));
     }
     match resource.id() {
         Some(body_id) if body_id == id => {}
-        Some(_) => return Err(ApiError::BadRequest("the id in the body does not match the URL".into())),
-        None => return Err(ApiError::BadRequest("an update needs the resource's id in the body".into())),
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "the id in the body does not match the URL".into(),
+            ));
+        }
+        None => {
+            return Err(ApiError::BadRequest(
+                "an update needs the resource's id in the body".into(),
+            ));
+        }
     }
     let written = state.vault.update(rtype, &id, resource, expected).await?;
-    let status = if written.created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if written.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     let base = base_url(&state, &headers);
     let location = written.created.then_some(base.as_str());
-    Ok(resource_response(status, &written.resource, return_pref(&headers), location))
+    Ok(resource_response(
+        status,
+        &written.resource,
+        return_pref(&headers),
+        location,
+    ))
 }

@@ -4,8 +4,8 @@
 mod schema;
 
 use crate::{
-    ChangeSet, Expect, HistoryQuery, KeyStore, NewKey, Op, ResourceKey, ResourceStore, StoreError, StoredKey,
-    StoredVersion, TokenStore,
+    ChangeSet, Expect, HistoryQuery, KeyStore, NewKey, Op, ResourceKey, ResourceStore, StoreError,
+    StoredKey, StoredVersion, TokenStore,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::str::FromStr;
@@ -29,28 +29,46 @@ fn map_err(e: tokio_postgres::Error) -> StoreError {
 impl PgStore {
     /// Connects (a `postgres://` URL) and applies pending migrations.
     pub async fn connect(url: &str, max_connections: usize) -> Result<Self, StoreError> {
-        let cfg = tokio_postgres::Config::from_str(url).map_err(|e| StoreError::backend("database url", e))?;
-        let mgr = Manager::from_config(cfg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let cfg = tokio_postgres::Config::from_str(url)
+            .map_err(|e| StoreError::backend("database url", e))?;
+        let mgr = Manager::from_config(
+            cfg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
         let pool = Pool::builder(mgr)
             .max_size(max_connections.max(2))
             .build()
             .map_err(|e| StoreError::backend("pool", e))?;
-        let mut client = pool.get().await.map_err(|e| StoreError::backend("connect", e))?;
+        let mut client = pool
+            .get()
+            .await
+            .map_err(|e| StoreError::backend("connect", e))?;
         schema::migrate(&mut client).await?;
         Ok(Self { pool })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool.get().await.map_err(|e| StoreError::backend("connect", e))
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::backend("connect", e))
     }
 }
 
-const VERSION_COLUMNS: &str = "v.tenant, v.rtype, v.id, v.version, v.seq, v.last_updated, v.op, v.key_id, v.patient, v.body";
+const VERSION_COLUMNS: &str =
+    "v.tenant, v.rtype, v.id, v.version, v.seq, v.last_updated, v.op, v.key_id, v.patient, v.body";
 
 fn version_from_row(r: &Row) -> StoredVersion {
     let op: i16 = r.get(6);
     StoredVersion {
-        key: ResourceKey { tenant: r.get(0), rtype: r.get(1), id: r.get(2) },
+        key: ResourceKey {
+            tenant: r.get(0),
+            rtype: r.get(1),
+            id: r.get(2),
+        },
         version: r.get::<_, i64>(3) as u64,
         seq: r.get(4),
         last_updated: r.get(5),
@@ -99,8 +117,11 @@ impl ResourceStore for PgStore {
                  deleted = excluded.deleted",
             )
             .await?;
-        let unindex =
-            tx.prepare_cached("DELETE FROM identifier_index WHERE tenant = $1 AND rtype = $2 AND id = $3").await?;
+        let unindex = tx
+            .prepare_cached(
+                "DELETE FROM identifier_index WHERE tenant = $1 AND rtype = $2 AND id = $3",
+            )
+            .await?;
         let index = tx
             .prepare_cached(
                 "INSERT INTO identifier_index (tenant, rtype, tag, id) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
@@ -108,8 +129,11 @@ impl ResourceStore for PgStore {
             .await?;
         for v in &changes.versions {
             let k = &v.key;
-            let current: Option<i64> =
-                tx.query_opt(&select, &[&k.tenant, &k.rtype, &k.id]).await.map_err(map_err)?.map(|r| r.get(0));
+            let current: Option<i64> = tx
+                .query_opt(&select, &[&k.tenant, &k.rtype, &k.id])
+                .await
+                .map_err(map_err)?
+                .map(|r| r.get(0));
             let holds = match (v.expect, current) {
                 (Expect::Absent, None) => true,
                 (Expect::Version(want), Some(have)) => want as i64 == have,
@@ -121,15 +145,37 @@ impl ResourceStore for PgStore {
             let version = v.version as i64;
             let op = v.op as i16;
             let row = tx
-                .query_one(&insert, &[&k.tenant, &k.rtype, &k.id, &version, &v.last_updated, &op, &v.key_id, &v.patient, &v.body])
+                .query_one(
+                    &insert,
+                    &[
+                        &k.tenant,
+                        &k.rtype,
+                        &k.id,
+                        &version,
+                        &v.last_updated,
+                        &op,
+                        &v.key_id,
+                        &v.patient,
+                        &v.body,
+                    ],
+                )
                 .await
                 .map_err(map_err)?;
             let seq: i64 = row.get(0);
             let deleted = v.op == Op::Delete;
-            tx.execute(&upsert, &[&k.tenant, &k.rtype, &k.id, &version, &seq, &deleted]).await.map_err(map_err)?;
-            tx.execute(&unindex, &[&k.tenant, &k.rtype, &k.id]).await.map_err(map_err)?;
+            tx.execute(
+                &upsert,
+                &[&k.tenant, &k.rtype, &k.id, &version, &seq, &deleted],
+            )
+            .await
+            .map_err(map_err)?;
+            tx.execute(&unindex, &[&k.tenant, &k.rtype, &k.id])
+                .await
+                .map_err(map_err)?;
             for tag in &v.identifier_tags {
-                tx.execute(&index, &[&k.tenant, &k.rtype, tag, &k.id]).await.map_err(map_err)?;
+                tx.execute(&index, &[&k.tenant, &k.rtype, tag, &k.id])
+                    .await
+                    .map_err(map_err)?;
             }
         }
         tx.commit().await.map_err(map_err)
@@ -142,10 +188,17 @@ impl ResourceStore for PgStore {
              WHERE r.tenant = $1 AND r.rtype = $2 AND r.id = $3"
         );
         let stmt = client.prepare_cached(&sql).await?;
-        Ok(client.query_opt(&stmt, &[&key.tenant, &key.rtype, &key.id]).await?.map(|r| version_from_row(&r)))
+        Ok(client
+            .query_opt(&stmt, &[&key.tenant, &key.rtype, &key.id])
+            .await?
+            .map(|r| version_from_row(&r)))
     }
 
-    async fn version(&self, key: &ResourceKey, version: u64) -> Result<Option<StoredVersion>, StoreError> {
+    async fn version(
+        &self,
+        key: &ResourceKey,
+        version: u64,
+    ) -> Result<Option<StoredVersion>, StoreError> {
         let client = self.client().await?;
         let sql = format!(
             "SELECT {VERSION_COLUMNS} FROM resource_versions v
@@ -170,7 +223,10 @@ impl ResourceStore for PgStore {
             "SELECT {VERSION_COLUMNS} FROM resource_versions v{where_sql} ORDER BY v.seq DESC LIMIT {}",
             query.limit
         );
-        let refs: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
+        let refs: Vec<&(dyn ToSql + Sync)> = args
+            .iter()
+            .map(|a| a.as_ref() as &(dyn ToSql + Sync))
+            .collect();
         let rows = client.query(&sql, &refs).await?;
         Ok(rows.iter().map(version_from_row).collect())
     }
@@ -179,12 +235,20 @@ impl ResourceStore for PgStore {
         let client = self.client().await?;
         let (where_sql, args) = history_where(query);
         let sql = format!("SELECT count(*) FROM resource_versions v{where_sql}");
-        let refs: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
+        let refs: Vec<&(dyn ToSql + Sync)> = args
+            .iter()
+            .map(|a| a.as_ref() as &(dyn ToSql + Sync))
+            .collect();
         let n: i64 = client.query_one(&sql, &refs).await?.get(0);
         Ok(n as u64)
     }
 
-    async fn find_by_identifier(&self, tenant: &str, rtype: &str, tag: &[u8]) -> Result<Vec<String>, StoreError> {
+    async fn find_by_identifier(
+        &self,
+        tenant: &str,
+        rtype: &str,
+        tag: &[u8],
+    ) -> Result<Vec<String>, StoreError> {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
@@ -214,7 +278,10 @@ impl KeyStore for PgStore {
         let stmt = client
             .prepare_cached("SELECT key_id, tenant, scope, kek_version, wrapped FROM data_keys WHERE tenant = $1 AND scope = $2")
             .await?;
-        Ok(client.query_opt(&stmt, &[&tenant, &scope]).await?.map(|r| key_from_row(&r)))
+        Ok(client
+            .query_opt(&stmt, &[&tenant, &scope])
+            .await?
+            .map(|r| key_from_row(&r)))
     }
 
     async fn data_key_by_id(&self, key_id: i64) -> Result<Option<StoredKey>, StoreError> {
@@ -222,7 +289,10 @@ impl KeyStore for PgStore {
         let stmt = client
             .prepare_cached("SELECT key_id, tenant, scope, kek_version, wrapped FROM data_keys WHERE key_id = $1")
             .await?;
-        Ok(client.query_opt(&stmt, &[&key_id]).await?.map(|r| key_from_row(&r)))
+        Ok(client
+            .query_opt(&stmt, &[&key_id])
+            .await?
+            .map(|r| key_from_row(&r)))
     }
 
     async fn insert_data_key(&self, key: NewKey) -> Result<StoredKey, StoreError> {
@@ -249,14 +319,19 @@ impl TokenStore for PgStore {
     async fn insert_token(&self, hash: &[u8], label: &str, created: i64) -> Result<(), StoreError> {
         let client = self.client().await?;
         client
-            .execute("INSERT INTO api_tokens (hash, label, created) VALUES ($1, $2, $3)", &[&hash, &label, &created])
+            .execute(
+                "INSERT INTO api_tokens (hash, label, created) VALUES ($1, $2, $3)",
+                &[&hash, &label, &created],
+            )
             .await?;
         Ok(())
     }
 
     async fn active_tokens(&self) -> Result<Vec<Vec<u8>>, StoreError> {
         let client = self.client().await?;
-        let rows = client.query("SELECT hash FROM api_tokens WHERE NOT revoked", &[]).await?;
+        let rows = client
+            .query("SELECT hash FROM api_tokens WHERE NOT revoked", &[])
+            .await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 }

@@ -58,18 +58,30 @@ CREATE TABLE api_tokens (
 
 pub(crate) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
     let tx = client.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock(7411200)", &[]).await?;
+    tx.execute("SELECT pg_advisory_xact_lock(7411200)", &[])
+        .await?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied TIMESTAMPTZ NOT NULL DEFAULT now())",
     )
     .await?;
     for (version, sql) in MIGRATIONS {
-        let done = tx.query_opt("SELECT 1 FROM schema_migrations WHERE version = $1", &[version]).await?;
+        let done = tx
+            .query_opt(
+                "SELECT 1 FROM schema_migrations WHERE version = $1",
+                &[version],
+            )
+            .await?;
         if done.is_some() {
             continue;
         }
-        tx.batch_execute(sql).await.map_err(|e| StoreError::Migration(format!("postgres v{version}: {e}")))?;
-        tx.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[version]).await?;
+        tx.batch_execute(sql)
+            .await
+            .map_err(|e| StoreError::Migration(format!("postgres v{version}: {e}")))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version) VALUES ($1)",
+            &[version],
+        )
+        .await?;
     }
     tx.commit().await?;
     Ok(())

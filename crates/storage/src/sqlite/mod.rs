@@ -5,8 +5,8 @@ mod pool;
 mod schema;
 
 use crate::{
-    ChangeSet, Expect, HistoryQuery, KeyStore, NewKey, Op, ResourceKey, ResourceStore, StoreError, StoredKey,
-    StoredVersion, TokenStore,
+    ChangeSet, Expect, HistoryQuery, KeyStore, NewKey, Op, ResourceKey, ResourceStore, StoreError,
+    StoredKey, StoredVersion, TokenStore,
 };
 use pool::Pool;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -22,17 +22,26 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies pending migrations.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let readers = std::thread::available_parallelism().map(|n| n.get() * 2).unwrap_or(4);
-        Ok(Self { pool: Pool::open(path, readers)? })
+        let readers = std::thread::available_parallelism()
+            .map(|n| n.get() * 2)
+            .unwrap_or(4);
+        Ok(Self {
+            pool: Pool::open(path, readers)?,
+        })
     }
 }
 
-const VERSION_COLUMNS: &str = "v.tenant, v.rtype, v.id, v.version, v.seq, v.last_updated, v.op, v.key_id, v.patient, v.body";
+const VERSION_COLUMNS: &str =
+    "v.tenant, v.rtype, v.id, v.version, v.seq, v.last_updated, v.op, v.key_id, v.patient, v.body";
 
 fn version_from_row(r: &Row<'_>) -> rusqlite::Result<StoredVersion> {
     let op: i64 = r.get(6)?;
     Ok(StoredVersion {
-        key: ResourceKey { tenant: r.get(0)?, rtype: r.get(1)?, id: r.get(2)? },
+        key: ResourceKey {
+            tenant: r.get(0)?,
+            rtype: r.get(1)?,
+            id: r.get(2)?,
+        },
         version: r.get::<_, i64>(3)? as u64,
         seq: r.get(4)?,
         last_updated: r.get(5)?,
@@ -46,7 +55,9 @@ fn version_from_row(r: &Row<'_>) -> rusqlite::Result<StoredVersion> {
 fn apply_changes(conn: &Connection, changes: &ChangeSet) -> Result<(), StoreError> {
     for v in &changes.versions {
         let current: Option<i64> = conn
-            .prepare_cached("SELECT version FROM resources WHERE tenant = ?1 AND rtype = ?2 AND id = ?3")?
+            .prepare_cached(
+                "SELECT version FROM resources WHERE tenant = ?1 AND rtype = ?2 AND id = ?3",
+            )?
             .query_row(params![v.key.tenant, v.key.rtype, v.key.id], |r| r.get(0))
             .optional()?;
         let holds = match (v.expect, current) {
@@ -79,8 +90,10 @@ fn apply_changes(conn: &Connection, changes: &ChangeSet) -> Result<(), StoreErro
              deleted = excluded.deleted",
         )?
         .execute(params![v.key.tenant, v.key.rtype, v.key.id, v.version as i64, seq, v.op == Op::Delete])?;
-        conn.prepare_cached("DELETE FROM identifier_index WHERE tenant = ?1 AND rtype = ?2 AND id = ?3")?
-            .execute(params![v.key.tenant, v.key.rtype, v.key.id])?;
+        conn.prepare_cached(
+            "DELETE FROM identifier_index WHERE tenant = ?1 AND rtype = ?2 AND id = ?3",
+        )?
+        .execute(params![v.key.tenant, v.key.rtype, v.key.id])?;
         let mut ins = conn.prepare_cached(
             "INSERT OR IGNORE INTO identifier_index (tenant, rtype, tag, id) VALUES (?1, ?2, ?3, ?4)",
         )?;
@@ -112,7 +125,9 @@ fn history_where(q: &HistoryQuery) -> (String, Vec<rusqlite::types::Value>) {
 
 impl ResourceStore for SqliteStore {
     async fn apply(&self, changes: ChangeSet) -> Result<(), StoreError> {
-        self.pool.write(move |conn| apply_changes(conn, &changes)).await
+        self.pool
+            .write(move |conn| apply_changes(conn, &changes))
+            .await
     }
 
     async fn current(&self, key: &ResourceKey) -> Result<Option<StoredVersion>, StoreError> {
@@ -131,7 +146,11 @@ impl ResourceStore for SqliteStore {
             .await
     }
 
-    async fn version(&self, key: &ResourceKey, version: u64) -> Result<Option<StoredVersion>, StoreError> {
+    async fn version(
+        &self,
+        key: &ResourceKey,
+        version: u64,
+    ) -> Result<Option<StoredVersion>, StoreError> {
         let key = key.clone();
         self.pool
             .read(move |conn| {
@@ -141,7 +160,10 @@ impl ResourceStore for SqliteStore {
                 );
                 Ok(conn
                     .prepare_cached(&sql)?
-                    .query_row(params![key.tenant, key.rtype, key.id, version as i64], version_from_row)
+                    .query_row(
+                        params![key.tenant, key.rtype, key.id, version as i64],
+                        version_from_row,
+                    )
                     .optional()?)
             })
             .await
@@ -173,13 +195,20 @@ impl ResourceStore for SqliteStore {
             .read(move |conn| {
                 let (where_sql, args) = history_where(&q);
                 let sql = format!("SELECT count(*) FROM resource_versions v{where_sql}");
-                let n: i64 = conn.prepare_cached(&sql)?.query_row(rusqlite::params_from_iter(args), |r| r.get(0))?;
+                let n: i64 = conn
+                    .prepare_cached(&sql)?
+                    .query_row(rusqlite::params_from_iter(args), |r| r.get(0))?;
                 Ok(n as u64)
             })
             .await
     }
 
-    async fn find_by_identifier(&self, tenant: &str, rtype: &str, tag: &[u8]) -> Result<Vec<String>, StoreError> {
+    async fn find_by_identifier(
+        &self,
+        tenant: &str,
+        rtype: &str,
+        tag: &[u8],
+    ) -> Result<Vec<String>, StoreError> {
         let (tenant, rtype, tag) = (tenant.to_owned(), rtype.to_owned(), tag.to_vec());
         self.pool
             .read(move |conn| {
@@ -266,7 +295,8 @@ impl TokenStore for SqliteStore {
     async fn active_tokens(&self) -> Result<Vec<Vec<u8>>, StoreError> {
         self.pool
             .read(move |conn| {
-                let mut stmt = conn.prepare_cached("SELECT hash FROM api_tokens WHERE revoked = 0")?;
+                let mut stmt =
+                    conn.prepare_cached("SELECT hash FROM api_tokens WHERE revoked = 0")?;
                 let rows = stmt.query_map([], |r| r.get(0))?;
                 Ok(rows.collect::<Result<Vec<Vec<u8>>, _>>()?)
             })

@@ -47,7 +47,11 @@ impl Pool {
             .name("sqlite-writer".into())
             .spawn(move || writer_loop(writer_conn, rx))
             .map_err(|e| StoreError::backend("spawn writer", e))?;
-        Ok(Arc::new(Self { writer: tx, readers: pool, next: AtomicUsize::new(0) }))
+        Ok(Arc::new(Self {
+            writer: tx,
+            readers: pool,
+            next: AtomicUsize::new(0),
+        }))
     }
 
     /// Runs `f` on the writer inside the next group transaction; resolves after commit.
@@ -60,7 +64,10 @@ impl Pool {
         let job: Job = Box::new(move |conn| {
             let Some(conn) = conn else {
                 let finish: Finish = Box::new(move |_| {
-                    let _ = tx.send(Err(StoreError::backend("begin", "could not start a transaction")));
+                    let _ = tx.send(Err(StoreError::backend(
+                        "begin",
+                        "could not start a transaction",
+                    )));
                 });
                 return (false, finish);
             };
@@ -95,7 +102,9 @@ impl Pool {
                     return f(&conn);
                 }
             }
-            let conn = pool.readers[start % n].lock().map_err(|_| StoreError::WorkerGone)?;
+            let conn = pool.readers[start % n]
+                .lock()
+                .map_err(|_| StoreError::WorkerGone)?;
             f(&conn)
         })
         .await
@@ -127,7 +136,11 @@ fn writer_loop(conn: Connection, mut rx: mpsc::UnboundedReceiver<Job>) {
                 continue;
             }
             let (ok, finish) = job(Some(&conn));
-            let end = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+            let end = if ok {
+                "RELEASE job"
+            } else {
+                "ROLLBACK TO job; RELEASE job"
+            };
             if let Err(e) = conn.execute_batch(end) {
                 tracing::error!(error = %e, "sqlite savepoint could not be closed");
             }

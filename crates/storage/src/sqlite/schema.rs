@@ -70,7 +70,8 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             continue;
         }
         let tx = conn.transaction()?;
-        tx.execute_batch(sql).map_err(|e| StoreError::Migration(format!("sqlite v{version}: {e}")))?;
+        tx.execute_batch(sql)
+            .map_err(|e| StoreError::Migration(format!("sqlite v{version}: {e}")))?;
         tx.execute(
             "INSERT INTO schema_migrations (version, applied) VALUES (?1, strftime('%s','now'))",
             [version],

@@ -1,0 +1,152 @@
+//! Canary values written through the API must not appear in any database file, dump, index,
+//! log line or error body.
+
+use crate::helpers::*;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+const CANARIES: &[&str] = &[
+    "Quillfeather",
+    "Zanzibaroo",
+    "CANARY-SSN-918273645",
+    "+1-555-0199-7788",
+    "canary.zq@example.invalid",
+    "Marmalade Crescent",
+    "Vexhollow",
+    "ZX9 8QW",
+    "1901-02-03",
+    "Dr. Oberwaldt-Pimm",
+];
+
+fn hex(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Every form of every canary a careless store might keep.
+fn forms() -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for c in CANARIES {
+        for f in [c.to_string(), c.to_lowercase(), c.to_uppercase(), hex(c)] {
+            out.push(f.into_bytes());
+        }
+    }
+    out
+}
+
+fn find_any(hay: &[u8]) -> Vec<String> {
+    forms()
+        .into_iter()
+        .filter(|needle| hay.windows(needle.len()).any(|w| w == needle.as_slice()))
+        .map(|n| String::from_utf8_lossy(&n).into_owned())
+        .collect()
+}
+
+async fn write_canaries(app: &TestApp) {
+    let patient = json!({"resourceType": "Patient",
+        "identifier": [{"system": "http://hl7.org/fhir/sid/us-ssn", "value": "CANARY-SSN-918273645"}],
+        "name": [{"family": "Zanzibaroo", "given": ["Quillfeather"]}],
+        "telecom": [{"system": "phone", "value": "+1-555-0199-7788"}, {"system": "email", "value": "canary.zq@example.invalid"}],
+        "address": [{"line": ["12 Marmalade Crescent"], "city": "Vexhollow", "postalCode": "ZX9 8QW"}],
+        "birthDate": "1901-02-03"});
+    let pid = app.create(&patient).await;
+    app.create(
+        &json!({"resourceType": "Practitioner", "name": [{"text": "Dr. Oberwaldt-Pimm"}],
+        "identifier": [{"system": "urn:npi", "value": "CANARY-SSN-918273645"}]}),
+    )
+    .await;
+    app.create(&json!({"resourceType": "Observation", "status": "final", "code": {"text": "note"},
+        "subject": {"reference": format!("Patient/{pid}")}, "note": [{"text": "Quillfeather lives at Marmalade Crescent"}]})).await;
+    // An update and a conditional create put canaries through more code paths.
+    let mut again = patient.clone();
+    again["id"] = json!(pid);
+    again["active"] = json!(true);
+    assert_eq!(
+        app.put(&format!("Patient/{pid}"), &again).await.status,
+        StatusCode::OK
+    );
+    let r = app
+        .request(
+            Method::POST,
+            "Patient",
+            Some(&patient),
+            &[(
+                "if-none-exist",
+                "identifier=http://hl7.org/fhir/sid/us-ssn|CANARY-SSN-918273645",
+            )],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    // Requests that fail must not echo canaries either.
+    let r = app
+        .request(
+            Method::POST,
+            "Patient",
+            Some(&patient),
+            &[("if-none-exist", "name=Quillfeather")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(find_any(&r.body).is_empty(), "error body echoes a canary");
+    let r = app.get("Patient?name=Zanzibaroo").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(find_any(&r.body).is_empty(), "error body echoes a canary");
+    // ...and a search by identifier finds it through the blind index.
+    let r = app
+        .get("Patient?identifier=http://hl7.org/fhir/sid/us-ssn|CANARY-SSN-918273645")
+        .await;
+    assert_eq!(r.json()["total"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canaries_never_reach_disk_or_logs() {
+    for backend in backends("canaries_never_reach_disk_or_logs").await {
+        let mut app = spawn_app(&backend).await;
+        write_canaries(&app).await;
+        match &backend {
+            Backend::Sqlite => {
+                // Scan while running (the WAL holds recent writes), then after shutdown.
+                for name in ["carevault.db", "carevault.db-wal"] {
+                    let bytes = std::fs::read(app.data.path().join(name)).unwrap_or_default();
+                    assert!(
+                        find_any(&bytes).is_empty(),
+                        "{name} holds {:?}",
+                        find_any(&bytes)
+                    );
+                }
+                app.terminate();
+                let bytes = std::fs::read(app.data.path().join("carevault.db")).unwrap();
+                assert!(bytes.len() > 10_000);
+                assert!(
+                    find_any(&bytes).is_empty(),
+                    "db after checkpoint holds {:?}",
+                    find_any(&bytes)
+                );
+            }
+            Backend::Postgres { schema, .. } => {
+                let base = pg_base_url().unwrap();
+                let out = std::process::Command::new("pg_dump")
+                    .args(["--data-only", "--schema", schema, "-d", &base])
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "pg_dump: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                assert!(out.stdout.len() > 1000);
+                assert!(
+                    find_any(&out.stdout).is_empty(),
+                    "pg_dump holds {:?}",
+                    find_any(&out.stdout)
+                );
+            }
+        }
+        let log = app.log_text();
+        assert!(log.len() > 100, "the server logged at debug level");
+        assert!(
+            find_any(log.as_bytes()).is_empty(),
+            "server log holds {:?}",
+            find_any(log.as_bytes())
+        );
+    }
+}

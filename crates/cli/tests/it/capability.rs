@@ -1,0 +1,179 @@
+//! Every claim of the CapabilityStatement, checked against the running server.
+
+use crate::helpers::*;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+fn codes(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["code"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capability_statement_is_truthful() {
+    let app = spawn_app(&Backend::Sqlite).await;
+    let cap = app
+        .client
+        .get(app.url("metadata"))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(cap["resourceType"], "CapabilityStatement");
+    assert_eq!(cap["fhirVersion"], "4.0.1");
+    assert_eq!(cap["kind"], "instance");
+    let rest = &cap["rest"][0];
+    assert_eq!(rest["mode"], "server");
+    for format in cap["format"].as_array().unwrap() {
+        let r = app
+            .client
+            .post(app.url("Basic"))
+            .bearer_auth(&app.data.token)
+            .header("content-type", format.as_str().unwrap())
+            .body(r#"{"resourceType":"Basic","code":{"text":"f"}}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "format {format}");
+    }
+    let system = codes(&rest["interaction"]);
+    let known_system = ["transaction", "batch", "history-system"];
+    for s in &system {
+        assert!(
+            known_system.contains(&s.as_str()),
+            "unchecked system interaction {s}"
+        );
+    }
+    let resources = rest["resource"].as_array().unwrap();
+    for res in resources {
+        let t = res["type"].as_str().unwrap();
+        let interactions = codes(&res["interaction"]);
+        let known = [
+            "read",
+            "vread",
+            "update",
+            "delete",
+            "history-instance",
+            "history-type",
+            "create",
+            "search-type",
+        ];
+        for i in &interactions {
+            assert!(
+                known.contains(&i.as_str()),
+                "{t}: unchecked interaction {i}"
+            );
+        }
+        let has = |i: &str| interactions.iter().any(|x| x == i);
+        let ident = json!([{"system": "urn:cap", "value": format!("id-{t}")}]);
+        let mut id = None;
+        if has("create") {
+            let r = app
+                .post(t, &json!({"resourceType": t, "identifier": ident}))
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{t} create");
+            id = r.json()["id"].as_str().map(str::to_owned);
+        }
+        if res["conditionalCreate"] == true {
+            let cond = format!("identifier=urn:cap|id-{t}");
+            let r = app
+                .request(
+                    Method::POST,
+                    t,
+                    Some(&json!({"resourceType": t})),
+                    &[("if-none-exist", &cond)],
+                )
+                .await;
+            assert_eq!(
+                r.status,
+                StatusCode::OK,
+                "{t} conditional create finds the match"
+            );
+        }
+        if res["updateCreate"] == true {
+            let r = app
+                .put(
+                    &format!("{t}/uc-1"),
+                    &json!({"resourceType": t, "id": "uc-1"}),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{t} update-create");
+        }
+        let id = id.unwrap_or_else(|| "uc-1".into());
+        if has("read") {
+            assert_eq!(
+                app.get(&format!("{t}/{id}")).await.status,
+                StatusCode::OK,
+                "{t} read"
+            );
+        }
+        if has("update") {
+            let r = app
+                .put(
+                    &format!("{t}/{id}"),
+                    &json!({"resourceType": t, "id": id, "identifier": ident, "language": "en"}),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{t} update");
+        }
+        if has("vread") || res["readHistory"] == true {
+            assert_eq!(
+                app.get(&format!("{t}/{id}/_history/1")).await.status,
+                StatusCode::OK,
+                "{t} vread"
+            );
+        }
+        if has("history-instance") {
+            assert_eq!(
+                app.get(&format!("{t}/{id}/_history")).await.json()["total"],
+                2,
+                "{t} history-instance"
+            );
+        }
+        if has("history-type") {
+            assert!(
+                app.get(&format!("{t}/_history")).await.json()["total"]
+                    .as_u64()
+                    .unwrap()
+                    >= 2,
+                "{t} history-type"
+            );
+        }
+        if has("search-type") {
+            for sp in res["searchParam"].as_array().unwrap() {
+                let q = match sp["name"].as_str().unwrap() {
+                    "_id" => format!("_id={id}"),
+                    "identifier" => format!("identifier=urn:cap|id-{t}"),
+                    other => panic!("{t}: unchecked search parameter {other}"),
+                };
+                let b = app.get(&format!("{t}?{q}")).await.json();
+                assert_eq!(b["type"], "searchset");
+                assert_eq!(b["total"], 1, "{t}?{q}");
+            }
+        }
+        if has("delete") {
+            assert_eq!(
+                app.delete(&format!("{t}/{id}")).await.status,
+                StatusCode::NO_CONTENT,
+                "{t} delete"
+            );
+            assert_eq!(app.get(&format!("{t}/{id}")).await.status, StatusCode::GONE);
+        }
+    }
+    // system interactions
+    let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Basic", "code": {"text": "t"}}, "request": {"method": "POST", "url": "Basic"}}]});
+    assert_eq!(
+        app.post("", &tx).await.json()["type"],
+        "transaction-response"
+    );
+    let mut batch = tx.clone();
+    batch["type"] = json!("batch");
+    assert_eq!(app.post("", &batch).await.json()["type"], "batch-response");
+    assert!(app.get("_history").await.json()["total"].as_u64().unwrap() > 0);
+}

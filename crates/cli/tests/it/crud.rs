@@ -1,0 +1,315 @@
+//! Create, read, vread, update, delete and their headers.
+
+use crate::helpers::*;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+fn patient(family: &str) -> serde_json::Value {
+    json!({"resourceType": "Patient", "name": [{"family": family, "given": ["Ada"]}], "gender": "female",
+           "birthDate": "1970-01-02", "identifier": [{"system": "urn:test:mrn", "value": format!("mrn-{family}")}]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_read_update_delete() {
+    for backend in backends("create_read_update_delete").await {
+        let app = spawn_app(&backend).await;
+        let be = backend.name();
+
+        // create: 201, server id, Location, ETag, Last-Modified, meta
+        let r = app
+            .post(
+                "Patient",
+                &json!({"resourceType": "Patient", "id": "client-chosen", "active": true}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{be}");
+        let body = r.json();
+        let id = body["id"].as_str().unwrap().to_owned();
+        assert_ne!(id, "client-chosen", "{be}: POST ignores a client id");
+        assert_eq!(body["meta"]["versionId"], "1");
+        assert!(body["meta"]["lastUpdated"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(r.header("etag").as_deref(), Some("W/\"1\""));
+        assert!(r.header("last-modified").is_some());
+        let loc = r.header("location").unwrap();
+        assert!(loc.ends_with(&format!("/Patient/{id}/_history/1")), "{loc}");
+        assert!(
+            r.header("content-type")
+                .unwrap()
+                .starts_with("application/fhir+json")
+        );
+
+        // read
+        let r = app.get(&format!("Patient/{id}")).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.json(), body);
+        assert_eq!(r.header("etag").as_deref(), Some("W/\"1\""));
+        assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
+
+        // update: new version; identical content: no new version
+        let mut changed = body.clone();
+        changed["active"] = json!(false);
+        let r = app.put(&format!("Patient/{id}"), &changed).await;
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(r.json()["meta"]["versionId"], "2");
+        let r = app.put(&format!("Patient/{id}"), &changed).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(
+            r.json()["meta"]["versionId"],
+            "2",
+            "{be}: identical content makes no version"
+        );
+
+        // vread
+        let r = app.get(&format!("Patient/{id}/_history/1")).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.json()["active"], true);
+        assert_eq!(
+            app.get(&format!("Patient/{id}/_history/9")).await.status,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            app.get(&format!("Patient/{id}/_history/x")).await.status,
+            StatusCode::NOT_FOUND
+        );
+
+        // If-Match: stale → 412, current → 200
+        let mut third = changed.clone();
+        third["gender"] = json!("other");
+        let r = app
+            .request(
+                Method::PUT,
+                &format!("Patient/{id}"),
+                Some(&third),
+                &[("if-match", "W/\"1\"")],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::PRECONDITION_FAILED);
+        r.outcome();
+        let r = app
+            .request(
+                Method::PUT,
+                &format!("Patient/{id}"),
+                Some(&third),
+                &[("if-match", "W/\"2\"")],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.json()["meta"]["versionId"], "3");
+
+        // delete with a stale If-Match → 412; then delete → 204; read → 410; vread of old still works
+        let r = app
+            .request(
+                Method::DELETE,
+                &format!("Patient/{id}"),
+                None,
+                &[("if-match", "W/\"2\"")],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::PRECONDITION_FAILED);
+        let r = app.delete(&format!("Patient/{id}")).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT);
+        let r = app.get(&format!("Patient/{id}")).await;
+        assert_eq!(r.status, StatusCode::GONE);
+        r.outcome();
+        assert_eq!(
+            app.get(&format!("Patient/{id}/_history/3")).await.status,
+            StatusCode::OK
+        );
+        assert_eq!(
+            app.delete(&format!("Patient/{id}")).await.status,
+            StatusCode::NO_CONTENT,
+            "idempotent"
+        );
+
+        // create-on-update with a client id: 201 and Location
+        let r = app
+            .put(
+                "Patient/my-own-id",
+                &json!({"resourceType": "Patient", "id": "my-own-id"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+        assert!(
+            r.header("location")
+                .unwrap()
+                .contains("/Patient/my-own-id/_history/1")
+        );
+        // a deleted resource may be brought back by an update
+        let r = app.put(&format!("Patient/{id}"), &changed).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.json()["meta"]["versionId"], "5");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefer_return_and_media_types() {
+    for backend in backends("prefer_return_and_media_types").await {
+        let app = spawn_app(&backend).await;
+        let p = patient("Prefer");
+        let r = app
+            .request(
+                Method::POST,
+                "Patient",
+                Some(&p),
+                &[("prefer", "return=minimal")],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+        assert!(r.body.is_empty());
+        assert!(r.header("location").is_some());
+        let r = app
+            .request(
+                Method::POST,
+                "Patient",
+                Some(&p),
+                &[("prefer", "return=OperationOutcome")],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+        assert_eq!(r.json()["resourceType"], "OperationOutcome");
+        let r = app
+            .request(
+                Method::POST,
+                "Patient",
+                Some(&p),
+                &[("prefer", "return=representation")],
+            )
+            .await;
+        assert_eq!(r.json()["resourceType"], "Patient");
+        // application/json is accepted like application/fhir+json
+        let r = app
+            .client
+            .post(app.url("Patient"))
+            .bearer_auth(&app.data.token)
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&p).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_create_by_identifier_and_id() {
+    for backend in backends("conditional_create_by_identifier_and_id").await {
+        let app = spawn_app(&backend).await;
+        let p = patient("Cond");
+        let h = [("if-none-exist", "identifier=urn:test:mrn|mrn-Cond")];
+        let r = app.request(Method::POST, "Patient", Some(&p), &h).await;
+        assert_eq!(r.status, StatusCode::CREATED);
+        let id = r.json()["id"].as_str().unwrap().to_owned();
+        let r = app.request(Method::POST, "Patient", Some(&p), &h).await;
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "a match is returned, not created again"
+        );
+        assert_eq!(r.json()["id"], id.as_str());
+        let by_id = format!("_id={id}");
+        let r = app
+            .request(
+                Method::POST,
+                "Patient",
+                Some(&p),
+                &[("if-none-exist", &by_id)],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+        // two matches → 412
+        app.post("Patient", &p).await;
+        let r = app.request(Method::POST, "Patient", Some(&p), &h).await;
+        assert_eq!(r.status, StatusCode::PRECONDITION_FAILED);
+        r.outcome();
+        // an unsupported condition is a clear 400
+        let r = app
+            .request(
+                Method::POST,
+                "Patient",
+                Some(&p),
+                &[("if-none-exist", "name=Cond")],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert!(
+            !r.outcome().contains("Cond"),
+            "the outcome does not echo the search value"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_updates_with_the_same_if_match_exactly_one_wins() {
+    for backend in backends("concurrent_updates_with_the_same_if_match_exactly_one_wins").await {
+        let app = spawn_app(&backend).await;
+        let id = app
+            .create(
+                &json!({"resourceType": "Observation", "status": "preliminary",
+            "code": {"text": "x"}}),
+            )
+            .await;
+        let mut tasks = Vec::new();
+        for n in 0..12 {
+            let client = app.client.clone();
+            let url = app.url(&format!("Observation/{id}"));
+            let token = app.data.token.clone();
+            let body = json!({"resourceType": "Observation", "id": id, "status": "final", "code": {"text": format!("v{n}")}});
+            tasks.push(tokio::spawn(async move {
+                client
+                    .put(url)
+                    .bearer_auth(token)
+                    .header("if-match", "W/\"1\"")
+                    .header("content-type", "application/fhir+json")
+                    .body(serde_json::to_vec(&body).unwrap())
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            }));
+        }
+        let mut ok = 0;
+        let mut stale = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                StatusCode::OK => ok += 1,
+                StatusCode::PRECONDITION_FAILED => stale += 1,
+                other => panic!("unexpected {other}"),
+            }
+        }
+        assert_eq!((ok, stale), (1, 11), "{}", backend.name());
+        let r = app.get(&format!("Observation/{id}")).await;
+        assert_eq!(r.json()["meta"]["versionId"], "2");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_r4_type_is_accepted() {
+    let app = spawn_app(&Backend::Sqlite).await;
+    let cap = app.get("metadata").await.json();
+    let types: Vec<String> = cap["rest"][0]["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["type"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(types.len() >= 140);
+    for t in &types {
+        let r = app
+            .put(
+                &format!("{t}/any-{}", t.to_lowercase()),
+                &json!({"resourceType": t, "id": format!("any-{}", t.to_lowercase())}),
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::CREATED,
+            "{t}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+}

@@ -1,0 +1,333 @@
+//! Bad input gets the right status and an OperationOutcome, and nothing is written.
+
+use crate::helpers::*;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+async fn raw(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    ctype: &str,
+    body: Vec<u8>,
+    token: Option<&str>,
+) -> Resp {
+    let mut rb = app
+        .client
+        .request(method, app.url(path))
+        .header("content-type", ctype)
+        .body(body);
+    if let Some(t) = token {
+        rb = rb.bearer_auth(t);
+    }
+    let r = rb.send().await.unwrap();
+    Resp {
+        status: r.status(),
+        headers: r.headers().clone(),
+        body: r.bytes().await.unwrap().to_vec(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_operation_outcomes_and_write_nothing() {
+    for backend in backends("bad_requests_get_operation_outcomes_and_write_nothing").await {
+        let app = spawn_app(&backend).await;
+        let t = Some(app.data.token.as_str());
+        let fj = "application/fhir+json";
+        let cases: Vec<(Method, &str, &str, Vec<u8>, StatusCode)> = vec![
+            (
+                Method::POST,
+                "Patient",
+                fj,
+                b"{\"resourceType\": \"Patient\",".to_vec(),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                Method::POST,
+                "Patient",
+                fj,
+                b"[1,2]".to_vec(),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                Method::POST,
+                "Patient",
+                fj,
+                b"{\"name\": []}".to_vec(),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                Method::POST,
+                "Patient",
+                fj,
+                b"{\"resourceType\": \"Nonsense\"}".to_vec(),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                Method::POST,
+                "Patient",
+                fj,
+                b"{\"resourceType\": \"Observation\"}".to_vec(),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                Method::POST,
+                "Patient",
+                fj,
+                b"{\"resourceType\": \"Patient\", \"id\": 7}".to_vec(),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                Method::POST,
+                "Patient",
+                fj,
+                b"{\"resourceType\": \"Patient\", \"meta\": []}".to_vec(),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                Method::POST,
+                "Patient",
+                "text/plain",
+                b"{\"resourceType\": \"Patient\"}".to_vec(),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ),
+            (
+                Method::POST,
+                "Patient",
+                "application/xml",
+                b"<Patient/>".to_vec(),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ),
+            (
+                Method::POST,
+                "Nonsense",
+                fj,
+                b"{\"resourceType\": \"Nonsense\"}".to_vec(),
+                StatusCode::NOT_FOUND,
+            ),
+            (
+                Method::PUT,
+                "Patient/abc",
+                fj,
+                b"{\"resourceType\": \"Patient\", \"id\": \"xyz\"}".to_vec(),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                Method::PUT,
+                "Patient/abc",
+                fj,
+                b"{\"resourceType\": \"Patient\"}".to_vec(),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                Method::PUT,
+                "Patient/bad%20id",
+                fj,
+                b"{\"resourceType\": \"Patient\", \"id\": \"bad id\"}".to_vec(),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                Method::PUT,
+                "Patient/abc",
+                fj,
+                b"{\"resourceType\": \"Patient\", \"id\": \"abc\"}".to_vec(),
+                StatusCode::OK,
+            ),
+            (
+                Method::PATCH,
+                "Patient/abc",
+                fj,
+                b"[]".to_vec(),
+                StatusCode::METHOD_NOT_ALLOWED,
+            ),
+            (
+                Method::POST,
+                "Patient/abc",
+                fj,
+                b"{}".to_vec(),
+                StatusCode::METHOD_NOT_ALLOWED,
+            ),
+            (
+                Method::GET,
+                "Patient/does-not-exist",
+                fj,
+                vec![],
+                StatusCode::NOT_FOUND,
+            ),
+            (Method::GET, "Nonsense/1", fj, vec![], StatusCode::NOT_FOUND),
+            (
+                Method::GET,
+                "Patient/abc/_history/0",
+                fj,
+                vec![],
+                StatusCode::NOT_FOUND,
+            ),
+            (
+                Method::GET,
+                "Patient/abc/_history?_count=abc",
+                fj,
+                vec![],
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                Method::GET,
+                "Patient/abc/_history?_since=yesterday",
+                fj,
+                vec![],
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                Method::GET,
+                "Patient/_history?_cursor=00112233",
+                fj,
+                vec![],
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                Method::GET,
+                "nothing/here/at/all/really",
+                fj,
+                vec![],
+                StatusCode::NOT_FOUND,
+            ),
+            (
+                Method::POST,
+                "",
+                fj,
+                b"{\"resourceType\": \"Bundle\", \"type\": \"collection\"}".to_vec(),
+                StatusCode::BAD_REQUEST,
+            ),
+        ];
+        for (method, path, ctype, body, want) in cases {
+            let r = raw(&app, method.clone(), path, ctype, body, t).await;
+            let status = if want == StatusCode::OK {
+                StatusCode::CREATED
+            } else {
+                want
+            };
+            assert_eq!(
+                r.status,
+                status,
+                "{} {method} {path}: {}",
+                backend.name(),
+                String::from_utf8_lossy(&r.body)
+            );
+            if !r.status.is_success() {
+                r.outcome();
+                assert!(
+                    r.header("content-type")
+                        .unwrap()
+                        .starts_with("application/fhir+json")
+                );
+            }
+        }
+        // Only the one good PUT was written.
+        let h = app.get("_history").await.json();
+        assert_eq!(h["total"], 1, "{}: {h}", backend.name());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authentication_is_required_except_for_metadata() {
+    let app = spawn_app(&Backend::Sqlite).await;
+    let body = b"{\"resourceType\": \"Patient\"}".to_vec();
+    for token in [None, Some("wrong"), Some("")] {
+        let r = raw(
+            &app,
+            Method::POST,
+            "Patient",
+            "application/fhir+json",
+            body.clone(),
+            token,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(r.header("www-authenticate").as_deref(), Some("Bearer"));
+        r.outcome();
+        let r = raw(
+            &app,
+            Method::GET,
+            "Patient/x",
+            "application/fhir+json",
+            vec![],
+            token,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    let r = app.client.get(app.url("metadata")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(app.get("_history").await.json()["total"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_are_refused_with_413() {
+    // The limit is configurable (default 16 MiB); a small one keeps the test quick.
+    let app = start_with_env(
+        init(&Backend::Sqlite),
+        &[],
+        &[("CAREVAULT_MAX_BODY_BYTES", "4096")],
+    );
+    let big = "x".repeat(5000);
+    let body =
+        serde_json::to_vec(&json!({"resourceType": "Basic", "code": {"text": big}})).unwrap();
+    let r = raw(
+        &app,
+        Method::POST,
+        "Basic",
+        "application/fhir+json",
+        body.clone(),
+        Some(&app.data.token),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    r.outcome();
+    // A body under the limit goes through, and only it was written.
+    let r = app
+        .post(
+            "Basic",
+            &json!({"resourceType": "Basic", "code": {"text": "y".repeat(3000)}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(app.get("_history").await.json()["total"], 1);
+}
+
+#[test]
+fn chunked_bodies_over_the_limit_are_refused_too() {
+    use std::io::{Read, Write};
+    let app = start_with_env(
+        init(&Backend::Sqlite),
+        &["--insecure-http"],
+        &[("CAREVAULT_MAX_BODY_BYTES", "4096")],
+    );
+    let addr = app
+        .base
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let head = format!(
+        "POST /fhir/Basic HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Type: application/fhir+json\r\nTransfer-Encoding: chunked\r\n\r\n",
+        app.data.token
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let chunk = "x".repeat(1000);
+    for _ in 0..6 {
+        if s.write_all(format!("{:x}\r\n{chunk}\r\n", chunk.len()).as_bytes())
+            .is_err()
+        {
+            break;
+        }
+    }
+    let _ = s.write_all(b"0\r\n\r\n");
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains("OperationOutcome"));
+}
