@@ -76,10 +76,10 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
                     .process_bundle(&demo_data::patient_bundle(seed, n))
                     .await
             });
-            if set.len() >= 4 {
-                if let Some(r) = set.join_next().await {
-                    written += count(r)?;
-                }
+            if set.len() >= 4
+                && let Some(r) = set.join_next().await
+            {
+                written += count(r)?;
             }
         }
         while let Some(r) = set.join_next().await {

@@ -239,21 +239,31 @@ fn date(year: i64, month: u64, day: u64) -> String {
     format!("{year:04}-{month:02}-{day:02}")
 }
 
+/// Where and when an observation was made.
+struct Context<'a> {
+    patient: &'a str,
+    encounter: &'a str,
+    when: &'a str,
+}
+
 fn quantity_obs(
-    patient: &str,
-    enc: &str,
-    when: &str,
+    at: &Context<'_>,
     code: &str,
     display: &str,
     value: f64,
     unit: &str,
     category: &str,
 ) -> Value {
+    let Context {
+        patient,
+        encounter: enc,
+        when,
+    } = *at;
     json!({"resourceType": "Observation", "status": "final",
            "category": [coding("http://terminology.hl7.org/CodeSystem/observation-category", category, category)],
            "code": coding("http://loinc.org", code, display),
            "subject": {"reference": patient}, "encounter": {"reference": enc},
-           "effectiveDateTime": when, "issued": format!("{when}"),
+           "effectiveDateTime": when, "issued": when,
            "valueQuantity": {"value": (value * 10.0).round() / 10.0, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit}})
 }
 
@@ -337,7 +347,18 @@ pub fn patient_bundle(seed: u64, n: u64) -> Value {
             let url = g.uuid();
             entries.push(post(
                 &url,
-                quantity_obs(&p, &enc, &start, code, display, value, unit, "vital-signs"),
+                quantity_obs(
+                    &Context {
+                        patient: &p,
+                        encounter: &enc,
+                        when: &start,
+                    },
+                    code,
+                    display,
+                    value,
+                    unit,
+                    "vital-signs",
+                ),
             ));
         }
         let bp = g.uuid();
@@ -358,9 +379,11 @@ pub fn patient_bundle(seed: u64, n: u64) -> Value {
             entries.push(post(
                 &url,
                 quantity_obs(
-                    &p,
-                    &enc,
-                    &start,
+                    &Context {
+                        patient: &p,
+                        encounter: &enc,
+                        when: &start,
+                    },
                     code,
                     display,
                     g.range(*lo, *hi),

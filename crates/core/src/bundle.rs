@@ -291,10 +291,11 @@ impl<S: Store> Vault<S> {
         // One resource may be the target of one entry only.
         let mut seen = HashSet::new();
         for (i, p) in plans.iter().enumerate() {
-            if let Some(Some((t, id))) = p.as_ref().map(plan_target) {
-                if !matches!(p, Some(Plan::Matched { .. })) && !seen.insert((t, id.clone())) {
-                    return Err(invalid(i, "the same resource is the target of two entries"));
-                }
+            if let Some(Some((t, id))) = p.as_ref().map(plan_target)
+                && !matches!(p, Some(Plan::Matched { .. }))
+                && !seen.insert((t, id.clone()))
+            {
+                return Err(invalid(i, "the same resource is the target of two entries"));
             }
         }
         // Rewrite references: bundle full URLs, then conditional references.
@@ -570,10 +571,11 @@ impl<S: Store> Vault<S> {
                 resource,
                 ..
             } = plan
+                && *t == rtype
+                && q.matches(resource, id)
+                && !out.contains(id)
             {
-                if *t == rtype && q.matches(resource, id) && !out.contains(id) {
-                    out.push(id.clone());
-                }
+                out.push(id.clone());
             }
         }
         for id in self.find(rtype, q).await? {

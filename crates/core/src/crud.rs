@@ -257,12 +257,12 @@ impl<S: Store> Vault<S> {
         for _ in 0..MAX_RETRIES {
             let current = self.store.current(&key).await?;
             let live = current.as_ref().filter(|c| !c.is_deleted());
-            if let Some(want) = if_match {
-                if live.map(|c| c.version) != Some(want.get()) {
-                    return Err(CoreError::PreconditionFailed(
-                        "If-Match does not name the current version".into(),
-                    ));
-                }
+            if let Some(want) = if_match
+                && live.map(|c| c.version) != Some(want.get())
+            {
+                return Err(CoreError::PreconditionFailed(
+                    "If-Match does not name the current version".into(),
+                ));
             }
             let Some(cur) = live else { return Ok(None) };
             let v = self.deletion(rtype, id, cur);

@@ -70,10 +70,10 @@ impl<S: Store> Vault<S> {
         &self,
         scope: &str,
     ) -> Result<(i64, Arc<DataKey>), CoreError> {
-        if let Some(id) = self.key_cache.scope(scope) {
-            if let Some(k) = self.key_cache.get(id) {
-                return Ok((id, k));
-            }
+        if let Some(id) = self.key_cache.scope(scope)
+            && let Some(k) = self.key_cache.get(id)
+        {
+            return Ok((id, k));
         }
         let tenant = self.tenant.as_str();
         let stored = match self.store.data_key(tenant, scope).await? {

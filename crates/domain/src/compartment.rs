@@ -154,10 +154,10 @@ fn is_shared(rtype: ResourceType) -> bool {
 /// Every patient whose compartment holds this resource.
 pub fn patients_of(rtype: ResourceType, id: Option<&ResourceId>, body: &Value) -> Vec<ResourceId> {
     let mut out = Vec::new();
-    if rtype == ResourceType::Patient {
-        if let Some(id) = id {
-            out.push(id.clone());
-        }
+    if rtype == ResourceType::Patient
+        && let Some(id) = id
+    {
+        out.push(id.clone());
     }
     for param in params(rtype) {
         for path in param.paths {
@@ -215,12 +215,11 @@ fn collect_reference(node: &Value, out: &mut Vec<ResourceId>) {
     match node {
         Value::Array(items) => items.iter().for_each(|i| collect_reference(i, out)),
         Value::Object(map) => {
-            if let Some(Value::String(s)) = map.get("reference") {
-                if let Some(id) = Reference::parse(s).patient_id() {
-                    if !out.contains(id) {
-                        out.push(id.clone());
-                    }
-                }
+            if let Some(Value::String(s)) = map.get("reference")
+                && let Some(id) = Reference::parse(s).patient_id()
+                && !out.contains(id)
+            {
+                out.push(id.clone());
             }
         }
         _ => {}

@@ -59,10 +59,11 @@ impl Resource {
             None | Some(Value::Object(_)) => {}
             Some(_) => return Err(ResourceError::WrongType("meta")),
         }
-        if let Some(v) = body.get("identifier") {
-            if !v.is_array() && !v.is_object() {
-                return Err(ResourceError::WrongType("identifier"));
-            }
+        if let Some(v) = body.get("identifier")
+            && !v.is_array()
+            && !v.is_object()
+        {
+            return Err(ResourceError::WrongType("identifier"));
         }
         Ok(Self { rtype, body })
     }
@@ -194,13 +195,13 @@ fn rewrite_in(v: &mut Value, f: &mut dyn FnMut(&str) -> Option<String>) {
     match v {
         Value::Object(m) => {
             for (k, child) in m.iter_mut() {
-                if k == "reference" {
-                    if let Value::String(s) = child {
-                        if let Some(new) = f(s) {
-                            *s = new;
-                        }
-                        continue;
+                if k == "reference"
+                    && let Value::String(s) = child
+                {
+                    if let Some(new) = f(s) {
+                        *s = new;
                     }
+                    continue;
                 }
                 rewrite_in(child, f);
             }

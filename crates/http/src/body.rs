@@ -38,10 +38,9 @@ pub(crate) async fn read_body(
     if let Some(len) = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        && len > limit
     {
-        if len > limit {
-            return Err(ApiError::PayloadTooLarge);
-        }
+        return Err(ApiError::PayloadTooLarge);
     }
     axum::body::to_bytes(body, limit)
         .await

@@ -37,11 +37,11 @@ fn rewrite(v: &mut Value, map: &HashMap<String, String>) {
     match v {
         Value::Object(m) => {
             for (k, child) in m.iter_mut() {
-                if k == "reference" {
-                    if let Some(to) = child.as_str().and_then(|s| map.get(s)) {
-                        *child = Value::String(to.clone());
-                        continue;
-                    }
+                if k == "reference"
+                    && let Some(to) = child.as_str().and_then(|s| map.get(s))
+                {
+                    *child = Value::String(to.clone());
+                    continue;
                 }
                 rewrite(child, map);
             }

@@ -54,10 +54,10 @@ pub(crate) async fn process(
         if let (true, Some(body)) = (with_resources, &e.resource) {
             entry["resource"] = serde_json::from_slice(body).unwrap_or(Value::Null);
         }
-        if let Some(loc) = &e.location {
-            if let Some((path, _)) = loc.split_once("/_history") {
-                entry["fullUrl"] = json!(format!("{base}/{path}"));
-            }
+        if let Some(loc) = &e.location
+            && let Some((path, _)) = loc.split_once("/_history")
+        {
+            entry["fullUrl"] = json!(format!("{base}/{path}"));
         }
         entries.push(entry);
     }
