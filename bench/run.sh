@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Benchmarks over loopback on this machine: import of the Synthea set, creates/s at
+# concurrency 1 and 16, reads by id at concurrency 16; on SQLite, then on PostgreSQL.
+# Usage: bench/run.sh [sqlite|postgres|both] [seconds per load run]
+# Needs a release build: cargo build --release -p carevault -p carevault-load
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WHICH=${1:-both}
+SECS=${2:-10}
+BIN=target/release/carevault
+LOAD=target/release/carevault-load
+SYNTHEA=${SYNTHEA:-../shared/testdata/synthea}
+PG_BASE=${CAREVAULT_BENCH_POSTGRES_URL:-postgres://root@127.0.0.1:5432/test}
+[ -x "$BIN" ] && [ -x "$LOAD" ] || cargo build --release -p carevault -p carevault-load
+
+one() {
+    local name=$1 db=$2
+    local work
+    work=$(mktemp -d)
+    echo "== $name"
+    if [ -n "$db" ]; then "$BIN" init --data-dir "$work/data" --database-url "$db" > /dev/null
+    else "$BIN" init --data-dir "$work/data" > /dev/null; fi
+    if [ -d "$SYNTHEA" ]; then "$BIN" import --data-dir "$work/data" "$SYNTHEA" | head -1; fi
+    "$BIN" serve --data-dir "$work/data" --listen 127.0.0.1:0 > "$work/out" 2> "$work/log" &
+    local pid=$!
+    for _ in $(seq 1 100); do grep -q listening "$work/out" && break; sleep 0.1; done
+    local base
+    base=$(sed -n 's/.* on //p' "$work/out")
+    local args=(--base "$base" --token-file "$work/data/admin-token" --cacert "$work/data/tls-cert.pem" --seconds "$SECS")
+    "$LOAD" "${args[@]}" --concurrency 1 creates
+    "$LOAD" "${args[@]}" --concurrency 16 creates
+    "$LOAD" "${args[@]}" --concurrency 16 reads --patients 1000
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    rm -rf "$work"
+}
+
+fresh_schema() {
+    local schema="cv_bench_$(date +%s%N)"
+    psql "$PG_BASE" -qc "CREATE SCHEMA $schema" > /dev/null
+    echo "$PG_BASE?options=-csearch_path%3D$schema"
+}
+
+case "$WHICH" in
+    sqlite) one sqlite "" ;;
+    postgres) one postgres "$(fresh_schema)" ;;
+    both) one sqlite ""; one postgres "$(fresh_schema)" ;;
+esac
