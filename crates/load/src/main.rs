@@ -55,7 +55,7 @@ fn patient(n: usize) -> Value {
     json!({"resourceType": "Patient", "active": true,
         "identifier": [{"system": "urn:load", "value": format!("L{n:08}")}],
         "name": [{"family": format!("Loadfamily{n}"), "given": ["Bench"]}],
-        "gender": if n % 2 == 0 { "female" } else { "male" }, "birthDate": "1980-04-05",
+        "gender": if n.is_multiple_of(2) { "female" } else { "male" }, "birthDate": "1980-04-05",
         "telecom": [{"system": "phone", "value": "+44 20 7946 0000"}],
         "address": [{"line": ["1 Load Street"], "city": "Benchford", "postalCode": "BE1 1NC"}]})
 }
