@@ -9,7 +9,9 @@
 use crate::crud::{Pending, ReadOutcome, StoredResource};
 use crate::identifiers::IdentifierQuery;
 use crate::{CoreError, Vault};
-use carevault_domain::{Reference, Resource, ResourceId, ResourceType, Timestamp, VersionId};
+use carevault_domain::{
+    Reference, Resource, ResourceError, ResourceId, ResourceType, Timestamp, VersionId,
+};
 use carevault_storage::{ChangeSet, Store, StoreError};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -156,7 +158,12 @@ fn parse_entries(bundle: &Value) -> Result<(BundleKind, Vec<Entry>), CoreError> 
             .and_then(Value::as_str)
             .ok_or_else(|| invalid(i, "missing request.url"))?;
         let resource = match e.get("resource") {
-            Some(r) => Some(Resource::from_value(r.clone()).map_err(|err| invalid(i, err))?),
+            Some(r) => Some(Resource::from_value(r.clone()).map_err(|err| match err {
+                ResourceError::Unprocessable(m) => {
+                    CoreError::Unprocessable(format!("entry {i}: {m}"))
+                }
+                other => invalid(i, other),
+            })?),
             None => None,
         };
         let if_match = match request.get("ifMatch").and_then(Value::as_str) {

@@ -9,6 +9,7 @@ pub mod query;
 pub mod reference;
 pub mod resource;
 pub mod resource_type;
+pub mod validate;
 
 pub use clock::{Clock, FixedClock, SystemClock, Timestamp};
 pub use ids::{IdError, ResourceId, TenantId, VersionId};

@@ -15,9 +15,12 @@ pub enum ResourceError {
     #[error("resourceType is not an R4 resource type")]
     UnknownType,
     #[error("the element `{0}` has the wrong JSON type")]
-    WrongType(&'static str),
+    WrongType(String),
     #[error("the id is not a valid FHIR id")]
     BadId,
+    /// A well-formed value that FHIR does not allow (answered with 422).
+    #[error("{0}")]
+    Unprocessable(String),
 }
 
 /// A parsed resource. The JSON object is kept whole; helpers read and change the few
@@ -46,25 +49,31 @@ impl Resource {
             Some(Value::String(s)) => s
                 .parse::<ResourceType>()
                 .map_err(|_| ResourceError::UnknownType)?,
-            Some(_) => return Err(ResourceError::WrongType("resourceType")),
+            Some(_) => return Err(ResourceError::WrongType("resourceType".into())),
         };
         match body.get("id") {
             None => {}
             Some(Value::String(s)) => {
                 ResourceId::parse(s).map_err(|_| ResourceError::BadId)?;
             }
-            Some(_) => return Err(ResourceError::WrongType("id")),
+            Some(_) => return Err(ResourceError::WrongType("id".into())),
         }
         match body.get("meta") {
             None | Some(Value::Object(_)) => {}
-            Some(_) => return Err(ResourceError::WrongType("meta")),
+            Some(_) => return Err(ResourceError::WrongType("meta".into())),
         }
         if let Some(v) = body.get("identifier")
             && !v.is_array()
             && !v.is_object()
         {
-            return Err(ResourceError::WrongType("identifier"));
+            return Err(ResourceError::WrongType("identifier".into()));
         }
+        crate::validate::check(rtype.as_str(), &body).map_err(|e| match e {
+            crate::validate::ContentError::WrongType(element) => ResourceError::WrongType(element),
+            crate::validate::ContentError::BadValue(..) => {
+                ResourceError::Unprocessable(e.to_string())
+            }
+        })?;
         Ok(Self { rtype, body })
     }
 
@@ -244,7 +253,7 @@ mod tests {
         );
         assert_eq!(
             Resource::parse(br#"{"resourceType":5}"#),
-            Err(ResourceError::WrongType("resourceType"))
+            Err(ResourceError::WrongType("resourceType".into()))
         );
         assert_eq!(
             Resource::parse(br#"{"resourceType":"Patient","id":"a b"}"#),
@@ -252,7 +261,7 @@ mod tests {
         );
         assert_eq!(
             Resource::parse(br#"{"resourceType":"Patient","meta":1}"#),
-            Err(ResourceError::WrongType("meta"))
+            Err(ResourceError::WrongType("meta".into()))
         );
     }
 

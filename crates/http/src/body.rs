@@ -4,7 +4,7 @@
 use crate::{ApiError, AppState};
 use axum::body::Body;
 use axum::http::{HeaderMap, header};
-use carevault_domain::Resource;
+use carevault_domain::{Resource, ResourceError};
 
 fn content_type_ok(headers: &HeaderMap) -> bool {
     let Some(ct) = headers
@@ -54,5 +54,8 @@ pub(crate) async fn read_resource(
     body: Body,
 ) -> Result<Resource, ApiError> {
     let bytes = read_body(state, headers, body).await?;
-    Resource::parse(&bytes).map_err(|e| ApiError::BadRequest(e.to_string()))
+    Resource::parse(&bytes).map_err(|e| match e {
+        ResourceError::Unprocessable(m) => ApiError::Unprocessable(m),
+        other => ApiError::BadRequest(other.to_string()),
+    })
 }

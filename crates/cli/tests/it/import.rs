@@ -267,3 +267,46 @@ async fn cli_import_of_the_official_examples() {
         assert_eq!(without_meta(&got.json()), without_meta(&v), "{path}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_import_of_ndjson_and_bad_files() {
+    let dir = init(&Backend::Sqlite);
+    let files = tempfile::tempdir().unwrap();
+    let mut ndjson = String::new();
+    for n in 0..1203 {
+        ndjson.push_str(&format!(
+            "{{\"resourceType\":\"Observation\",\"id\":\"obs-{n}\",\"status\":\"final\",\"code\":{{\"text\":\"n{n}\"}}}}\n"
+        ));
+    }
+    // the same id twice in a row is two versions, not an error
+    ndjson.push_str("{\"resourceType\":\"Patient\",\"id\":\"nd-1\",\"active\":true}\n\n");
+    ndjson.push_str("{\"resourceType\":\"Patient\",\"id\":\"nd-1\",\"active\":false}\n");
+    std::fs::write(files.path().join("a.ndjson"), ndjson).unwrap();
+    std::fs::write(files.path().join("b.json"), "{ not json").unwrap();
+    std::fs::write(
+        files.path().join("c.ndjson"),
+        "{\"resourceType\":\"Patient\",\"id\":\"ok\"}\n[1,2]\n",
+    )
+    .unwrap();
+    std::fs::write(files.path().join("ignored.txt"), "not imported").unwrap();
+    let (ok, out, err) = import(&dir, &[files.path()]);
+    assert!(!ok, "bad files make the exit code non-zero");
+    assert!(
+        err.contains("b.json") && err.contains("not valid JSON"),
+        "{err}"
+    );
+    assert!(err.contains("c.ndjson"), "{err}");
+    assert!(!err.contains("a.ndjson"), "{err}");
+    assert!(out.contains("Observation") && out.contains("1203"), "{out}");
+    let app = start(dir, &[]);
+    assert_eq!(
+        app.get("Observation/_history?_count=1").await.json()["total"],
+        1203
+    );
+    assert_eq!(app.get("Observation/obs-1202").await.status, StatusCode::OK);
+    let p = app.get("Patient/nd-1").await.json();
+    assert_eq!(
+        (p["active"].as_bool(), p["meta"]["versionId"].as_str()),
+        (Some(false), Some("2"))
+    );
+}
