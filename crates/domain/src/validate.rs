@@ -50,50 +50,39 @@ fn is_datetime(s: &str) -> bool {
 pub fn check(rtype: &str, body: &Map<String, Value>) -> Result<(), ContentError> {
     let name = |k: &str| format!("{rtype}.{k}");
     for (k, v) in body {
+        let wrong = || ContentError::WrongType(name(k));
         match k.as_str() {
-            "active" | "deceasedBoolean" | "multipleBirthBoolean" | "experimental" => {
-                if !v.is_boolean() {
-                    return Err(ContentError::WrongType(name(k)));
+            "active" | "deceasedBoolean" | "multipleBirthBoolean" | "experimental"
+                if !v.is_boolean() =>
+            {
+                return Err(wrong());
+            }
+            "birthDate" => {
+                let s = v.as_str().ok_or_else(wrong)?;
+                if !is_date(s) {
+                    return Err(ContentError::BadValue(name(k), "date"));
                 }
             }
-            "birthDate" => match v.as_str() {
-                None => return Err(ContentError::WrongType(name(k))),
-                Some(s) if !is_date(s) => return Err(ContentError::BadValue(name(k), "date")),
-                _ => {}
-            },
             "deceasedDateTime" | "effectiveDateTime" | "onsetDateTime" | "authoredOn"
-            | "recordedDate" => match v.as_str() {
-                None => return Err(ContentError::WrongType(name(k))),
-                Some(s) if !is_datetime(s) => {
+            | "recordedDate" => {
+                let s = v.as_str().ok_or_else(wrong)?;
+                if !is_datetime(s) {
                     return Err(ContentError::BadValue(name(k), "dateTime"));
                 }
-                _ => {}
+            }
+            "gender" => match v.as_str().ok_or_else(wrong)? {
+                "male" | "female" | "other" | "unknown" => {}
+                _ => return Err(ContentError::BadValue(name(k), "administrative gender")),
             },
-            "gender" => match v.as_str() {
-                None => return Err(ContentError::WrongType(name(k))),
-                Some("male" | "female" | "other" | "unknown") => {}
-                Some(_) => return Err(ContentError::BadValue(name(k), "administrative gender")),
-            },
-            "status" | "language" | "implicitRules" => {
-                if !v.is_string() {
-                    return Err(ContentError::WrongType(name(k)));
-                }
+            "status" | "language" | "implicitRules" if !v.is_string() => return Err(wrong()),
+            "text" if !v.is_object() => return Err(wrong()),
+            // name/telecom/address are lists at the top level of most R4 types; `name` is a
+            // string on Organization, Location and the like, `address` one object on some.
+            "extension" | "modifierExtension" | "contained" | "telecom" if !v.is_array() => {
+                return Err(wrong());
             }
-            "text" => {
-                if !v.is_object() {
-                    return Err(ContentError::WrongType(name(k)));
-                }
-            }
-            "extension" | "modifierExtension" | "contained" | "name" | "telecom" | "address" => {
-                // name/telecom/address are lists wherever they appear at the top level in R4,
-                // except Organization/Location/… `name`, which is a string.
-                let list_ok = v.is_array();
-                let string_name_ok = k == "name" && v.is_string();
-                let object_address_ok = k == "address" && v.is_object();
-                if !(list_ok || string_name_ok || object_address_ok) {
-                    return Err(ContentError::WrongType(name(k)));
-                }
-            }
+            "name" if !(v.is_array() || v.is_string()) => return Err(wrong()),
+            "address" if !(v.is_array() || v.is_object()) => return Err(wrong()),
             _ => {}
         }
     }
