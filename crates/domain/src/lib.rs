@@ -4,11 +4,14 @@
 
 pub mod clock;
 pub mod compartment;
+#[cfg(test)]
+mod definitions_check;
 pub mod ids;
 pub mod query;
 pub mod reference;
 pub mod resource;
 pub mod resource_type;
+pub mod search;
 pub mod validate;
 
 pub use clock::{Clock, FixedClock, SystemClock, Timestamp};
