@@ -26,8 +26,7 @@ pub fn load_keys(path: &Path) -> Result<KeyFile, CliError> {
         )));
     }
     let text = zeroize::Zeroizing::new(
-        std::fs::read_to_string(path)
-            .map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display())))?,
+        std::fs::read_to_string(path).map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display())))?,
     );
     KeyFile::parse(&text).map_err(|e| CliError::new(format!("{}: {e}", path.display())))
 }

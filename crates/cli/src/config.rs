@@ -72,14 +72,9 @@ fn env_secret(name: &str) -> Result<Option<String>, CliError> {
 pub fn read_file_settings(dir: &Path) -> Result<FileSettings, CliError> {
     let path = dir.join(CONFIG_FILE);
     match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            toml::from_str(&text).map_err(|e| CliError::new(format!("{}: {e}", path.display())))
-        }
+        Ok(text) => toml::from_str(&text).map_err(|e| CliError::new(format!("{}: {e}", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileSettings::default()),
-        Err(e) => Err(CliError::new(format!(
-            "cannot read {}: {e}",
-            path.display()
-        ))),
+        Err(e) => Err(CliError::new(format!("cannot read {}: {e}", path.display()))),
     }
 }
 

@@ -71,11 +71,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
         for n in 0..args.patients {
             let vault = Arc::clone(&vault);
             let seed = args.seed;
-            set.spawn(async move {
-                vault
-                    .process_bundle(&demo_data::patient_bundle(seed, n))
-                    .await
-            });
+            set.spawn(async move { vault.process_bundle(&demo_data::patient_bundle(seed, n)).await });
             if set.len() >= 4
                 && let Some(r) = set.join_next().await
             {
@@ -112,10 +108,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
 }
 
 fn count(
-    r: Result<
-        Result<carevault_core::BundleOutcome, carevault_core::CoreError>,
-        tokio::task::JoinError,
-    >,
+    r: Result<Result<carevault_core::BundleOutcome, carevault_core::CoreError>, tokio::task::JoinError>,
 ) -> Result<usize, CliError> {
     match r {
         Ok(Ok(outcome)) => Ok(outcome.written.values().sum()),

@@ -102,20 +102,8 @@ const ALLERGIES: &[(&str, &str)] = &[
 ];
 /// (LOINC, display, unit, low, high)
 const LABS: &[(&str, &str, &str, f64, f64)] = &[
-    (
-        "2339-0",
-        "Glucose [Mass/volume] in Blood",
-        "mg/dL",
-        70.0,
-        180.0,
-    ),
-    (
-        "718-7",
-        "Hemoglobin [Mass/volume] in Blood",
-        "g/dL",
-        10.5,
-        17.0,
-    ),
+    ("2339-0", "Glucose [Mass/volume] in Blood", "mg/dL", 70.0, 180.0),
+    ("718-7", "Hemoglobin [Mass/volume] in Blood", "g/dL", 10.5, 17.0),
     (
         "2160-0",
         "Creatinine [Mass/volume] in Serum or Plasma",
@@ -123,13 +111,7 @@ const LABS: &[(&str, &str, &str, f64, f64)] = &[
         0.6,
         1.6,
     ),
-    (
-        "4548-4",
-        "Hemoglobin A1c/Hemoglobin.total in Blood",
-        "%",
-        4.8,
-        9.5,
-    ),
+    ("4548-4", "Hemoglobin A1c/Hemoglobin.total in Blood", "%", 4.8, 9.5),
 ];
 
 pub const NPI: &str = "http://hl7.org/fhir/sid/us-npi";
@@ -141,10 +123,7 @@ fn coding(system: &str, code: &str, display: &str) -> Value {
 }
 
 fn post(full_url: &str, resource: Value) -> Value {
-    let rtype = resource["resourceType"]
-        .as_str()
-        .unwrap_or("Basic")
-        .to_owned();
+    let rtype = resource["resourceType"].as_str().unwrap_or("Basic").to_owned();
     json!({"fullUrl": full_url, "resource": resource, "request": {"method": "POST", "url": rtype}})
 }
 
@@ -198,11 +177,7 @@ pub fn reference_bundle(seed: u64) -> Value {
     for i in 0..8u64 {
         let url = g.uuid();
         let female = g.below(2) == 0;
-        let given = if female {
-            g.pick(GIVEN_F)
-        } else {
-            g.pick(GIVEN_M)
-        };
+        let given = if female { g.pick(GIVEN_F) } else { g.pick(GIVEN_M) };
         let family = g.pick(FAMILY);
         let npi = format!("99990{:05}", 100 + i);
         entries.push(post_once(
@@ -246,14 +221,7 @@ struct Context<'a> {
     when: &'a str,
 }
 
-fn quantity_obs(
-    at: &Context<'_>,
-    code: &str,
-    display: &str,
-    value: f64,
-    unit: &str,
-    category: &str,
-) -> Value {
+fn quantity_obs(at: &Context<'_>, code: &str, display: &str, value: f64, unit: &str, category: &str) -> Value {
     let Context {
         patient,
         encounter: enc,
@@ -273,11 +241,7 @@ pub fn patient_bundle(seed: u64, n: u64) -> Value {
     let mut entries = Vec::new();
     let p = g.uuid();
     let female = g.below(2) == 0;
-    let given = if female {
-        g.pick(GIVEN_F)
-    } else {
-        g.pick(GIVEN_M)
-    };
+    let given = if female { g.pick(GIVEN_F) } else { g.pick(GIVEN_M) };
     let family = g.pick(FAMILY);
     let birth_year = 1935 + g.below(80) as i64;
     let birth = date(birth_year, 1 + g.below(12), 1 + g.below(28));
@@ -311,11 +275,14 @@ pub fn patient_bundle(seed: u64, n: u64) -> Value {
     for _ in 0..(1 + g.below(2)) {
         let (code, display) = MEDICATIONS[g.below(MEDICATIONS.len() as u64) as usize];
         let url = g.uuid();
-        entries.push(post(&url, json!({"resourceType": "MedicationRequest", "status": "active", "intent": "order",
+        entries.push(post(
+            &url,
+            json!({"resourceType": "MedicationRequest", "status": "active", "intent": "order",
             "medicationCodeableConcept": coding("http://www.nlm.nih.gov/research/umls/rxnorm", code, display),
             "subject": {"reference": p}, "authoredOn": date(2023, 1 + g.below(12), 1 + g.below(28)),
             "requester": practitioner_ref(n),
-            "dosageInstruction": [{"text": "one tablet daily"}]})));
+            "dosageInstruction": [{"text": "one tablet daily"}]}),
+        ));
     }
     if g.below(3) == 0 {
         let (code, display) = ALLERGIES[g.below(ALLERGIES.len() as u64) as usize];
@@ -414,13 +381,7 @@ mod tests {
         assert_ne!(patient_bundle(7, 3), patient_bundle(7, 4));
         let b = patient_bundle(7, 1);
         let entries = b["entry"].as_array().map(Vec::len).unwrap_or(0);
-        assert!(
-            entries > 15,
-            "a patient has a real record, got {entries} entries"
-        );
-        assert_eq!(
-            reference_bundle(7)["entry"].as_array().map(Vec::len),
-            Some(3 + 4 + 16)
-        );
+        assert!(entries > 15, "a patient has a real record, got {entries} entries");
+        assert_eq!(reference_bundle(7)["entry"].as_array().map(Vec::len), Some(3 + 4 + 16));
     }
 }

@@ -53,23 +53,14 @@ pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
             let mut inside: Vec<PathBuf> = std::fs::read_dir(p)
                 .map_err(|e| CliError::new(format!("cannot list {}: {e}", p.display())))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| {
-                    f.is_file()
-                        && matches!(
-                            f.extension().and_then(|x| x.to_str()),
-                            Some("json" | "ndjson")
-                        )
-                })
+                .filter(|f| f.is_file() && matches!(f.extension().and_then(|x| x.to_str()), Some("json" | "ndjson")))
                 .collect();
             inside.sort();
             files.extend(inside);
         } else if p.is_file() {
             files.push(p.clone());
         } else {
-            return Err(CliError::new(format!(
-                "{} is neither a file nor a folder",
-                p.display()
-            )));
+            return Err(CliError::new(format!("{} is neither a file nor a folder", p.display())));
         }
     }
     Ok(files)
@@ -100,11 +91,7 @@ async fn run_bundle(
         .entries
         .iter()
         .enumerate()
-        .filter_map(|(i, e)| {
-            e.error
-                .as_ref()
-                .map(|err| format!("entry {i}: {}", describe(err)))
-        })
+        .filter_map(|(i, e)| e.error.as_ref().map(|err| format!("entry {i}: {}", describe(err))))
         .collect();
     let n: usize = outcome.written.values().sum();
     bar.inc(n as u64);
@@ -126,11 +113,7 @@ fn put_entry(resource: Value) -> Value {
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_owned();
-    match resource
-        .get("id")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-    {
+    match resource.get("id").and_then(Value::as_str).map(str::to_owned) {
         Some(id) => {
             json!({"resource": resource, "request": {"method": "PUT", "url": format!("{rtype}/{id}")}})
         }
@@ -141,9 +124,7 @@ fn put_entry(resource: Value) -> Value {
 fn classify(result: Result<BTreeMap<ResourceType, usize>, CoreError>) -> FileOutcome {
     match result {
         Ok(w) => FileOutcome::Done(w),
-        Err(CoreError::PreconditionFailed(m))
-            if m.contains("conditional reference matches no resource") =>
-        {
+        Err(CoreError::PreconditionFailed(m)) if m.contains("conditional reference matches no resource") => {
             FileOutcome::Deferred(m)
         }
         Err(e) => FileOutcome::Failed(describe(&e)),
@@ -154,21 +135,14 @@ async fn import_ndjson(vault: &Vault<AnyStore>, text: &str, bar: &ProgressBar) -
     let mut total = BTreeMap::new();
     let mut chunk: Vec<Value> = Vec::new();
     let mut ids = std::collections::HashSet::new();
-    let kept: Vec<(usize, &str)> = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .collect();
+    let kept: Vec<(usize, &str)> = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).collect();
     let mut lines = kept.into_iter().peekable();
     while let Some((n, line)) = lines.next() {
         let resource: Value = match serde_json::from_str(line) {
             Ok(v) => v,
             Err(e) => return FileOutcome::Failed(format!("line {}: not JSON ({e})", n + 1)),
         };
-        let key = (
-            resource.get("resourceType").cloned(),
-            resource.get("id").cloned(),
-        );
+        let key = (resource.get("resourceType").cloned(), resource.get("id").cloned());
         let duplicate = key.1.is_some() && ids.contains(&key);
         if duplicate || chunk.len() >= NDJSON_CHUNK {
             let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": std::mem::take(&mut chunk)});
@@ -204,19 +178,17 @@ pub async fn import_file(vault: &Vault<AnyStore>, path: &Path, bar: &ProgressBar
     if path.extension().and_then(|x| x.to_str()) == Some("ndjson") {
         return import_ndjson(vault, &text, bar).await;
     }
-    let value: Value =
-        match tokio::task::spawn_blocking(move || serde_json::from_str::<Value>(&text)).await {
-            Ok(Ok(v)) => v,
-            Ok(Err(e)) => return FileOutcome::Failed(format!("not valid JSON ({e})")),
-            Err(_) => return FileOutcome::Failed("parser stopped".into()),
-        };
+    let value: Value = match tokio::task::spawn_blocking(move || serde_json::from_str::<Value>(&text)).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return FileOutcome::Failed(format!("not valid JSON ({e})")),
+        Err(_) => return FileOutcome::Failed("parser stopped".into()),
+    };
     let kind = value.get("type").and_then(Value::as_str);
     let is_bundle = value.get("resourceType").and_then(Value::as_str) == Some("Bundle");
     if is_bundle && matches!(kind, Some("transaction" | "batch")) {
         classify(run_bundle(vault, &value, bar).await)
     } else {
-        let bundle =
-            json!({"resourceType": "Bundle", "type": "transaction", "entry": [put_entry(value)]});
+        let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [put_entry(value)]});
         classify(run_bundle(vault, &bundle, bar).await)
     }
 }
@@ -290,10 +262,7 @@ pub async fn import_all(
                 Ok((_, FileOutcome::Done(w))) => add(&mut totals, &w),
                 Ok((path, FileOutcome::Deferred(why))) => deferred.push((path, why)),
                 Ok((path, FileOutcome::Failed(why))) => failed.push((path, why)),
-                Err(_) => failed.push((
-                    PathBuf::from("?"),
-                    "an import task stopped unexpectedly".into(),
-                )),
+                Err(_) => failed.push((PathBuf::from("?"), "an import task stopped unexpectedly".into())),
             }
             if let Some(path) = queue.next() {
                 spawn(&mut set, path);

@@ -36,10 +36,9 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), CliError> {
         .mode(0o600)
         .open(path)
         .map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => CliError::new(format!(
-                "{} already exists; refusing to overwrite it",
-                path.display()
-            )),
+            std::io::ErrorKind::AlreadyExists => {
+                CliError::new(format!("{} already exists; refusing to overwrite it", path.display()))
+            }
             _ => CliError::new(format!("cannot create {}: {e}", path.display())),
         })?;
     f.write_all(contents)
@@ -48,17 +47,9 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), CliError> {
 }
 
 fn self_signed(dir: &Path) -> Result<(), CliError> {
-    let names = vec![
-        "localhost".to_owned(),
-        "127.0.0.1".to_owned(),
-        "::1".to_owned(),
-    ];
-    let cert = rcgen::generate_simple_self_signed(names)
-        .map_err(|e| CliError::new(format!("certificate: {e}")))?;
-    write_private(
-        &dir.join(TLS_KEY_FILE),
-        cert.key_pair.serialize_pem().as_bytes(),
-    )?;
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let cert = rcgen::generate_simple_self_signed(names).map_err(|e| CliError::new(format!("certificate: {e}")))?;
+    write_private(&dir.join(TLS_KEY_FILE), cert.key_pair.serialize_pem().as_bytes())?;
     std::fs::write(dir.join(CERT_FILE), cert.cert.pem())
         .map_err(|e| CliError::new(format!("cannot write the certificate: {e}")))?;
     Ok(())
@@ -79,8 +70,7 @@ fn toml_string(s: &str) -> String {
 /// Creates everything; returns the bootstrap token (also written to `DIR/admin-token`).
 pub async fn initialise(args: &InitArgs) -> Result<String, CliError> {
     let dir = &args.data_dir;
-    std::fs::create_dir_all(dir)
-        .map_err(|e| CliError::new(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(|e| CliError::new(format!("cannot create {}: {e}", dir.display())))?;
     let key_path = dir.join(KEY_FILE);
     if key_path.exists() {
         return Err(CliError::new(format!(
@@ -114,9 +104,7 @@ pub async fn initialise(args: &InitArgs) -> Result<String, CliError> {
     write_private(&key_path, key_text.as_bytes())?;
     load_keys(&key_path)?;
 
-    let mut config = String::from(
-        "# carevault settings (see docs/CONFIGURATION.md)\nlisten = \"127.0.0.1:8443\"\n",
-    );
+    let mut config = String::from("# carevault settings (see docs/CONFIGURATION.md)\nlisten = \"127.0.0.1:8443\"\n");
     match (&args.tls_cert, &args.tls_key) {
         (Some(c), Some(k)) => {
             config.push_str(&format!(
@@ -134,11 +122,7 @@ pub async fn initialise(args: &InitArgs) -> Result<String, CliError> {
 
     let token = new_token(&rng as &dyn RandomSource).map_err(|e| CliError::new(e.to_string()))?;
     store
-        .insert_token(
-            &hash_token(&token).0,
-            "bootstrap",
-            SystemClock.now().millis(),
-        )
+        .insert_token(&hash_token(&token).0, "bootstrap", SystemClock.now().millis())
         .await
         .map_err(|e| CliError::new(format!("cannot store the token: {e}")))?;
     write_private(&dir.join(TOKEN_FILE), format!("{token}\n").as_bytes())?;

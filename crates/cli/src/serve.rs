@@ -79,9 +79,7 @@ pub async fn serve_vault(
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|e| CliError::new(format!("cannot listen on {}: {e}", settings.listen)))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| CliError::new(e.to_string()))?;
+    let addr = listener.local_addr().map_err(|e| CliError::new(e.to_string()))?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let host = if addr.ip().is_loopback() && addr.is_ipv4() {
         "127.0.0.1".to_owned()
@@ -91,14 +89,7 @@ pub async fn serve_vault(
     let base = format!("{scheme}://{host}:{}/fhir", addr.port());
     tracing::info!(%addr, tls = tls.is_some(), "listening");
     ready(&base);
-    serve(
-        listener,
-        tls,
-        app,
-        shutdown_signal(),
-        Duration::from_secs(30),
-    )
-    .await;
+    serve(listener, tls, app, shutdown_signal(), Duration::from_secs(30)).await;
     Ok(())
 }
 

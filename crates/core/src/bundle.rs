@@ -9,9 +9,7 @@
 use crate::crud::{Pending, ReadOutcome, StoredResource};
 use crate::identifiers::IdentifierQuery;
 use crate::{CoreError, Vault};
-use carevault_domain::{
-    Reference, Resource, ResourceError, ResourceId, ResourceType, Timestamp, VersionId,
-};
+use carevault_domain::{Reference, Resource, ResourceError, ResourceId, ResourceType, Timestamp, VersionId};
 use carevault_storage::{ChangeSet, Store, StoreError};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -78,9 +76,7 @@ fn with_entry(i: usize, e: CoreError) -> CoreError {
     match e {
         CoreError::Invalid(m) => CoreError::Invalid(format!("entry {i}: {m}")),
         CoreError::Unprocessable(m) => CoreError::Unprocessable(format!("entry {i}: {m}")),
-        CoreError::PreconditionFailed(m) => {
-            CoreError::PreconditionFailed(format!("entry {i}: {m}"))
-        }
+        CoreError::PreconditionFailed(m) => CoreError::PreconditionFailed(format!("entry {i}: {m}")),
         CoreError::Conflict(m) => CoreError::Conflict(format!("entry {i}: {m}")),
         other => other,
     }
@@ -137,9 +133,7 @@ fn parse_entries(bundle: &Value) -> Result<(BundleKind, Vec<Entry>), CoreError> 
     };
     let mut entries = Vec::with_capacity(raw.len());
     for (i, e) in raw.iter().enumerate() {
-        let request = e
-            .get("request")
-            .ok_or_else(|| invalid(i, "missing request"))?;
+        let request = e.get("request").ok_or_else(|| invalid(i, "missing request"))?;
         let method = match request.get("method").and_then(Value::as_str) {
             Some("GET") | Some("HEAD") => Method::Get,
             Some("POST") => Method::Post,
@@ -147,10 +141,7 @@ fn parse_entries(bundle: &Value) -> Result<(BundleKind, Vec<Entry>), CoreError> 
             Some("DELETE") => Method::Delete,
             Some("PATCH") => return Err(invalid(i, "PATCH inside a bundle is not supported yet")),
             _ => {
-                return Err(invalid(
-                    i,
-                    "request.method must be GET, POST, PUT or DELETE",
-                ));
+                return Err(invalid(i, "request.method must be GET, POST, PUT or DELETE"));
             }
         };
         let url = request
@@ -159,17 +150,13 @@ fn parse_entries(bundle: &Value) -> Result<(BundleKind, Vec<Entry>), CoreError> 
             .ok_or_else(|| invalid(i, "missing request.url"))?;
         let resource = match e.get("resource") {
             Some(r) => Some(Resource::from_value(r.clone()).map_err(|err| match err {
-                ResourceError::Unprocessable(m) => {
-                    CoreError::Unprocessable(format!("entry {i}: {m}"))
-                }
+                ResourceError::Unprocessable(m) => CoreError::Unprocessable(format!("entry {i}: {m}")),
                 other => invalid(i, other),
             })?),
             None => None,
         };
         let if_match = match request.get("ifMatch").and_then(Value::as_str) {
-            Some(s) => Some(
-                parse_etag(s).ok_or_else(|| invalid(i, "ifMatch is not an ETag like W/\"3\""))?,
-            ),
+            Some(s) => Some(parse_etag(s).ok_or_else(|| invalid(i, "ifMatch is not an ETag like W/\"3\""))?),
             None => None,
         };
         entries.push(Entry {
@@ -177,10 +164,7 @@ fn parse_entries(bundle: &Value) -> Result<(BundleKind, Vec<Entry>), CoreError> 
             url: url.to_owned(),
             full_url: e.get("fullUrl").and_then(Value::as_str).map(str::to_owned),
             resource,
-            if_none_exist: request
-                .get("ifNoneExist")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
+            if_none_exist: request.get("ifNoneExist").and_then(Value::as_str).map(str::to_owned),
             if_match,
         });
     }
@@ -280,15 +264,8 @@ impl<S: Store> Vault<S> {
         let mut urls: HashMap<String, String> = HashMap::new();
         // Order of processing per the spec: DELETE, POST, PUT, GET.
         for method in [Method::Delete, Method::Post, Method::Put, Method::Get] {
-            for (i, e) in entries
-                .iter()
-                .enumerate()
-                .filter(|(_, e)| e.method == method)
-            {
-                let plan = self
-                    .plan_entry(i, e, &plans)
-                    .await
-                    .map_err(|err| with_entry(i, err))?;
+            for (i, e) in entries.iter().enumerate().filter(|(_, e)| e.method == method) {
+                let plan = self.plan_entry(i, e, &plans).await.map_err(|err| with_entry(i, err))?;
                 if let (Some(full), Some((rtype, id))) = (&e.full_url, plan_target(&plan)) {
                     urls.insert(full.clone(), format!("{rtype}/{id}"));
                 }
@@ -308,21 +285,17 @@ impl<S: Store> Vault<S> {
         // Rewrite references: bundle full URLs, then conditional references.
         for i in 0..plans.len() {
             let mut resource = match plans[i].as_mut() {
-                Some(Plan::Create { resource, .. }) | Some(Plan::Put { resource, .. }) => {
-                    std::mem::replace(
-                        resource,
-                        Resource::from_value(serde_json::json!({"resourceType": "Basic"}))
-                            .map_err(|_| CoreError::Integrity)?,
-                    )
-                }
+                Some(Plan::Create { resource, .. }) | Some(Plan::Put { resource, .. }) => std::mem::replace(
+                    resource,
+                    Resource::from_value(serde_json::json!({"resourceType": "Basic"}))
+                        .map_err(|_| CoreError::Integrity)?,
+                ),
                 _ => continue,
             };
             self.rewrite(i, &mut resource, &urls, &plans)
                 .await
                 .map_err(|err| with_entry(i, err))?;
-            if let Some(Plan::Create { resource: r, .. }) | Some(Plan::Put { resource: r, .. }) =
-                plans[i].as_mut()
-            {
+            if let Some(Plan::Create { resource: r, .. }) | Some(Plan::Put { resource: r, .. }) = plans[i].as_mut() {
                 *r = resource;
             }
         }
@@ -333,11 +306,7 @@ impl<S: Store> Vault<S> {
         for (i, plan) in plans.iter().enumerate() {
             let Some(plan) = plan else { continue };
             match plan {
-                Plan::Create {
-                    rtype,
-                    id,
-                    resource,
-                } => {
+                Plan::Create { rtype, id, resource } => {
                     match self
                         .prepare(*rtype, id, resource.clone(), None)
                         .await
@@ -366,11 +335,7 @@ impl<S: Store> Vault<S> {
                         Err(unchanged) => results[i] = Some(written_result(&unchanged, 200)),
                     }
                 }
-                Plan::Delete {
-                    rtype,
-                    id,
-                    if_match,
-                } => {
+                Plan::Delete { rtype, id, if_match } => {
                     let current = self.store.current(&self.resource_key(*rtype, id)).await?;
                     check_if_match(i, *if_match, current.as_ref())?;
                     match current.filter(|c| !c.is_deleted()) {
@@ -439,20 +404,12 @@ impl<S: Store> Vault<S> {
         })
     }
 
-    async fn plan_entry(
-        &self,
-        i: usize,
-        e: &Entry,
-        plans: &[Option<Plan>],
-    ) -> Result<Plan, CoreError> {
+    async fn plan_entry(&self, i: usize, e: &Entry, plans: &[Option<Plan>]) -> Result<Plan, CoreError> {
         let target = parse_target(i, &e.url)?;
         let body_type = e.resource.as_ref().map(Resource::rtype);
         match (e.method, target) {
             (Method::Post, Target::Type(rtype)) => {
-                let resource = e
-                    .resource
-                    .clone()
-                    .ok_or_else(|| invalid(i, "POST needs a resource"))?;
+                let resource = e.resource.clone().ok_or_else(|| invalid(i, "POST needs a resource"))?;
                 if body_type != Some(rtype) {
                     return Err(invalid(i, "the resource type does not match request.url"));
                 }
@@ -462,10 +419,7 @@ impl<S: Store> Vault<S> {
                     match matches.as_slice() {
                         [] => {}
                         [one] => {
-                            return Ok(Plan::Matched {
-                                rtype,
-                                id: one.clone(),
-                            });
+                            return Ok(Plan::Matched { rtype, id: one.clone() });
                         }
                         _ => {
                             return Err(CoreError::PreconditionFailed(
@@ -481,10 +435,7 @@ impl<S: Store> Vault<S> {
                 })
             }
             (Method::Put, Target::Instance(rtype, id, None)) => {
-                let resource = e
-                    .resource
-                    .clone()
-                    .ok_or_else(|| invalid(i, "PUT needs a resource"))?;
+                let resource = e.resource.clone().ok_or_else(|| invalid(i, "PUT needs a resource"))?;
                 if body_type != Some(rtype) {
                     return Err(invalid(i, "the resource type does not match request.url"));
                 }
@@ -499,10 +450,7 @@ impl<S: Store> Vault<S> {
                 })
             }
             (Method::Put, Target::Conditional(rtype, q)) => {
-                let resource = e
-                    .resource
-                    .clone()
-                    .ok_or_else(|| invalid(i, "PUT needs a resource"))?;
+                let resource = e.resource.clone().ok_or_else(|| invalid(i, "PUT needs a resource"))?;
                 if body_type != Some(rtype) {
                     return Err(invalid(i, "the resource type does not match request.url"));
                 }
@@ -547,13 +495,8 @@ impl<S: Store> Vault<S> {
                     )),
                 }
             }
-            (Method::Get, Target::Instance(..)) => Ok(Plan::Get {
-                target: e.url.clone(),
-            }),
-            (Method::Get, _) => Err(invalid(
-                i,
-                "only reads by id are supported inside bundles yet",
-            )),
+            (Method::Get, Target::Instance(..)) => Ok(Plan::Get { target: e.url.clone() }),
+            (Method::Get, _) => Err(invalid(i, "only reads by id are supported inside bundles yet")),
             _ => Err(invalid(i, "this method and request.url do not go together")),
         }
     }
@@ -567,16 +510,9 @@ impl<S: Store> Vault<S> {
     ) -> Result<Vec<ResourceId>, CoreError> {
         let mut out = Vec::new();
         for plan in plans.iter().flatten() {
-            if let Plan::Create {
-                rtype: t,
-                id,
-                resource,
-            }
+            if let Plan::Create { rtype: t, id, resource }
             | Plan::Put {
-                rtype: t,
-                id,
-                resource,
-                ..
+                rtype: t, id, resource, ..
             } = plan
                 && *t == rtype
                 && q.matches(resource, id)
@@ -611,9 +547,7 @@ impl<S: Store> Vault<S> {
                 return Some(to.clone());
             }
             match Reference::parse(r) {
-                Reference::Conditional { rtype, query } => {
-                    conditional.push((r.to_owned(), rtype, query))
-                }
+                Reference::Conditional { rtype, query } => conditional.push((r.to_owned(), rtype, query)),
                 Reference::Urn(_) => unresolved_urn = true,
                 _ => {}
             }
@@ -655,10 +589,7 @@ impl<S: Store> Vault<S> {
         let outcome = match parse_target(i, url) {
             Ok(Target::Instance(rtype, id, None)) => self.read(rtype, &id).await,
             Ok(Target::Instance(rtype, id, Some(v))) => self.vread(rtype, &id, v).await,
-            Ok(_) => Err(invalid(
-                i,
-                "only reads by id are supported inside bundles yet",
-            )),
+            Ok(_) => Err(invalid(i, "only reads by id are supported inside bundles yet")),
             Err(e) => Err(e),
         };
         match outcome {

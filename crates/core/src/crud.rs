@@ -21,10 +21,7 @@ pub struct StoredResource {
 #[derive(Debug)]
 pub enum ReadOutcome {
     Found(StoredResource),
-    Deleted {
-        version: u64,
-        last_updated: Timestamp,
-    },
+    Deleted { version: u64, last_updated: Timestamp },
     NotFound,
 }
 
@@ -210,10 +207,7 @@ impl<S: Store> Vault<S> {
                     ));
                 }
             }
-            let pending = match self
-                .prepare(rtype, id, resource.clone(), current.as_ref())
-                .await?
-            {
+            let pending = match self.prepare(rtype, id, resource.clone(), current.as_ref()).await? {
                 Ok(p) => p,
                 Err(unchanged) => {
                     return Ok(Written {
@@ -283,12 +277,7 @@ impl<S: Store> Vault<S> {
         ))
     }
 
-    pub(crate) fn deletion(
-        &self,
-        rtype: ResourceType,
-        id: &ResourceId,
-        cur: &StoredVersion,
-    ) -> NewVersion {
+    pub(crate) fn deletion(&self, rtype: ResourceType, id: &ResourceId, cur: &StoredVersion) -> NewVersion {
         NewVersion {
             key: self.resource_key(rtype, id),
             version: cur.version + 1,
@@ -302,11 +291,7 @@ impl<S: Store> Vault<S> {
         }
     }
 
-    pub async fn read(
-        &self,
-        rtype: ResourceType,
-        id: &ResourceId,
-    ) -> Result<ReadOutcome, CoreError> {
+    pub async fn read(&self, rtype: ResourceType, id: &ResourceId) -> Result<ReadOutcome, CoreError> {
         match self.store.current(&self.resource_key(rtype, id)).await? {
             None => Ok(ReadOutcome::NotFound),
             Some(v) if v.is_deleted() => Ok(ReadOutcome::Deleted {
@@ -323,11 +308,7 @@ impl<S: Store> Vault<S> {
         id: &ResourceId,
         version: VersionId,
     ) -> Result<ReadOutcome, CoreError> {
-        match self
-            .store
-            .version(&self.resource_key(rtype, id), version.get())
-            .await?
-        {
+        match self.store.version(&self.resource_key(rtype, id), version.get()).await? {
             None => Ok(ReadOutcome::NotFound),
             Some(v) if v.is_deleted() => Ok(ReadOutcome::Deleted {
                 version: v.version,

@@ -29,9 +29,7 @@ pub enum CoreError {
 impl From<StoreError> for CoreError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Conflict => {
-                CoreError::Conflict("a concurrent write changed this resource".into())
-            }
+            StoreError::Conflict => CoreError::Conflict("a concurrent write changed this resource".into()),
             other => CoreError::Store(other),
         }
     }

@@ -118,10 +118,6 @@ impl<S: Store> Vault<S> {
                 body,
             });
         }
-        Ok(HistoryPage {
-            entries,
-            next,
-            total,
-        })
+        Ok(HistoryPage { entries, next, total })
     }
 }

@@ -25,8 +25,7 @@ impl IdentifierQuery {
         for (name, value) in pairs {
             match name.as_str() {
                 "_id" => {
-                    let id =
-                        ResourceId::parse(&value).map_err(|e| CoreError::Invalid(e.to_string()))?;
+                    let id = ResourceId::parse(&value).map_err(|e| CoreError::Invalid(e.to_string()))?;
                     q.id = Some(id);
                 }
                 "identifier" => {
@@ -35,16 +34,13 @@ impl IdentifierQuery {
                         None => (None, value),
                     };
                     if value.is_empty() {
-                        return Err(CoreError::Invalid(
-                            "an identifier condition needs a value".into(),
-                        ));
+                        return Err(CoreError::Invalid("an identifier condition needs a value".into()));
                     }
                     q.identifiers.push((system, value));
                 }
                 _ => {
                     return Err(CoreError::Invalid(
-                        "conditional operations accept only `_id` and `identifier` parameters"
-                            .into(),
+                        "conditional operations accept only `_id` and `identifier` parameters".into(),
                     ));
                 }
             }
@@ -100,11 +96,7 @@ pub(crate) fn identifier_tags(key: &IndexKey, resource: &Resource) -> Vec<Vec<u8
 
 impl<S: Store> Vault<S> {
     /// Live resources of `rtype` that satisfy `q`, by id.
-    pub async fn find(
-        &self,
-        rtype: ResourceType,
-        q: &IdentifierQuery,
-    ) -> Result<Vec<ResourceId>, CoreError> {
+    pub async fn find(&self, rtype: ResourceType, q: &IdentifierQuery) -> Result<Vec<ResourceId>, CoreError> {
         let tenant = self.tenant.as_str();
         let mut candidates: Option<Vec<String>> = None;
         for (system, value) in &q.identifiers {
@@ -113,10 +105,7 @@ impl<S: Store> Vault<S> {
                 None => value_tag(value),
             };
             let tag = self.identifier_index.tag(&input);
-            let ids = self
-                .store
-                .find_by_identifier(tenant, rtype.as_str(), &tag.0)
-                .await?;
+            let ids = self.store.find_by_identifier(tenant, rtype.as_str(), &tag.0).await?;
             candidates = Some(match candidates {
                 None => ids,
                 Some(prev) => prev.into_iter().filter(|i| ids.contains(i)).collect(),
@@ -138,9 +127,6 @@ impl<S: Store> Vault<S> {
             }
             (None, None) => vec![],
         };
-        Ok(ids
-            .iter()
-            .filter_map(|s| ResourceId::parse(s).ok())
-            .collect())
+        Ok(ids.iter().filter_map(|s| ResourceId::parse(s).ok()).collect())
     }
 }

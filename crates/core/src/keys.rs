@@ -54,22 +54,13 @@ impl<S: Store> Vault<S> {
             kek_version: KeyVersion(stored.kek_version),
             bytes: stored.wrapped.clone(),
         };
-        let key = Arc::new(DataKey::unwrap(
-            &self.keys,
-            &stored.tenant,
-            &stored.scope,
-            &wrapped,
-        )?);
-        self.key_cache
-            .put(stored.key_id, &stored.scope, Arc::clone(&key));
+        let key = Arc::new(DataKey::unwrap(&self.keys, &stored.tenant, &stored.scope, &wrapped)?);
+        self.key_cache.put(stored.key_id, &stored.scope, Arc::clone(&key));
         Ok(key)
     }
 
     /// The data key of a scope (a patient id, or "" for the tenant), created on first use.
-    pub(crate) async fn key_for_scope(
-        &self,
-        scope: &str,
-    ) -> Result<(i64, Arc<DataKey>), CoreError> {
+    pub(crate) async fn key_for_scope(&self, scope: &str) -> Result<(i64, Arc<DataKey>), CoreError> {
         if let Some(id) = self.key_cache.scope(scope)
             && let Some(k) = self.key_cache.get(id)
         {
@@ -99,23 +90,14 @@ impl<S: Store> Vault<S> {
         if let Some(k) = self.key_cache.get(key_id) {
             return Ok(k);
         }
-        let stored = self
-            .store
-            .data_key_by_id(key_id)
-            .await?
-            .ok_or(CoreError::Integrity)?;
+        let stored = self.store.data_key_by_id(key_id).await?.ok_or(CoreError::Integrity)?;
         if stored.tenant != self.tenant.as_str() {
             return Err(CoreError::Integrity);
         }
         self.unwrap_stored(&stored)
     }
 
-    pub(crate) fn seal_with(
-        &self,
-        key: &DataKey,
-        row: &Row<'_>,
-        plaintext: &[u8],
-    ) -> Result<Vec<u8>, CoreError> {
+    pub(crate) fn seal_with(&self, key: &DataKey, row: &Row<'_>, plaintext: &[u8]) -> Result<Vec<u8>, CoreError> {
         let binding = RowBinding {
             tenant: self.tenant.as_str(),
             rtype: row.rtype,

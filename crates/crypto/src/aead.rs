@@ -67,24 +67,15 @@ fn wrap_aad(tenant: &str, scope: &str) -> Vec<u8> {
     out
 }
 
-fn seal_with(
-    key: &LessSafeKey,
-    rng: &dyn RandomSource,
-    aad: &[u8],
-    plaintext: &[u8],
-) -> Result<Vec<u8>, CryptoError> {
+fn seal_with(key: &LessSafeKey, rng: &dyn RandomSource, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
     let mut nonce = [0u8; NONCE_LEN];
     rng.fill(&mut nonce)?;
     let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + AES_256_GCM.tag_len());
     out.extend_from_slice(&nonce);
     out.extend_from_slice(plaintext);
     let mut body = out.split_off(NONCE_LEN);
-    key.seal_in_place_append_tag(
-        Nonce::assume_unique_for_key(nonce),
-        Aad::from(aad),
-        &mut body,
-    )
-    .map_err(|_| CryptoError::Integrity)?;
+    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut body)
+        .map_err(|_| CryptoError::Integrity)?;
     out.extend_from_slice(&body);
     Ok(out)
 }
@@ -128,18 +119,9 @@ impl DataKey {
     }
 
     /// Unwraps a stored data key; fails if it was wrapped for another tenant or scope.
-    pub fn unwrap(
-        keys: &KeyFile,
-        tenant: &str,
-        scope: &str,
-        wrapped: &WrappedKey,
-    ) -> Result<DataKey, CryptoError> {
+    pub fn unwrap(keys: &KeyFile, tenant: &str, scope: &str, wrapped: &WrappedKey) -> Result<DataKey, CryptoError> {
         let kek = keys.kek(wrapped.kek_version)?;
-        let raw = Zeroizing::new(open_with(
-            &kek.key,
-            &wrap_aad(tenant, scope),
-            &wrapped.bytes,
-        )?);
+        let raw = Zeroizing::new(open_with(&kek.key, &wrap_aad(tenant, scope), &wrapped.bytes)?);
         Self::from_raw(&raw)
     }
 
@@ -152,11 +134,7 @@ impl DataKey {
         wrapped: &WrappedKey,
     ) -> Result<WrappedKey, CryptoError> {
         let old = keys.kek(wrapped.kek_version)?;
-        let raw = Zeroizing::new(open_with(
-            &old.key,
-            &wrap_aad(tenant, scope),
-            &wrapped.bytes,
-        )?);
+        let raw = Zeroizing::new(open_with(&old.key, &wrap_aad(tenant, scope), &wrapped.bytes)?);
         let kek = keys.current_kek();
         let bytes = seal_with(&kek.key, rng, &wrap_aad(tenant, scope), &raw)?;
         Ok(WrappedKey {
@@ -173,12 +151,7 @@ impl DataKey {
     }
 
     /// Seals `plaintext` for the row `at`: `nonce ‖ ciphertext ‖ tag`.
-    pub fn seal(
-        &self,
-        rng: &dyn RandomSource,
-        at: &RowBinding<'_>,
-        plaintext: &[u8],
-    ) -> Result<Vec<u8>, CryptoError> {
+    pub fn seal(&self, rng: &dyn RandomSource, at: &RowBinding<'_>, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
         seal_with(&self.key, rng, &at.encode(), plaintext)
     }
 

@@ -32,9 +32,7 @@ fn derive(root: &[u8; 32], label: &str) -> hmac::Key {
     let prk = salt.extract(root);
     let info = [label.as_bytes()];
     let mut out = [0u8; 32];
-    let filled = prk
-        .expand(&info, HmacLen)
-        .and_then(|okm| okm.fill(&mut out));
+    let filled = prk.expand(&info, HmacLen).and_then(|okm| okm.fill(&mut out));
     // HKDF-SHA256 can always produce 32 bytes; should it not, fall back to a key that still
     // depends on the root and label rather than aborting.
     if filled.is_err() {
@@ -47,10 +45,7 @@ fn derive(root: &[u8; 32], label: &str) -> hmac::Key {
 impl IndexKey {
     /// The key for index `index` (e.g. `identifier`) of `tenant`.
     pub fn derive(keys: &KeyFile, tenant: &str, index: &str) -> Self {
-        Self(derive(
-            keys.index_root(),
-            &format!("index|{tenant}|{index}"),
-        ))
+        Self(derive(keys.index_root(), &format!("index|{tenant}|{index}")))
     }
 
     /// The key that signs paging cursors of `tenant`.
@@ -88,14 +83,8 @@ mod tests {
         let a = IndexKey::derive(&kf, "default", "identifier");
         assert_eq!(a.tag(b"x|1"), a.tag(b"x|1"));
         assert_ne!(a.tag(b"x|1"), a.tag(b"x|2"));
-        assert_ne!(
-            a.tag(b"x|1"),
-            IndexKey::derive(&kf, "default", "name").tag(b"x|1")
-        );
-        assert_ne!(
-            a.tag(b"x|1"),
-            IndexKey::derive(&kf, "other", "identifier").tag(b"x|1")
-        );
+        assert_ne!(a.tag(b"x|1"), IndexKey::derive(&kf, "default", "name").tag(b"x|1"));
+        assert_ne!(a.tag(b"x|1"), IndexKey::derive(&kf, "other", "identifier").tag(b"x|1"));
         assert_ne!(
             a.tag(b"x|1"),
             IndexKey::derive(&other, "default", "identifier").tag(b"x|1")

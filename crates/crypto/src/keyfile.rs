@@ -40,11 +40,7 @@ pub struct KeyFile {
 
 impl std::fmt::Debug for KeyFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "KeyFile({} kek versions, secrets redacted)",
-            self.keks.len()
-        )
+        write!(f, "KeyFile({} kek versions, secrets redacted)", self.keks.len())
     }
 }
 
@@ -75,12 +71,7 @@ impl KeyFile {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let bad = || {
-                CryptoError::KeyFile(format!(
-                    "line {} is not `<purpose> <version> <base64>`",
-                    n + 1
-                ))
-            };
+            let bad = || CryptoError::KeyFile(format!("line {} is not `<purpose> <version> <base64>`", n + 1));
             let mut parts = line.split_whitespace();
             let (Some(purpose), Some(version), Some(b64), None) =
                 (parts.next(), parts.next(), parts.next(), parts.next())
@@ -90,10 +81,7 @@ impl KeyFile {
             let version: u32 = version.parse().map_err(|_| bad())?;
             let raw = Zeroizing::new(STANDARD.decode(b64).map_err(|_| bad())?);
             if raw.len() != 32 {
-                return Err(CryptoError::KeyFile(format!(
-                    "line {}: a key is 32 bytes",
-                    n + 1
-                )));
+                return Err(CryptoError::KeyFile(format!("line {}: a key is 32 bytes", n + 1)));
             }
             let mut k = Zeroizing::new([0u8; 32]);
             k.copy_from_slice(&raw);
@@ -108,10 +96,7 @@ impl KeyFile {
                 "index" => index_root = Some(k),
                 "cursor" => cursor_root = Some(k),
                 _ => {
-                    return Err(CryptoError::KeyFile(format!(
-                        "line {}: unknown purpose",
-                        n + 1
-                    )));
+                    return Err(CryptoError::KeyFile(format!("line {}: unknown purpose", n + 1)));
                 }
             }
         }
@@ -164,16 +149,7 @@ mod tests {
         let text = KeyFile::generate(&rng).unwrap_or_else(|_| Zeroizing::new(String::new()));
         let kf = KeyFile::parse(&text);
         assert!(kf.is_ok());
-        assert!(
-            !format!("{kf:?}").contains(
-                text.lines()
-                    .nth(2)
-                    .unwrap_or("x")
-                    .split(' ')
-                    .next_back()
-                    .unwrap_or("x")
-            )
-        );
+        assert!(!format!("{kf:?}").contains(text.lines().nth(2).unwrap_or("x").split(' ').next_back().unwrap_or("x")));
         assert!(KeyFile::parse("kek 1 AAAA").is_err());
         assert!(KeyFile::parse("").is_err());
         assert!(KeyFile::parse("junk").is_err());

@@ -40,10 +40,7 @@ pub fn params(rtype: ResourceType) -> &'static [CompartmentParam] {
             p!("patient", &["subject"]),
             p!("performer", &["activity.detail.performer"]),
         ],
-        T::CareTeam => &[
-            p!("patient", &["subject"]),
-            p!("participant", &["participant.member"]),
-        ],
+        T::CareTeam => &[p!("patient", &["subject"]), p!("participant", &["participant.member"])],
         T::ChargeItem => &[p!("subject", &["subject"])],
         T::Claim => &[p!("patient", &["patient"]), p!("payee", &["payee.party"])],
         T::ClaimResponse => &[p!("patient", &["patient"])],
@@ -121,17 +118,11 @@ pub fn params(rtype: ResourceType) -> &'static [CompartmentParam] {
         T::Observation => &[p!("subject", &["subject"]), p!("performer", &["performer"])],
         T::Patient => &[p!("link", &["link.other"])],
         T::Person => &[p!("patient", &["link.target"])],
-        T::Procedure => &[
-            p!("patient", &["subject"]),
-            p!("performer", &["performer.actor"]),
-        ],
+        T::Procedure => &[p!("patient", &["subject"]), p!("performer", &["performer.actor"])],
         T::Provenance => &[p!("patient", &["target"])],
         T::QuestionnaireResponse => &[p!("subject", &["subject"]), p!("author", &["author"])],
         T::RelatedPerson => &[p!("patient", &["patient"])],
-        T::RequestGroup => &[
-            p!("subject", &["subject"]),
-            p!("participant", &["action.participant"]),
-        ],
+        T::RequestGroup => &[p!("subject", &["subject"]), p!("participant", &["action.participant"])],
         T::ResearchSubject => &[p!("individual", &["individual"])],
         T::RiskAssessment => &[p!("subject", &["subject"])],
         T::Schedule => &[p!("actor", &["actor"])],
@@ -238,10 +229,7 @@ mod tests {
     #[test]
     fn owner_of_an_observation_is_its_subject() {
         let body = json!({"subject": {"reference": "Patient/p1"}, "performer": [{"reference": "Patient/p2"}]});
-        assert_eq!(
-            key_owner(ResourceType::Observation, &rid("o"), &body),
-            Some(rid("p1"))
-        );
+        assert_eq!(key_owner(ResourceType::Observation, &rid("o"), &body), Some(rid("p1")));
         assert_eq!(
             patients_of(ResourceType::Observation, None, &body),
             vec![rid("p1"), rid("p2")]
@@ -254,10 +242,7 @@ mod tests {
             {"actor": {"reference": "Practitioner/d"}},
             {"actor": {"reference": "Patient/p9"}}
         ]});
-        assert_eq!(
-            key_owner(ResourceType::Appointment, &rid("a"), &body),
-            Some(rid("p9"))
-        );
+        assert_eq!(key_owner(ResourceType::Appointment, &rid("a"), &body), Some(rid("p9")));
     }
 
     #[test]
@@ -268,9 +253,6 @@ mod tests {
         );
         let g = json!({"member": [{"entity": {"reference": "Patient/a"}}]});
         assert_eq!(key_owner(ResourceType::Group, &rid("g"), &g), None);
-        assert_eq!(
-            key_owner(ResourceType::Organization, &rid("o"), &json!({})),
-            None
-        );
+        assert_eq!(key_owner(ResourceType::Organization, &rid("o"), &json!({})), None);
     }
 }

@@ -131,17 +131,12 @@ fn compartment_table_matches_the_official_definition() {
     let mut seen = 0;
     for r in def["resource"].as_array().unwrap() {
         let code = r["code"].as_str().unwrap();
-        let rtype: ResourceType = code
-            .parse()
-            .unwrap_or_else(|_| panic!("{code} is an R4 type we lack"));
+        let rtype: ResourceType = code.parse().unwrap_or_else(|_| panic!("{code} is an R4 type we lack"));
         let theirs: BTreeSet<&str> = r["param"]
             .as_array()
             .map(|a| a.iter().map(|p| p.as_str().unwrap()).collect())
             .unwrap_or_default();
-        let ours: BTreeSet<&str> = crate::compartment::params(rtype)
-            .iter()
-            .map(|p| p.name)
-            .collect();
+        let ours: BTreeSet<&str> = crate::compartment::params(rtype).iter().map(|p| p.name).collect();
         assert_eq!(ours, theirs, "{code}");
         seen += 1;
     }

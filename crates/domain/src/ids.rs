@@ -20,10 +20,8 @@ pub struct ResourceId(String);
 
 impl ResourceId {
     pub fn parse(s: &str) -> Result<Self, IdError> {
-        let ok = !s.is_empty()
-            && s.len() <= 64
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        let ok =
+            !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
         if ok {
             Ok(Self(s.to_owned()))
         } else {
@@ -75,9 +73,7 @@ impl VersionId {
     }
 
     pub fn parse(s: &str) -> Result<Self, IdError> {
-        s.parse::<u64>()
-            .map_err(|_| IdError::BadVersionId)
-            .and_then(Self::new)
+        s.parse::<u64>().map_err(|_| IdError::BadVersionId).and_then(Self::new)
     }
 
     pub fn get(self) -> u64 {

@@ -62,9 +62,6 @@ mod tests {
         );
         assert!(parse_query("a=%zz").is_err());
         assert!(parse_query("a=%4").is_err());
-        assert_eq!(
-            percent_decode(&percent_encode("a b|c/é")),
-            Ok("a b|c/é".into())
-        );
+        assert_eq!(percent_decode(&percent_encode("a b|c/é")), Ok("a b|c/é".into()));
     }
 }

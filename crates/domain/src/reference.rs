@@ -85,15 +85,9 @@ mod tests {
         ));
         assert!(matches!(
             Reference::parse("Observation/a/_history/2"),
-            Reference::Local {
-                version: Some(_),
-                ..
-            }
+            Reference::Local { version: Some(_), .. }
         ));
-        assert_eq!(
-            Reference::parse("urn:uuid:x"),
-            Reference::Urn("urn:uuid:x".into())
-        );
+        assert_eq!(Reference::parse("urn:uuid:x"), Reference::Urn("urn:uuid:x".into()));
         assert_eq!(Reference::parse("#cov"), Reference::Contained("cov".into()));
         assert!(matches!(
             Reference::parse("Practitioner?identifier=a|b"),
@@ -103,9 +97,6 @@ mod tests {
             }
         ));
         assert!(matches!(Reference::parse("Nope/1"), Reference::Other(_)));
-        assert!(matches!(
-            Reference::parse("http://x/y/Patient/1"),
-            Reference::Other(_)
-        ));
+        assert!(matches!(Reference::parse("http://x/y/Patient/1"), Reference::Other(_)));
     }
 }

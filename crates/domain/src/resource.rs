@@ -46,9 +46,7 @@ impl Resource {
         };
         let rtype = match body.get("resourceType") {
             None => return Err(ResourceError::MissingType),
-            Some(Value::String(s)) => s
-                .parse::<ResourceType>()
-                .map_err(|_| ResourceError::UnknownType)?,
+            Some(Value::String(s)) => s.parse::<ResourceType>().map_err(|_| ResourceError::UnknownType)?,
             Some(_) => return Err(ResourceError::WrongType("resourceType".into())),
         };
         match body.get("id") {
@@ -70,9 +68,7 @@ impl Resource {
         }
         crate::validate::check(rtype.as_str(), &body).map_err(|e| match e {
             crate::validate::ContentError::WrongType(element) => ResourceError::WrongType(element),
-            crate::validate::ContentError::BadValue(..) => {
-                ResourceError::Unprocessable(e.to_string())
-            }
+            crate::validate::ContentError::BadValue(..) => ResourceError::Unprocessable(e.to_string()),
         })?;
         Ok(Self { rtype, body })
     }
@@ -110,13 +106,9 @@ impl Resource {
                 .position(|k| k == "id")
                 .map_or(0, |i| i + 1)
                 .min(self.body.len());
-            self.body
-                .shift_insert(at, "meta".into(), Value::Object(Map::new()));
+            self.body.shift_insert(at, "meta".into(), Value::Object(Map::new()));
         }
-        let meta = self
-            .body
-            .entry("meta")
-            .or_insert_with(|| Value::Object(Map::new()));
+        let meta = self.body.entry("meta").or_insert_with(|| Value::Object(Map::new()));
         if let Value::Object(m) = meta {
             m.insert("versionId".into(), Value::String(version.to_string()));
             m.insert("lastUpdated".into(), Value::String(at.to_fhir()));
@@ -241,10 +233,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_shapes() {
-        assert!(matches!(
-            Resource::parse(b"{"),
-            Err(ResourceError::BadJson { .. })
-        ));
+        assert!(matches!(Resource::parse(b"{"), Err(ResourceError::BadJson { .. })));
         assert_eq!(Resource::parse(b"[]"), Err(ResourceError::NotAnObject));
         assert_eq!(Resource::parse(b"{}"), Err(ResourceError::MissingType));
         assert_eq!(
@@ -267,13 +256,11 @@ mod tests {
 
     #[test]
     fn meta_is_ignored_when_comparing() {
-        let mut a = Resource::parse(br#"{"resourceType":"Patient","active":true}"#)
-            .unwrap_or_else(|_| unreachable!());
+        let mut a = Resource::parse(br#"{"resourceType":"Patient","active":true}"#).unwrap_or_else(|_| unreachable!());
         let b = a.clone();
         a.set_meta(VersionId::FIRST, Timestamp::from_millis(5));
         assert!(a.same_content(&b));
-        let c = Resource::parse(br#"{"resourceType":"Patient","active":false}"#)
-            .unwrap_or_else(|_| unreachable!());
+        let c = Resource::parse(br#"{"resourceType":"Patient","active":false}"#).unwrap_or_else(|_| unreachable!());
         assert!(!a.same_content(&c));
     }
 

@@ -17,8 +17,7 @@ pub enum ContentError {
 fn is_date(s: &str) -> bool {
     // YYYY, YYYY-MM or YYYY-MM-DD with plausible ranges.
     let b = s.as_bytes();
-    let digits =
-        |r: std::ops::Range<usize>| b.get(r).is_some_and(|x| x.iter().all(u8::is_ascii_digit));
+    let digits = |r: std::ops::Range<usize>| b.get(r).is_some_and(|x| x.iter().all(u8::is_ascii_digit));
     let num = |r: std::ops::Range<usize>| s.get(r).and_then(|x| x.parse::<u32>().ok()).unwrap_or(0);
     match b.len() {
         4 => digits(0..4),
@@ -52,9 +51,7 @@ pub fn check(rtype: &str, body: &Map<String, Value>) -> Result<(), ContentError>
     for (k, v) in body {
         let wrong = || ContentError::WrongType(name(k));
         match k.as_str() {
-            "active" | "deceasedBoolean" | "multipleBirthBoolean" | "experimental"
-                if !v.is_boolean() =>
-            {
+            "active" | "deceasedBoolean" | "multipleBirthBoolean" | "experimental" if !v.is_boolean() => {
                 return Err(wrong());
             }
             "birthDate" => {
@@ -63,8 +60,7 @@ pub fn check(rtype: &str, body: &Map<String, Value>) -> Result<(), ContentError>
                     return Err(ContentError::BadValue(name(k), "date"));
                 }
             }
-            "deceasedDateTime" | "effectiveDateTime" | "onsetDateTime" | "authoredOn"
-            | "recordedDate" => {
+            "deceasedDateTime" | "effectiveDateTime" | "onsetDateTime" | "authoredOn" | "recordedDate" => {
                 let s = v.as_str().ok_or_else(wrong)?;
                 if !is_datetime(s) {
                     return Err(ContentError::BadValue(name(k), "dateTime"));

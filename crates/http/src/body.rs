@@ -7,18 +7,10 @@ use axum::http::{HeaderMap, header};
 use carevault_domain::{Resource, ResourceError};
 
 fn content_type_ok(headers: &HeaderMap) -> bool {
-    let Some(ct) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let mime = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     matches!(
         mime.as_str(),
         "application/fhir+json" | "application/json" | "application/json+fhir"
@@ -26,11 +18,7 @@ fn content_type_ok(headers: &HeaderMap) -> bool {
 }
 
 /// Reads the whole body within the configured limit.
-pub(crate) async fn read_body(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<bytes::Bytes, ApiError> {
+pub(crate) async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, ApiError> {
     if !content_type_ok(headers) {
         return Err(ApiError::UnsupportedMediaType);
     }
@@ -48,11 +36,7 @@ pub(crate) async fn read_body(
 }
 
 /// Reads and parses a resource body.
-pub(crate) async fn read_resource(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Resource, ApiError> {
+pub(crate) async fn read_resource(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Resource, ApiError> {
     let bytes = read_body(state, headers, body).await?;
     Resource::parse(&bytes).map_err(|e| match e {
         ResourceError::Unprocessable(m) => ApiError::Unprocessable(m),

@@ -55,11 +55,7 @@ impl ApiError {
                 "a valid bearer token is required".into(),
             ),
             ApiError::NotFound(what) => (StatusCode::NOT_FOUND, "not-found", (*what).into()),
-            ApiError::Gone => (
-                StatusCode::GONE,
-                "deleted",
-                "the resource has been deleted".into(),
-            ),
+            ApiError::Gone => (StatusCode::GONE, "deleted", "the resource has been deleted".into()),
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "not-supported",
@@ -76,12 +72,8 @@ impl ApiError {
                 "the request body is larger than allowed".into(),
             ),
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "invalid", m.clone()),
-            ApiError::Unprocessable(m) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "processing", m.clone())
-            }
-            ApiError::PreconditionFailed(m) => {
-                (StatusCode::PRECONDITION_FAILED, "conflict", m.clone())
-            }
+            ApiError::Unprocessable(m) => (StatusCode::UNPROCESSABLE_ENTITY, "processing", m.clone()),
+            ApiError::PreconditionFailed(m) => (StatusCode::PRECONDITION_FAILED, "conflict", m.clone()),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m.clone()),
             ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -143,10 +135,7 @@ impl IntoResponse for ApiError {
 
 /// Logs every error response once: status, method and the route template (never the URL,
 /// whose query may carry search terms), and the internal detail for server errors.
-pub(crate) async fn log_errors(
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
+pub(crate) async fn log_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let method = req.method().clone();
     let route = route_shape(req.uri().path());
     let response = next.run(req).await;

@@ -39,18 +39,12 @@ pub fn router(state: AppState) -> Router {
         .route("/{rtype}/{id}/_history", get(handlers::history::instance))
         .route("/{rtype}/{id}/_history/{vid}", get(handlers::read::vread))
         .method_not_allowed_fallback(handlers::fallback::method_not_allowed)
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_token,
-        ));
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
     // `POST [base]` arrives as `/fhir` or `/fhir/`; the nested router answers the first.
     let base_slash = Router::new()
         .route("/fhir/", axum::routing::post(handlers::bundle::process))
         .method_not_allowed_fallback(handlers::fallback::method_not_allowed)
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_token,
-        ));
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
     Router::new()
         .nest("/fhir", fhir)
         .merge(base_slash)

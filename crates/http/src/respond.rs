@@ -45,10 +45,7 @@ pub(crate) fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
-        .filter(|h| {
-            h.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
-        })
+        .filter(|h| h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b)))
         .unwrap_or("localhost");
     let scheme = if state.config.public_base.is_none() && state.tls {
         "https"
@@ -85,15 +82,8 @@ pub(crate) fn resource_response(
         ReturnPref::Representation => r.body.clone(),
         ReturnPref::Minimal => Vec::new(),
         ReturnPref::OperationOutcome => {
-            let text = format!(
-                "{} {}/{} version {}",
-                status.as_u16(),
-                r.rtype,
-                r.id,
-                r.version
-            );
-            serde_json::to_vec(&operation_outcome("information", "informational", &text))
-                .unwrap_or_default()
+            let text = format!("{} {}/{} version {}", status.as_u16(), r.rtype, r.id, r.version);
+            serde_json::to_vec(&operation_outcome("information", "informational", &text)).unwrap_or_default()
         }
     };
     let mut resp = fhir_json_response(status, body);
@@ -112,17 +102,11 @@ pub(crate) fn resource_response(
 }
 
 /// Headers on every response: no caching of PHI, no MIME sniffing, HTTPS only.
-pub(crate) async fn security_headers(
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
+pub(crate) async fn security_headers(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(
         header::STRICT_TRANSPORT_SECURITY,
         HeaderValue::from_static("max-age=31536000"),

@@ -34,12 +34,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(
-        vault: Arc<Vault<AnyStore>>,
-        config: HttpConfig,
-        tls: bool,
-        token_hashes: Vec<Vec<u8>>,
-    ) -> Self {
+    pub fn new(vault: Arc<Vault<AnyStore>>, config: HttpConfig, tls: bool, token_hashes: Vec<Vec<u8>>) -> Self {
         let tokens = token_hashes
             .into_iter()
             .filter_map(|h| <[u8; 32]>::try_from(h.as_slice()).ok().map(TokenHash))

@@ -12,10 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
-#[command(
-    name = "carevault-load",
-    about = "Load driver for carevault benchmarks"
-)]
+#[command(name = "carevault-load", about = "Load driver for carevault benchmarks")]
 struct Cli {
     /// FHIR base URL, e.g. https://127.0.0.1:8443/fhir
     #[arg(long)]
@@ -117,14 +114,11 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 }
 
 async fn drive(cli: &Cli) -> Result<(), LoadError> {
-    let token = std::fs::read_to_string(&cli.token_file)
-        .map_err(|e| LoadError(format!("token file: {e}")))?;
+    let token = std::fs::read_to_string(&cli.token_file).map_err(|e| LoadError(format!("token file: {e}")))?;
     let mut builder = Client::builder().pool_max_idle_per_host(cli.concurrency * 2);
     if let Some(ca) = &cli.cacert {
         let pem = std::fs::read(ca).map_err(|e| LoadError(format!("cacert: {e}")))?;
-        builder = builder.add_root_certificate(
-            Certificate::from_pem(&pem).map_err(|e| LoadError(e.to_string()))?,
-        );
+        builder = builder.add_root_certificate(Certificate::from_pem(&pem).map_err(|e| LoadError(e.to_string()))?);
     }
     let client = builder.build().map_err(|e| LoadError(e.to_string()))?;
     let run = Arc::new(Run {
@@ -162,8 +156,7 @@ async fn drive(cli: &Cli) -> Result<(), LoadError> {
                 let t = Instant::now();
                 match what {
                     What::Creates => {
-                        run.post("Observation", &observation(n, &patient_ref))
-                            .await?;
+                        run.post("Observation", &observation(n, &patient_ref)).await?;
                     }
                     What::Reads { .. } => {
                         let id = &ids[(n.wrapping_mul(2_654_435_761)) % ids.len()];

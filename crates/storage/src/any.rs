@@ -3,8 +3,8 @@
 use crate::postgres::PgStore;
 use crate::sqlite::SqliteStore;
 use crate::{
-    ChangeSet, HistoryQuery, KeyStore, NewKey, ResourceKey, ResourceStore, StoreError, StoredKey,
-    StoredVersion, TokenStore,
+    ChangeSet, HistoryQuery, KeyStore, NewKey, ResourceKey, ResourceStore, SearchHit, SearchQuery, StoreError,
+    StoredKey, StoredVersion, TokenStore,
 };
 
 /// Either backend. Each method forwards to the one in use.
@@ -20,9 +20,7 @@ impl AnyStore {
         if url_or_path.starts_with("postgres://") || url_or_path.starts_with("postgresql://") {
             Ok(AnyStore::Postgres(PgStore::connect(url_or_path, 16).await?))
         } else {
-            let path = std::path::PathBuf::from(
-                url_or_path.strip_prefix("sqlite://").unwrap_or(url_or_path),
-            );
+            let path = std::path::PathBuf::from(url_or_path.strip_prefix("sqlite://").unwrap_or(url_or_path));
             let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
                 .await
                 .map_err(|_| StoreError::WorkerGone)??;
@@ -54,11 +52,7 @@ impl ResourceStore for AnyStore {
     async fn current(&self, key: &ResourceKey) -> Result<Option<StoredVersion>, StoreError> {
         forward!(self, s => s.current(key))
     }
-    async fn version(
-        &self,
-        key: &ResourceKey,
-        version: u64,
-    ) -> Result<Option<StoredVersion>, StoreError> {
+    async fn version(&self, key: &ResourceKey, version: u64) -> Result<Option<StoredVersion>, StoreError> {
         forward!(self, s => s.version(key, version))
     }
     async fn history(&self, query: &HistoryQuery) -> Result<Vec<StoredVersion>, StoreError> {
@@ -67,13 +61,14 @@ impl ResourceStore for AnyStore {
     async fn history_count(&self, query: &HistoryQuery) -> Result<u64, StoreError> {
         forward!(self, s => s.history_count(query))
     }
-    async fn find_by_identifier(
-        &self,
-        tenant: &str,
-        rtype: &str,
-        tag: &[u8],
-    ) -> Result<Vec<String>, StoreError> {
+    async fn find_by_identifier(&self, tenant: &str, rtype: &str, tag: &[u8]) -> Result<Vec<String>, StoreError> {
         forward!(self, s => s.find_by_identifier(tenant, rtype, tag))
+    }
+    async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>, StoreError> {
+        forward!(self, s => s.search(query))
+    }
+    async fn search_count(&self, query: &SearchQuery) -> Result<u64, StoreError> {
+        forward!(self, s => s.search_count(query))
     }
 }
 

@@ -29,6 +29,7 @@ fn version(id: &str, v: u64, expect: Expect, op: Op, tags: &[&[u8]]) -> NewVersi
             format!("sealed-{id}-{v}").into_bytes()
         },
         identifier_tags: tags.iter().map(|t| t.to_vec()).collect(),
+        search_rows: Vec::new(),
     }
 }
 
@@ -47,31 +48,20 @@ async fn suite<S: Store>(s: S) {
         (1, Op::Create, b"sealed-a-1".as_slice())
     );
     assert!(matches!(
-        s.apply(one(version("a", 1, Expect::Absent, Op::Create, &[])))
-            .await,
+        s.apply(one(version("a", 1, Expect::Absent, Op::Create, &[]))).await,
         Err(StoreError::Conflict)
     ));
     assert!(s.current(&key("missing")).await.unwrap().is_none());
 
     // update with the right and a stale expectation
-    s.apply(one(version(
-        "a",
-        2,
-        Expect::Version(1),
-        Op::Update,
-        &[b"tag2"],
-    )))
-    .await
-    .unwrap();
+    s.apply(one(version("a", 2, Expect::Version(1), Op::Update, &[b"tag2"])))
+        .await
+        .unwrap();
     assert!(matches!(
-        s.apply(one(version("a", 3, Expect::Version(1), Op::Update, &[])))
-            .await,
+        s.apply(one(version("a", 3, Expect::Version(1), Op::Update, &[]))).await,
         Err(StoreError::Conflict)
     ));
-    assert_eq!(
-        s.version(&key("a"), 1).await.unwrap().unwrap().body,
-        b"sealed-a-1"
-    );
+    assert_eq!(s.version(&key("a"), 1).await.unwrap().unwrap().body, b"sealed-a-1");
     assert!(s.version(&key("a"), 9).await.unwrap().is_none());
 
     // identifier index follows the current version only
@@ -82,9 +72,7 @@ async fn suite<S: Store>(s: S) {
             .is_empty()
     );
     assert_eq!(
-        s.find_by_identifier("default", "Observation", b"tag2")
-            .await
-            .unwrap(),
+        s.find_by_identifier("default", "Observation", b"tag2").await.unwrap(),
         vec!["a".to_string()]
     );
     assert!(
@@ -130,10 +118,7 @@ async fn suite<S: Store>(s: S) {
     };
     let page1 = s.history(&q).await.unwrap();
     assert_eq!(
-        page1
-            .iter()
-            .map(|v| (v.key.id.as_str(), v.version))
-            .collect::<Vec<_>>(),
+        page1.iter().map(|v| (v.key.id.as_str(), v.version)).collect::<Vec<_>>(),
         vec![("c", 1), ("a", 3)]
     );
     let page2 = s
@@ -144,10 +129,7 @@ async fn suite<S: Store>(s: S) {
         .await
         .unwrap();
     assert_eq!(
-        page2
-            .iter()
-            .map(|v| (v.key.id.as_str(), v.version))
-            .collect::<Vec<_>>(),
+        page2.iter().map(|v| (v.key.id.as_str(), v.version)).collect::<Vec<_>>(),
         vec![("a", 2), ("a", 1)]
     );
     assert_eq!(s.history_count(&q).await.unwrap(), 4);
@@ -201,6 +183,315 @@ async fn suite<S: Store>(s: S) {
     assert_eq!(wins, 1);
 }
 
+fn indexed(id: &str, rows: Vec<SearchRow>) -> ChangeSet {
+    let mut v = version(id, 1, Expect::Absent, Op::Create, &[]);
+    v.key.rtype = "Patient".into();
+    v.search_rows = rows;
+    one(v)
+}
+
+fn tok(param: &str, system: &str, code: &str) -> SearchRow {
+    SearchRow::Token {
+        param: param.into(),
+        system: system.into(),
+        code: code.into(),
+    }
+}
+
+async fn search_suite<S: Store>(s: S) {
+    let date = |lo, hi| SearchRow::Date {
+        param: "birthdate".into(),
+        lo,
+        hi,
+    };
+    let name = |n: &str| SearchRow::String {
+        param: "name".into(),
+        norm: n.to_lowercase(),
+        exact: n.into(),
+    };
+    s.apply(indexed(
+        "p1",
+        vec![
+            tok("gender", "", "female"),
+            date(100, 200),
+            name("Ada"),
+            SearchRow::Number {
+                param: "n".into(),
+                value: 1.5,
+                system: String::new(),
+                code: String::new(),
+            },
+        ],
+    ))
+    .await
+    .unwrap();
+    s.apply(indexed(
+        "p2",
+        vec![
+            tok("gender", "", "male"),
+            date(300, 400),
+            name("Bob"),
+            SearchRow::Blind {
+                param: "identifier".into(),
+                tag: vec![1, 2, 3],
+            },
+        ],
+    ))
+    .await
+    .unwrap();
+    s.apply(indexed(
+        "p3",
+        vec![
+            tok("gender", "", "female"),
+            name("adalbert"),
+            SearchRow::Reference {
+                param: "organization".into(),
+                target_type: "Organization".into(),
+                target_id: "o1".into(),
+            },
+            SearchRow::Uri {
+                param: "u".into(),
+                uri: "http://a/b/c".into(),
+            },
+        ],
+    ))
+    .await
+    .unwrap();
+    let q = |conds: Vec<Cond>| SearchQuery {
+        tenant: "default".into(),
+        rtype: "Patient".into(),
+        conds,
+        sort: vec![],
+        after: None,
+        backwards: false,
+        limit: 10,
+    };
+    let ids = |hits: Vec<SearchHit>| hits.into_iter().map(|h| h.id).collect::<Vec<_>>();
+    let female = Cond::Token {
+        param: "gender".into(),
+        system: None,
+        code: Some("female".into()),
+    };
+    assert_eq!(ids(s.search(&q(vec![female.clone()])).await.unwrap()), ["p1", "p3"]);
+    assert_eq!(s.search_count(&q(vec![female.clone()])).await.unwrap(), 2);
+    assert_eq!(
+        ids(s.search(&q(vec![Cond::Not(Box::new(female.clone()))])).await.unwrap()),
+        ["p2"]
+    );
+    assert_eq!(
+        ids(s
+            .search(&q(vec![Cond::StringPrefix {
+                param: "name".into(),
+                prefix: "ada".into()
+            }]))
+            .await
+            .unwrap()),
+        ["p1", "p3"]
+    );
+    assert_eq!(
+        ids(s
+            .search(&q(vec![Cond::StringPrefix {
+                param: "name".into(),
+                prefix: "a%".into()
+            }]))
+            .await
+            .unwrap()),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        ids(s
+            .search(&q(vec![Cond::StringContains {
+                param: "name".into(),
+                needle: "lber".into()
+            }]))
+            .await
+            .unwrap()),
+        ["p3"]
+    );
+    assert_eq!(
+        ids(s
+            .search(&q(vec![Cond::StringExact {
+                param: "name".into(),
+                exact: "Ada".into()
+            }]))
+            .await
+            .unwrap()),
+        ["p1"]
+    );
+    assert_eq!(
+        ids(s
+            .search(&q(vec![Cond::Blind {
+                param: "identifier".into(),
+                tag: vec![1, 2, 3]
+            }]))
+            .await
+            .unwrap()),
+        ["p2"]
+    );
+    assert_eq!(
+        ids(s
+            .search(&q(vec![Cond::Reference {
+                param: "organization".into(),
+                target_type: Some("Organization".into()),
+                target_id: "o1".into()
+            }]))
+            .await
+            .unwrap()),
+        ["p3"]
+    );
+    assert_eq!(
+        ids(s
+            .search(&q(vec![Cond::Date {
+                param: "birthdate".into(),
+                prefix: Prefix::Gt,
+                lo: 150,
+                hi: 250
+            }]))
+            .await
+            .unwrap()),
+        ["p2"]
+    );
+    assert_eq!(
+        ids(s
+            .search(&q(vec![Cond::Date {
+                param: "birthdate".into(),
+                prefix: Prefix::Eq,
+                lo: 0,
+                hi: 250
+            }]))
+            .await
+            .unwrap()),
+        ["p1"]
+    );
+    assert_eq!(
+        ids(s
+            .search(&q(vec![Cond::Date {
+                param: "birthdate".into(),
+                prefix: Prefix::Ne,
+                lo: 0,
+                hi: 250
+            }]))
+            .await
+            .unwrap()),
+        ["p2", "p3"]
+    );
+    assert_eq!(
+        ids(s
+            .search(&q(vec![Cond::Number {
+                param: "n".into(),
+                prefix: Prefix::Eq,
+                value: 1.5,
+                lo: 1.45,
+                hi: 1.55,
+                system: None,
+                code: None
+            }]))
+            .await
+            .unwrap()),
+        ["p1"]
+    );
+    assert_eq!(
+        ids(s
+            .search(&q(vec![Cond::Uri {
+                param: "u".into(),
+                uri: "http://a/".into(),
+                how: UriMatch::Below
+            }]))
+            .await
+            .unwrap()),
+        ["p3"]
+    );
+    assert_eq!(
+        ids(s
+            .search(&q(vec![Cond::Uri {
+                param: "u".into(),
+                uri: "http://a/b/c/d".into(),
+                how: UriMatch::Above
+            }]))
+            .await
+            .unwrap()),
+        ["p3"]
+    );
+    assert_eq!(
+        ids(s
+            .search(&q(vec![Cond::Not(Box::new(Cond::Present {
+                table: Table::Date,
+                param: "birthdate".into()
+            }))]))
+            .await
+            .unwrap()),
+        ["p3"]
+    );
+    assert_eq!(
+        ids(s
+            .search(&q(vec![Cond::Any(vec![Cond::Id(vec!["p2".into()]), female.clone()])]))
+            .await
+            .unwrap()),
+        ["p1", "p2", "p3"]
+    );
+    // sorted by birthdate descending (absent last), paged one at a time forwards and back
+    let mut sorted = q(vec![]);
+    sorted.sort = vec![(
+        SortKey::Param {
+            table: Table::Date,
+            param: "birthdate".into(),
+        },
+        true,
+    )];
+    sorted.limit = 1;
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = s
+            .search(&SearchQuery {
+                after: after.clone(),
+                ..sorted.clone()
+            })
+            .await
+            .unwrap();
+        let Some(hit) = page.into_iter().next() else { break };
+        after = Some((hit.sort.clone(), hit.id.clone()));
+        seen.push(hit.id);
+    }
+    assert_eq!(seen, ["p2", "p1", "p3"]);
+    let back = s
+        .search(&SearchQuery {
+            after,
+            backwards: true,
+            limit: 2,
+            ..sorted.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(back), ["p2", "p1"]);
+    // index rows follow the current version: an update replaces them, a delete removes them
+    let mut upd = version("p1", 2, Expect::Version(1), Op::Update, &[]);
+    upd.key.rtype = "Patient".into();
+    upd.search_rows = vec![tok("gender", "", "other")];
+    s.apply(one(upd)).await.unwrap();
+    assert_eq!(ids(s.search(&q(vec![female.clone()])).await.unwrap()), ["p3"]);
+    let mut del = version("p3", 2, Expect::Version(1), Op::Delete, &[]);
+    del.key.rtype = "Patient".into();
+    s.apply(one(del)).await.unwrap();
+    assert_eq!(s.search_count(&q(vec![female])).await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_search() {
+    let dir = tempfile::tempdir().unwrap();
+    search_suite(sqlite::SqliteStore::open(&dir.path().join("t.db")).unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_search() {
+    let Ok(base) = std::env::var("CAREVAULT_TEST_POSTGRES_URL") else {
+        eprintln!("NOT RUN: postgres_search needs CAREVAULT_TEST_POSTGRES_URL (.ci/run sets it)");
+        return;
+    };
+    let url = fresh_pg_schema(&base).await;
+    search_suite(postgres::PgStore::connect(&url, 8).await.unwrap()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_conformance() {
     let dir = tempfile::tempdir().unwrap();
@@ -210,19 +501,14 @@ async fn sqlite_conformance() {
 
 /// A fresh schema on the test server, and a URL whose connections use it.
 pub(crate) async fn fresh_pg_schema(base: &str) -> String {
-    let (client, conn) = tokio_postgres::connect(base, tokio_postgres::NoTls)
-        .await
-        .unwrap();
+    let (client, conn) = tokio_postgres::connect(base, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
     let schema = format!("cv_store_{nanos}");
-    client
-        .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .await
-        .unwrap();
+    client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
     let sep = if base.contains('?') { '&' } else { '?' };
     format!("{base}{sep}options=-csearch_path%3D{schema}")
 }
@@ -230,9 +516,7 @@ pub(crate) async fn fresh_pg_schema(base: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_conformance() {
     let Ok(base) = std::env::var("CAREVAULT_TEST_POSTGRES_URL") else {
-        eprintln!(
-            "NOT RUN: postgres_conformance needs CAREVAULT_TEST_POSTGRES_URL (.ci/run sets it)"
-        );
+        eprintln!("NOT RUN: postgres_conformance needs CAREVAULT_TEST_POSTGRES_URL (.ci/run sets it)");
         return;
     };
     let url = fresh_pg_schema(&base).await;

@@ -5,6 +5,8 @@
 mod any;
 mod error;
 pub mod postgres;
+mod search;
+mod sql;
 pub mod sqlite;
 mod types;
 
@@ -13,6 +15,7 @@ mod conformance;
 
 pub use any::AnyStore;
 pub use error::StoreError;
+pub use search::*;
 pub use types::*;
 
 use std::future::Future;
@@ -24,10 +27,7 @@ pub trait ResourceStore: Send + Sync {
     fn apply(&self, changes: ChangeSet) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The current version of a resource, deleted or not.
-    fn current(
-        &self,
-        key: &ResourceKey,
-    ) -> impl Future<Output = Result<Option<StoredVersion>, StoreError>> + Send;
+    fn current(&self, key: &ResourceKey) -> impl Future<Output = Result<Option<StoredVersion>, StoreError>> + Send;
 
     /// One version of a resource.
     fn version(
@@ -37,16 +37,10 @@ pub trait ResourceStore: Send + Sync {
     ) -> impl Future<Output = Result<Option<StoredVersion>, StoreError>> + Send;
 
     /// Versions newest first, as selected by `query`.
-    fn history(
-        &self,
-        query: &HistoryQuery,
-    ) -> impl Future<Output = Result<Vec<StoredVersion>, StoreError>> + Send;
+    fn history(&self, query: &HistoryQuery) -> impl Future<Output = Result<Vec<StoredVersion>, StoreError>> + Send;
 
     /// How many versions `query` selects, ignoring its cursor and limit.
-    fn history_count(
-        &self,
-        query: &HistoryQuery,
-    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    fn history_count(&self, query: &HistoryQuery) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Ids of live (not deleted) resources of a type whose identifier index holds `tag`.
     fn find_by_identifier(
@@ -55,27 +49,24 @@ pub trait ResourceStore: Send + Sync {
         rtype: &str,
         tag: &[u8],
     ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+
+    /// One page of a search.
+    fn search(&self, query: &SearchQuery) -> impl Future<Output = Result<Vec<SearchHit>, StoreError>> + Send;
+
+    /// How many resources a search matches (its cursor and limit ignored).
+    fn search_count(&self, query: &SearchQuery) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
 /// Wrapped data keys, one per (tenant, scope).
 pub trait KeyStore: Send + Sync {
-    fn data_key(
-        &self,
-        tenant: &str,
-        scope: &str,
-    ) -> impl Future<Output = Result<Option<StoredKey>, StoreError>> + Send;
+    fn data_key(&self, tenant: &str, scope: &str)
+    -> impl Future<Output = Result<Option<StoredKey>, StoreError>> + Send;
 
-    fn data_key_by_id(
-        &self,
-        key_id: i64,
-    ) -> impl Future<Output = Result<Option<StoredKey>, StoreError>> + Send;
+    fn data_key_by_id(&self, key_id: i64) -> impl Future<Output = Result<Option<StoredKey>, StoreError>> + Send;
 
     /// Stores `key` unless the scope already has one; returns whichever key the scope has now,
     /// so two racing writers end up using the same key.
-    fn insert_data_key(
-        &self,
-        key: NewKey,
-    ) -> impl Future<Output = Result<StoredKey, StoreError>> + Send;
+    fn insert_data_key(&self, key: NewKey) -> impl Future<Output = Result<StoredKey, StoreError>> + Send;
 }
 
 /// Hashes of API bearer tokens (never the tokens).

@@ -68,6 +68,8 @@ pub struct NewVersion {
     pub patient: String,
     pub body: Vec<u8>,
     pub identifier_tags: Vec<Vec<u8>>,
+    /// The search index rows of the new content (replacing the old ones).
+    pub search_rows: Vec<crate::SearchRow>,
 }
 
 /// Versions written together or not at all.

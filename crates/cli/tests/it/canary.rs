@@ -60,10 +60,7 @@ async fn write_canaries(app: &TestApp) {
     let mut again = patient.clone();
     again["id"] = json!(pid);
     again["active"] = json!(true);
-    assert_eq!(
-        app.put(&format!("Patient/{pid}"), &again).await.status,
-        StatusCode::OK
-    );
+    assert_eq!(app.put(&format!("Patient/{pid}"), &again).await.status, StatusCode::OK);
     let r = app
         .request(
             Method::POST,
@@ -107,11 +104,7 @@ async fn canaries_never_reach_disk_or_logs() {
                 // Scan while running (the WAL holds recent writes), then after shutdown.
                 for name in ["carevault.db", "carevault.db-wal"] {
                     let bytes = std::fs::read(app.data.path().join(name)).unwrap_or_default();
-                    assert!(
-                        find_any(&bytes).is_empty(),
-                        "{name} holds {:?}",
-                        find_any(&bytes)
-                    );
+                    assert!(find_any(&bytes).is_empty(), "{name} holds {:?}", find_any(&bytes));
                 }
                 app.terminate();
                 let bytes = std::fs::read(app.data.path().join("carevault.db")).unwrap();

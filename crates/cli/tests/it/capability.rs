@@ -44,10 +44,7 @@ async fn capability_statement_is_truthful() {
     let system = codes(&rest["interaction"]);
     let known_system = ["transaction", "batch", "history-system"];
     for s in &system {
-        assert!(
-            known_system.contains(&s.as_str()),
-            "unchecked system interaction {s}"
-        );
+        assert!(known_system.contains(&s.as_str()), "unchecked system interaction {s}");
     }
     let resources = rest["resource"].as_array().unwrap();
     for res in resources {
@@ -64,18 +61,13 @@ async fn capability_statement_is_truthful() {
             "search-type",
         ];
         for i in &interactions {
-            assert!(
-                known.contains(&i.as_str()),
-                "{t}: unchecked interaction {i}"
-            );
+            assert!(known.contains(&i.as_str()), "{t}: unchecked interaction {i}");
         }
         let has = |i: &str| interactions.iter().any(|x| x == i);
         let ident = json!([{"system": "urn:cap", "value": format!("id-{t}")}]);
         let mut id = None;
         if has("create") {
-            let r = app
-                .post(t, &json!({"resourceType": t, "identifier": ident}))
-                .await;
+            let r = app.post(t, &json!({"resourceType": t, "identifier": ident})).await;
             assert_eq!(r.status, StatusCode::CREATED, "{t} create");
             id = r.json()["id"].as_str().map(str::to_owned);
         }
@@ -89,28 +81,17 @@ async fn capability_statement_is_truthful() {
                     &[("if-none-exist", &cond)],
                 )
                 .await;
-            assert_eq!(
-                r.status,
-                StatusCode::OK,
-                "{t} conditional create finds the match"
-            );
+            assert_eq!(r.status, StatusCode::OK, "{t} conditional create finds the match");
         }
         if res["updateCreate"] == true {
             let r = app
-                .put(
-                    &format!("{t}/uc-1"),
-                    &json!({"resourceType": t, "id": "uc-1"}),
-                )
+                .put(&format!("{t}/uc-1"), &json!({"resourceType": t, "id": "uc-1"}))
                 .await;
             assert_eq!(r.status, StatusCode::CREATED, "{t} update-create");
         }
         let id = id.unwrap_or_else(|| "uc-1".into());
         if has("read") {
-            assert_eq!(
-                app.get(&format!("{t}/{id}")).await.status,
-                StatusCode::OK,
-                "{t} read"
-            );
+            assert_eq!(app.get(&format!("{t}/{id}")).await.status, StatusCode::OK, "{t} read");
         }
         if has("update") {
             let r = app
@@ -168,10 +149,7 @@ async fn capability_statement_is_truthful() {
     // system interactions
     let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
         {"resource": {"resourceType": "Basic", "code": {"text": "t"}}, "request": {"method": "POST", "url": "Basic"}}]});
-    assert_eq!(
-        app.post("", &tx).await.json()["type"],
-        "transaction-response"
-    );
+    assert_eq!(app.post("", &tx).await.json()["type"], "transaction-response");
     let mut batch = tx.clone();
     batch["type"] = json!("batch");
     assert_eq!(app.post("", &batch).await.json()["type"], "batch-response");

@@ -23,12 +23,7 @@ fn run(args: &[&str], envs: &[(&str, &str)]) -> (bool, String, String) {
 fn init_creates_private_files_and_never_overwrites_a_key() {
     let data = init(&Backend::Sqlite);
     let dir = data.path();
-    for f in [
-        "carevault.key",
-        "admin-token",
-        "tls-key.pem",
-        "carevault.toml",
-    ] {
+    for f in ["carevault.key", "admin-token", "tls-key.pem", "carevault.toml"] {
         let mode = std::fs::metadata(dir.join(f)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{f}");
     }
@@ -37,10 +32,7 @@ fn init_creates_private_files_and_never_overwrites_a_key() {
     let (ok, _, err) = run(&["init", "--data-dir", dir.to_str().unwrap()], &[]);
     assert!(!ok);
     assert!(err.contains("refusing to overwrite"), "{err}");
-    assert_eq!(
-        std::fs::read(dir.join("carevault.key")).unwrap(),
-        key_before
-    );
+    assert_eq!(std::fs::read(dir.join("carevault.key")).unwrap(), key_before);
 }
 
 #[test]
@@ -49,14 +41,7 @@ fn serve_refuses_without_its_key_or_with_an_unsafe_setup() {
     let dir = data.path().to_str().unwrap().to_owned();
     // insecure HTTP on a non-loopback address
     let (ok, _, err) = run(
-        &[
-            "serve",
-            "--data-dir",
-            &dir,
-            "--insecure-http",
-            "--listen",
-            "0.0.0.0:0",
-        ],
+        &["serve", "--data-dir", &dir, "--insecure-http", "--listen", "0.0.0.0:0"],
         &[],
     );
     assert!(!ok);
@@ -64,18 +49,12 @@ fn serve_refuses_without_its_key_or_with_an_unsafe_setup() {
     // a key file others can read
     let key = data.path().join("carevault.key");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let (ok, _, err) = run(
-        &["serve", "--data-dir", &dir, "--listen", "127.0.0.1:0"],
-        &[],
-    );
+    let (ok, _, err) = run(&["serve", "--data-dir", &dir, "--listen", "127.0.0.1:0"], &[]);
     assert!(!ok);
     assert!(err.contains("readable by other users"), "{err}");
     // no key at all
     std::fs::remove_file(&key).unwrap();
-    let (ok, _, err) = run(
-        &["serve", "--data-dir", &dir, "--listen", "127.0.0.1:0"],
-        &[],
-    );
+    let (ok, _, err) = run(&["serve", "--data-dir", &dir, "--listen", "127.0.0.1:0"], &[]);
     assert!(!ok);
     assert!(err.contains("no key file"), "{err}");
     // the environment layer points elsewhere, and is named in the message
@@ -93,10 +72,7 @@ async fn plain_http_only_when_asked_and_tls_otherwise() {
     assert!(app.base.starts_with("https://"));
     // Plain HTTP to the TLS port gets no FHIR answer.
     let plain = app.base.replace("https://", "http://");
-    let r = reqwest::Client::new()
-        .get(format!("{plain}/metadata"))
-        .send()
-        .await;
+    let r = reqwest::Client::new().get(format!("{plain}/metadata")).send().await;
     assert!(r.map(|r| !r.status().is_success()).unwrap_or(true));
     drop(app);
     let app = start(init(&Backend::Sqlite), &["--insecure-http"]);
@@ -115,7 +91,12 @@ async fn acknowledged_writes_survive_kill_9_and_sigterm_drains() {
         let mut app = spawn_app(&backend).await;
         let mut ids = Vec::new();
         for n in 0..30 {
-            ids.push(app.create(&json!({"resourceType": "Observation", "status": "final", "code": {"text": format!("n{n}")}})).await);
+            ids.push(
+                app.create(
+                    &json!({"resourceType": "Observation", "status": "final", "code": {"text": format!("n{n}")}}),
+                )
+                .await,
+            );
         }
         app.child.kill().unwrap(); // SIGKILL
         app.child.wait().unwrap();
@@ -163,9 +144,7 @@ async fn acknowledged_writes_survive_kill_9_and_sigterm_drains() {
             backend: backend.clone(),
         };
         let app = start(data, &[]);
-        let total = app.get("Basic/_history").await.json()["total"]
-            .as_u64()
-            .unwrap();
+        let total = app.get("Basic/_history").await.json()["total"].as_u64().unwrap();
         match answered {
             Ok(StatusCode::OK) => assert_eq!(total, 1500, "acknowledged transaction kept"),
             other => panic!("the in-flight request was not completed: {other:?}"),
@@ -178,14 +157,7 @@ async fn demo_creates_a_synthetic_hospital_and_serves_it() {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
-        .args([
-            "demo",
-            "--listen",
-            "127.0.0.1:0",
-            "--patients",
-            "50",
-            "--data-dir",
-        ])
+        .args(["demo", "--listen", "127.0.0.1:0", "--patients", "50", "--data-dir"])
         .arg(dir.path())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -203,15 +175,9 @@ async fn demo_creates_a_synthetic_hospital_and_serves_it() {
         .unwrap()
         .trim()
         .to_owned();
-    assert!(
-        printed.iter().any(|l| l.contains(&token)),
-        "the token is printed"
-    );
+    assert!(printed.iter().any(|l| l.contains(&token)), "the token is printed");
     assert_eq!(
-        printed
-            .iter()
-            .filter(|l| l.trim_start().starts_with("curl "))
-            .count(),
+        printed.iter().filter(|l| l.trim_start().starts_with("curl ")).count(),
         3,
         "{printed:?}"
     );
@@ -264,9 +230,7 @@ async fn demo_creates_a_synthetic_hospital_and_serves_it() {
         .await
         .unwrap();
     assert_eq!(v["total"], 1, "{mrn_line}");
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     assert!(child.wait().unwrap().success());
 }
 
@@ -300,11 +264,7 @@ async fn settings_layer_file_then_environment_then_flags() {
         "the environment overrides the file"
     );
     // ...and a flag overrides the environment: --listen (port 0) wins over CAREVAULT_LISTEN.
-    let app = start_with_env(
-        init(&Backend::Sqlite),
-        &[],
-        &[("CAREVAULT_LISTEN", "127.0.0.1:1")],
-    );
+    let app = start_with_env(init(&Backend::Sqlite), &[], &[("CAREVAULT_LISTEN", "127.0.0.1:1")]);
     assert!(!app.base.contains(":1/"), "{}", app.base);
 }
 
@@ -377,8 +337,6 @@ async fn init_with_given_certificate_and_refusing_a_foreign_database() {
             "nothing written"
         );
     } else {
-        eprintln!(
-            "NOT RUN on PostgreSQL: init_with_given_certificate_and_refusing_a_foreign_database"
-        );
+        eprintln!("NOT RUN on PostgreSQL: init_with_given_certificate_and_refusing_a_foreign_database");
     }
 }

@@ -32,11 +32,7 @@ async fn create_read_update_delete() {
         assert!(r.header("last-modified").is_some());
         let loc = r.header("location").unwrap();
         assert!(loc.ends_with(&format!("/Patient/{id}/_history/1")), "{loc}");
-        assert!(
-            r.header("content-type")
-                .unwrap()
-                .starts_with("application/fhir+json")
-        );
+        assert!(r.header("content-type").unwrap().starts_with("application/fhir+json"));
 
         // read
         let r = app.get(&format!("Patient/{id}")).await;
@@ -49,12 +45,7 @@ async fn create_read_update_delete() {
         let mut changed = body.clone();
         changed["active"] = json!(false);
         let r = app.put(&format!("Patient/{id}"), &changed).await;
-        assert_eq!(
-            r.status,
-            StatusCode::OK,
-            "{}",
-            String::from_utf8_lossy(&r.body)
-        );
+        assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
         assert_eq!(r.json()["meta"]["versionId"], "2");
         let r = app.put(&format!("Patient/{id}"), &changed).await;
         assert_eq!(r.status, StatusCode::OK);
@@ -134,11 +125,7 @@ async fn create_read_update_delete() {
             )
             .await;
         assert_eq!(r.status, StatusCode::CREATED);
-        assert!(
-            r.header("location")
-                .unwrap()
-                .contains("/Patient/my-own-id/_history/1")
-        );
+        assert!(r.header("location").unwrap().contains("/Patient/my-own-id/_history/1"));
         // a deleted resource may be brought back by an update
         let r = app.put(&format!("Patient/{id}"), &changed).await;
         assert_eq!(r.status, StatusCode::OK);
@@ -152,12 +139,7 @@ async fn prefer_return_and_media_types() {
         let app = spawn_app(&backend).await;
         let p = patient("Prefer");
         let r = app
-            .request(
-                Method::POST,
-                "Patient",
-                Some(&p),
-                &[("prefer", "return=minimal")],
-            )
+            .request(Method::POST, "Patient", Some(&p), &[("prefer", "return=minimal")])
             .await;
         assert_eq!(r.status, StatusCode::CREATED);
         assert!(r.body.is_empty());
@@ -205,20 +187,11 @@ async fn conditional_create_by_identifier_and_id() {
         assert_eq!(r.status, StatusCode::CREATED);
         let id = r.json()["id"].as_str().unwrap().to_owned();
         let r = app.request(Method::POST, "Patient", Some(&p), &h).await;
-        assert_eq!(
-            r.status,
-            StatusCode::OK,
-            "a match is returned, not created again"
-        );
+        assert_eq!(r.status, StatusCode::OK, "a match is returned, not created again");
         assert_eq!(r.json()["id"], id.as_str());
         let by_id = format!("_id={id}");
         let r = app
-            .request(
-                Method::POST,
-                "Patient",
-                Some(&p),
-                &[("if-none-exist", &by_id)],
-            )
+            .request(Method::POST, "Patient", Some(&p), &[("if-none-exist", &by_id)])
             .await;
         assert_eq!(r.status, StatusCode::OK);
         // two matches → 412
@@ -228,12 +201,7 @@ async fn conditional_create_by_identifier_and_id() {
         r.outcome();
         // an unsupported condition is a clear 400
         let r = app
-            .request(
-                Method::POST,
-                "Patient",
-                Some(&p),
-                &[("if-none-exist", "name=Cond")],
-            )
+            .request(Method::POST, "Patient", Some(&p), &[("if-none-exist", "name=Cond")])
             .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST);
         assert!(
@@ -248,17 +216,16 @@ async fn concurrent_updates_with_the_same_if_match_exactly_one_wins() {
     for backend in backends("concurrent_updates_with_the_same_if_match_exactly_one_wins").await {
         let app = spawn_app(&backend).await;
         let id = app
-            .create(
-                &json!({"resourceType": "Observation", "status": "preliminary",
-            "code": {"text": "x"}}),
-            )
+            .create(&json!({"resourceType": "Observation", "status": "preliminary",
+            "code": {"text": "x"}}))
             .await;
         let mut tasks = Vec::new();
         for n in 0..12 {
             let client = app.client.clone();
             let url = app.url(&format!("Observation/{id}"));
             let token = app.data.token.clone();
-            let body = json!({"resourceType": "Observation", "id": id, "status": "final", "code": {"text": format!("v{n}")}});
+            let body =
+                json!({"resourceType": "Observation", "id": id, "status": "final", "code": {"text": format!("v{n}")}});
             tasks.push(tokio::spawn(async move {
                 client
                     .put(url)

@@ -4,14 +4,7 @@ use crate::helpers::*;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-async fn raw(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    ctype: &str,
-    body: Vec<u8>,
-    token: Option<&str>,
-) -> Resp {
+async fn raw(app: &TestApp, method: Method, path: &str, ctype: &str, body: Vec<u8>, token: Option<&str>) -> Resp {
     let mut rb = app
         .client
         .request(method, app.url(path))
@@ -42,13 +35,7 @@ async fn bad_requests_get_operation_outcomes_and_write_nothing() {
                 b"{\"resourceType\": \"Patient\",".to_vec(),
                 StatusCode::BAD_REQUEST,
             ),
-            (
-                Method::POST,
-                "Patient",
-                fj,
-                b"[1,2]".to_vec(),
-                StatusCode::BAD_REQUEST,
-            ),
+            (Method::POST, "Patient", fj, b"[1,2]".to_vec(), StatusCode::BAD_REQUEST),
             (
                 Method::POST,
                 "Patient",
@@ -147,21 +134,9 @@ async fn bad_requests_get_operation_outcomes_and_write_nothing() {
                 b"{}".to_vec(),
                 StatusCode::METHOD_NOT_ALLOWED,
             ),
-            (
-                Method::GET,
-                "Patient/does-not-exist",
-                fj,
-                vec![],
-                StatusCode::NOT_FOUND,
-            ),
+            (Method::GET, "Patient/does-not-exist", fj, vec![], StatusCode::NOT_FOUND),
             (Method::GET, "Nonsense/1", fj, vec![], StatusCode::NOT_FOUND),
-            (
-                Method::GET,
-                "Patient/abc/_history/0",
-                fj,
-                vec![],
-                StatusCode::NOT_FOUND,
-            ),
+            (Method::GET, "Patient/abc/_history/0", fj, vec![], StatusCode::NOT_FOUND),
             (
                 Method::GET,
                 "Patient/abc/_history?_count=abc",
@@ -214,11 +189,7 @@ async fn bad_requests_get_operation_outcomes_and_write_nothing() {
             );
             if !r.status.is_success() {
                 r.outcome();
-                assert!(
-                    r.header("content-type")
-                        .unwrap()
-                        .starts_with("application/fhir+json")
-                );
+                assert!(r.header("content-type").unwrap().starts_with("application/fhir+json"));
             }
         }
         // Only the one good PUT was written.
@@ -244,15 +215,7 @@ async fn authentication_is_required_except_for_metadata() {
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
         assert_eq!(r.header("www-authenticate").as_deref(), Some("Bearer"));
         r.outcome();
-        let r = raw(
-            &app,
-            Method::GET,
-            "Patient/x",
-            "application/fhir+json",
-            vec![],
-            token,
-        )
-        .await;
+        let r = raw(&app, Method::GET, "Patient/x", "application/fhir+json", vec![], token).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     }
     let r = app.client.get(app.url("metadata")).send().await.unwrap();
@@ -263,14 +226,9 @@ async fn authentication_is_required_except_for_metadata() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_bodies_are_refused_with_413() {
     // The limit is configurable (default 16 MiB); a small one keeps the test quick.
-    let app = start_with_env(
-        init(&Backend::Sqlite),
-        &[],
-        &[("CAREVAULT_MAX_BODY_BYTES", "4096")],
-    );
+    let app = start_with_env(init(&Backend::Sqlite), &[], &[("CAREVAULT_MAX_BODY_BYTES", "4096")]);
     let big = "x".repeat(5000);
-    let body =
-        serde_json::to_vec(&json!({"resourceType": "Basic", "code": {"text": big}})).unwrap();
+    let body = serde_json::to_vec(&json!({"resourceType": "Basic", "code": {"text": big}})).unwrap();
     let r = raw(
         &app,
         Method::POST,
@@ -309,8 +267,7 @@ fn chunked_bodies_over_the_limit_are_refused_too() {
         .unwrap()
         .to_owned();
     let mut s = std::net::TcpStream::connect(&addr).unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
     let head = format!(
         "POST /fhir/Basic HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Type: application/fhir+json\r\nTransfer-Encoding: chunked\r\n\r\n",
         app.data.token

@@ -49,15 +49,10 @@ pub fn pg_base_url() -> Option<String> {
 
 /// A fresh schema on the test PostgreSQL server.
 pub async fn fresh_pg(base: &str) -> Backend {
-    let (client, conn) = tokio_postgres::connect(base, tokio_postgres::NoTls)
-        .await
-        .unwrap();
+    let (client, conn) = tokio_postgres::connect(base, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn);
     let schema = format!("cv_it_{}", unique());
-    client
-        .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .await
-        .unwrap();
+    client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
     let sep = if base.contains('?') { '&' } else { '?' };
     Backend::Postgres {
         url: format!("{base}{sep}options=-csearch_path%3D{schema}"),
@@ -78,9 +73,7 @@ pub async fn backends(test: &str) -> Vec<Backend> {
     let mut out = vec![Backend::Sqlite];
     match pg_base_url() {
         Some(base) => out.push(fresh_pg(&base).await),
-        None => eprintln!(
-            "NOT RUN on PostgreSQL: {test} (set CAREVAULT_TEST_POSTGRES_URL; .ci/run does)"
-        ),
+        None => eprintln!("NOT RUN on PostgreSQL: {test} (set CAREVAULT_TEST_POSTGRES_URL; .ci/run does)"),
     }
     out
 }
@@ -218,10 +211,7 @@ impl Resp {
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
+        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
     }
     /// Asserts the body is an OperationOutcome and returns its first diagnostics text.
     pub fn outcome(&self) -> String {
@@ -230,10 +220,7 @@ impl Resp {
             v["resourceType"], "OperationOutcome",
             "expected an OperationOutcome, got {v}"
         );
-        v["issue"][0]["diagnostics"]
-            .as_str()
-            .unwrap_or("")
-            .to_owned()
+        v["issue"][0]["diagnostics"].as_str().unwrap_or("").to_owned()
     }
 }
 
@@ -242,13 +229,7 @@ impl TestApp {
         format!("{}/{}", self.base, path.trim_start_matches('/'))
     }
 
-    pub async fn request(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-        headers: &[(&str, &str)],
-    ) -> Resp {
+    pub async fn request(&self, method: Method, path: &str, body: Option<&Value>, headers: &[(&str, &str)]) -> Resp {
         let mut rb = self
             .client
             .request(method, self.url(path))
@@ -265,11 +246,7 @@ impl TestApp {
         let status = r.status();
         let headers = r.headers().clone();
         let body = r.bytes().await.unwrap().to_vec();
-        Resp {
-            status,
-            headers,
-            body,
-        }
+        Resp { status, headers, body }
     }
 
     pub async fn get(&self, path: &str) -> Resp {
@@ -289,12 +266,7 @@ impl TestApp {
     pub async fn create(&self, resource: &Value) -> String {
         let t = resource["resourceType"].as_str().unwrap();
         let r = self.post(t, resource).await;
-        assert_eq!(
-            r.status,
-            StatusCode::CREATED,
-            "{}",
-            String::from_utf8_lossy(&r.body)
-        );
+        assert_eq!(r.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&r.body));
         r.json()["id"].as_str().unwrap().to_owned()
     }
 

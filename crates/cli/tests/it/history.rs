@@ -21,17 +21,20 @@ async fn history_pages_and_filters() {
             .create(&json!({"resourceType": "Patient", "name": [{"family": "Historia"}]}))
             .await;
         for n in 0..4 {
-            let r = app.put(&format!("Patient/{id}"), &json!({"resourceType": "Patient", "id": id, "birthDate": format!("199{n}-01-01")})).await;
+            let r = app
+                .put(
+                    &format!("Patient/{id}"),
+                    &json!({"resourceType": "Patient", "id": id, "birthDate": format!("199{n}-01-01")}),
+                )
+                .await;
             assert_eq!(r.status, StatusCode::OK);
         }
         assert_eq!(
             app.delete(&format!("Patient/{id}")).await.status,
             StatusCode::NO_CONTENT
         );
-        app.create(
-            &json!({"resourceType": "Observation", "status": "final", "code": {"text": "t"}}),
-        )
-        .await;
+        app.create(&json!({"resourceType": "Observation", "status": "final", "code": {"text": "t"}}))
+            .await;
 
         // instance history: newest first, deletion included, request methods right
         let h = app.get(&format!("Patient/{id}/_history")).await.json();
@@ -68,10 +71,7 @@ async fn history_pages_and_filters() {
             }
             match link(&page, "next") {
                 Some(next) => {
-                    assert!(
-                        !next.contains("Historia") && !next.contains("199"),
-                        "{next}"
-                    );
+                    assert!(!next.contains("Historia") && !next.contains("199"), "{next}");
                     url = next;
                 }
                 None => break,
@@ -80,9 +80,7 @@ async fn history_pages_and_filters() {
         assert_eq!(pages, 3);
         assert_eq!(
             versions,
-            [
-                "W/\"6\"", "W/\"5\"", "W/\"4\"", "W/\"3\"", "W/\"2\"", "W/\"1\""
-            ]
+            ["W/\"6\"", "W/\"5\"", "W/\"4\"", "W/\"3\"", "W/\"2\"", "W/\"1\""]
         );
 
         // a forged cursor is refused
@@ -96,18 +94,9 @@ async fn history_pages_and_filters() {
         assert_eq!(app.get("Observation/_history").await.json()["total"], 1);
         assert_eq!(app.get("_history").await.json()["total"], 7);
         // _since in the future selects nothing; in the past everything
-        assert_eq!(
-            app.get("_history?_since=2999-01-01T00:00:00Z").await.json()["total"],
-            0
-        );
-        assert_eq!(
-            app.get("_history?_since=2000-01-01").await.json()["total"],
-            7
-        );
+        assert_eq!(app.get("_history?_since=2999-01-01T00:00:00Z").await.json()["total"], 0);
+        assert_eq!(app.get("_history?_since=2000-01-01").await.json()["total"], 7);
         // history of something that never existed
-        assert_eq!(
-            app.get("Patient/never/_history").await.status,
-            StatusCode::NOT_FOUND
-        );
+        assert_eq!(app.get("Patient/never/_history").await.status, StatusCode::NOT_FOUND);
     }
 }

@@ -51,10 +51,7 @@ fn rewrite(v: &mut Value, map: &HashMap<String, String>) {
     }
 }
 
-async fn type_totals(
-    app: &TestApp,
-    types: impl Iterator<Item = &String>,
-) -> BTreeMap<String, usize> {
+async fn type_totals(app: &TestApp, types: impl Iterator<Item = &String>) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for t in types {
         // every version is a create here, so the type history counts resources
@@ -102,12 +99,7 @@ async fn synthea_over_http_reads_back_equal() {
                 sent.push((typed_id, expect));
             }
         }
-        assert_eq!(
-            type_totals(&app, expected.keys()).await,
-            expected,
-            "{}",
-            backend.name()
-        );
+        assert_eq!(type_totals(&app, expected.keys()).await, expected, "{}", backend.name());
         // Read every resource back, a few at a time.
         let mut checks = tokio::task::JoinSet::new();
         for (n, (typed_id, expect)) in sent.into_iter().enumerate() {
@@ -124,11 +116,7 @@ async fn synthea_over_http_reads_back_equal() {
                     .json()
                     .await
                     .unwrap();
-                assert_eq!(
-                    without_meta(&got),
-                    without_meta(&expect),
-                    "{typed_id} differs"
-                );
+                assert_eq!(without_meta(&got), without_meta(&expect), "{typed_id} differs");
             });
             if n % 16 == 15 {
                 while checks.len() > 8 {
@@ -150,12 +138,9 @@ async fn synthea_over_http_reads_back_equal() {
 async fn conditional_refs_read_back_equal(data: &Path, backend: &Backend) {
     let app = spawn_app(backend).await;
     let files = json_files(&data.join("synthea/conditional-refs"));
-    let (batches, patients): (Vec<_>, Vec<_>) = files.iter().partition(|f| {
-        f.file_name()
-            .unwrap()
-            .to_string_lossy()
-            .contains("Information")
-    });
+    let (batches, patients): (Vec<_>, Vec<_>) = files
+        .iter()
+        .partition(|f| f.file_name().unwrap().to_string_lossy().contains("Information"));
     assert_eq!((batches.len(), patients.len()), (2, 5));
     let mut by_identifier: HashMap<String, String> = HashMap::new();
     for f in &batches {
@@ -168,10 +153,7 @@ async fn conditional_refs_read_back_equal(data: &Path, backend: &Backend) {
             .zip(out["entry"].as_array().unwrap())
         {
             let status = res["response"]["status"].as_str().unwrap();
-            assert!(
-                status.starts_with("201") || status.starts_with("200"),
-                "{status}"
-            );
+            assert!(status.starts_with("201") || status.starts_with("200"), "{status}");
             let typed_id = res["response"]["location"]
                 .as_str()
                 .unwrap()
@@ -220,11 +202,7 @@ async fn conditional_refs_read_back_equal(data: &Path, backend: &Backend) {
             let typed_id = &map[e["fullUrl"].as_str().unwrap()];
             expect["id"] = Value::String(typed_id.split('/').nth(1).unwrap().to_owned());
             let got = app.get(typed_id).await.json();
-            assert_eq!(
-                without_meta(&got),
-                without_meta(&expect),
-                "{typed_id} differs"
-            );
+            assert_eq!(without_meta(&got), without_meta(&expect), "{typed_id} differs");
             checked += 1;
         }
     }
@@ -263,10 +241,7 @@ async fn cli_import_of_synthea_and_conditional_references() {
         assert!(ok, "{}: {out}\n{err}", backend.name());
         assert!(out.contains("resources/s"), "{out}");
         let app = start(dir, &[]);
-        assert_eq!(
-            type_totals(&app, synthea_counts.keys()).await,
-            synthea_counts
-        );
+        assert_eq!(type_totals(&app, synthea_counts.keys()).await, synthea_counts);
         drop(app);
         // The patient bundles sort before the reference data on purpose: the importer
         // retries files whose conditional references are not resolvable yet.
@@ -279,10 +254,7 @@ async fn cli_import_of_synthea_and_conditional_references() {
         for (t, n) in &expected {
             let g = got[t];
             assert!(
-                g == *n
-                    || (matches!(t.as_str(), "Organization" | "Location" | "Practitioner")
-                        && g <= *n
-                        && g > 0),
+                g == *n || (matches!(t.as_str(), "Organization" | "Location" | "Practitioner") && g <= *n && g > 0),
                 "{t}: expected {n}, got {g}"
             );
         }
@@ -309,10 +281,7 @@ async fn cli_import_of_the_official_examples() {
     // they are reported by name, the rest is imported, and the exit code says so.
     assert!(!ok);
     assert!(err.contains("Bundle-bundle-transaction.json"), "{err}");
-    assert!(
-        err.contains("Bundle-bundle-request-medsallergies.json"),
-        "{err}"
-    );
+    assert!(err.contains("Bundle-bundle-request-medsallergies.json"), "{err}");
     assert!(err.contains("2 file(s) failed"), "{err}");
     assert!(out.contains("resources/s"), "{out}");
     let mut expected: BTreeMap<String, usize> = BTreeMap::new();
@@ -346,11 +315,7 @@ async fn cli_import_of_the_official_examples() {
         assert_eq!(got, *n, "{t}");
     }
     for v in plain {
-        let path = format!(
-            "{}/{}",
-            v["resourceType"].as_str().unwrap(),
-            v["id"].as_str().unwrap()
-        );
+        let path = format!("{}/{}", v["resourceType"].as_str().unwrap(), v["id"].as_str().unwrap());
         let got = app.get(&path).await;
         assert_eq!(got.status, StatusCode::OK, "{path}");
         assert_eq!(without_meta(&got.json()), without_meta(&v), "{path}");
@@ -380,18 +345,12 @@ async fn cli_import_of_ndjson_and_bad_files() {
     std::fs::write(files.path().join("ignored.txt"), "not imported").unwrap();
     let (ok, out, err) = import(&dir, &[files.path()]);
     assert!(!ok, "bad files make the exit code non-zero");
-    assert!(
-        err.contains("b.json") && err.contains("not valid JSON"),
-        "{err}"
-    );
+    assert!(err.contains("b.json") && err.contains("not valid JSON"), "{err}");
     assert!(err.contains("c.ndjson"), "{err}");
     assert!(!err.contains("a.ndjson"), "{err}");
     assert!(out.contains("Observation") && out.contains("1203"), "{out}");
     let app = start(dir, &[]);
-    assert_eq!(
-        app.get("Observation/_history?_count=1").await.json()["total"],
-        1203
-    );
+    assert_eq!(app.get("Observation/_history?_count=1").await.json()["total"], 1203);
     assert_eq!(app.get("Observation/obs-1202").await.status, StatusCode::OK);
     let p = app.get("Patient/nd-1").await.json();
     assert_eq!(

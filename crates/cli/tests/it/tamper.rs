@@ -10,8 +10,7 @@ async fn exec(app: &TestApp, sql: &str) {
     match &app.data.backend {
         Backend::Sqlite => {
             let conn = rusqlite::Connection::open(app.data.path().join("carevault.db")).unwrap();
-            conn.busy_timeout(std::time::Duration::from_secs(10))
-                .unwrap();
+            conn.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
             // flip(blob): the same blob with one bit of byte 20 inverted.
             conn.create_scalar_function(
                 "flip",
@@ -27,9 +26,7 @@ async fn exec(app: &TestApp, sql: &str) {
             conn.execute_batch(sql).unwrap();
         }
         Backend::Postgres { url, .. } => {
-            let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-                .await
-                .unwrap();
+            let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
             tokio::spawn(conn);
             client.batch_execute(sql).await.unwrap();
         }
@@ -63,7 +60,12 @@ async fn tampered_ciphertexts_fail_closed() {
             .await;
         let o1 = app.create(&json!({"resourceType": "Observation", "status": "final", "code": {"text": "1"}, "subject": {"reference": format!("Patient/{a}")}})).await;
         let o2 = app.create(&json!({"resourceType": "Observation", "status": "final", "code": {"text": "2"}, "subject": {"reference": format!("Patient/{a}")}})).await;
-        let r = app.put(&format!("Patient/{a}"), &json!({"resourceType": "Patient", "id": a, "name": [{"family": "Tamperton"}], "active": true})).await;
+        let r = app
+            .put(
+                &format!("Patient/{a}"),
+                &json!({"resourceType": "Patient", "id": a, "name": [{"family": "Tamperton"}], "active": true}),
+            )
+            .await;
         assert_eq!(r.status, StatusCode::OK);
 
         // 1. a bit flip in the middle of a ciphertext

@@ -27,12 +27,7 @@ async fn transactions_rewrite_references_and_are_atomic() {
                    "request": {"method": "PUT", "url": "Organization/org-tx"}}),
         ]);
         let r = app.post("", &bundle).await;
-        assert_eq!(
-            r.status,
-            StatusCode::OK,
-            "{}",
-            String::from_utf8_lossy(&r.body)
-        );
+        assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
         let out = r.json();
         assert_eq!(out["type"], "transaction-response");
         let e = out["entry"].as_array().unwrap();
@@ -44,10 +39,7 @@ async fn transactions_rewrite_references_and_are_atomic() {
         let pat_loc = e[0]["response"]["location"].as_str().unwrap();
         let pat_id = pat_loc.split('/').nth(1).unwrap();
         assert_eq!(obs["subject"]["reference"], format!("Patient/{pat_id}"));
-        assert_eq!(
-            obs["performer"][0]["reference"],
-            format!("Practitioner/{prac}")
-        );
+        assert_eq!(obs["performer"][0]["reference"], format!("Practitioner/{prac}"));
 
         // a failing entry (stale ifMatch) undoes the whole transaction
         let before = app.get("_history").await.json()["total"].as_u64().unwrap();
@@ -105,20 +97,12 @@ async fn transactions_rewrite_references_and_are_atomic() {
             json!({"request": {"method": "DELETE", "url": "Organization/org-tx"}}),
         ]);
         let r = app.post("", &mixed).await;
-        assert_eq!(
-            r.status,
-            StatusCode::OK,
-            "{}",
-            String::from_utf8_lossy(&r.body)
-        );
+        assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
         let r = r.json();
         assert_eq!(r["entry"][0]["response"]["status"], "200 OK");
         assert_eq!(r["entry"][1]["response"]["status"], "201 Created");
         assert_eq!(r["entry"][2]["response"]["status"], "204 No Content");
-        assert_eq!(
-            app.get("Organization/org-tx").await.status,
-            StatusCode::GONE
-        );
+        assert_eq!(app.get("Organization/org-tx").await.status, StatusCode::GONE);
     }
 }
 
@@ -142,19 +126,8 @@ async fn batch_entries_succeed_and_fail_independently() {
             .iter()
             .map(|e| e["response"]["status"].as_str().unwrap())
             .collect();
-        assert_eq!(
-            st,
-            [
-                "201 Created",
-                "400 Bad Request",
-                "404 Not Found",
-                "201 Created"
-            ]
-        );
-        assert_eq!(
-            r["entry"][1]["response"]["outcome"]["resourceType"],
-            "OperationOutcome"
-        );
+        assert_eq!(st, ["201 Created", "400 Bad Request", "404 Not Found", "201 Created"]);
+        assert_eq!(r["entry"][1]["response"]["outcome"]["resourceType"], "OperationOutcome");
         assert_eq!(app.get("_history").await.json()["total"], 2);
     }
 }

@@ -30,10 +30,7 @@ impl Class {
 pub fn is_person(rtype: ResourceType) -> bool {
     matches!(
         rtype,
-        ResourceType::Patient
-            | ResourceType::Practitioner
-            | ResourceType::RelatedPerson
-            | ResourceType::Person
+        ResourceType::Patient | ResourceType::Practitioner | ResourceType::RelatedPerson | ResourceType::Person
     )
 }
 

@@ -38,15 +38,7 @@ pub enum IndexValue {
 }
 
 const NAME_PARTS: &[&str] = &["family", "given", "prefix", "suffix", "text"];
-const ADDRESS_PARTS: &[&str] = &[
-    "line",
-    "city",
-    "district",
-    "state",
-    "postalCode",
-    "country",
-    "text",
-];
+const ADDRESS_PARTS: &[&str] = &["line", "city", "district", "state", "postalCode", "country", "text"];
 
 fn strings(v: &Value, out: &mut Vec<IndexValue>) {
     match v {
@@ -138,12 +130,13 @@ fn references(v: &Value, out: &mut Vec<IndexValue>) {
             // An absolute URL ending in Type/id also counts as a reference to that id.
             let mut parts = text.rsplit('/');
             if let (Some(id), Some(t)) = (parts.next(), parts.next())
-                && t.parse::<ResourceType>().is_ok() {
-                    out.push(IndexValue::Reference {
-                        rtype: t.to_owned(),
-                        id: id.to_owned(),
-                    });
-                }
+                && t.parse::<ResourceType>().is_ok()
+            {
+                out.push(IndexValue::Reference {
+                    rtype: t.to_owned(),
+                    id: id.to_owned(),
+                });
+            }
             out.push(IndexValue::Reference {
                 rtype: String::new(),
                 id: text.to_owned(),

@@ -116,12 +116,7 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
             p!("language", Token, ["communication.language"], []),
             p!("link", Reference, ["link.other"], [Patient, RelatedPerson]),
             p!("name", String, ["name"], []),
-            p!(
-                "organization",
-                Reference,
-                ["managingOrganization"],
-                [Organization]
-            ),
+            p!("organization", Reference, ["managingOrganization"], [Organization]),
             p!("phone", Token, ["telecom(system=phone)"], []),
             p!("phonetic", String, ["name"], []),
             p!("telecom", Token, ["telecom"], []),
@@ -156,12 +151,7 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
             p!("phone", Token, ["telecom(system=phone)"], []),
             p!("practitioner", Reference, ["practitioner"], [Practitioner]),
             p!("role", Token, ["code"], []),
-            p!(
-                "service",
-                Reference,
-                ["healthcareService"],
-                [HealthcareService]
-            ),
+            p!("service", Reference, ["healthcareService"], [HealthcareService]),
             p!("specialty", Token, ["specialty"], []),
             p!("telecom", Token, ["telecom"], []),
         ],
@@ -211,12 +201,7 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
             p!("name", String, ["name", "alias"], []),
             p!("near", Special, ["position"], []),
             p!("operational-status", Token, ["operationalStatus"], []),
-            p!(
-                "organization",
-                Reference,
-                ["managingOrganization"],
-                [Organization]
-            ),
+            p!("organization", Reference, ["managingOrganization"], [Organization]),
             p!("partof", Reference, ["partOf"], [Location]),
             p!("status", Token, ["status"], []),
             p!("type", Token, ["type"], []),
@@ -289,23 +274,13 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
             p!("location", Reference, ["participant.actor"], [Location]),
             p!("part-status", Token, ["participant.status"], []),
             p!("patient", Reference, ["participant.actor"], [Patient]),
-            p!(
-                "practitioner",
-                Reference,
-                ["participant.actor"],
-                [Practitioner]
-            ),
+            p!("practitioner", Reference, ["participant.actor"], [Practitioner]),
             p!("reason-code", Token, ["reasonCode"], []),
             p!(
                 "reason-reference",
                 Reference,
                 ["reasonReference"],
-                [
-                    Condition,
-                    ImmunizationRecommendation,
-                    Observation,
-                    Procedure
-                ]
+                [Condition, ImmunizationRecommendation, Observation, Procedure]
             ),
             p!("service-category", Token, ["serviceCategory"], []),
             p!("service-type", Token, ["serviceType"], []),
@@ -471,18 +446,8 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
             p!("based-on", Reference, ["basedOn"], [ServiceRequest]),
             p!("class", Token, ["class"], []),
             p!("date", Date, ["period"], []),
-            p!(
-                "diagnosis",
-                Reference,
-                ["diagnosis.condition"],
-                [Condition, Procedure]
-            ),
-            p!(
-                "episode-of-care",
-                Reference,
-                ["episodeOfCare"],
-                [EpisodeOfCare]
-            ),
+            p!("diagnosis", Reference, ["diagnosis.condition"], [Condition, Procedure]),
+            p!("episode-of-care", Reference, ["episodeOfCare"], [EpisodeOfCare]),
             p!("identifier", Token, ["identifier"], []),
             p!("length", Quantity, ["length"], []),
             p!("location", Reference, ["location.location"], [Location]),
@@ -496,36 +461,16 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
             ),
             p!("participant-type", Token, ["participant.type"], []),
             p!("patient", Reference, ["subject"], [Patient]),
-            p!(
-                "practitioner",
-                Reference,
-                ["participant.individual"],
-                [Practitioner]
-            ),
+            p!("practitioner", Reference, ["participant.individual"], [Practitioner]),
             p!("reason-code", Token, ["reasonCode"], []),
             p!(
                 "reason-reference",
                 Reference,
                 ["reasonReference"],
-                [
-                    Condition,
-                    ImmunizationRecommendation,
-                    Observation,
-                    Procedure
-                ]
+                [Condition, ImmunizationRecommendation, Observation, Procedure]
             ),
-            p!(
-                "service-provider",
-                Reference,
-                ["serviceProvider"],
-                [Organization]
-            ),
-            p!(
-                "special-arrangement",
-                Token,
-                ["hospitalization.specialArrangement"],
-                []
-            ),
+            p!("service-provider", Reference, ["serviceProvider"], [Organization]),
+            p!("special-arrangement", Token, ["hospitalization.specialArrangement"], []),
             p!("status", Token, ["status"], []),
             p!("subject", Reference, ["subject"], [Group, Patient]),
             p!("type", Token, ["type"], []),
@@ -535,18 +480,8 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
             p!("condition", Reference, ["diagnosis.condition"], [Condition]),
             p!("date", Date, ["period"], []),
             p!("identifier", Token, ["identifier"], []),
-            p!(
-                "incoming-referral",
-                Reference,
-                ["referralRequest"],
-                [ServiceRequest]
-            ),
-            p!(
-                "organization",
-                Reference,
-                ["managingOrganization"],
-                [Organization]
-            ),
+            p!("incoming-referral", Reference, ["referralRequest"], [ServiceRequest]),
+            p!("organization", Reference, ["managingOrganization"], [Organization]),
             p!("patient", Reference, ["patient"], [Group, Patient]),
             p!("status", Token, ["status"], []),
             p!("type", Token, ["type"], []),
@@ -578,11 +513,7 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
                 [""],
                 [(Token, "code"), (Quantity, "valueQuantity")]
             ),
-            composite!(
-                "code-value-string",
-                [""],
-                [(Token, "code"), (String, "valueString")]
-            ),
+            composite!("code-value-string", [""], [(Token, "code"), (String, "valueString")]),
             p!("combo-code", Token, ["code", "component.code"], []),
             composite!(
                 "combo-code-value-concept",
@@ -634,12 +565,7 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
                 ["component.dataAbsentReason"],
                 []
             ),
-            p!(
-                "component-value-concept",
-                Token,
-                ["component.valueCodeableConcept"],
-                []
-            ),
+            p!("component-value-concept", Token, ["component.valueCodeableConcept"], []),
             p!(
                 "component-value-quantity",
                 Quantity,
@@ -662,12 +588,7 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
                 ]
             ),
             p!("device", Reference, ["device"], [Device, DeviceMetric]),
-            p!(
-                "encounter",
-                Reference,
-                ["encounter"],
-                [Encounter, EpisodeOfCare]
-            ),
+            p!("encounter", Reference, ["encounter"], [Encounter, EpisodeOfCare]),
             p!(
                 "focus",
                 Reference,
@@ -857,20 +778,10 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
             ),
             p!("specimen", Reference, ["specimen"], [Specimen]),
             p!("status", Token, ["status"], []),
-            p!(
-                "subject",
-                Reference,
-                ["subject"],
-                [Device, Group, Location, Patient]
-            ),
+            p!("subject", Reference, ["subject"], [Device, Group, Location, Patient]),
             p!("value-concept", Token, ["valueCodeableConcept"], []),
             p!("value-date", Date, ["valueDateTime", "valuePeriod"], []),
-            p!(
-                "value-quantity",
-                Quantity,
-                ["valueQuantity", "valueSampledData"],
-                []
-            ),
+            p!("value-quantity", Quantity, ["valueQuantity", "valueSampledData"], []),
             p!("value-string", String, ["valueString"], []),
         ],
         T::DiagnosticReport => &[
@@ -890,12 +801,7 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
             p!("code", Token, ["code"], []),
             p!("conclusion", Token, ["conclusionCode"], []),
             p!("date", Date, ["effective"], []),
-            p!(
-                "encounter",
-                Reference,
-                ["encounter"],
-                [Encounter, EpisodeOfCare]
-            ),
+            p!("encounter", Reference, ["encounter"], [Encounter, EpisodeOfCare]),
             p!("identifier", Token, ["identifier"], []),
             p!("issued", Date, ["issued"], []),
             p!("media", Reference, ["media.link"], [Media]),
@@ -915,12 +821,7 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
             ),
             p!("specimen", Reference, ["specimen"], [Specimen]),
             p!("status", Token, ["status"], []),
-            p!(
-                "subject",
-                Reference,
-                ["subject"],
-                [Device, Group, Location, Patient]
-            ),
+            p!("subject", Reference, ["subject"], [Device, Group, Location, Patient]),
         ],
         T::ServiceRequest => &[
             p!("authored", Date, ["authoredOn"], []),
@@ -933,12 +834,7 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
             p!("body-site", Token, ["bodySite"], []),
             p!("category", Token, ["category"], []),
             p!("code", Token, ["code"], []),
-            p!(
-                "encounter",
-                Reference,
-                ["encounter"],
-                [Encounter, EpisodeOfCare]
-            ),
+            p!("encounter", Reference, ["encounter"], [Encounter, EpisodeOfCare]),
             p!("identifier", Token, ["identifier"], []),
             p!(
                 "instantiates-canonical",
@@ -984,12 +880,7 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
             p!("requisition", Token, ["requisition"], []),
             p!("specimen", Reference, ["specimen"], [Specimen]),
             p!("status", Token, ["status"], []),
-            p!(
-                "subject",
-                Reference,
-                ["subject"],
-                [Device, Group, Location, Patient]
-            ),
+            p!("subject", Reference, ["subject"], [Device, Group, Location, Patient]),
         ],
         T::Specimen => &[
             p!("accession", Token, ["accessionIdentifier"], []),
@@ -1016,18 +907,8 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
             p!("type", Token, ["type"], []),
         ],
         T::Condition => &[
-            p!(
-                "abatement-age",
-                Quantity,
-                ["abatementAge", "abatementRange"],
-                []
-            ),
-            p!(
-                "abatement-date",
-                Date,
-                ["abatementDateTime", "abatementPeriod"],
-                []
-            ),
+            p!("abatement-age", Quantity, ["abatementAge", "abatementRange"], []),
+            p!("abatement-date", Date, ["abatementDateTime", "abatementPeriod"], []),
             p!("abatement-string", String, ["abatementString"], []),
             p!(
                 "asserter",
@@ -1205,21 +1086,11 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
             p!("verification-status", Token, ["verificationStatus"], []),
         ],
         T::Procedure => &[
-            p!(
-                "based-on",
-                Reference,
-                ["basedOn"],
-                [CarePlan, ServiceRequest]
-            ),
+            p!("based-on", Reference, ["basedOn"], [CarePlan, ServiceRequest]),
             p!("category", Token, ["category"], []),
             p!("code", Token, ["code"], []),
             p!("date", Date, ["performed"], []),
-            p!(
-                "encounter",
-                Reference,
-                ["encounter"],
-                [Encounter, EpisodeOfCare]
-            ),
+            p!("encounter", Reference, ["encounter"], [Encounter, EpisodeOfCare]),
             p!("identifier", Token, ["identifier"], []),
             p!(
                 "instantiates-canonical",
@@ -1260,13 +1131,7 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
                 "reason-reference",
                 Reference,
                 ["reasonReference"],
-                [
-                    Condition,
-                    DiagnosticReport,
-                    DocumentReference,
-                    Observation,
-                    Procedure
-                ]
+                [Condition, DiagnosticReport, DocumentReference, Observation, Procedure]
             ),
             p!("status", Token, ["status"], []),
             p!("subject", Reference, ["subject"], [Group, Patient]),
@@ -1300,12 +1165,7 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
             ),
             p!("intended-performertype", Token, ["performerType"], []),
             p!("intent", Token, ["intent"], []),
-            p!(
-                "medication",
-                Reference,
-                ["medicationReference"],
-                [Medication]
-            ),
+            p!("medication", Reference, ["medicationReference"], [Medication]),
             p!("patient", Reference, ["subject"], [Patient]),
             p!("priority", Token, ["priority"], []),
             p!(
@@ -1326,33 +1186,17 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
         ],
         T::MedicationAdministration => &[
             p!("code", Token, ["medicationCodeableConcept"], []),
-            p!(
-                "context",
-                Reference,
-                ["context"],
-                [Encounter, EpisodeOfCare]
-            ),
+            p!("context", Reference, ["context"], [Encounter, EpisodeOfCare]),
             p!("device", Reference, ["device"], [Device]),
             p!("effective-time", Date, ["effective"], []),
             p!("identifier", Token, ["identifier"], []),
-            p!(
-                "medication",
-                Reference,
-                ["medicationReference"],
-                [Medication]
-            ),
+            p!("medication", Reference, ["medicationReference"], [Medication]),
             p!("patient", Reference, ["subject"], [Patient]),
             p!(
                 "performer",
                 Reference,
                 ["performer.actor"],
-                [
-                    Device,
-                    Patient,
-                    Practitioner,
-                    PractitionerRole,
-                    RelatedPerson
-                ]
+                [Device, Patient, Practitioner, PractitionerRole, RelatedPerson]
             ),
             p!("reason-given", Token, ["reasonCode"], []),
             p!("reason-not-given", Token, ["statusReason"], []),
@@ -1363,20 +1207,10 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
         T::MedicationStatement => &[
             p!("category", Token, ["category"], []),
             p!("code", Token, ["medicationCodeableConcept"], []),
-            p!(
-                "context",
-                Reference,
-                ["context"],
-                [Encounter, EpisodeOfCare]
-            ),
+            p!("context", Reference, ["context"], [Encounter, EpisodeOfCare]),
             p!("effective", Date, ["effective"], []),
             p!("identifier", Token, ["identifier"], []),
-            p!(
-                "medication",
-                Reference,
-                ["medicationReference"],
-                [Medication]
-            ),
+            p!("medication", Reference, ["medicationReference"], [Medication]),
             p!(
                 "part-of",
                 Reference,
@@ -1394,13 +1228,7 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
                 "source",
                 Reference,
                 ["informationSource"],
-                [
-                    Organization,
-                    Patient,
-                    Practitioner,
-                    PractitionerRole,
-                    RelatedPerson
-                ]
+                [Organization, Patient, Practitioner, PractitionerRole, RelatedPerson]
             ),
             p!("status", Token, ["status"], []),
             p!("subject", Reference, ["subject"], [Group, Patient]),
@@ -1416,12 +1244,7 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
                 ["ingredient.itemReference"],
                 [Medication, Substance]
             ),
-            p!(
-                "ingredient-code",
-                Token,
-                ["ingredient.itemCodeableConcept"],
-                []
-            ),
+            p!("ingredient-code", Token, ["ingredient.itemCodeableConcept"], []),
             p!("lot-number", Token, ["batch.lotNumber"], []),
             p!("manufacturer", Reference, ["manufacturer"], [Organization]),
             p!("status", Token, ["status"], []),
@@ -1479,12 +1302,7 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
             p!("series", String, ["protocolApplied.series"], []),
             p!("status", Token, ["status"], []),
             p!("status-reason", Token, ["statusReason"], []),
-            p!(
-                "target-disease",
-                Token,
-                ["protocolApplied.targetDisease"],
-                []
-            ),
+            p!("target-disease", Token, ["protocolApplied.targetDisease"], []),
             p!("vaccine-code", Token, ["vaccineCode"], []),
         ],
         T::CarePlan => &[
@@ -1578,12 +1396,7 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
             p!("lifecycle-status", Token, ["lifecycleStatus"], []),
             p!("patient", Reference, ["subject"], [Patient]),
             p!("start-date", Date, ["startDate"], []),
-            p!(
-                "subject",
-                Reference,
-                ["subject"],
-                [Group, Organization, Patient]
-            ),
+            p!("subject", Reference, ["subject"], [Group, Organization, Patient]),
             p!("target-date", Date, ["target.dueDate"], []),
         ],
         T::Consent => &[
@@ -1608,13 +1421,7 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
                 "consentor",
                 Reference,
                 ["performer"],
-                [
-                    Organization,
-                    Patient,
-                    Practitioner,
-                    PractitionerRole,
-                    RelatedPerson
-                ]
+                [Organization, Patient, Practitioner, PractitionerRole, RelatedPerson]
             ),
             p!(
                 "data",
@@ -1975,18 +1782,9 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
                     VisionPrescription
                 ]
             ),
-            p!(
-                "relatesto",
-                Reference,
-                ["relatesTo.target"],
-                [DocumentReference]
-            ),
+            p!("relatesto", Reference, ["relatesTo.target"], [DocumentReference]),
             p!("relation", Token, ["relatesTo.code"], []),
-            composite!(
-                "relationship",
-                ["relatesTo"],
-                [(Token, "code"), (Reference, "target")]
-            ),
+            composite!("relationship", ["relatesTo"], [(Token, "code"), (Reference, "target")]),
             p!("security-label", Token, ["securityLabel"], []),
             p!("setting", Token, ["context.practiceSetting"], []),
             p!("status", Token, ["status"], []),
@@ -2861,21 +2659,10 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
                 "author",
                 Reference,
                 ["author"],
-                [
-                    Device,
-                    Organization,
-                    Patient,
-                    Practitioner,
-                    PractitionerRole
-                ]
+                [Device, Organization, Patient, Practitioner, PractitionerRole]
             ),
             p!("date", Date, ["period"], []),
-            p!(
-                "encounter",
-                Reference,
-                ["encounter"],
-                [Encounter, EpisodeOfCare]
-            ),
+            p!("encounter", Reference, ["encounter"], [Encounter, EpisodeOfCare]),
             p!("identifier", Token, ["identifier"], []),
             p!("patient", Reference, ["subject"], [Patient]),
             p!(
@@ -2904,12 +2691,7 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
             p!("created", Date, ["created"], []),
             p!("detail-udi", Reference, ["item.detail.udi"], [Device]),
             p!("encounter", Reference, ["item.encounter"], [Encounter]),
-            p!(
-                "enterer",
-                Reference,
-                ["enterer"],
-                [Practitioner, PractitionerRole]
-            ),
+            p!("enterer", Reference, ["enterer"], [Practitioner, PractitionerRole]),
             p!("facility", Reference, ["facility"], [Location]),
             p!("identifier", Token, ["identifier"], []),
             p!("insurer", Reference, ["insurer"], [Organization]),
@@ -2919,13 +2701,7 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
                 "payee",
                 Reference,
                 ["payee.party"],
-                [
-                    Organization,
-                    Patient,
-                    Practitioner,
-                    PractitionerRole,
-                    RelatedPerson
-                ]
+                [Organization, Patient, Practitioner, PractitionerRole, RelatedPerson]
             ),
             p!("priority", Token, ["priority"], []),
             p!("procedure-udi", Reference, ["procedure.udi"], [Device]),
@@ -2936,12 +2712,7 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
                 [Organization, Practitioner, PractitionerRole]
             ),
             p!("status", Token, ["status"], []),
-            p!(
-                "subdetail-udi",
-                Reference,
-                ["item.detail.subDetail.udi"],
-                [Device]
-            ),
+            p!("subdetail-udi", Reference, ["item.detail.subDetail.udi"], [Device]),
             p!("use", Token, ["use"], []),
         ],
         T::ExplanationOfBenefit => &[
@@ -2957,12 +2728,7 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
             p!("detail-udi", Reference, ["item.detail.udi"], [Device]),
             p!("disposition", String, ["disposition"], []),
             p!("encounter", Reference, ["item.encounter"], [Encounter]),
-            p!(
-                "enterer",
-                Reference,
-                ["enterer"],
-                [Practitioner, PractitionerRole]
-            ),
+            p!("enterer", Reference, ["enterer"], [Practitioner, PractitionerRole]),
             p!("facility", Reference, ["facility"], [Location]),
             p!("identifier", Token, ["identifier"], []),
             p!("item-udi", Reference, ["item.udi"], [Device]),
@@ -2971,13 +2737,7 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
                 "payee",
                 Reference,
                 ["payee.party"],
-                [
-                    Organization,
-                    Patient,
-                    Practitioner,
-                    PractitionerRole,
-                    RelatedPerson
-                ]
+                [Organization, Patient, Practitioner, PractitionerRole, RelatedPerson]
             ),
             p!("procedure-udi", Reference, ["procedure.udi"], [Device]),
             p!(
@@ -2987,12 +2747,7 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
                 [Organization, Practitioner, PractitionerRole]
             ),
             p!("status", Token, ["status"], []),
-            p!(
-                "subdetail-udi",
-                Reference,
-                ["item.detail.subDetail.udi"],
-                [Device]
-            ),
+            p!("subdetail-udi", Reference, ["item.detail.subDetail.udi"], [Device]),
         ],
         T::Coverage => &[
             p!("beneficiary", Reference, ["beneficiary"], [Patient]),
@@ -3001,12 +2756,7 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
             p!("dependent", String, ["dependent"], []),
             p!("identifier", Token, ["identifier"], []),
             p!("patient", Reference, ["beneficiary"], [Patient]),
-            p!(
-                "payor",
-                Reference,
-                ["payor"],
-                [Organization, Patient, RelatedPerson]
-            ),
+            p!("payor", Reference, ["payor"], [Organization, Patient, RelatedPerson]),
             p!(
                 "policy-holder",
                 Reference,
@@ -3014,12 +2764,7 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
                 [Organization, Patient, RelatedPerson]
             ),
             p!("status", Token, ["status"], []),
-            p!(
-                "subscriber",
-                Reference,
-                ["subscriber"],
-                [Patient, RelatedPerson]
-            ),
+            p!("subscriber", Reference, ["subscriber"], [Patient, RelatedPerson]),
             p!("type", Token, ["type"], []),
         ],
         T::Provenance => &[
@@ -3383,10 +3128,7 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
             p!(
                 "value",
                 Token,
-                [
-                    "characteristic.valueCodeableConcept",
-                    "characteristic.valueBoolean"
-                ],
+                ["characteristic.valueCodeableConcept", "characteristic.valueBoolean"],
                 []
             ),
         ],
@@ -3414,23 +3156,12 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
                 "basedon",
                 Reference,
                 ["basedOn"],
-                [
-                    Appointment,
-                    AppointmentResponse,
-                    CarePlan,
-                    ServiceRequest,
-                    Task
-                ]
+                [Appointment, AppointmentResponse, CarePlan, ServiceRequest, Task]
             ),
             p!("bodysite", Token, ["series.bodySite"], []),
             p!("dicom-class", Token, ["series.instance.sopClass"], []),
             p!("encounter", Reference, ["encounter"], [Encounter]),
-            p!(
-                "endpoint",
-                Reference,
-                ["endpoint", "series.endpoint"],
-                [Endpoint]
-            ),
+            p!("endpoint", Reference, ["endpoint", "series.endpoint"], [Endpoint]),
             p!("identifier", Token, ["identifier"], []),
             p!("instance", Token, ["series.instance.uid"], []),
             p!(
@@ -3456,12 +3187,7 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
                 ]
             ),
             p!("reason", Token, ["reasonCode"], []),
-            p!(
-                "referrer",
-                Reference,
-                ["referrer"],
-                [Practitioner, PractitionerRole]
-            ),
+            p!("referrer", Reference, ["referrer"], [Practitioner, PractitionerRole]),
             p!("series", Token, ["series.uid"], []),
             p!("started", Date, ["started"], []),
             p!("status", Token, ["status"], []),
@@ -3482,22 +3208,12 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
                 ]
             ),
             p!("authored", Date, ["authored"], []),
-            p!(
-                "based-on",
-                Reference,
-                ["basedOn"],
-                [CarePlan, ServiceRequest]
-            ),
+            p!("based-on", Reference, ["basedOn"], [CarePlan, ServiceRequest]),
             p!("encounter", Reference, ["encounter"], [Encounter]),
             p!("identifier", Token, ["identifier"], []),
             p!("part-of", Reference, ["partOf"], [Observation, Procedure]),
             p!("patient", Reference, ["subject"], [Patient]),
-            p!(
-                "questionnaire",
-                Reference,
-                ["questionnaire"],
-                [Questionnaire]
-            ),
+            p!("questionnaire", Reference, ["questionnaire"], [Questionnaire]),
             p!(
                 "source",
                 Reference,
@@ -3664,10 +3380,7 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
 
 /// A parameter of `rtype` by name (common ones included).
 pub fn find(rtype: ResourceType, name: &str) -> Option<&'static SearchParam> {
-    COMMON
-        .iter()
-        .chain(type_params(rtype))
-        .find(|p| p.name == name)
+    COMMON.iter().chain(type_params(rtype)).find(|p| p.name == name)
 }
 
 /// Every parameter of `rtype`, common ones first.

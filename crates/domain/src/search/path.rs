@@ -15,10 +15,7 @@ fn parse_step(s: &str) -> Step<'_> {
             let filter = inner.split_once('=');
             Step { name, filter }
         }
-        None => Step {
-            name: s,
-            filter: None,
-        },
+        None => Step { name: s, filter: None },
     }
 }
 
@@ -31,10 +28,7 @@ fn children<'a>(node: &'a Value, name: &str, out: &mut Vec<&'a Value>) {
         return;
     }
     for (k, v) in map {
-        if k.len() > name.len()
-            && k.starts_with(name)
-            && k.as_bytes()[name.len()].is_ascii_uppercase()
-        {
+        if k.len() > name.len() && k.starts_with(name) && k.as_bytes()[name.len()].is_ascii_uppercase() {
             push_flat(v, out);
         }
     }

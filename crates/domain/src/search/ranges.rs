@@ -75,10 +75,7 @@ pub fn number_range(s: &str) -> Option<(f64, f64, f64)> {
     let mantissa = s.split(['e', 'E']).next().unwrap_or(s);
     let decimals = mantissa.split_once('.').map_or(0, |(_, f)| f.len()) as i32;
     // With an exponent, FHIR counts significant figures: `1e2` is [95, 105).
-    let half = match s
-        .split_once(['e', 'E'])
-        .and_then(|(_, e)| e.parse::<i32>().ok())
-    {
+    let half = match s.split_once(['e', 'E']).and_then(|(_, e)| e.parse::<i32>().ok()) {
         Some(exp) => 0.5 * 10f64.powi(exp - decimals - 1),
         None => 0.5 * 10f64.powi(-decimals),
     };
@@ -97,18 +94,9 @@ mod tests {
         assert_eq!(hi - lo, 29 * 86_400_000);
         let (lo, hi) = date_range("2020-12").unwrap_or((0, 0));
         assert_eq!(hi - lo, 31 * 86_400_000);
-        assert_eq!(
-            date_range("2020-02-03").map(|(l, h)| h - l),
-            Some(86_400_000)
-        );
-        assert_eq!(
-            date_range("2016-03-22T21:57:18-04:00").map(|(l, h)| h - l),
-            Some(1000)
-        );
-        assert_eq!(
-            date_range("2016-03-22T21:57:18.123Z").map(|(l, h)| h - l),
-            Some(1)
-        );
+        assert_eq!(date_range("2020-02-03").map(|(l, h)| h - l), Some(86_400_000));
+        assert_eq!(date_range("2016-03-22T21:57:18-04:00").map(|(l, h)| h - l), Some(1000));
+        assert_eq!(date_range("2016-03-22T21:57:18.123Z").map(|(l, h)| h - l), Some(1));
         assert_eq!(
             date_range("2016-03-23T01:57:18Z").map(|r| r.0),
             date_range("2016-03-22T21:57:18-04:00").map(|r| r.0)

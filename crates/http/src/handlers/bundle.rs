@@ -26,8 +26,7 @@ pub(crate) async fn process(
     })?;
     let outcome = state.vault.process_bundle(&value).await?;
     let base = base_url(&state, &headers);
-    let with_resources =
-        return_pref(&headers) == ReturnPref::Representation && headers.contains_key("prefer");
+    let with_resources = return_pref(&headers) == ReturnPref::Representation && headers.contains_key("prefer");
     let mut entries = Vec::with_capacity(outcome.entries.len());
     for e in outcome.entries {
         let mut response = serde_json::Map::new();
@@ -66,9 +65,5 @@ pub(crate) async fn process(
         BundleKind::Batch => "batch-response",
     };
     let body = json!({ "resourceType": "Bundle", "type": kind, "entry": entries });
-    Ok(fhir_json_response(
-        StatusCode::OK,
-        serde_json::to_vec(&body).unwrap_or_default(),
-    )
-    .into_response())
+    Ok(fhir_json_response(StatusCode::OK, serde_json::to_vec(&body).unwrap_or_default()).into_response())
 }

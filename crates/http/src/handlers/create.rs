@@ -19,9 +19,7 @@ pub(crate) async fn create(
     let rtype = parse_type(&rtype)?;
     let resource = read_resource(&state, &headers, body).await?;
     if resource.rtype() != rtype {
-        return Err(ApiError::BadRequest(
-            "resourceType does not match the URL".into(),
-        ));
+        return Err(ApiError::BadRequest("resourceType does not match the URL".into()));
     }
     let written = match headers.get("if-none-exist") {
         Some(v) => {

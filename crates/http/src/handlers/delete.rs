@@ -24,8 +24,7 @@ pub(crate) async fn delete(
         } else {
             "nothing to delete"
         };
-        let body = serde_json::to_vec(&operation_outcome("information", "informational", text))
-            .unwrap_or_default();
+        let body = serde_json::to_vec(&operation_outcome("information", "informational", text)).unwrap_or_default();
         fhir_json_response(StatusCode::OK, body)
     } else {
         StatusCode::NO_CONTENT.into_response()

@@ -21,8 +21,7 @@ struct Params {
 }
 
 fn params(query: Option<&str>) -> Result<Params, ApiError> {
-    let pairs =
-        parse_query(query.unwrap_or("")).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let pairs = parse_query(query.unwrap_or("")).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let mut p = Params {
         count: 50,
         since: None,
@@ -36,8 +35,7 @@ fn params(query: Option<&str>) -> Result<Params, ApiError> {
                     .map_err(|_| ApiError::BadRequest("_count must be a whole number".into()))?;
             }
             "_since" => {
-                let t = Timestamp::parse(&v)
-                    .ok_or_else(|| ApiError::BadRequest("_since must be an instant".into()))?;
+                let t = Timestamp::parse(&v).ok_or_else(|| ApiError::BadRequest("_since must be an instant".into()))?;
                 p.since = Some((v, t));
             }
             "_cursor" => p.cursor = Some(v),
@@ -56,12 +54,7 @@ async fn history(
     let p = params(query)?;
     let page = state
         .vault
-        .history(
-            &scope,
-            p.since.as_ref().map(|s| s.1),
-            p.count,
-            p.cursor.as_deref(),
-        )
+        .history(&scope, p.since.as_ref().map(|s| s.1), p.count, p.cursor.as_deref())
         .await?;
     let base = base_url(state, headers);
     let path = match &scope {
@@ -80,13 +73,7 @@ async fn history(
     ))
 }
 
-fn bundle(
-    base: &str,
-    path: &str,
-    q: &str,
-    cursor: Option<&str>,
-    page: &HistoryPage,
-) -> Result<Value, ApiError> {
+fn bundle(base: &str, path: &str, q: &str, cursor: Option<&str>, page: &HistoryPage) -> Result<Value, ApiError> {
     let self_url = match cursor {
         Some(c) => format!("{path}?{q}&_cursor={c}"),
         None => format!("{path}?{q}"),
@@ -115,8 +102,8 @@ fn bundle(
             }
         });
         if let Some(body) = &e.body {
-            let resource: Value = serde_json::from_slice(body)
-                .map_err(|_| ApiError::Internal("stored body is not JSON".into()))?;
+            let resource: Value =
+                serde_json::from_slice(body).map_err(|_| ApiError::Internal("stored body is not JSON".into()))?;
             entry["resource"] = resource;
         }
         entries.push(entry);
@@ -145,13 +132,7 @@ pub(crate) async fn of_type(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let rtype = parse_type(&rtype)?;
-    history(
-        &state,
-        &headers,
-        HistoryScope::Type(rtype),
-        query.as_deref(),
-    )
-    .await
+    history(&state, &headers, HistoryScope::Type(rtype), query.as_deref()).await
 }
 
 pub(crate) async fn instance(
@@ -166,11 +147,5 @@ pub(crate) async fn instance(
     if let carevault_core::ReadOutcome::NotFound = state.vault.read(rtype, &id).await? {
         return Err(ApiError::NotFound("resource not found"));
     }
-    history(
-        &state,
-        &headers,
-        HistoryScope::Instance(rtype, id),
-        query.as_deref(),
-    )
-    .await
+    history(&state, &headers, HistoryScope::Instance(rtype, id), query.as_deref()).await
 }

@@ -9,8 +9,5 @@ use axum::response::Response;
 pub(crate) async fn capability_statement(State(state): State<AppState>) -> Response {
     let date = state.vault.clock().now().to_fhir();
     let body = crate::capability::capability_statement(&date[..10]);
-    fhir_json_response(
-        StatusCode::OK,
-        serde_json::to_vec(&body).unwrap_or_default(),
-    )
+    fhir_json_response(StatusCode::OK, serde_json::to_vec(&body).unwrap_or_default())
 }

@@ -11,16 +11,8 @@ use carevault_domain::VersionId;
 
 fn answer(outcome: ReadOutcome) -> Result<Response, ApiError> {
     match outcome {
-        ReadOutcome::Found(r) => Ok(resource_response(
-            StatusCode::OK,
-            &r,
-            ReturnPref::Representation,
-            None,
-        )),
-        ReadOutcome::Deleted {
-            version,
-            last_updated,
-        } => {
+        ReadOutcome::Found(r) => Ok(resource_response(StatusCode::OK, &r, ReturnPref::Representation, None)),
+        ReadOutcome::Deleted { version, last_updated } => {
             let mut resp = ApiError::Gone.into_response();
             if let Ok(v) = HeaderValue::from_str(&etag(version)) {
                 resp.headers_mut().insert(header::ETAG, v);

@@ -20,8 +20,7 @@ pub(crate) async fn search_type(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let rtype = parse_type(&rtype)?;
-    let pairs = parse_query(query.as_deref().unwrap_or(""))
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let pairs = parse_query(query.as_deref().unwrap_or("")).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     // Result-shaping parameters are accepted and have no effect on so small a result.
     let conditions: Vec<String> = pairs
         .iter()
@@ -40,17 +39,15 @@ pub(crate) async fn search_type(
         ));
     }
     let q = IdentifierQuery::parse(&conditions.join("&")).map_err(|_| {
-        ApiError::BadRequest(
-            "search currently supports only the `_id` and `identifier` parameters".into(),
-        )
+        ApiError::BadRequest("search currently supports only the `_id` and `identifier` parameters".into())
     })?;
     let ids = state.vault.find(rtype, &q).await?;
     let base = base_url(&state, &headers);
     let mut entries = Vec::new();
     for id in ids {
         if let ReadOutcome::Found(r) = state.vault.read(rtype, &id).await? {
-            let resource: Value = serde_json::from_slice(&r.body)
-                .map_err(|_| ApiError::Internal("stored body is not JSON".into()))?;
+            let resource: Value =
+                serde_json::from_slice(&r.body).map_err(|_| ApiError::Internal("stored body is not JSON".into()))?;
             entries.push(json!({
                 "fullUrl": format!("{base}/{rtype}/{id}"),
                 "resource": resource,

@@ -20,16 +20,12 @@ pub(crate) async fn update(
     let expected = if_match(&headers)?;
     let resource = read_resource(&state, &headers, body).await?;
     if resource.rtype() != rtype {
-        return Err(ApiError::BadRequest(
-            "resourceType does not match the URL".into(),
-        ));
+        return Err(ApiError::BadRequest("resourceType does not match the URL".into()));
     }
     match resource.id() {
         Some(body_id) if body_id == id => {}
         Some(_) => {
-            return Err(ApiError::BadRequest(
-                "the id in the body does not match the URL".into(),
-            ));
+            return Err(ApiError::BadRequest("the id in the body does not match the URL".into()));
         }
         None => {
             return Err(ApiError::BadRequest(

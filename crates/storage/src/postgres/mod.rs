@@ -3,9 +3,10 @@
 
 mod schema;
 
+use crate::sql::{Arg, Dialect, SortType, Sql, insert_row};
 use crate::{
-    ChangeSet, Expect, HistoryQuery, KeyStore, NewKey, Op, ResourceKey, ResourceStore, StoreError,
-    StoredKey, StoredVersion, TokenStore,
+    ChangeSet, Expect, HistoryQuery, KeyStore, NewKey, Op, ResourceKey, ResourceStore, SearchHit, SearchQuery,
+    SortValue, StoreError, StoredKey, StoredVersion, Table, TokenStore,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::str::FromStr;
@@ -29,8 +30,7 @@ fn map_err(e: tokio_postgres::Error) -> StoreError {
 impl PgStore {
     /// Connects (a `postgres://` URL) and applies pending migrations.
     pub async fn connect(url: &str, max_connections: usize) -> Result<Self, StoreError> {
-        let cfg = tokio_postgres::Config::from_str(url)
-            .map_err(|e| StoreError::backend("database url", e))?;
+        let cfg = tokio_postgres::Config::from_str(url).map_err(|e| StoreError::backend("database url", e))?;
         let mgr = Manager::from_config(
             cfg,
             NoTls,
@@ -42,19 +42,13 @@ impl PgStore {
             .max_size(max_connections.max(2))
             .build()
             .map_err(|e| StoreError::backend("pool", e))?;
-        let mut client = pool
-            .get()
-            .await
-            .map_err(|e| StoreError::backend("connect", e))?;
+        let mut client = pool.get().await.map_err(|e| StoreError::backend("connect", e))?;
         schema::migrate(&mut client).await?;
         Ok(Self { pool })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| StoreError::backend("connect", e))
+        self.pool.get().await.map_err(|e| StoreError::backend("connect", e))
     }
 }
 
@@ -118,9 +112,7 @@ impl ResourceStore for PgStore {
             )
             .await?;
         let unindex = tx
-            .prepare_cached(
-                "DELETE FROM identifier_index WHERE tenant = $1 AND rtype = $2 AND id = $3",
-            )
+            .prepare_cached("DELETE FROM identifier_index WHERE tenant = $1 AND rtype = $2 AND id = $3")
             .await?;
         let index = tx
             .prepare_cached(
@@ -163,12 +155,9 @@ impl ResourceStore for PgStore {
                 .map_err(map_err)?;
             let seq: i64 = row.get(0);
             let deleted = v.op == Op::Delete;
-            tx.execute(
-                &upsert,
-                &[&k.tenant, &k.rtype, &k.id, &version, &seq, &deleted],
-            )
-            .await
-            .map_err(map_err)?;
+            tx.execute(&upsert, &[&k.tenant, &k.rtype, &k.id, &version, &seq, &deleted])
+                .await
+                .map_err(map_err)?;
             tx.execute(&unindex, &[&k.tenant, &k.rtype, &k.id])
                 .await
                 .map_err(map_err)?;
@@ -176,6 +165,24 @@ impl ResourceStore for PgStore {
                 tx.execute(&index, &[&k.tenant, &k.rtype, tag, &k.id])
                     .await
                     .map_err(map_err)?;
+            }
+            if v.expect != Expect::Absent {
+                for table in Table::ALL {
+                    let sql = format!(
+                        "DELETE FROM {} WHERE tenant = $1 AND rtype = $2 AND id = $3",
+                        table.name()
+                    );
+                    let stmt = tx.prepare_cached(&sql).await?;
+                    tx.execute(&stmt, &[&k.tenant, &k.rtype, &k.id])
+                        .await
+                        .map_err(map_err)?;
+                }
+            }
+            for row in &v.search_rows {
+                let sql = insert_row(Dialect::Postgres, &k.tenant, &k.rtype, &k.id, row);
+                let stmt = tx.prepare_cached(&sql.text).await?;
+                let args = boxed(&sql.args);
+                tx.execute(&stmt, &refs(&args)).await.map_err(map_err)?;
             }
         }
         tx.commit().await.map_err(map_err)
@@ -194,11 +201,7 @@ impl ResourceStore for PgStore {
             .map(|r| version_from_row(&r)))
     }
 
-    async fn version(
-        &self,
-        key: &ResourceKey,
-        version: u64,
-    ) -> Result<Option<StoredVersion>, StoreError> {
+    async fn version(&self, key: &ResourceKey, version: u64) -> Result<Option<StoredVersion>, StoreError> {
         let client = self.client().await?;
         let sql = format!(
             "SELECT {VERSION_COLUMNS} FROM resource_versions v
@@ -223,10 +226,7 @@ impl ResourceStore for PgStore {
             "SELECT {VERSION_COLUMNS} FROM resource_versions v{where_sql} ORDER BY v.seq DESC LIMIT {}",
             query.limit
         );
-        let refs: Vec<&(dyn ToSql + Sync)> = args
-            .iter()
-            .map(|a| a.as_ref() as &(dyn ToSql + Sync))
-            .collect();
+        let refs: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
         let rows = client.query(&sql, &refs).await?;
         Ok(rows.iter().map(version_from_row).collect())
     }
@@ -235,20 +235,12 @@ impl ResourceStore for PgStore {
         let client = self.client().await?;
         let (where_sql, args) = history_where(query);
         let sql = format!("SELECT count(*) FROM resource_versions v{where_sql}");
-        let refs: Vec<&(dyn ToSql + Sync)> = args
-            .iter()
-            .map(|a| a.as_ref() as &(dyn ToSql + Sync))
-            .collect();
+        let refs: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
         let n: i64 = client.query_one(&sql, &refs).await?.get(0);
         Ok(n as u64)
     }
 
-    async fn find_by_identifier(
-        &self,
-        tenant: &str,
-        rtype: &str,
-        tag: &[u8],
-    ) -> Result<Vec<String>, StoreError> {
+    async fn find_by_identifier(&self, tenant: &str, rtype: &str, tag: &[u8]) -> Result<Vec<String>, StoreError> {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
@@ -260,6 +252,60 @@ impl ResourceStore for PgStore {
         let rows = client.query(&stmt, &[&tenant, &rtype, &tag]).await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
+    async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>, StoreError> {
+        let client = self.client().await?;
+        let mut sql = Sql::new(Dialect::Postgres);
+        let types = sql.page(query);
+        let args = boxed(&sql.args);
+        let stmt = client.prepare_cached(&sql.text).await?;
+        let rows = client.query(&stmt, &refs(&args)).await?;
+        let mut hits: Vec<SearchHit> = rows
+            .iter()
+            .map(|r| SearchHit {
+                id: r.get(0),
+                sort: types
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| match t {
+                        SortType::Int => SortValue::Int(r.get(i + 1)),
+                        SortType::Real => SortValue::Real(r.get(i + 1)),
+                        SortType::Text => SortValue::Text(r.get(i + 1)),
+                    })
+                    .collect(),
+            })
+            .collect();
+        if query.backwards {
+            hits.reverse();
+        }
+        Ok(hits)
+    }
+
+    async fn search_count(&self, query: &SearchQuery) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let mut sql = Sql::new(Dialect::Postgres);
+        sql.count(query);
+        let args = boxed(&sql.args);
+        let stmt = client.prepare_cached(&sql.text).await?;
+        let n: i64 = client.query_one(&stmt, &refs(&args)).await?.get(0);
+        Ok(n as u64)
+    }
+}
+
+fn boxed(args: &[Arg]) -> Vec<Box<dyn ToSql + Sync + Send>> {
+    args.iter()
+        .map(|a| -> Box<dyn ToSql + Sync + Send> {
+            match a {
+                Arg::Text(t) => Box::new(t.clone()),
+                Arg::Int(i) => Box::new(*i),
+                Arg::Real(f) => Box::new(*f),
+                Arg::Blob(b) => Box::new(b.clone()),
+            }
+        })
+        .collect()
+}
+
+fn refs(args: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)> {
+    args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect()
 }
 
 fn key_from_row(r: &Row) -> StoredKey {
@@ -276,7 +322,9 @@ impl KeyStore for PgStore {
     async fn data_key(&self, tenant: &str, scope: &str) -> Result<Option<StoredKey>, StoreError> {
         let client = self.client().await?;
         let stmt = client
-            .prepare_cached("SELECT key_id, tenant, scope, kek_version, wrapped FROM data_keys WHERE tenant = $1 AND scope = $2")
+            .prepare_cached(
+                "SELECT key_id, tenant, scope, kek_version, wrapped FROM data_keys WHERE tenant = $1 AND scope = $2",
+            )
             .await?;
         Ok(client
             .query_opt(&stmt, &[&tenant, &scope])
@@ -289,10 +337,7 @@ impl KeyStore for PgStore {
         let stmt = client
             .prepare_cached("SELECT key_id, tenant, scope, kek_version, wrapped FROM data_keys WHERE key_id = $1")
             .await?;
-        Ok(client
-            .query_opt(&stmt, &[&key_id])
-            .await?
-            .map(|r| key_from_row(&r)))
+        Ok(client.query_opt(&stmt, &[&key_id]).await?.map(|r| key_from_row(&r)))
     }
 
     async fn insert_data_key(&self, key: NewKey) -> Result<StoredKey, StoreError> {

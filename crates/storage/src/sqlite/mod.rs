@@ -4,9 +4,10 @@
 mod pool;
 mod schema;
 
+use crate::sql::{Arg, Dialect, SortType, Sql, insert_row};
 use crate::{
-    ChangeSet, Expect, HistoryQuery, KeyStore, NewKey, Op, ResourceKey, ResourceStore, StoreError,
-    StoredKey, StoredVersion, TokenStore,
+    ChangeSet, Expect, HistoryQuery, KeyStore, NewKey, Op, ResourceKey, ResourceStore, SearchHit, SearchQuery,
+    SortValue, StoreError, StoredKey, StoredVersion, Table, TokenStore,
 };
 use pool::Pool;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -22,9 +23,7 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies pending migrations.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let readers = std::thread::available_parallelism()
-            .map(|n| n.get() * 2)
-            .unwrap_or(4);
+        let readers = std::thread::available_parallelism().map(|n| n.get() * 2).unwrap_or(4);
         Ok(Self {
             pool: Pool::open(path, readers)?,
         })
@@ -55,9 +54,7 @@ fn version_from_row(r: &Row<'_>) -> rusqlite::Result<StoredVersion> {
 fn apply_changes(conn: &Connection, changes: &ChangeSet) -> Result<(), StoreError> {
     for v in &changes.versions {
         let current: Option<i64> = conn
-            .prepare_cached(
-                "SELECT version FROM resources WHERE tenant = ?1 AND rtype = ?2 AND id = ?3",
-            )?
+            .prepare_cached("SELECT version FROM resources WHERE tenant = ?1 AND rtype = ?2 AND id = ?3")?
             .query_row(params![v.key.tenant, v.key.rtype, v.key.id], |r| r.get(0))
             .optional()?;
         let holds = match (v.expect, current) {
@@ -89,19 +86,70 @@ fn apply_changes(conn: &Connection, changes: &ChangeSet) -> Result<(), StoreErro
              ON CONFLICT (tenant, rtype, id) DO UPDATE SET version = excluded.version, seq = excluded.seq,
              deleted = excluded.deleted",
         )?
-        .execute(params![v.key.tenant, v.key.rtype, v.key.id, v.version as i64, seq, v.op == Op::Delete])?;
-        conn.prepare_cached(
-            "DELETE FROM identifier_index WHERE tenant = ?1 AND rtype = ?2 AND id = ?3",
-        )?
-        .execute(params![v.key.tenant, v.key.rtype, v.key.id])?;
+        .execute(params![
+            v.key.tenant,
+            v.key.rtype,
+            v.key.id,
+            v.version as i64,
+            seq,
+            v.op == Op::Delete
+        ])?;
+        conn.prepare_cached("DELETE FROM identifier_index WHERE tenant = ?1 AND rtype = ?2 AND id = ?3")?
+            .execute(params![v.key.tenant, v.key.rtype, v.key.id])?;
         let mut ins = conn.prepare_cached(
             "INSERT OR IGNORE INTO identifier_index (tenant, rtype, tag, id) VALUES (?1, ?2, ?3, ?4)",
         )?;
         for tag in &v.identifier_tags {
             ins.execute(params![v.key.tenant, v.key.rtype, tag, v.key.id])?;
         }
+        if v.expect != Expect::Absent {
+            for table in Table::ALL {
+                conn.prepare_cached(&format!(
+                    "DELETE FROM {} WHERE tenant = ?1 AND rtype = ?2 AND id = ?3",
+                    table.name()
+                ))?
+                .execute(params![v.key.tenant, v.key.rtype, v.key.id])?;
+            }
+        }
+        for row in &v.search_rows {
+            let sql = insert_row(Dialect::Sqlite, &v.key.tenant, &v.key.rtype, &v.key.id, row);
+            conn.prepare_cached(&sql.text)?
+                .execute(rusqlite::params_from_iter(sql.args.iter().map(to_value)))?;
+        }
     }
     Ok(())
+}
+
+fn to_value(a: &Arg) -> rusqlite::types::Value {
+    use rusqlite::types::Value as V;
+    match a {
+        Arg::Text(t) => V::Text(t.clone()),
+        Arg::Int(i) => V::Integer(*i),
+        Arg::Real(f) => V::Real(*f),
+        Arg::Blob(b) => V::Blob(b.clone()),
+    }
+}
+
+fn run_search(conn: &Connection, q: &SearchQuery) -> Result<Vec<SearchHit>, StoreError> {
+    let mut sql = Sql::new(Dialect::Sqlite);
+    let types = sql.page(q);
+    let mut stmt = conn.prepare_cached(&sql.text)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(sql.args.iter().map(to_value)), |r| {
+        let mut sort = Vec::with_capacity(types.len());
+        for (i, t) in types.iter().enumerate() {
+            sort.push(match t {
+                SortType::Int => SortValue::Int(r.get(i + 1)?),
+                SortType::Real => SortValue::Real(r.get(i + 1)?),
+                SortType::Text => SortValue::Text(r.get(i + 1)?),
+            });
+        }
+        Ok(SearchHit { id: r.get(0)?, sort })
+    })?;
+    let mut hits = rows.collect::<Result<Vec<_>, _>>()?;
+    if q.backwards {
+        hits.reverse();
+    }
+    Ok(hits)
 }
 
 fn history_where(q: &HistoryQuery) -> (String, Vec<rusqlite::types::Value>) {
@@ -125,9 +173,7 @@ fn history_where(q: &HistoryQuery) -> (String, Vec<rusqlite::types::Value>) {
 
 impl ResourceStore for SqliteStore {
     async fn apply(&self, changes: ChangeSet) -> Result<(), StoreError> {
-        self.pool
-            .write(move |conn| apply_changes(conn, &changes))
-            .await
+        self.pool.write(move |conn| apply_changes(conn, &changes)).await
     }
 
     async fn current(&self, key: &ResourceKey) -> Result<Option<StoredVersion>, StoreError> {
@@ -146,11 +192,7 @@ impl ResourceStore for SqliteStore {
             .await
     }
 
-    async fn version(
-        &self,
-        key: &ResourceKey,
-        version: u64,
-    ) -> Result<Option<StoredVersion>, StoreError> {
+    async fn version(&self, key: &ResourceKey, version: u64) -> Result<Option<StoredVersion>, StoreError> {
         let key = key.clone();
         self.pool
             .read(move |conn| {
@@ -160,10 +202,7 @@ impl ResourceStore for SqliteStore {
                 );
                 Ok(conn
                     .prepare_cached(&sql)?
-                    .query_row(
-                        params![key.tenant, key.rtype, key.id, version as i64],
-                        version_from_row,
-                    )
+                    .query_row(params![key.tenant, key.rtype, key.id, version as i64], version_from_row)
                     .optional()?)
             })
             .await
@@ -203,12 +242,7 @@ impl ResourceStore for SqliteStore {
             .await
     }
 
-    async fn find_by_identifier(
-        &self,
-        tenant: &str,
-        rtype: &str,
-        tag: &[u8],
-    ) -> Result<Vec<String>, StoreError> {
+    async fn find_by_identifier(&self, tenant: &str, rtype: &str, tag: &[u8]) -> Result<Vec<String>, StoreError> {
         let (tenant, rtype, tag) = (tenant.to_owned(), rtype.to_owned(), tag.to_vec());
         self.pool
             .read(move |conn| {
@@ -222,6 +256,13 @@ impl ResourceStore for SqliteStore {
             })
             .await
     }
+    async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>, StoreError> {
+        self.search_impl(query).await
+    }
+
+    async fn search_count(&self, query: &SearchQuery) -> Result<u64, StoreError> {
+        self.search_count_impl(query).await
+    }
 }
 
 fn key_from_row(r: &Row<'_>) -> rusqlite::Result<StoredKey> {
@@ -232,6 +273,27 @@ fn key_from_row(r: &Row<'_>) -> rusqlite::Result<StoredKey> {
         kek_version: r.get::<_, i64>(3)? as u32,
         wrapped: r.get(4)?,
     })
+}
+
+impl SqliteStore {
+    async fn search_impl(&self, query: &SearchQuery) -> Result<Vec<SearchHit>, StoreError> {
+        let q = query.clone();
+        self.pool.read(move |conn| run_search(conn, &q)).await
+    }
+
+    async fn search_count_impl(&self, query: &SearchQuery) -> Result<u64, StoreError> {
+        let q = query.clone();
+        self.pool
+            .read(move |conn| {
+                let mut sql = Sql::new(Dialect::Sqlite);
+                sql.count(&q);
+                let n: i64 = conn
+                    .prepare_cached(&sql.text)?
+                    .query_row(rusqlite::params_from_iter(sql.args.iter().map(to_value)), |r| r.get(0))?;
+                Ok(n as u64)
+            })
+            .await
+    }
 }
 
 impl KeyStore for SqliteStore {
@@ -253,7 +315,9 @@ impl KeyStore for SqliteStore {
         self.pool
             .read(move |conn| {
                 Ok(conn
-                    .prepare_cached("SELECT key_id, tenant, scope, kek_version, wrapped FROM data_keys WHERE key_id = ?1")?
+                    .prepare_cached(
+                        "SELECT key_id, tenant, scope, kek_version, wrapped FROM data_keys WHERE key_id = ?1",
+                    )?
                     .query_row(params![key_id], key_from_row)
                     .optional()?)
             })
@@ -295,8 +359,7 @@ impl TokenStore for SqliteStore {
     async fn active_tokens(&self) -> Result<Vec<Vec<u8>>, StoreError> {
         self.pool
             .read(move |conn| {
-                let mut stmt =
-                    conn.prepare_cached("SELECT hash FROM api_tokens WHERE revoked = 0")?;
+                let mut stmt = conn.prepare_cached("SELECT hash FROM api_tokens WHERE revoked = 0")?;
                 let rows = stmt.query_map([], |r| r.get(0))?;
                 Ok(rows.collect::<Result<Vec<Vec<u8>>, _>>()?)
             })

@@ -64,10 +64,7 @@ impl Pool {
         let job: Job = Box::new(move |conn| {
             let Some(conn) = conn else {
                 let finish: Finish = Box::new(move |_| {
-                    let _ = tx.send(Err(StoreError::backend(
-                        "begin",
-                        "could not start a transaction",
-                    )));
+                    let _ = tx.send(Err(StoreError::backend("begin", "could not start a transaction")));
                 });
                 return (false, finish);
             };
@@ -102,9 +99,7 @@ impl Pool {
                     return f(&conn);
                 }
             }
-            let conn = pool.readers[start % n]
-                .lock()
-                .map_err(|_| StoreError::WorkerGone)?;
+            let conn = pool.readers[start % n].lock().map_err(|_| StoreError::WorkerGone)?;
             f(&conn)
         })
         .await

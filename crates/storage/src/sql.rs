@@ -1,0 +1,483 @@
+//! One SQL builder for both dialects: search conditions, sort keys and keyset paging become
+//! the same SQL text, with `?` placeholders for SQLite and `$n` for PostgreSQL.
+
+use crate::search::{Cond, Prefix, SearchQuery, SearchRow, SortKey, Table, UriMatch};
+
+/// A bound argument.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Arg {
+    Text(String),
+    Int(i64),
+    Real(f64),
+    Blob(Vec<u8>),
+}
+
+/// The kind of value a sort key yields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SortType {
+    Int,
+    Real,
+    Text,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+pub(crate) struct Sql {
+    pub text: String,
+    pub args: Vec<Arg>,
+    dialect: Dialect,
+}
+
+const INT_HI: i64 = i64::MAX / 2;
+const INT_LO: i64 = i64::MIN / 2;
+const REAL_HI: f64 = 1e300;
+const REAL_LO: f64 = -1e300;
+const TEXT_HI: &str = "\u{10FFFF}";
+
+fn like_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl Sql {
+    pub fn new(dialect: Dialect) -> Self {
+        Self {
+            text: String::new(),
+            args: Vec::new(),
+            dialect,
+        }
+    }
+
+    fn push(&mut self, s: &str) {
+        self.text.push_str(s);
+    }
+
+    /// Appends a placeholder for `a`.
+    fn arg(&mut self, a: Arg) {
+        self.args.push(a);
+        match self.dialect {
+            Dialect::Sqlite => self.text.push('?'),
+            Dialect::Postgres => self.text.push_str(&format!("${}", self.args.len())),
+        }
+    }
+
+    fn text_arg(&mut self, s: &str) {
+        self.arg(Arg::Text(s.to_owned()));
+    }
+
+    /// `EXISTS (SELECT 1 FROM <table> x WHERE <same resource> AND x.param = ? AND <rest>)`.
+    fn exists(&mut self, table: Table, param: &str, rest: impl FnOnce(&mut Sql)) {
+        self.push(&format!(
+            "EXISTS (SELECT 1 FROM {} x WHERE x.tenant = r.tenant AND x.rtype = r.rtype AND x.id = r.id AND x.param = ",
+            table.name()
+        ));
+        self.text_arg(param);
+        rest(self);
+        self.push(")");
+    }
+
+    fn range(&mut self, prefix: Prefix, lo_col: &str, hi_col: &str, lo: i64, hi: i64) {
+        let cmp = |s: &mut Sql, col: &str, op: &str, v: i64| {
+            s.push(&format!("{col} {op} "));
+            s.arg(Arg::Int(v));
+        };
+        match prefix {
+            Prefix::Eq | Prefix::Ne => {
+                cmp(self, lo_col, ">=", lo);
+                self.push(" AND ");
+                cmp(self, hi_col, "<=", hi);
+            }
+            Prefix::Gt => cmp(self, hi_col, ">", hi),
+            Prefix::Lt => cmp(self, lo_col, "<", lo),
+            Prefix::Ge => {
+                self.push("(");
+                cmp(self, hi_col, ">", hi);
+                self.push(" OR (");
+                cmp(self, lo_col, ">=", lo);
+                self.push(" AND ");
+                cmp(self, hi_col, "<=", hi);
+                self.push("))");
+            }
+            Prefix::Le => {
+                self.push("(");
+                cmp(self, lo_col, "<", lo);
+                self.push(" OR (");
+                cmp(self, lo_col, ">=", lo);
+                self.push(" AND ");
+                cmp(self, hi_col, "<=", hi);
+                self.push("))");
+            }
+            Prefix::Sa => cmp(self, lo_col, ">=", hi),
+            Prefix::Eb => cmp(self, hi_col, "<=", lo),
+            Prefix::Ap => {
+                cmp(self, lo_col, "<", hi);
+                self.push(" AND ");
+                cmp(self, hi_col, ">", lo);
+            }
+        }
+    }
+
+    fn point(&mut self, prefix: Prefix, value: f64, lo: f64, hi: f64) {
+        let cmp = |s: &mut Sql, op: &str, v: f64| {
+            s.push(&format!("x.value {op} "));
+            s.arg(Arg::Real(v));
+        };
+        match prefix {
+            Prefix::Eq | Prefix::Ne | Prefix::Ap => {
+                cmp(self, ">=", lo);
+                self.push(" AND ");
+                cmp(self, "<", hi);
+            }
+            Prefix::Gt | Prefix::Sa => cmp(self, ">", value),
+            Prefix::Lt | Prefix::Eb => cmp(self, "<", value),
+            Prefix::Ge => cmp(self, ">=", value),
+            Prefix::Le => cmp(self, "<=", value),
+        }
+    }
+
+    pub fn cond(&mut self, c: &Cond) {
+        match c {
+            Cond::Token { param, system, code } => self.exists(Table::Token, param, |s| {
+                if let Some(code) = code {
+                    s.push(" AND x.code = ");
+                    s.text_arg(code);
+                }
+                if let Some(system) = system {
+                    s.push(" AND x.system = ");
+                    s.text_arg(system);
+                }
+            }),
+            Cond::StringPrefix { param, prefix } => self.exists(Table::String, param, |s| {
+                s.push(" AND x.norm LIKE ");
+                s.arg(Arg::Text(format!("{}%", like_escape(prefix))));
+                s.push(" ESCAPE '\\'");
+            }),
+            Cond::StringContains { param, needle } => self.exists(Table::String, param, |s| {
+                s.push(" AND x.norm LIKE ");
+                s.arg(Arg::Text(format!("%{}%", like_escape(needle))));
+                s.push(" ESCAPE '\\'");
+            }),
+            Cond::StringExact { param, exact } => self.exists(Table::String, param, |s| {
+                s.push(" AND x.exact = ");
+                s.text_arg(exact);
+            }),
+            Cond::Blind { param, tag } => self.exists(Table::Blind, param, |s| {
+                s.push(" AND x.tag = ");
+                s.arg(Arg::Blob(tag.clone()));
+            }),
+            Cond::Reference {
+                param,
+                target_type,
+                target_id,
+            } => self.exists(Table::Reference, param, |s| {
+                s.push(" AND x.target_id = ");
+                s.text_arg(target_id);
+                if let Some(t) = target_type {
+                    s.push(" AND x.target_type = ");
+                    s.text_arg(t);
+                }
+            }),
+            Cond::Date { param, prefix, lo, hi } => {
+                if *prefix == Prefix::Ne {
+                    self.push("NOT ");
+                }
+                self.exists(Table::Date, param, |s| {
+                    s.push(" AND ");
+                    s.range(*prefix, "x.lo", "x.hi", *lo, *hi);
+                });
+            }
+            Cond::Number {
+                param,
+                prefix,
+                value,
+                lo,
+                hi,
+                system,
+                code,
+            } => {
+                if *prefix == Prefix::Ne {
+                    self.push("NOT ");
+                }
+                self.exists(Table::Number, param, |s| {
+                    s.push(" AND ");
+                    s.point(*prefix, *value, *lo, *hi);
+                    if let Some(code) = code {
+                        s.push(" AND x.code = ");
+                        s.text_arg(code);
+                    }
+                    if let Some(system) = system {
+                        s.push(" AND x.system = ");
+                        s.text_arg(system);
+                    }
+                });
+            }
+            Cond::Uri { param, uri, how } => self.exists(Table::Uri, param, |s| match how {
+                UriMatch::Exact => {
+                    s.push(" AND x.uri = ");
+                    s.text_arg(uri);
+                }
+                UriMatch::Below => {
+                    s.push(" AND x.uri LIKE ");
+                    s.arg(Arg::Text(format!("{}%", like_escape(uri))));
+                    s.push(" ESCAPE '\\'");
+                }
+                UriMatch::Above => {
+                    s.push(" AND ");
+                    s.text_arg(uri);
+                    s.push(" LIKE x.uri || '%'");
+                }
+            }),
+            Cond::Present { table, param } => self.exists(*table, param, |_| {}),
+            Cond::LastUpdated { prefix, lo, hi } => {
+                self.push("(");
+                if *prefix == Prefix::Ne {
+                    self.push("NOT (");
+                }
+                self.range(*prefix, "v.last_updated", "(v.last_updated + 1)", *lo, *hi);
+                if *prefix == Prefix::Ne {
+                    self.push(")");
+                }
+                self.push(")");
+            }
+            Cond::Id(ids) => {
+                if ids.is_empty() {
+                    self.push("1 = 0");
+                    return;
+                }
+                self.push("r.id IN (");
+                for (i, id) in ids.iter().enumerate() {
+                    if i > 0 {
+                        self.push(", ");
+                    }
+                    self.text_arg(id);
+                }
+                self.push(")");
+            }
+            Cond::Not(inner) => {
+                self.push("NOT (");
+                self.cond(inner);
+                self.push(")");
+            }
+            Cond::Any(list) => {
+                if list.is_empty() {
+                    self.push("1 = 0");
+                    return;
+                }
+                self.push("(");
+                for (i, c) in list.iter().enumerate() {
+                    if i > 0 {
+                        self.push(" OR ");
+                    }
+                    self.cond(c);
+                }
+                self.push(")");
+            }
+        }
+    }
+
+    /// A sort key's expression; absent values sort last in either direction.
+    fn sort_expr(&mut self, key: &SortKey, desc: bool) -> SortType {
+        match key {
+            SortKey::LastUpdated => {
+                self.push("v.last_updated");
+                SortType::Int
+            }
+            SortKey::Param { table, param } => {
+                let agg = if desc { "MAX" } else { "MIN" };
+                let (col, ty) = match table {
+                    Table::Date => (if desc { "hi" } else { "lo" }, SortType::Int),
+                    Table::Number => ("value", SortType::Real),
+                    Table::String => ("norm", SortType::Text),
+                    Table::Token => ("code", SortType::Text),
+                    Table::Uri => ("uri", SortType::Text),
+                    Table::Reference => ("target_id", SortType::Text),
+                    Table::Blind => ("param", SortType::Text),
+                };
+                self.push(&format!(
+                    "COALESCE((SELECT {agg}(x.{col}) FROM {} x WHERE x.tenant = r.tenant AND x.rtype = r.rtype AND x.id = r.id AND x.param = ",
+                    table.name()
+                ));
+                self.text_arg(param);
+                self.push("), ");
+                match (ty, desc) {
+                    (SortType::Int, false) => self.arg(Arg::Int(INT_HI)),
+                    (SortType::Int, true) => self.arg(Arg::Int(INT_LO)),
+                    (SortType::Real, false) => self.arg(Arg::Real(REAL_HI)),
+                    (SortType::Real, true) => self.arg(Arg::Real(REAL_LO)),
+                    (SortType::Text, false) => self.text_arg(TEXT_HI),
+                    (SortType::Text, true) => self.text_arg(""),
+                }
+                self.push(")");
+                ty
+            }
+        }
+    }
+
+    fn base_where(&mut self, q: &SearchQuery) {
+        self.push(" FROM resources r JOIN resource_versions v ON v.seq = r.seq WHERE r.tenant = ");
+        self.text_arg(&q.tenant);
+        self.push(" AND r.rtype = ");
+        self.text_arg(&q.rtype);
+        self.push(" AND NOT r.deleted");
+        for c in &q.conds {
+            self.push(" AND ");
+            self.cond(c);
+        }
+    }
+
+    /// The page query; returns the type of each sort value the rows carry after the id.
+    pub fn page(&mut self, q: &SearchQuery) -> Vec<SortType> {
+        self.push("SELECT r.id");
+        let mut types = Vec::new();
+        for (key, desc) in &q.sort {
+            self.push(", ");
+            types.push(self.sort_expr(key, *desc));
+        }
+        self.base_where(q);
+        if let Some((values, last_id)) = &q.after {
+            // (k1, k2, …, id) strictly after the cursor, in the walk's direction.
+            self.push(" AND (");
+            let n = q.sort.len();
+            for i in 0..=n {
+                if i > 0 {
+                    self.push(" OR ");
+                }
+                self.push("(");
+                for j in 0..i {
+                    let (key, desc) = &q.sort[j];
+                    self.sort_expr(key, *desc);
+                    self.push(" = ");
+                    self.value_arg(values.get(j));
+                    self.push(" AND ");
+                }
+                let forward_gt = |desc: bool| (!desc) ^ q.backwards;
+                if i < n {
+                    let (key, desc) = &q.sort[i];
+                    self.sort_expr(key, *desc);
+                    self.push(if forward_gt(*desc) { " > " } else { " < " });
+                    self.value_arg(values.get(i));
+                } else {
+                    self.push(if forward_gt(false) { "r.id > " } else { "r.id < " });
+                    self.text_arg(last_id);
+                }
+                self.push(")");
+            }
+            self.push(")");
+        }
+        self.push(" ORDER BY ");
+        for (key, desc) in &q.sort {
+            self.sort_expr(key, *desc);
+            self.push(if *desc ^ q.backwards { " DESC, " } else { " ASC, " });
+        }
+        self.push(if q.backwards { "r.id DESC" } else { "r.id ASC" });
+        self.push(&format!(" LIMIT {}", q.limit));
+        types
+    }
+
+    fn value_arg(&mut self, v: Option<&crate::SortValue>) {
+        match v {
+            Some(crate::SortValue::Int(i)) => self.arg(Arg::Int(*i)),
+            Some(crate::SortValue::Real(f)) => self.arg(Arg::Real(*f)),
+            Some(crate::SortValue::Text(t)) => self.text_arg(t),
+            None => self.text_arg(""),
+        }
+    }
+
+    pub fn count(&mut self, q: &SearchQuery) {
+        self.push("SELECT count(*)");
+        self.base_where(q);
+    }
+}
+
+/// `INSERT` of one index row: the SQL (with placeholders) and its arguments.
+pub(crate) fn insert_row(dialect: Dialect, tenant: &str, rtype: &str, id: &str, row: &SearchRow) -> Sql {
+    let mut s = Sql::new(dialect);
+    let (table, cols, values): (Table, &str, Vec<Arg>) = match row {
+        SearchRow::Token { param, system, code } => (
+            Table::Token,
+            "param, system, code",
+            vec![
+                Arg::Text(param.clone()),
+                Arg::Text(system.clone()),
+                Arg::Text(code.clone()),
+            ],
+        ),
+        SearchRow::String { param, norm, exact } => (
+            Table::String,
+            "param, norm, exact",
+            vec![
+                Arg::Text(param.clone()),
+                Arg::Text(norm.clone()),
+                Arg::Text(exact.clone()),
+            ],
+        ),
+        SearchRow::Blind { param, tag } => (
+            Table::Blind,
+            "param, tag",
+            vec![Arg::Text(param.clone()), Arg::Blob(tag.clone())],
+        ),
+        SearchRow::Reference {
+            param,
+            target_type,
+            target_id,
+        } => (
+            Table::Reference,
+            "param, target_type, target_id",
+            vec![
+                Arg::Text(param.clone()),
+                Arg::Text(target_type.clone()),
+                Arg::Text(target_id.clone()),
+            ],
+        ),
+        SearchRow::Date { param, lo, hi } => (
+            Table::Date,
+            "param, lo, hi",
+            vec![Arg::Text(param.clone()), Arg::Int(*lo), Arg::Int(*hi)],
+        ),
+        SearchRow::Number {
+            param,
+            value,
+            system,
+            code,
+        } => (
+            Table::Number,
+            "param, value, system, code",
+            vec![
+                Arg::Text(param.clone()),
+                Arg::Real(*value),
+                Arg::Text(system.clone()),
+                Arg::Text(code.clone()),
+            ],
+        ),
+        SearchRow::Uri { param, uri } => (
+            Table::Uri,
+            "param, uri",
+            vec![Arg::Text(param.clone()), Arg::Text(uri.clone())],
+        ),
+    };
+    s.push(&format!(
+        "INSERT INTO {} (tenant, rtype, id, {cols}) VALUES (",
+        table.name()
+    ));
+    s.text_arg(tenant);
+    s.push(", ");
+    s.text_arg(rtype);
+    s.push(", ");
+    s.text_arg(id);
+    for v in values {
+        s.push(", ");
+        s.arg(v);
+    }
+    s.push(")");
+    s
+}
