@@ -40,13 +40,15 @@ pub async fn open_store(database: &str) -> Result<AnyStore, CliError> {
 pub async fn open_vault(settings: &Settings) -> Result<Arc<Vault<AnyStore>>, CliError> {
     let keys = load_keys(&settings.key_file)?;
     let store = open_store(&settings.database).await?;
-    Ok(Arc::new(Vault::new(
+    let vault = Vault::new(
         store,
         Arc::new(keys),
         Arc::new(SystemRandomSource::new()),
         Arc::new(SystemClock),
         TenantId::default_tenant(),
-    )))
+    )
+    .map_err(|e| CliError::new(format!("cannot derive the search keys: {e}")))?;
+    Ok(Arc::new(vault))
 }
 
 pub async fn active_tokens(vault: &Vault<AnyStore>) -> Result<Vec<Vec<u8>>, CliError> {

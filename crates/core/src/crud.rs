@@ -121,6 +121,7 @@ impl<S: Store> Vault<S> {
         };
         let sealed = self.seal_with(&dek, &row, &plaintext)?;
         let tags = identifier_tags(&self.identifier_index, &resource);
+        let search_rows = crate::search::search_rows(&self.search_index, rtype, &resource.as_value());
         Ok(Ok(Pending {
             version: NewVersion {
                 key: self.resource_key(rtype, id),
@@ -132,6 +133,7 @@ impl<S: Store> Vault<S> {
                 patient: scope.to_owned(),
                 body: sealed,
                 identifier_tags: tags,
+                search_rows,
             },
             written: Written {
                 resource: StoredResource {
@@ -288,6 +290,7 @@ impl<S: Store> Vault<S> {
             patient: String::new(),
             body: Vec::new(),
             identifier_tags: Vec::new(),
+            search_rows: Vec::new(),
         }
     }
 

@@ -9,6 +9,7 @@ mod error;
 mod history;
 mod identifiers;
 mod keys;
+mod search;
 mod vault;
 
 pub use bundle::{BundleKind, BundleOutcome, EntryResult, condition_query, parse_etag};
@@ -16,4 +17,5 @@ pub use crud::{ReadOutcome, StoredResource, Written};
 pub use error::CoreError;
 pub use history::{HistoryEntry, HistoryPage, HistoryScope, MAX_PAGE};
 pub use identifiers::IdentifierQuery;
+pub use search::{SearchOptions, SearchPage, SearchRequest};
 pub use vault::Vault;

@@ -1,5 +1,5 @@
 use crate::keys::KeyCache;
-use carevault_crypto::{IndexKey, KeyFile, RandomSource};
+use carevault_crypto::{CursorKey, IndexKey, KeyFile, RandomSource};
 use carevault_domain::{Clock, ResourceId, TenantId};
 use carevault_storage::Store;
 use std::sync::Arc;
@@ -12,6 +12,8 @@ pub struct Vault<S: Store> {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) tenant: TenantId,
     pub(crate) identifier_index: IndexKey,
+    pub(crate) search_index: IndexKey,
+    pub(crate) cursor_key: CursorKey,
     pub(crate) key_cache: KeyCache,
 }
 
@@ -22,17 +24,21 @@ impl<S: Store> Vault<S> {
         rng: Arc<dyn RandomSource>,
         clock: Arc<dyn Clock>,
         tenant: TenantId,
-    ) -> Self {
+    ) -> Result<Self, crate::CoreError> {
         let identifier_index = IndexKey::derive(&keys, tenant.as_str(), "identifier");
-        Self {
+        let search_index = IndexKey::derive(&keys, tenant.as_str(), "search");
+        let cursor_key = CursorKey::derive(&keys, tenant.as_str())?;
+        Ok(Self {
             store,
             keys,
             rng,
             clock,
             tenant,
             identifier_index,
+            search_index,
+            cursor_key,
             key_cache: KeyCache::default(),
-        }
+        })
     }
 
     pub fn store(&self) -> &S {

@@ -9,6 +9,7 @@
 
 mod aead;
 mod blind;
+mod cursor;
 mod error;
 mod keyfile;
 mod random;
@@ -16,6 +17,7 @@ mod token;
 
 pub use aead::{DataKey, RowBinding, WrappedKey};
 pub use blind::{BlindTag, IndexKey};
+pub use cursor::CursorKey;
 pub use error::CryptoError;
 pub use keyfile::{Kek, KeyFile, KeyVersion};
 pub use random::{RandomSource, SystemRandomSource};

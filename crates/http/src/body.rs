@@ -43,3 +43,20 @@ pub(crate) async fn read_resource(state: &AppState, headers: &HeaderMap, body: B
         other => ApiError::BadRequest(other.to_string()),
     })
 }
+
+/// Reads an `application/x-www-form-urlencoded` body (a `_search` POST) as a query string.
+pub(crate) async fn read_form(state: &AppState, headers: &HeaderMap, body: Body) -> Result<String, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded") {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let bytes = axum::body::to_bytes(body, state.config.max_body_bytes)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge)?;
+    let text = String::from_utf8(bytes.to_vec()).map_err(|_| ApiError::BadRequest("the form is not UTF-8".into()))?;
+    // Forms encode spaces as `+`; the query parser keeps `+` literal, so turn them back.
+    Ok(text.replace('+', "%20"))
+}

@@ -2,6 +2,7 @@
 //! by claim against the running server by the integration tests.
 
 use carevault_domain::ResourceType;
+use carevault_domain::search::{Class, class_of, params};
 use serde_json::{Value, json};
 
 /// Interactions every stored type supports.
@@ -33,11 +34,7 @@ pub(crate) fn capability_statement(date: &str) -> Value {
                 "conditionalRead": "not-supported",
                 "conditionalUpdate": false,
                 "conditionalDelete": "not-supported",
-                "searchParam": [
-                    {"name": "_id", "type": "token", "documentation": "Logical id"},
-                    {"name": "identifier", "type": "token",
-                     "documentation": "Business identifier, matched through a keyed blind index"}
-                ]
+                "searchParam": search_params(*t),
             })
         })
         .collect();
@@ -61,4 +58,18 @@ pub(crate) fn capability_statement(date: &str) -> Value {
             "interaction": SYSTEM_INTERACTIONS.iter().map(|i| json!({"code": i})).collect::<Vec<_>>()
         }]
     })
+}
+
+/// The parameters a type supports, each with its class under the searchability contract.
+fn search_params(t: ResourceType) -> Vec<Value> {
+    params::all(t)
+        .filter(|p| class_of(t, p) != Class::Unsupported)
+        .map(|p| {
+            let doc = match class_of(t, p) {
+                Class::Identifying => "identifying: matched through keyed blind tags, re-checked after decryption",
+                _ => "clinical: plain index keyed by random ids",
+            };
+            json!({"name": p.name, "type": p.kind.as_str(), "documentation": doc})
+        })
+        .collect()
 }

@@ -30,6 +30,7 @@ pub fn router(state: AppState) -> Router {
             get(handlers::search::search_type).post(handlers::create::create),
         )
         .route("/{rtype}/_history", get(handlers::history::of_type))
+        .route("/{rtype}/_search", axum::routing::post(handlers::search::search_post))
         .route(
             "/{rtype}/{id}",
             get(handlers::read::read)

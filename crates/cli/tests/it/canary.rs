@@ -84,9 +84,27 @@ async fn write_canaries(app: &TestApp) {
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(find_any(&r.body).is_empty(), "error body echoes a canary");
-    let r = app.get("Patient?name=Zanzibaroo").await;
+    let r = app.get("Patient?name:contains=Zanzibaroo").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(find_any(&r.body).is_empty(), "error body echoes a canary");
+    // Identifying parameters are searchable through blind tags: name prefixes, phone, birth date.
+    for q in [
+        "name=zanzib",
+        "family=ZANZIBAROO",
+        "given=Quill",
+        "phone=%2B1-555-0199-7788",
+        "birthdate=1901-02",
+        "address-city=vex",
+    ] {
+        let r = app.get(&format!("Patient?{q}")).await;
+        assert_eq!(r.status, StatusCode::OK, "{q}");
+        assert_eq!(r.json()["total"], 1, "{q}");
+        // The paging links never carry the search terms.
+        for l in r.json()["link"].as_array().unwrap() {
+            assert!(find_any(l["url"].as_str().unwrap().as_bytes()).is_empty(), "{q}: {l}");
+        }
+    }
+    assert_eq!(app.get("Patient?name=zanzibar0").await.json()["total"], 0);
     // ...and a search by identifier finds it through the blind index.
     let r = app
         .get("Patient?identifier=http://hl7.org/fhir/sid/us-ssn|CANARY-SSN-918273645")

@@ -127,14 +127,30 @@ async fn capability_statement_is_truthful() {
         }
         if has("search-type") {
             for sp in res["searchParam"].as_array().unwrap() {
-                let q = match sp["name"].as_str().unwrap() {
-                    "_id" => format!("_id={id}"),
-                    "identifier" => format!("identifier=urn:cap|id-{t}"),
-                    other => panic!("{t}: unchecked search parameter {other}"),
+                let name = sp["name"].as_str().unwrap();
+                let value = match (name, sp["type"].as_str().unwrap()) {
+                    ("_id", _) => id.clone(),
+                    ("identifier", _) => format!("urn:cap|id-{t}"),
+                    (_, "string") => "ab".to_owned(),
+                    (_, "token") => "x".to_owned(),
+                    (_, "reference") => "Patient/x".to_owned(),
+                    (_, "date") => "2020-01-01".to_owned(),
+                    (_, "number" | "quantity") => "1".to_owned(),
+                    (_, "uri") => "http://x".to_owned(),
+                    (_, other) => panic!("{t}.{name}: unchecked type {other}"),
                 };
-                let b = app.get(&format!("{t}?{q}")).await.json();
+                let r = app.get(&format!("{t}?{name}={value}")).await;
+                assert_eq!(
+                    r.status,
+                    StatusCode::OK,
+                    "{t}?{name}: {}",
+                    String::from_utf8_lossy(&r.body)
+                );
+                let b = r.json();
                 assert_eq!(b["type"], "searchset");
-                assert_eq!(b["total"], 1, "{t}?{q}");
+                if matches!(name, "_id" | "identifier") {
+                    assert_eq!(b["total"], 1, "{t}?{name}");
+                }
             }
         }
         if has("delete") {

@@ -1,17 +1,18 @@
-//! `GET [base]/[type]?…`: for now only what the blind identifier index answers — `_id` and
-//! `identifier` — returned as a searchset Bundle. Full search is a later piece of work; other
-//! parameters get a 400 that says so, never a silently wrong answer.
+//! `GET [base]/[type]?…` and `POST [base]/[type]/_search` (form body, which keeps search
+//! terms out of URLs and logs): a searchset Bundle with sealed-cursor paging links.
 
 use super::parse_type;
-use crate::error::fhir_json_response;
+use crate::body::read_form;
+use crate::error::{fhir_json_response, operation_outcome};
 use crate::respond::base_url;
 use crate::{ApiError, AppState};
+use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use carevault_core::{IdentifierQuery, ReadOutcome};
-use carevault_domain::query::parse_query;
-use serde_json::{Value, json};
+use carevault_core::{SearchOptions, SearchPage, StoredResource};
+use carevault_domain::ResourceType;
+use serde_json::{Map, Value, json};
 
 pub(crate) async fn search_type(
     State(state): State<AppState>,
@@ -20,48 +21,110 @@ pub(crate) async fn search_type(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let rtype = parse_type(&rtype)?;
-    let pairs = parse_query(query.as_deref().unwrap_or("")).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    // Result-shaping parameters are accepted and have no effect on so small a result.
-    let conditions: Vec<String> = pairs
+    run(&state, &headers, rtype, query.as_deref().unwrap_or("")).await
+}
+
+pub(crate) async fn search_post(
+    State(state): State<AppState>,
+    Path(rtype): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let rtype = parse_type(&rtype)?;
+    let form = read_form(&state, &headers, body).await?;
+    run(&state, &headers, rtype, &form).await
+}
+
+fn strict(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
         .iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "_count" | "_format" | "_pretty"))
-        .map(|(k, v)| {
-            format!(
-                "{}={}",
-                carevault_domain::query::percent_encode(k),
-                carevault_domain::query::percent_encode(v)
-            )
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split([',', ';'])
+                .any(|p| p.trim().eq_ignore_ascii_case("handling=strict"))
         })
-        .collect();
-    if conditions.is_empty() {
-        return Err(ApiError::BadRequest(
-            "search currently needs an `_id` or `identifier` parameter".into(),
-        ));
-    }
-    let q = IdentifierQuery::parse(&conditions.join("&")).map_err(|_| {
-        ApiError::BadRequest("search currently supports only the `_id` and `identifier` parameters".into())
-    })?;
-    let ids = state.vault.find(rtype, &q).await?;
-    let base = base_url(&state, &headers);
-    let mut entries = Vec::new();
-    for id in ids {
-        if let ReadOutcome::Found(r) = state.vault.read(rtype, &id).await? {
-            let resource: Value =
-                serde_json::from_slice(&r.body).map_err(|_| ApiError::Internal("stored body is not JSON".into()))?;
-            entries.push(json!({
-                "fullUrl": format!("{base}/{rtype}/{id}"),
-                "resource": resource,
-                "search": {"mode": "match"}
-            }));
+}
+
+/// Keeps only the requested top-level elements (plus the mandatory ones) and marks the
+/// resource SUBSETTED.
+fn subset(resource: Value, elements: &[String]) -> Value {
+    let Value::Object(map) = resource else { return resource };
+    let mut out = Map::new();
+    for (k, v) in map {
+        if matches!(k.as_str(), "resourceType" | "id" | "meta") || elements.iter().any(|e| e == &k) {
+            out.insert(k, v);
         }
     }
-    let body = json!({
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "total": entries.len(),
-        "link": [{"relation": "self", "url": format!("{base}/{rtype}")}],
-        "entry": entries
-    });
+    let meta = out.entry("meta").or_insert_with(|| json!({}));
+    if let Value::Object(m) = meta {
+        let tags = m.entry("tag").or_insert_with(|| json!([]));
+        if let Value::Array(t) = tags {
+            t.push(json!({"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}));
+        }
+    }
+    Value::Object(out)
+}
+
+fn entry(base: &str, r: &StoredResource, elements: Option<&[String]>) -> Result<Value, ApiError> {
+    let mut resource: Value =
+        serde_json::from_slice(&r.body).map_err(|_| ApiError::Internal("stored body is not JSON".into()))?;
+    if let Some(el) = elements {
+        resource = subset(resource, el);
+    }
+    Ok(json!({
+        "fullUrl": format!("{base}/{}/{}", r.rtype, r.id),
+        "resource": resource,
+        "search": {"mode": "match"}
+    }))
+}
+
+fn bundle(base: &str, rtype: ResourceType, page: &SearchPage) -> Result<Value, ApiError> {
+    let link = |rel: &str, cursor: &str| json!({"relation": rel, "url": format!("{base}/{rtype}?_cursor={cursor}")});
+    let mut links = Vec::new();
+    if let Some(c) = page.this.as_ref().or(page.first.as_ref()) {
+        links.push(link("self", c));
+    }
+    for (rel, c) in [
+        ("first", &page.first),
+        ("previous", &page.previous),
+        ("next", &page.next),
+    ] {
+        if let Some(c) = c {
+            links.push(link(rel, c));
+        }
+    }
+    let mut entries = Vec::with_capacity(page.resources.len() + 1);
+    for r in &page.resources {
+        entries.push(entry(base, r, page.elements.as_deref())?);
+    }
+    if !page.ignored.is_empty() {
+        let text = format!("ignored unknown search parameters: {}", page.ignored.join(", "));
+        entries.push(json!({
+            "resource": operation_outcome("warning", "not-supported", &text),
+            "search": {"mode": "outcome"}
+        }));
+    }
+    let mut b = json!({"resourceType": "Bundle", "type": "searchset", "link": links, "entry": entries});
+    if let Some(t) = page.total {
+        b["total"] = json!(t);
+    }
+    Ok(b)
+}
+
+async fn run(state: &AppState, headers: &HeaderMap, rtype: ResourceType, query: &str) -> Result<Response, ApiError> {
+    let page = state
+        .vault
+        .search(
+            rtype,
+            query,
+            SearchOptions {
+                strict: strict(headers),
+            },
+        )
+        .await?;
+    let base = base_url(state, headers);
+    let body = bundle(&base, rtype, &page)?;
     Ok(fhir_json_response(
         StatusCode::OK,
         serde_json::to_vec(&body).unwrap_or_default(),

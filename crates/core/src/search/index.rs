@@ -1,0 +1,109 @@
+//! The search index rows of one resource: plaintext for clinical parameters, keyed blind
+//! tags for identifying ones (see docs/SEARCHABILITY.md).
+
+use super::{MAX_BLIND_PREFIX, MIN_BLIND_PREFIX, blind_input};
+use carevault_crypto::IndexKey;
+use carevault_domain::ResourceType;
+use carevault_domain::search::normalize::normalize;
+use carevault_domain::search::{Class, IndexValue, class_of, params};
+use carevault_storage::SearchRow;
+use serde_json::Value;
+
+fn blind(key: &IndexKey, param: &str, kind: &str, value: &str) -> SearchRow {
+    SearchRow::Blind {
+        param: param.to_owned(),
+        tag: key.tag(&blind_input(param, kind, value)).0.to_vec(),
+    }
+}
+
+/// Blind rows of one identifying value.
+fn blind_rows(key: &IndexKey, param: &str, value: &IndexValue, out: &mut Vec<SearchRow>) {
+    match value {
+        IndexValue::String(s) => {
+            let norm = normalize(s);
+            let chars: Vec<char> = norm.chars().collect();
+            for n in MIN_BLIND_PREFIX..=chars.len().min(MAX_BLIND_PREFIX) {
+                let prefix: String = chars[..n].iter().collect();
+                out.push(blind(key, param, "p", &prefix));
+            }
+            out.push(blind(key, param, "x", s));
+        }
+        IndexValue::Token { system, code } => {
+            out.push(blind(key, param, "t", &format!("{system}\0{code}")));
+            out.push(blind(key, param, "c", code));
+        }
+        IndexValue::Date { .. } => {}
+        _ => {}
+    }
+}
+
+/// Blind rows of an identifying date: the date as written at year, month and day precision.
+fn blind_dates(key: &IndexKey, param: &str, written: &[&str], out: &mut Vec<SearchRow>) {
+    for s in written {
+        for n in [4, 7, 10] {
+            if let Some(p) = s.get(..n) {
+                out.push(blind(key, param, "d", p));
+            }
+        }
+    }
+}
+
+/// Every index row of `body`.
+pub(crate) fn search_rows(key: &IndexKey, rtype: ResourceType, body: &Value) -> Vec<SearchRow> {
+    let mut out = Vec::new();
+    for p in params::all(rtype) {
+        if matches!(p.name, "_id" | "_lastUpdated") {
+            continue;
+        }
+        let class = class_of(rtype, p);
+        if class == Class::Unsupported {
+            continue;
+        }
+        let values = carevault_domain::search::extract::param_values(p, body);
+        if class == Class::Identifying {
+            if p.kind == carevault_domain::search::ParamKind::Date {
+                let written: Vec<&str> = p
+                    .paths
+                    .iter()
+                    .flat_map(|path| carevault_domain::search::path::select(body, path))
+                    .filter_map(Value::as_str)
+                    .collect();
+                blind_dates(key, p.name, &written, &mut out);
+            } else {
+                values.iter().for_each(|v| blind_rows(key, p.name, v, &mut out));
+            }
+            continue;
+        }
+        for v in values {
+            let param = p.name.to_owned();
+            out.push(match v {
+                IndexValue::Token { system, code } => SearchRow::Token { param, system, code },
+                IndexValue::TokenText(t) => SearchRow::String {
+                    param: format!("{param}:text"),
+                    norm: normalize(&t),
+                    exact: t,
+                },
+                IndexValue::String(s) => SearchRow::String {
+                    param,
+                    norm: normalize(&s),
+                    exact: s,
+                },
+                IndexValue::Reference { rtype, id } => SearchRow::Reference {
+                    param,
+                    target_type: rtype,
+                    target_id: id,
+                },
+                IndexValue::Date { lo, hi } => SearchRow::Date { param, lo, hi },
+                IndexValue::Number { value, system, code } => SearchRow::Number {
+                    param,
+                    value,
+                    system,
+                    code,
+                },
+                IndexValue::Uri(uri) => SearchRow::Uri { param, uri },
+            });
+        }
+    }
+    out.dedup();
+    out
+}

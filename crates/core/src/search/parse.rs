@@ -1,0 +1,617 @@
+//! A search query string, parsed into storage conditions under the searchability contract.
+//! Identifying parameters become blind-tag conditions plus a re-check on the decrypted
+//! resource; clinical ones become plain conditions.
+
+use super::{MAX_BLIND_PREFIX, MIN_BLIND_PREFIX, blind_input};
+use crate::CoreError;
+use carevault_crypto::IndexKey;
+use carevault_domain::search::normalize::normalize;
+use carevault_domain::search::ranges::{date_range, number_range};
+use carevault_domain::search::{Class, ParamKind, SearchParam, class_of, params};
+use carevault_domain::{ResourceId, ResourceType};
+use carevault_storage::{Cond, Prefix, SortKey, Table, UriMatch};
+
+/// A parsed search.
+#[derive(Debug, Clone)]
+pub struct SearchRequest {
+    pub conds: Vec<Cond>,
+    pub(crate) rechecks: Vec<Recheck>,
+    pub sort: Vec<(SortKey, bool)>,
+    pub count: u32,
+    pub total: bool,
+    pub summary_count: bool,
+    pub elements: Option<Vec<String>>,
+    /// Names of parameters that were not understood and were ignored.
+    pub ignored: Vec<String>,
+}
+
+/// An identifying condition to verify on the decrypted resource (any value may match).
+#[derive(Debug, Clone)]
+pub(crate) enum Recheck {
+    String {
+        param: &'static SearchParam,
+        values: Vec<String>,
+        exact: bool,
+    },
+    Token {
+        param: &'static SearchParam,
+        values: Vec<(Option<String>, String)>,
+    },
+    Date {
+        param: &'static SearchParam,
+        values: Vec<String>,
+    },
+}
+
+pub const DEFAULT_COUNT: u32 = 20;
+pub const MAX_COUNT: u32 = 1000;
+
+fn bad(msg: impl Into<String>) -> CoreError {
+    CoreError::Invalid(msg.into())
+}
+
+/// Splits on unescaped `sep`, then undoes FHIR's `\,`, `\|`, `\$` and `\\` escapes.
+fn split_escaped(s: &str, sep: char) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next() {
+                Some(n) if n == sep => out.last_mut().map(|l| l.push(n)).unwrap_or(()),
+                Some(n) => {
+                    if let Some(l) = out.last_mut() {
+                        l.push('\\');
+                        l.push(n);
+                    }
+                }
+                None => {}
+            }
+        } else if c == sep {
+            out.push(String::new());
+        } else if let Some(l) = out.last_mut() {
+            l.push(c);
+        }
+    }
+    out
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("\\,", ",")
+        .replace("\\|", "|")
+        .replace("\\$", "$")
+        .replace("\\\\", "\\")
+}
+
+fn prefix_of(v: &str) -> (Prefix, &str) {
+    let table = [
+        ("eq", Prefix::Eq),
+        ("ne", Prefix::Ne),
+        ("gt", Prefix::Gt),
+        ("lt", Prefix::Lt),
+        ("ge", Prefix::Ge),
+        ("le", Prefix::Le),
+        ("sa", Prefix::Sa),
+        ("eb", Prefix::Eb),
+        ("ap", Prefix::Ap),
+    ];
+    for (p, prefix) in table {
+        if let Some(rest) = v.strip_prefix(p)
+            && rest.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '.')
+        {
+            return (prefix, rest);
+        }
+    }
+    (Prefix::Eq, v)
+}
+
+fn table_of(kind: ParamKind) -> Table {
+    match kind {
+        ParamKind::String => Table::String,
+        ParamKind::Token => Table::Token,
+        ParamKind::Reference => Table::Reference,
+        ParamKind::Date => Table::Date,
+        ParamKind::Number | ParamKind::Quantity => Table::Number,
+        ParamKind::Uri => Table::Uri,
+        ParamKind::Composite | ParamKind::Special => Table::Token,
+    }
+}
+
+/// Result-shaping and unsupported-but-known parameters.
+const NOT_YET: &[&str] = &[
+    "_include",
+    "_revinclude",
+    "_contained",
+    "_containedType",
+    "_list",
+    "_text",
+    "_content",
+    "_query",
+    "_filter",
+    "_has",
+];
+
+pub(crate) struct Parser<'a> {
+    pub rtype: ResourceType,
+    pub blind: &'a IndexKey,
+    pub strict: bool,
+    pub now_ms: i64,
+}
+
+impl Parser<'_> {
+    fn tag(&self, param: &str, kind: &str, value: &str) -> Vec<u8> {
+        self.blind.tag(&blind_input(param, kind, value)).0.to_vec()
+    }
+
+    pub fn parse(&self, pairs: &[(String, String)]) -> Result<SearchRequest, CoreError> {
+        let mut req = SearchRequest {
+            conds: Vec::new(),
+            rechecks: Vec::new(),
+            sort: Vec::new(),
+            count: DEFAULT_COUNT,
+            total: false,
+            summary_count: false,
+            elements: None,
+            ignored: Vec::new(),
+        };
+        for (name, value) in pairs {
+            match name.as_str() {
+                "_format" | "_pretty" | "_cursor" => {}
+                "_count" => {
+                    let n: u32 = value.parse().map_err(|_| bad("_count must be a whole number"))?;
+                    if n == 0 {
+                        req.summary_count = true;
+                        req.total = true;
+                    }
+                    req.count = n.clamp(1, MAX_COUNT);
+                }
+                "_total" => match value.as_str() {
+                    "none" => req.total = false,
+                    "estimate" | "accurate" => req.total = true,
+                    _ => return Err(bad("_total must be none, estimate or accurate")),
+                },
+                "_summary" => match value.as_str() {
+                    "count" => {
+                        req.summary_count = true;
+                        req.total = true;
+                    }
+                    "false" => {}
+                    _ => return Err(bad("_summary supports `count` and `false` so far")),
+                },
+                "_elements" => {
+                    req.elements = Some(
+                        value
+                            .split(',')
+                            .map(|s| s.trim().to_owned())
+                            .filter(|s| !s.is_empty())
+                            .collect(),
+                    )
+                }
+                "_sort" => req.sort = self.sort(value)?,
+                _ => self.param(name, value, &mut req)?,
+            }
+        }
+        Ok(req)
+    }
+
+    fn sort(&self, value: &str) -> Result<Vec<(SortKey, bool)>, CoreError> {
+        let mut out = Vec::new();
+        for key in value.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+            let (desc, name) = match key.strip_prefix('-') {
+                Some(n) => (true, n),
+                None => (false, key),
+            };
+            match name {
+                "_lastUpdated" => out.push((SortKey::LastUpdated, desc)),
+                "_id" if !desc => {}
+                _ => {
+                    let p = params::find(self.rtype, name).ok_or_else(|| bad("_sort names an unknown parameter"))?;
+                    match class_of(self.rtype, p) {
+                        Class::Identifying => {
+                            return Err(bad(format!(
+                                "cannot sort by `{}`: it is identifying and kept only as a blind index",
+                                p.name
+                            )));
+                        }
+                        Class::Unsupported => return Err(bad(format!("cannot sort by `{}` yet", p.name))),
+                        Class::Clinical => {}
+                    }
+                    out.push((
+                        SortKey::Param {
+                            table: table_of(p.kind),
+                            param: p.name.to_owned(),
+                        },
+                        desc,
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn param(&self, raw_name: &str, value: &str, req: &mut SearchRequest) -> Result<(), CoreError> {
+        let (name, modifier) = match raw_name.split_once(':') {
+            Some((n, m)) => (n, Some(m)),
+            None => (raw_name, None),
+        };
+        if NOT_YET.contains(&name) || name.starts_with("_has") || name.contains('.') {
+            return Err(bad(format!("`{name}` is not supported yet")));
+        }
+        let Some(p) = params::find(self.rtype, name) else {
+            if self.strict {
+                return Err(bad(format!("unknown search parameter `{name}` for {}", self.rtype)));
+            }
+            req.ignored.push(name.to_owned());
+            return Ok(());
+        };
+        let class = class_of(self.rtype, p);
+        if class == Class::Unsupported {
+            return Err(bad(format!(
+                "the {} parameter `{name}` is not supported yet",
+                p.kind.as_str()
+            )));
+        }
+        if modifier == Some("missing") {
+            let missing = match value {
+                "true" => true,
+                "false" => false,
+                _ => return Err(bad(":missing takes true or false")),
+            };
+            let present = match (p.name, class) {
+                ("_id", _) => return Err(bad("_id is never missing")),
+                ("_lastUpdated", _) => return Err(bad("_lastUpdated is never missing")),
+                (_, Class::Identifying) => Cond::Present {
+                    table: Table::Blind,
+                    param: p.name.to_owned(),
+                },
+                _ => Cond::Present {
+                    table: table_of(p.kind),
+                    param: p.name.to_owned(),
+                },
+            };
+            req.conds
+                .push(if missing { Cond::Not(Box::new(present)) } else { present });
+            return Ok(());
+        }
+        let values: Vec<String> = split_escaped(value, ',');
+        if values.iter().any(String::is_empty) {
+            return Err(bad(format!("`{name}` has an empty value")));
+        }
+        let cond = match class {
+            Class::Identifying => self.identifying(p, modifier, &values, req)?,
+            _ => self.clinical(p, modifier, &values)?,
+        };
+        req.conds.push(cond);
+        Ok(())
+    }
+
+    fn identifying(
+        &self,
+        p: &'static SearchParam,
+        modifier: Option<&str>,
+        values: &[String],
+        req: &mut SearchRequest,
+    ) -> Result<Cond, CoreError> {
+        let mut any = Vec::new();
+        match (p.kind, modifier) {
+            (ParamKind::String, None | Some("exact")) => {
+                let exact = modifier == Some("exact");
+                let mut checks = Vec::new();
+                for v in values {
+                    let v = unescape(v);
+                    if exact {
+                        any.push(Cond::Blind {
+                            param: p.name.into(),
+                            tag: self.tag(p.name, "x", &v),
+                        });
+                    } else {
+                        let norm = normalize(&v);
+                        let chars: Vec<char> = norm.chars().collect();
+                        if chars.len() < MIN_BLIND_PREFIX {
+                            return Err(bad(format!(
+                                "`{}` is identifying: a search needs at least {MIN_BLIND_PREFIX} characters",
+                                p.name
+                            )));
+                        }
+                        let prefix: String = chars[..chars.len().min(MAX_BLIND_PREFIX)].iter().collect();
+                        any.push(Cond::Blind {
+                            param: p.name.into(),
+                            tag: self.tag(p.name, "p", &prefix),
+                        });
+                    }
+                    checks.push(v);
+                }
+                req.rechecks.push(Recheck::String {
+                    param: p,
+                    values: checks,
+                    exact,
+                });
+            }
+            (ParamKind::String, Some("contains")) => {
+                return Err(bad(format!(
+                    "`{}:contains` cannot be answered: `{}` is identifying and indexed only as keyed prefix tags \
+                     (see docs/SEARCHABILITY.md)",
+                    p.name, p.name
+                )));
+            }
+            (ParamKind::Token, None | Some("not")) => {
+                let mut checks = Vec::new();
+                for v in values {
+                    let (system, code) = token_value(v);
+                    let Some(code) = code else {
+                        return Err(bad(format!(
+                            "`{}` is identifying: a search needs a value, not only a system",
+                            p.name
+                        )));
+                    };
+                    let tag = match &system {
+                        Some(s) => self.tag(p.name, "t", &format!("{s}\0{code}")),
+                        None => self.tag(p.name, "c", &code),
+                    };
+                    any.push(Cond::Blind {
+                        param: p.name.into(),
+                        tag,
+                    });
+                    checks.push((system, code));
+                }
+                if modifier == Some("not") {
+                    return Ok(Cond::Not(Box::new(Cond::Any(any))));
+                }
+                req.rechecks.push(Recheck::Token {
+                    param: p,
+                    values: checks,
+                });
+            }
+            (ParamKind::Date, None) => {
+                let mut checks = Vec::new();
+                for v in values {
+                    let (prefix, d) = prefix_of(v);
+                    let date_only = matches!(d.len(), 4 | 7 | 10) && date_range(d).is_some();
+                    if prefix != Prefix::Eq || !date_only {
+                        return Err(bad(format!(
+                            "`{}` is identifying: it is searchable by equality to a year, month or day only \
+                             (see docs/SEARCHABILITY.md)",
+                            p.name
+                        )));
+                    }
+                    any.push(Cond::Blind {
+                        param: p.name.into(),
+                        tag: self.tag(p.name, "d", d),
+                    });
+                    checks.push(d.to_owned());
+                }
+                req.rechecks.push(Recheck::Date {
+                    param: p,
+                    values: checks,
+                });
+            }
+            (_, Some(m)) => {
+                return Err(bad(format!(
+                    "the modifier `:{m}` is not supported on the identifying parameter `{}`",
+                    p.name
+                )));
+            }
+            _ => return Err(bad(format!("`{}` is not supported yet", p.name))),
+        }
+        Ok(Cond::Any(any))
+    }
+
+    fn clinical(&self, p: &'static SearchParam, modifier: Option<&str>, values: &[String]) -> Result<Cond, CoreError> {
+        let param = p.name.to_owned();
+        let unsupported = |m: &str| bad(format!("the modifier `:{m}` is not supported on `{}`", p.name));
+        let mut any = Vec::new();
+        if p.name == "_id" {
+            if let Some(m) = modifier {
+                return Err(unsupported(m));
+            }
+            let ids = values
+                .iter()
+                .map(|v| {
+                    ResourceId::parse(v)
+                        .map(|i| i.to_string())
+                        .map_err(|e| bad(e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok(Cond::Id(ids));
+        }
+        if p.name == "_lastUpdated" {
+            if let Some(m) = modifier {
+                return Err(unsupported(m));
+            }
+            for v in values {
+                let (prefix, lo, hi) = self.date(v)?;
+                any.push(Cond::LastUpdated { prefix, lo, hi });
+            }
+            return Ok(Cond::Any(any));
+        }
+        match p.kind {
+            ParamKind::String => {
+                for v in values {
+                    let v = unescape(v);
+                    any.push(match modifier {
+                        None => Cond::StringPrefix {
+                            param: param.clone(),
+                            prefix: normalize(&v),
+                        },
+                        Some("exact") => Cond::StringExact {
+                            param: param.clone(),
+                            exact: v,
+                        },
+                        Some("contains") => Cond::StringContains {
+                            param: param.clone(),
+                            needle: normalize(&v),
+                        },
+                        Some(m) => return Err(unsupported(m)),
+                    });
+                }
+            }
+            ParamKind::Token => {
+                for v in values {
+                    match modifier {
+                        None | Some("not") => {
+                            let (system, code) = token_value(v);
+                            any.push(Cond::Token {
+                                param: param.clone(),
+                                system,
+                                code,
+                            });
+                        }
+                        Some("text") => any.push(Cond::StringPrefix {
+                            param: format!("{param}:text"),
+                            prefix: normalize(&unescape(v)),
+                        }),
+                        Some(m) => return Err(unsupported(m)),
+                    }
+                }
+                if modifier == Some("not") {
+                    return Ok(Cond::Not(Box::new(Cond::Any(any))));
+                }
+            }
+            ParamKind::Reference => {
+                let type_modifier = match modifier {
+                    None => None,
+                    Some(m) => match m.parse::<ResourceType>() {
+                        Ok(t) => Some(t.as_str().to_owned()),
+                        Err(_) => return Err(unsupported(m)),
+                    },
+                };
+                for v in values {
+                    let v = unescape(v);
+                    let parts: Vec<&str> = v.trim_end_matches('/').rsplit('/').collect();
+                    let (t, id) = match parts.as_slice() {
+                        [id] => (type_modifier.clone(), (*id).to_owned()),
+                        [id, t, ..] if t.parse::<ResourceType>().is_ok() => (Some((*t).to_owned()), (*id).to_owned()),
+                        _ => (None, v.clone()),
+                    };
+                    if v.contains("://") && t.is_none() {
+                        any.push(Cond::Reference {
+                            param: param.clone(),
+                            target_type: Some(String::new()),
+                            target_id: v,
+                        });
+                    } else {
+                        any.push(Cond::Reference {
+                            param: param.clone(),
+                            target_type: t,
+                            target_id: id,
+                        });
+                    }
+                }
+            }
+            ParamKind::Date => {
+                if let Some(m) = modifier {
+                    return Err(unsupported(m));
+                }
+                for v in values {
+                    let (prefix, lo, hi) = self.date(v)?;
+                    any.push(Cond::Date {
+                        param: param.clone(),
+                        prefix,
+                        lo,
+                        hi,
+                    });
+                }
+            }
+            ParamKind::Number | ParamKind::Quantity => {
+                if let Some(m) = modifier {
+                    return Err(unsupported(m));
+                }
+                for v in values {
+                    let (prefix, rest) = prefix_of(v);
+                    let parts = split_escaped(rest, '|');
+                    let (number, system, code) = match parts.as_slice() {
+                        [n] => (n.as_str(), None, None),
+                        [n, s, c] if p.kind == ParamKind::Quantity => (
+                            n.as_str(),
+                            Some(s.clone()).filter(|s| !s.is_empty()),
+                            Some(c.clone()).filter(|c| !c.is_empty()),
+                        ),
+                        _ => {
+                            return Err(bad(format!(
+                                "`{}` takes a number{}",
+                                p.name,
+                                if p.kind == ParamKind::Quantity {
+                                    " or number|system|code"
+                                } else {
+                                    ""
+                                }
+                            )));
+                        }
+                    };
+                    let (value, mut lo, mut hi) =
+                        number_range(number).ok_or_else(|| bad(format!("`{}` takes a number", p.name)))?;
+                    if prefix == Prefix::Ap {
+                        let spread = (value.abs() * 0.1).max(hi - lo);
+                        lo = value - spread;
+                        hi = value + spread;
+                    }
+                    any.push(Cond::Number {
+                        param: param.clone(),
+                        prefix,
+                        value,
+                        lo,
+                        hi,
+                        system,
+                        code,
+                    });
+                }
+            }
+            ParamKind::Uri => {
+                let how = match modifier {
+                    None => UriMatch::Exact,
+                    Some("below") => UriMatch::Below,
+                    Some("above") => UriMatch::Above,
+                    Some(m) => return Err(unsupported(m)),
+                };
+                for v in values {
+                    any.push(Cond::Uri {
+                        param: param.clone(),
+                        uri: unescape(v),
+                        how,
+                    });
+                }
+            }
+            ParamKind::Composite | ParamKind::Special => return Err(bad(format!("`{}` is not supported yet", p.name))),
+        }
+        Ok(if any.len() == 1 { any.remove(0) } else { Cond::Any(any) })
+    }
+
+    /// A date search value: prefix and the range its precision gives (widened for `ap`).
+    fn date(&self, v: &str) -> Result<(Prefix, i64, i64), CoreError> {
+        let (prefix, d) = prefix_of(v);
+        let (mut lo, mut hi) =
+            date_range(d).ok_or_else(|| bad("a date search value must be a FHIR date or dateTime"))?;
+        if prefix == Prefix::Ap {
+            let spread = ((self.now_ms - lo).abs() / 10).max(86_400_000);
+            lo -= spread;
+            hi += spread;
+        }
+        Ok((prefix, lo, hi))
+    }
+}
+
+/// `system|code`, `|code` (no system), `code` (any system) or `system|` (any code).
+fn token_value(v: &str) -> (Option<String>, Option<String>) {
+    let parts = split_escaped(v, '|');
+    match parts.as_slice() {
+        [code] => (None, Some(code.clone())),
+        [system, code] => (Some(system.clone()), Some(code.clone()).filter(|c| !c.is_empty())),
+        _ => (None, Some(unescape(v))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_and_prefixes() {
+        assert_eq!(split_escaped("a,b\\,c", ','), vec!["a", "b,c"]);
+        assert_eq!(token_value("http://x|1"), (Some("http://x".into()), Some("1".into())));
+        assert_eq!(token_value("|1"), (Some(String::new()), Some("1".into())));
+        assert_eq!(token_value("1"), (None, Some("1".into())));
+        assert_eq!(token_value("sys|"), (Some("sys".into()), None));
+        assert_eq!(prefix_of("ge2020"), (Prefix::Ge, "2020"));
+        assert_eq!(prefix_of("2020"), (Prefix::Eq, "2020"));
+        assert_eq!(prefix_of("eq"), (Prefix::Eq, "eq"));
+    }
+}

@@ -1,0 +1,259 @@
+//! Running a search: one page from the store, each match opened and (for identifying
+//! conditions) re-checked, and sealed cursors for the links.
+
+use super::parse::{Parser, Recheck};
+use crate::crud::StoredResource;
+use crate::{CoreError, Vault};
+use carevault_domain::ResourceType;
+use carevault_domain::query::parse_query;
+use carevault_domain::search::extract::param_values;
+use carevault_domain::search::normalize::normalize;
+use carevault_domain::search::{IndexValue, path};
+use carevault_storage::{SearchHit, SearchQuery, SortValue, Store};
+use serde_json::{Value, json};
+
+/// How the caller wants unknown parameters handled.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SearchOptions {
+    /// `Prefer: handling=strict`: unknown parameters are an error.
+    pub strict: bool,
+}
+
+/// One page of results and the cursors around it.
+#[derive(Debug)]
+pub struct SearchPage {
+    pub resources: Vec<StoredResource>,
+    pub total: Option<u64>,
+    pub summary_count: bool,
+    pub elements: Option<Vec<String>>,
+    pub ignored: Vec<String>,
+    pub this: Option<String>,
+    pub first: Option<String>,
+    pub next: Option<String>,
+    pub previous: Option<String>,
+}
+
+/// What a cursor holds: the query as the client sent it (never shown in links) and where
+/// the page starts.
+struct CursorState {
+    query: String,
+    after: Option<(Vec<SortValue>, String)>,
+    backwards: bool,
+}
+
+fn sort_json(v: &SortValue) -> Value {
+    match v {
+        SortValue::Int(i) => json!({"i": i}),
+        SortValue::Real(f) => json!({"r": f}),
+        SortValue::Text(t) => json!({"t": t}),
+    }
+}
+
+fn sort_from_json(v: &Value) -> Option<SortValue> {
+    if let Some(i) = v.get("i").and_then(Value::as_i64) {
+        return Some(SortValue::Int(i));
+    }
+    if let Some(f) = v.get("r").and_then(Value::as_f64) {
+        return Some(SortValue::Real(f));
+    }
+    v.get("t")
+        .and_then(Value::as_str)
+        .map(|t| SortValue::Text(t.to_owned()))
+}
+
+impl<S: Store> Vault<S> {
+    fn seal_cursor(&self, rtype: ResourceType, state: &CursorState) -> Result<String, CoreError> {
+        let after = state
+            .after
+            .as_ref()
+            .map(|(values, id)| json!({"s": values.iter().map(sort_json).collect::<Vec<_>>(), "id": id}));
+        let body = json!({"q": state.query, "a": after, "b": state.backwards});
+        let bytes = serde_json::to_vec(&body).map_err(|_| CoreError::Integrity)?;
+        Ok(self
+            .cursor_key
+            .seal(self.rng.as_ref(), &format!("{}|{rtype}", self.tenant), &bytes)?)
+    }
+
+    fn open_cursor(&self, rtype: ResourceType, text: &str) -> Result<CursorState, CoreError> {
+        let invalid = || CoreError::Invalid("the paging cursor is not valid for this search".into());
+        let bytes = self
+            .cursor_key
+            .open(&format!("{}|{rtype}", self.tenant), text)
+            .map_err(|_| invalid())?;
+        let v: Value = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
+        let query = v.get("q").and_then(Value::as_str).ok_or_else(invalid)?.to_owned();
+        let after = match v.get("a") {
+            Some(Value::Object(a)) => {
+                let values = a
+                    .get("s")
+                    .and_then(Value::as_array)
+                    .ok_or_else(invalid)?
+                    .iter()
+                    .map(sort_from_json)
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(invalid)?;
+                let id = a.get("id").and_then(Value::as_str).ok_or_else(invalid)?.to_owned();
+                Some((values, id))
+            }
+            _ => None,
+        };
+        let backwards = v.get("b").and_then(Value::as_bool).unwrap_or(false);
+        Ok(CursorState {
+            query,
+            after,
+            backwards,
+        })
+    }
+
+    /// Runs a search of `rtype` given the query string of the request.
+    pub async fn search(&self, rtype: ResourceType, query: &str, opts: SearchOptions) -> Result<SearchPage, CoreError> {
+        let pairs = parse_query(query).map_err(|e| CoreError::Invalid(e.to_string()))?;
+        let cursor = pairs.iter().find(|(k, _)| k == "_cursor").map(|(_, v)| v.clone());
+        let (state, this) = match &cursor {
+            Some(c) => (self.open_cursor(rtype, c)?, Some(c.clone())),
+            None => (
+                CursorState {
+                    query: query.to_owned(),
+                    after: None,
+                    backwards: false,
+                },
+                None,
+            ),
+        };
+        let pairs = if cursor.is_some() {
+            parse_query(&state.query).map_err(|e| CoreError::Invalid(e.to_string()))?
+        } else {
+            pairs
+        };
+        let parser = Parser {
+            rtype,
+            blind: &self.search_index,
+            strict: opts.strict,
+            now_ms: self.clock.now().millis(),
+        };
+        let req = parser.parse(&pairs)?;
+        let mut q = SearchQuery {
+            tenant: self.tenant.as_str().to_owned(),
+            rtype: rtype.as_str().to_owned(),
+            conds: req.conds.clone(),
+            sort: req.sort.clone(),
+            after: state.after.clone(),
+            backwards: state.backwards,
+            limit: req.count + 1,
+        };
+        let total = if req.total {
+            Some(self.store.search_count(&q).await?)
+        } else {
+            None
+        };
+        if req.summary_count {
+            return Ok(SearchPage {
+                resources: Vec::new(),
+                total,
+                summary_count: true,
+                elements: None,
+                ignored: req.ignored,
+                this,
+                first: None,
+                next: None,
+                previous: None,
+            });
+        }
+        let mut hits: Vec<SearchHit> = self.store.search(&q).await?;
+        let more = hits.len() > req.count as usize;
+        if more {
+            if state.backwards {
+                hits.remove(0);
+            } else {
+                hits.truncate(req.count as usize);
+            }
+        }
+        q.limit = req.count;
+        let mut resources = Vec::with_capacity(hits.len());
+        for hit in &hits {
+            let Ok(id) = carevault_domain::ResourceId::parse(&hit.id) else {
+                continue;
+            };
+            if let crate::ReadOutcome::Found(r) = self.read(rtype, &id).await?
+                && recheck(&req.rechecks, &r.body)
+            {
+                resources.push(r);
+            }
+        }
+        let position = |h: &SearchHit| Some((h.sort.clone(), h.id.clone()));
+        let base = |after, backwards| CursorState {
+            query: state.query.clone(),
+            after,
+            backwards,
+        };
+        let next = match hits.last() {
+            Some(last) if more || state.backwards => Some(self.seal_cursor(rtype, &base(position(last), false))?),
+            _ => None,
+        };
+        let previous = match hits.first() {
+            Some(first) if (state.after.is_some() && !state.backwards) || (state.backwards && more) => {
+                Some(self.seal_cursor(rtype, &base(position(first), true))?)
+            }
+            _ => None,
+        };
+        let first = Some(self.seal_cursor(rtype, &base(None, false))?);
+        let total = total.or_else(|| (!more && state.after.is_none()).then_some(resources.len() as u64));
+        Ok(SearchPage {
+            resources,
+            total,
+            summary_count: false,
+            elements: req.elements,
+            ignored: req.ignored,
+            this,
+            first,
+            next,
+            previous,
+        })
+    }
+}
+
+/// Verifies identifying conditions on the decrypted body: blind tags are truncated and
+/// prefixes capped, so the index proposes and this decides.
+fn recheck(checks: &[Recheck], body: &[u8]) -> bool {
+    if checks.is_empty() {
+        return true;
+    }
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return false;
+    };
+    checks.iter().all(|c| match c {
+        Recheck::String { param, values, exact } => {
+            let have = param_values(param, &v);
+            values.iter().any(|want| {
+                let want_norm = normalize(want);
+                have.iter().any(|h| match h {
+                    IndexValue::String(s) if *exact => s == want,
+                    IndexValue::String(s) => normalize(s).starts_with(&want_norm),
+                    _ => false,
+                })
+            })
+        }
+        Recheck::Token { param, values } => {
+            let have = param_values(param, &v);
+            values.iter().any(|(system, code)| {
+                have.iter().any(|h| match h {
+                    IndexValue::Token { system: s, code: c } => {
+                        c == code && system.as_ref().is_none_or(|want| want == s)
+                    }
+                    _ => false,
+                })
+            })
+        }
+        Recheck::Date { param, values } => {
+            let written: Vec<&str> = param
+                .paths
+                .iter()
+                .flat_map(|p| path::select(&v, p))
+                .filter_map(Value::as_str)
+                .collect();
+            values
+                .iter()
+                .any(|want| written.iter().any(|w| w.starts_with(want.as_str())))
+        }
+    })
+}
