@@ -108,7 +108,7 @@ impl<S: Store> Vault<S> {
             VersionId::new(version).map_err(|e| CoreError::Invalid(e.to_string()))?,
             now,
         );
-        let owner = key_owner(rtype, id, &resource.as_value());
+        let owner = key_owner(rtype, id, resource.json());
         let scope = owner.as_ref().map_or("", ResourceId::as_str);
         let (key_id, dek) = self.key_for_scope(scope).await?;
         let plaintext = resource.to_bytes();
@@ -121,7 +121,7 @@ impl<S: Store> Vault<S> {
         };
         let sealed = self.seal_with(&dek, &row, &plaintext)?;
         let tags = identifier_tags(&self.identifier_index, &resource);
-        let search_rows = crate::search::search_rows(&self.search_index, rtype, &resource.as_value());
+        let search_rows = crate::search::search_rows(&self.search_index, rtype, resource.json());
         Ok(Ok(Pending {
             version: NewVersion {
                 key: self.resource_key(rtype, id),

@@ -28,7 +28,8 @@ pub enum ResourceError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resource {
     rtype: ResourceType,
-    body: Map<String, Value>,
+    /// Always a JSON object (checked by `from_value`).
+    body: Value,
 }
 
 impl Resource {
@@ -70,7 +71,18 @@ impl Resource {
             crate::validate::ContentError::WrongType(element) => ResourceError::WrongType(element),
             crate::validate::ContentError::BadValue(..) => ResourceError::Unprocessable(e.to_string()),
         })?;
-        Ok(Self { rtype, body })
+        Ok(Self {
+            rtype,
+            body: Value::Object(body),
+        })
+    }
+
+    fn map(&self) -> Option<&Map<String, Value>> {
+        self.body.as_object()
+    }
+
+    fn map_mut(&mut self) -> Option<&mut Map<String, Value>> {
+        self.body.as_object_mut()
     }
 
     pub fn rtype(&self) -> ResourceType {
@@ -88,28 +100,24 @@ impl Resource {
     /// Sets the id, placing it right after `resourceType` when it is new.
     pub fn set_id(&mut self, id: &ResourceId) {
         let v = Value::String(id.as_str().to_owned());
-        match self.body.get_mut("id") {
+        let Some(body) = self.map_mut() else { return };
+        match body.get_mut("id") {
             Some(slot) => *slot = v,
             None => {
-                let at = usize::from(self.body.contains_key("resourceType")).min(self.body.len());
-                self.body.shift_insert(at, "id".into(), v);
+                let at = usize::from(body.contains_key("resourceType")).min(body.len());
+                body.shift_insert(at, "id".into(), v);
             }
         }
     }
 
     /// Writes the server-owned `meta.versionId` and `meta.lastUpdated`, keeping other meta.
     pub fn set_meta(&mut self, version: VersionId, at: Timestamp) {
-        if !self.body.contains_key("meta") {
-            let at = self
-                .body
-                .keys()
-                .position(|k| k == "id")
-                .map_or(0, |i| i + 1)
-                .min(self.body.len());
-            self.body.shift_insert(at, "meta".into(), Value::Object(Map::new()));
+        let Some(body) = self.map_mut() else { return };
+        if !body.contains_key("meta") {
+            let at = body.keys().position(|k| k == "id").map_or(0, |i| i + 1).min(body.len());
+            body.shift_insert(at, "meta".into(), Value::Object(Map::new()));
         }
-        let meta = self.body.entry("meta").or_insert_with(|| Value::Object(Map::new()));
-        if let Value::Object(m) = meta {
+        if let Some(Value::Object(m)) = body.get_mut("meta") {
             m.insert("versionId".into(), Value::String(version.to_string()));
             m.insert("lastUpdated".into(), Value::String(at.to_fhir()));
         }
@@ -118,23 +126,27 @@ impl Resource {
     /// True when the two differ at most in `meta.versionId` and `meta.lastUpdated`: an update
     /// that changes nothing else makes no new version.
     pub fn same_content(&self, other: &Resource) -> bool {
-        self.rtype == other.rtype && strip_server_meta(&self.body) == strip_server_meta(&other.body)
+        match (self.map(), other.map()) {
+            (Some(a), Some(b)) => self.rtype == other.rtype && strip_server_meta(a) == strip_server_meta(b),
+            _ => false,
+        }
     }
 
-    pub fn body(&self) -> &Map<String, Value> {
+    /// The resource as JSON (always an object).
+    pub fn json(&self) -> &Value {
         &self.body
     }
 
     pub fn as_value(&self) -> Value {
-        Value::Object(self.body.clone())
+        self.body.clone()
     }
 
     pub fn into_value(self) -> Value {
-        Value::Object(self.body)
+        self.body
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
-        // Serialising a map of JSON values cannot fail.
+        // Serialising a JSON value cannot fail.
         serde_json::to_vec(&self.body).unwrap_or_default()
     }
 
@@ -161,15 +173,17 @@ impl Resource {
     /// Calls `f` on every `reference` string anywhere in the body (contained resources
     /// included); `f` may replace it.
     pub fn rewrite_references(&mut self, f: &mut dyn FnMut(&str) -> Option<String>) {
-        for v in self.body.values_mut() {
-            rewrite_in(v, f);
+        if let Some(body) = self.map_mut() {
+            for v in body.values_mut() {
+                rewrite_in(v, f);
+            }
         }
     }
 
     /// Every reference in the body, parsed.
     pub fn references(&self) -> Vec<Reference> {
         let mut out = Vec::new();
-        for v in self.body.values() {
+        for v in self.map().into_iter().flat_map(|m| m.values()) {
             collect_refs(v, &mut out);
         }
         out

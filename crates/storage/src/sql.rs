@@ -1,7 +1,7 @@
 //! One SQL builder for both dialects: search conditions, sort keys and keyset paging become
 //! the same SQL text, with `?` placeholders for SQLite and `$n` for PostgreSQL.
 
-use crate::search::{Cond, Prefix, SearchQuery, SearchRow, SortKey, Table, UriMatch};
+use crate::search::{Cond, Prefix, SearchQuery, SortKey, Table, UriMatch};
 
 /// A bound argument.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +30,9 @@ pub(crate) struct Sql {
     pub text: String,
     pub args: Vec<Arg>,
     dialect: Dialect,
+    /// The tenant and type being searched, repeated inside each condition's subquery.
+    tenant: String,
+    rtype: String,
 }
 
 const INT_HI: i64 = i64::MAX / 2;
@@ -55,6 +58,8 @@ impl Sql {
             text: String::new(),
             args: Vec::new(),
             dialect,
+            tenant: String::new(),
+            rtype: String::new(),
         }
     }
 
@@ -75,12 +80,18 @@ impl Sql {
         self.arg(Arg::Text(s.to_owned()));
     }
 
-    /// `EXISTS (SELECT 1 FROM <table> x WHERE <same resource> AND x.param = ? AND <rest>)`.
+    /// `r.id IN (SELECT x.id FROM <table> x WHERE x.tenant = ? AND x.rtype = ? AND x.param = ?
+    /// AND <rest>)`: uncorrelated, so both databases answer it once from the value index
+    /// instead of probing every resource of the type.
     fn exists(&mut self, table: Table, param: &str, rest: impl FnOnce(&mut Sql)) {
         self.push(&format!(
-            "EXISTS (SELECT 1 FROM {} x WHERE x.tenant = r.tenant AND x.rtype = r.rtype AND x.id = r.id AND x.param = ",
+            "r.id IN (SELECT x.id FROM {} x WHERE x.tenant = ",
             table.name()
         ));
+        self.arg(Arg::Text(self.tenant.clone()));
+        self.push(" AND x.rtype = ");
+        self.arg(Arg::Text(self.rtype.clone()));
+        self.push(" AND x.param = ");
         self.text_arg(param);
         rest(self);
         self.push(")");
@@ -324,6 +335,8 @@ impl Sql {
     }
 
     fn base_where(&mut self, q: &SearchQuery) {
+        self.tenant = q.tenant.clone();
+        self.rtype = q.rtype.clone();
         self.push(" FROM resources r JOIN resource_versions v ON v.seq = r.seq WHERE r.tenant = ");
         self.text_arg(&q.tenant);
         self.push(" AND r.rtype = ");
@@ -397,87 +410,4 @@ impl Sql {
         self.push("SELECT count(*)");
         self.base_where(q);
     }
-}
-
-/// `INSERT` of one index row: the SQL (with placeholders) and its arguments.
-pub(crate) fn insert_row(dialect: Dialect, tenant: &str, rtype: &str, id: &str, row: &SearchRow) -> Sql {
-    let mut s = Sql::new(dialect);
-    let (table, cols, values): (Table, &str, Vec<Arg>) = match row {
-        SearchRow::Token { param, system, code } => (
-            Table::Token,
-            "param, system, code",
-            vec![
-                Arg::Text(param.clone()),
-                Arg::Text(system.clone()),
-                Arg::Text(code.clone()),
-            ],
-        ),
-        SearchRow::String { param, norm, exact } => (
-            Table::String,
-            "param, norm, exact",
-            vec![
-                Arg::Text(param.clone()),
-                Arg::Text(norm.clone()),
-                Arg::Text(exact.clone()),
-            ],
-        ),
-        SearchRow::Blind { param, tag } => (
-            Table::Blind,
-            "param, tag",
-            vec![Arg::Text(param.clone()), Arg::Blob(tag.clone())],
-        ),
-        SearchRow::Reference {
-            param,
-            target_type,
-            target_id,
-        } => (
-            Table::Reference,
-            "param, target_type, target_id",
-            vec![
-                Arg::Text(param.clone()),
-                Arg::Text(target_type.clone()),
-                Arg::Text(target_id.clone()),
-            ],
-        ),
-        SearchRow::Date { param, lo, hi } => (
-            Table::Date,
-            "param, lo, hi",
-            vec![Arg::Text(param.clone()), Arg::Int(*lo), Arg::Int(*hi)],
-        ),
-        SearchRow::Number {
-            param,
-            value,
-            system,
-            code,
-        } => (
-            Table::Number,
-            "param, value, system, code",
-            vec![
-                Arg::Text(param.clone()),
-                Arg::Real(*value),
-                Arg::Text(system.clone()),
-                Arg::Text(code.clone()),
-            ],
-        ),
-        SearchRow::Uri { param, uri } => (
-            Table::Uri,
-            "param, uri",
-            vec![Arg::Text(param.clone()), Arg::Text(uri.clone())],
-        ),
-    };
-    s.push(&format!(
-        "INSERT INTO {} (tenant, rtype, id, {cols}) VALUES (",
-        table.name()
-    ));
-    s.text_arg(tenant);
-    s.push(", ");
-    s.text_arg(rtype);
-    s.push(", ");
-    s.text_arg(id);
-    for v in values {
-        s.push(", ");
-        s.arg(v);
-    }
-    s.push(")");
-    s
 }

@@ -12,5 +12,6 @@ mod crud;
 mod errors;
 mod history;
 mod import;
+mod search;
 mod tamper;
 mod transactions;

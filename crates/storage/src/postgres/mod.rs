@@ -3,10 +3,10 @@
 
 mod schema;
 
-use crate::sql::{Arg, Dialect, SortType, Sql, insert_row};
+use crate::sql::{Arg, Dialect, SortType, Sql};
 use crate::{
     ChangeSet, Expect, HistoryQuery, KeyStore, NewKey, Op, ResourceKey, ResourceStore, SearchHit, SearchQuery,
-    SortValue, StoreError, StoredKey, StoredVersion, Table, TokenStore,
+    SearchRow, SortValue, StoreError, StoredKey, StoredVersion, Table, TokenStore,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::str::FromStr;
@@ -178,13 +178,8 @@ impl ResourceStore for PgStore {
                         .map_err(map_err)?;
                 }
             }
-            for row in &v.search_rows {
-                let sql = insert_row(Dialect::Postgres, &k.tenant, &k.rtype, &k.id, row);
-                let stmt = tx.prepare_cached(&sql.text).await?;
-                let args = boxed(&sql.args);
-                tx.execute(&stmt, &refs(&args)).await.map_err(map_err)?;
-            }
         }
+        insert_search_rows(&tx, &changes).await?;
         tx.commit().await.map_err(map_err)
     }
 
@@ -289,6 +284,120 @@ impl ResourceStore for PgStore {
         let n: i64 = client.query_one(&stmt, &refs(&args)).await?.get(0);
         Ok(n as u64)
     }
+}
+
+/// Every index row of a change set, one multi-row `INSERT … SELECT FROM UNNEST(…)` per
+/// table instead of a round trip per row.
+async fn insert_search_rows(tx: &deadpool_postgres::Transaction<'_>, changes: &ChangeSet) -> Result<(), StoreError> {
+    #[derive(Default)]
+    struct Cols {
+        tenant: Vec<String>,
+        rtype: Vec<String>,
+        id: Vec<String>,
+        param: Vec<String>,
+        a: Vec<String>,
+        b: Vec<String>,
+        ints: (Vec<i64>, Vec<i64>),
+        reals: Vec<f64>,
+        blobs: Vec<Vec<u8>>,
+    }
+    let mut by_table: std::collections::HashMap<&'static str, Cols> = std::collections::HashMap::new();
+    for v in &changes.versions {
+        for row in &v.search_rows {
+            let (table, param) = match row {
+                SearchRow::Token { param, .. } => ("search_token", param),
+                SearchRow::String { param, .. } => ("search_string", param),
+                SearchRow::Blind { param, .. } => ("search_blind", param),
+                SearchRow::Reference { param, .. } => ("search_reference", param),
+                SearchRow::Date { param, .. } => ("search_date", param),
+                SearchRow::Number { param, .. } => ("search_number", param),
+                SearchRow::Uri { param, .. } => ("search_uri", param),
+            };
+            let c = by_table.entry(table).or_default();
+            c.tenant.push(v.key.tenant.clone());
+            c.rtype.push(v.key.rtype.clone());
+            c.id.push(v.key.id.clone());
+            c.param.push(param.clone());
+            match row {
+                SearchRow::Token { system, code, .. } => {
+                    c.a.push(system.clone());
+                    c.b.push(code.clone());
+                }
+                SearchRow::String { norm, exact, .. } => {
+                    c.a.push(norm.clone());
+                    c.b.push(exact.clone());
+                }
+                SearchRow::Blind { tag, .. } => c.blobs.push(tag.clone()),
+                SearchRow::Reference {
+                    target_type, target_id, ..
+                } => {
+                    c.a.push(target_type.clone());
+                    c.b.push(target_id.clone());
+                }
+                SearchRow::Date { lo, hi, .. } => {
+                    c.ints.0.push(*lo);
+                    c.ints.1.push(*hi);
+                }
+                SearchRow::Number {
+                    value, system, code, ..
+                } => {
+                    c.reals.push(*value);
+                    c.a.push(system.clone());
+                    c.b.push(code.clone());
+                }
+                SearchRow::Uri { uri, .. } => c.a.push(uri.clone()),
+            }
+        }
+    }
+    for (table, c) in &by_table {
+        let head = "tenant, rtype, id, param";
+        let keys = "$1::text[], $2::text[], $3::text[], $4::text[]";
+        let (sql, extra): (String, Vec<&(dyn ToSql + Sync)>) = match *table {
+            "search_token" => (
+                format!(
+                    "INSERT INTO {table} ({head}, system, code) SELECT * FROM UNNEST({keys}, $5::text[], $6::text[])"
+                ),
+                vec![&c.a, &c.b],
+            ),
+            "search_string" => (
+                format!(
+                    "INSERT INTO {table} ({head}, norm, exact) SELECT * FROM UNNEST({keys}, $5::text[], $6::text[])"
+                ),
+                vec![&c.a, &c.b],
+            ),
+            "search_blind" => (
+                format!("INSERT INTO {table} ({head}, tag) SELECT * FROM UNNEST({keys}, $5::bytea[])"),
+                vec![&c.blobs],
+            ),
+            "search_reference" => (
+                format!(
+                    "INSERT INTO {table} ({head}, target_type, target_id) SELECT * FROM UNNEST({keys}, $5::text[], $6::text[])"
+                ),
+                vec![&c.a, &c.b],
+            ),
+            "search_date" => (
+                format!(
+                    "INSERT INTO {table} ({head}, lo, hi) SELECT * FROM UNNEST({keys}, $5::bigint[], $6::bigint[])"
+                ),
+                vec![&c.ints.0, &c.ints.1],
+            ),
+            "search_number" => (
+                format!(
+                    "INSERT INTO {table} ({head}, value, system, code) SELECT * FROM UNNEST({keys}, $5::float8[], $6::text[], $7::text[])"
+                ),
+                vec![&c.reals, &c.a, &c.b],
+            ),
+            _ => (
+                format!("INSERT INTO {table} ({head}, uri) SELECT * FROM UNNEST({keys}, $5::text[])"),
+                vec![&c.a],
+            ),
+        };
+        let mut args: Vec<&(dyn ToSql + Sync)> = vec![&c.tenant, &c.rtype, &c.id, &c.param];
+        args.extend(extra);
+        let stmt = tx.prepare_cached(&sql).await?;
+        tx.execute(&stmt, &args).await.map_err(map_err)?;
+    }
+    Ok(())
 }
 
 fn boxed(args: &[Arg]) -> Vec<Box<dyn ToSql + Sync + Send>> {

@@ -64,41 +64,41 @@ CREATE TABLE search_token (
     system TEXT NOT NULL, code TEXT NOT NULL
 );
 CREATE INDEX search_token_value ON search_token (tenant, rtype, param, code, system);
-CREATE INDEX search_token_owner ON search_token (tenant, rtype, id);
+CREATE INDEX search_token_owner ON search_token (id, tenant, rtype);
 CREATE TABLE search_string (
     tenant TEXT NOT NULL, rtype TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
     norm TEXT NOT NULL , exact TEXT NOT NULL
 );
 CREATE INDEX search_string_value ON search_string (tenant, rtype, param, norm text_pattern_ops);
-CREATE INDEX search_string_owner ON search_string (tenant, rtype, id);
+CREATE INDEX search_string_owner ON search_string (id, tenant, rtype);
 CREATE TABLE search_blind (
     tenant TEXT NOT NULL, rtype TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, tag BYTEA NOT NULL
 );
 CREATE INDEX search_blind_value ON search_blind (tenant, rtype, param, tag);
-CREATE INDEX search_blind_owner ON search_blind (tenant, rtype, id);
+CREATE INDEX search_blind_owner ON search_blind (id, tenant, rtype);
 CREATE TABLE search_reference (
     tenant TEXT NOT NULL, rtype TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
     target_type TEXT NOT NULL, target_id TEXT NOT NULL
 );
 CREATE INDEX search_reference_value ON search_reference (tenant, rtype, param, target_id);
-CREATE INDEX search_reference_owner ON search_reference (tenant, rtype, id);
+CREATE INDEX search_reference_owner ON search_reference (id, tenant, rtype);
 CREATE TABLE search_date (
     tenant TEXT NOT NULL, rtype TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
     lo BIGINT NOT NULL, hi BIGINT NOT NULL
 );
 CREATE INDEX search_date_value ON search_date (tenant, rtype, param, lo);
-CREATE INDEX search_date_owner ON search_date (tenant, rtype, id);
+CREATE INDEX search_date_owner ON search_date (id, tenant, rtype);
 CREATE TABLE search_number (
     tenant TEXT NOT NULL, rtype TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
     value DOUBLE PRECISION NOT NULL, system TEXT NOT NULL, code TEXT NOT NULL
 );
 CREATE INDEX search_number_value ON search_number (tenant, rtype, param, value);
-CREATE INDEX search_number_owner ON search_number (tenant, rtype, id);
+CREATE INDEX search_number_owner ON search_number (id, tenant, rtype);
 CREATE TABLE search_uri (
     tenant TEXT NOT NULL, rtype TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, uri TEXT NOT NULL
 );
 CREATE INDEX search_uri_value ON search_uri (tenant, rtype, param, uri text_pattern_ops);
-CREATE INDEX search_uri_owner ON search_uri (tenant, rtype, id);
+CREATE INDEX search_uri_owner ON search_uri (id, tenant, rtype);
 "#,
     ),
 ];

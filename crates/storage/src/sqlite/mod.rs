@@ -4,10 +4,10 @@
 mod pool;
 mod schema;
 
-use crate::sql::{Arg, Dialect, SortType, Sql, insert_row};
+use crate::sql::{Arg, Dialect, SortType, Sql};
 use crate::{
     ChangeSet, Expect, HistoryQuery, KeyStore, NewKey, Op, ResourceKey, ResourceStore, SearchHit, SearchQuery,
-    SortValue, StoreError, StoredKey, StoredVersion, Table, TokenStore,
+    SearchRow, SortValue, StoreError, StoredKey, StoredVersion, Table, TokenStore,
 };
 use pool::Pool;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -112,11 +112,42 @@ fn apply_changes(conn: &Connection, changes: &ChangeSet) -> Result<(), StoreErro
             }
         }
         for row in &v.search_rows {
-            let sql = insert_row(Dialect::Sqlite, &v.key.tenant, &v.key.rtype, &v.key.id, row);
-            conn.prepare_cached(&sql.text)?
-                .execute(rusqlite::params_from_iter(sql.args.iter().map(to_value)))?;
+            insert_search_row(conn, &v.key, row)?;
         }
     }
+    Ok(())
+}
+
+/// One index row, through a cached statement per table (the import hot path).
+fn insert_search_row(conn: &Connection, k: &ResourceKey, row: &SearchRow) -> Result<(), StoreError> {
+    let (t, r, i) = (&k.tenant, &k.rtype, &k.id);
+    match row {
+        SearchRow::Token { param, system, code } => conn
+            .prepare_cached("INSERT INTO search_token (tenant, rtype, id, param, system, code) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+            .execute(params![t, r, i, param, system, code])?,
+        SearchRow::String { param, norm, exact } => conn
+            .prepare_cached("INSERT INTO search_string (tenant, rtype, id, param, norm, exact) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+            .execute(params![t, r, i, param, norm, exact])?,
+        SearchRow::Blind { param, tag } => conn
+            .prepare_cached("INSERT INTO search_blind (tenant, rtype, id, param, tag) VALUES (?1, ?2, ?3, ?4, ?5)")?
+            .execute(params![t, r, i, param, tag])?,
+        SearchRow::Reference { param, target_type, target_id } => conn
+            .prepare_cached(
+                "INSERT INTO search_reference (tenant, rtype, id, param, target_type, target_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![t, r, i, param, target_type, target_id])?,
+        SearchRow::Date { param, lo, hi } => conn
+            .prepare_cached("INSERT INTO search_date (tenant, rtype, id, param, lo, hi) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+            .execute(params![t, r, i, param, lo, hi])?,
+        SearchRow::Number { param, value, system, code } => conn
+            .prepare_cached(
+                "INSERT INTO search_number (tenant, rtype, id, param, value, system, code) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![t, r, i, param, value, system, code])?,
+        SearchRow::Uri { param, uri } => conn
+            .prepare_cached("INSERT INTO search_uri (tenant, rtype, id, param, uri) VALUES (?1, ?2, ?3, ?4, ?5)")?
+            .execute(params![t, r, i, param, uri])?,
+    };
     Ok(())
 }
 
