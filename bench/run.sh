@@ -30,6 +30,20 @@ one() {
     "$LOAD" "${args[@]}" --concurrency 1 creates
     "$LOAD" "${args[@]}" --concurrency 16 creates
     "$LOAD" "${args[@]}" --concurrency 16 reads --patients 1000
+    if [ -d "$SYNTHEA" ]; then
+        # Search latency at concurrency 1 over the imported Synthea set.
+        local first mrn patient_id
+        first=$(ls "$SYNTHEA"/*.json | head -1)
+        mrn=$(python3 -c "import json,sys; b=json.load(open(sys.argv[1])); p=[e['resource'] for e in b['entry'] if e['resource']['resourceType']=='Patient'][0]; print([i['value'] for i in p['identifier'] if i.get('system')=='http://hospital.smarthealthit.org'][0])" "$first")
+        patient_id=$(curl -s --cacert "$work/data/tls-cert.pem" -H "Authorization: Bearer $(cat "$work/data/admin-token")" \
+            "$base/Patient?identifier=http://hospital.smarthealthit.org|$mrn" | python3 -c "import json,sys; print(json.load(sys.stdin)['entry'][0]['resource']['id'])")
+        local q=(--concurrency 1)
+        "$LOAD" "${args[@]}" "${q[@]}" query --path "Patient?name=ma"
+        "$LOAD" "${args[@]}" "${q[@]}" query --path "Patient?identifier=http://hospital.smarthealthit.org|$mrn"
+        "$LOAD" "${args[@]}" "${q[@]}" query --path "Observation?patient=Patient/$patient_id&code=8302-2"
+        "$LOAD" "${args[@]}" "${q[@]}" query --path "Observation?code=8302-2&date=ge2015-01-01&_count=20"
+        "$LOAD" "${args[@]}" "${q[@]}" query --path "Observation?code=8302-2&date=ge2015-01-01&_summary=count"
+    fi
     kill "$pid"; wait "$pid" 2>/dev/null || true
     rm -rf "$work"
 }

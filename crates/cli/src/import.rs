@@ -207,6 +207,9 @@ pub async fn run(args: ImportArgs) -> Result<ExitCode, CliError> {
     let (totals, failed) = import_all(&vault, files, args.jobs.max(1), &bar).await;
     bar.finish_and_clear();
     let elapsed = started.elapsed().as_secs_f64();
+    if let Err(e) = vault.store().analyze().await {
+        eprintln!("warning: could not refresh database statistics: {e}");
+    }
     let count: usize = totals.values().sum();
     println!(
         "Imported {count} resources in {elapsed:.1} s ({:.0} resources/s)",

@@ -12,6 +12,8 @@ pub mod reference;
 pub mod resource;
 pub mod resource_type;
 pub mod search;
+#[cfg(test)]
+mod searchability_doc;
 pub mod validate;
 
 pub use clock::{Clock, FixedClock, SystemClock, Timestamp};

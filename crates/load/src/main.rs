@@ -33,7 +33,7 @@ struct Cli {
     what: What,
 }
 
-#[derive(Subcommand, Clone, Copy)]
+#[derive(Subcommand, Clone)]
 enum What {
     /// POST new Observations.
     Creates,
@@ -41,6 +41,11 @@ enum What {
     Reads {
         #[arg(long, default_value_t = 1000)]
         patients: usize,
+    },
+    /// GET one search (or any path) repeatedly, e.g. `Observation?code=8302-2`.
+    Query {
+        #[arg(long)]
+        path: String,
     },
 }
 
@@ -127,9 +132,12 @@ async fn drive(cli: &Cli) -> Result<(), LoadError> {
         token: token.trim().to_owned(),
     });
 
-    let patient_ref = format!("Patient/{}", run.post("Patient", &patient(0)).await?);
+    let patient_ref = match cli.what {
+        What::Query { .. } => String::new(),
+        _ => format!("Patient/{}", run.post("Patient", &patient(0)).await?),
+    };
     let ids: Arc<Vec<String>> = Arc::new(match cli.what {
-        What::Creates => Vec::new(),
+        What::Creates | What::Query { .. } => Vec::new(),
         What::Reads { patients } => {
             eprintln!("creating {patients} patients to read ...");
             let mut ids = Vec::with_capacity(patients);
@@ -147,7 +155,7 @@ async fn drive(cli: &Cli) -> Result<(), LoadError> {
         let run = Arc::clone(&run);
         let ids = Arc::clone(&ids);
         let counter = Arc::clone(&counter);
-        let what = cli.what;
+        let what = cli.what.clone();
         let patient_ref = patient_ref.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
@@ -162,6 +170,7 @@ async fn drive(cli: &Cli) -> Result<(), LoadError> {
                         let id = &ids[(n.wrapping_mul(2_654_435_761)) % ids.len()];
                         run.get(&format!("Patient/{id}")).await?;
                     }
+                    What::Query { ref path } => run.get(path).await?,
                 }
                 lat.push(t.elapsed().as_micros() as u64);
                 counter.fetch_add(1, Ordering::Relaxed);
@@ -176,9 +185,10 @@ async fn drive(cli: &Cli) -> Result<(), LoadError> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     all.sort_unstable();
-    let label = match cli.what {
-        What::Creates => "creates",
-        What::Reads { .. } => "reads",
+    let label = match &cli.what {
+        What::Creates => "creates".to_owned(),
+        What::Reads { .. } => "reads".to_owned(),
+        What::Query { path } => format!("GET {}", path.split('?').next().unwrap_or("")),
     };
     println!(
         "{label}: concurrency {} requests {} in {elapsed:.1} s = {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms",

@@ -28,6 +28,15 @@ impl AnyStore {
         }
     }
 
+    /// Refreshes the query planner's statistics after a bulk load (PostgreSQL plans search
+    /// subqueries badly on freshly filled tables until autovacuum gets to them).
+    pub async fn analyze(&self) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Sqlite(_) => Ok(()),
+            AnyStore::Postgres(p) => p.analyze().await,
+        }
+    }
+
     pub fn backend_name(&self) -> &'static str {
         match self {
             AnyStore::Sqlite(_) => "sqlite",

@@ -47,6 +47,17 @@ impl PgStore {
         Ok(Self { pool })
     }
 
+    /// `ANALYZE` of this store's tables.
+    pub async fn analyze(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let tables: Vec<&str> = ["resources", "resource_versions", "identifier_index"]
+            .into_iter()
+            .chain(Table::ALL.iter().map(|t| t.name()))
+            .collect();
+        client.batch_execute(&format!("ANALYZE {}", tables.join(", "))).await?;
+        Ok(())
+    }
+
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(|e| StoreError::backend("connect", e))
     }
