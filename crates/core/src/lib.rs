@@ -9,6 +9,7 @@ mod error;
 mod history;
 mod identifiers;
 mod keys;
+mod patch;
 mod search;
 mod vault;
 

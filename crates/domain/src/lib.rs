@@ -7,6 +7,7 @@ pub mod compartment;
 #[cfg(test)]
 mod definitions_check;
 pub mod ids;
+pub mod patch;
 pub mod query;
 pub mod reference;
 pub mod resource;

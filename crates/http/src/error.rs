@@ -64,7 +64,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "not-supported",
-                "send application/fhir+json or application/json".into(),
+                "unsupported content type: send application/fhir+json (application/json-patch+json for PATCH, \
+                 application/x-www-form-urlencoded for _search)"
+                    .into(),
             ),
             ApiError::PayloadTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,

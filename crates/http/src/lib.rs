@@ -35,7 +35,8 @@ pub fn router(state: AppState) -> Router {
             "/{rtype}/{id}",
             get(handlers::read::read)
                 .put(handlers::update::update)
-                .delete(handlers::delete::delete),
+                .delete(handlers::delete::delete)
+                .patch(handlers::patch::patch),
         )
         .route("/{rtype}/{id}/_history", get(handlers::history::instance))
         .route("/{rtype}/{id}/_history/{vid}", get(handlers::read::vread))

@@ -54,6 +54,7 @@ async fn capability_statement_is_truthful() {
             "read",
             "vread",
             "update",
+            "patch",
             "delete",
             "history-instance",
             "history-type",
@@ -102,6 +103,24 @@ async fn capability_statement_is_truthful() {
                 .await;
             assert_eq!(r.status, StatusCode::OK, "{t} update");
         }
+        if has("patch") {
+            let r = app
+                .client
+                .patch(app.url(&format!("{t}/{id}")))
+                .bearer_auth(&app.data.token)
+                .header("content-type", "application/json-patch+json")
+                .body(r#"[{"op": "replace", "path": "/language", "value": "de"}]"#)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK, "{t} patch");
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(
+                (v["language"].as_str(), v["meta"]["versionId"].as_str()),
+                (Some("de"), Some("3")),
+                "{t} patch"
+            );
+        }
         if has("vread") || res["readHistory"] == true {
             assert_eq!(
                 app.get(&format!("{t}/{id}/_history/1")).await.status,
@@ -110,11 +129,9 @@ async fn capability_statement_is_truthful() {
             );
         }
         if has("history-instance") {
-            assert_eq!(
-                app.get(&format!("{t}/{id}/_history")).await.json()["total"],
-                2,
-                "{t} history-instance"
-            );
+            let expected = if has("patch") { 3 } else { 2 };
+            let total = app.get(&format!("{t}/{id}/_history")).await.json()["total"].clone();
+            assert_eq!(total, expected, "{t} history-instance");
         }
         if has("history-type") {
             assert!(
@@ -137,6 +154,8 @@ async fn capability_statement_is_truthful() {
                     (_, "date") => "2020-01-01".to_owned(),
                     (_, "number" | "quantity") => "1".to_owned(),
                     (_, "uri") => "http://x".to_owned(),
+                    (n, "composite") if n.contains("date") => "x$2020".to_owned(),
+                    (_, "composite") => "x$1".to_owned(),
                     (_, other) => panic!("{t}.{name}: unchecked type {other}"),
                 };
                 let r = app.get(&format!("{t}?{name}={value}")).await;

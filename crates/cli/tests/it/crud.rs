@@ -280,3 +280,90 @@ async fn every_r4_type_is_accepted() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_patch_updates_with_checks() {
+    for backend in backends("json_patch_updates_with_checks").await {
+        let app = spawn_app(&backend).await;
+        let id = app
+            .create(&json!({"resourceType": "Patient", "active": true, "name": [{"family": "Patcher"}]}))
+            .await;
+        let patch = |body: &'static str, extra: Option<(&'static str, &'static str)>| {
+            let mut rb = app
+                .client
+                .patch(app.url(&format!("Patient/{id}")))
+                .bearer_auth(&app.data.token)
+                .header("content-type", "application/json-patch+json")
+                .body(body);
+            if let Some((k, v)) = extra {
+                rb = rb.header(k, v);
+            }
+            rb.send()
+        };
+        let r = patch(r#"[{"op": "replace", "path": "/active", "value": false}, {"op": "add", "path": "/name/0/given", "value": ["Pat"]}]"#, None).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(
+            (
+                v["active"].as_bool(),
+                v["name"][0]["given"][0].as_str(),
+                v["meta"]["versionId"].as_str()
+            ),
+            (Some(false), Some("Pat"), Some("2"))
+        );
+        // a failing test op, a stale If-Match, an id change, a bad document, a wrong media type
+        type Case = (&'static str, Option<(&'static str, &'static str)>, StatusCode);
+        let cases: [Case; 5] = [
+            (
+                r#"[{"op": "test", "path": "/active", "value": true}]"#,
+                None,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (
+                r#"[{"op": "replace", "path": "/active", "value": true}]"#,
+                Some(("if-match", "W/\"1\"")),
+                StatusCode::PRECONDITION_FAILED,
+            ),
+            (
+                r#"[{"op": "replace", "path": "/id", "value": "other"}]"#,
+                None,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (r#"{"op": "add"}"#, None, StatusCode::BAD_REQUEST),
+            (
+                r#"[{"op": "replace", "path": "/birthDate", "value": "1/2/3"}]"#,
+                None,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+        ];
+        for (body, extra, want) in cases {
+            let r = patch(body, extra).await.unwrap();
+            assert_eq!(r.status(), want, "{body}");
+        }
+        let r = app
+            .client
+            .patch(app.url(&format!("Patient/{id}")))
+            .bearer_auth(&app.data.token)
+            .header("content-type", "application/json")
+            .body("[]")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(
+            app.get(&format!("Patient/{id}")).await.json()["meta"]["versionId"],
+            "2",
+            "failed patches wrote nothing"
+        );
+        let r = app
+            .client
+            .patch(app.url("Patient/missing"))
+            .bearer_auth(&app.data.token)
+            .header("content-type", "application/json-patch+json")
+            .body("[]")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    }
+}

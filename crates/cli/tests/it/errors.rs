@@ -125,6 +125,13 @@ async fn bad_requests_get_operation_outcomes_and_write_nothing() {
                 "Patient/abc",
                 fj,
                 b"[]".to_vec(),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ),
+            (
+                Method::PATCH,
+                "Patient",
+                fj,
+                b"[]".to_vec(),
                 StatusCode::METHOD_NOT_ALLOWED,
             ),
             (

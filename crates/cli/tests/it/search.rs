@@ -307,6 +307,26 @@ async fn searches_match_an_independent_oracle() {
                 d.ids("Observation", |v| has_code(v, a) || has_code(v, b)),
             ));
         }
+        // Composites: a code with its value, on the observation and on its components.
+        for (code, n) in [("8480-6", 120.0), ("8462-4", 80.0)] {
+            cases.push(check(
+                format!("Observation?component-code-value-quantity=http://loinc.org|{code}$gt{n}"),
+                d.ids("Observation", |v| {
+                    v["component"].as_array().into_iter().flatten().any(|c| {
+                        codings(&c["code"])
+                            .iter()
+                            .any(|(s, k)| *s == "http://loinc.org" && *k == code)
+                            && c["valueQuantity"]["value"].as_f64().is_some_and(|x| x > n)
+                    })
+                }),
+            ));
+        }
+        cases.push(check(
+            "Observation?code-value-quantity=8302-2$ge170".into(),
+            d.ids("Observation", |v| {
+                has_code(v, "8302-2") && v["valueQuantity"]["value"].as_f64().is_some_and(|x| x >= 170.0)
+            }),
+        ));
         cases.push(check(
             "Observation?value-quantity:missing=true".into(),
             d.ids("Observation", |v| v.get("valueQuantity").is_none()),

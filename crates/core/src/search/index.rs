@@ -48,6 +48,51 @@ fn blind_dates(key: &IndexKey, param: &str, written: &[&str], out: &mut Vec<Sear
     }
 }
 
+/// A composite's rows: each value of its second component, under a key that carries the
+/// first component's code (with its system, and again for "any system").
+fn composite_rows(p: &carevault_domain::search::SearchParam, body: &Value, out: &mut Vec<SearchRow>) {
+    for ((system, code), v) in carevault_domain::search::extract::composite_values(p, body) {
+        for key in [
+            super::parse::composite_key(p.name, Some(&system), &code),
+            super::parse::composite_key(p.name, None, &code),
+        ] {
+            out.push(match &v {
+                IndexValue::Token { system, code } => SearchRow::Token {
+                    param: key,
+                    system: system.clone(),
+                    code: code.clone(),
+                },
+                IndexValue::String(s) => SearchRow::String {
+                    param: key,
+                    norm: normalize(s),
+                    exact: s.clone(),
+                },
+                IndexValue::Reference { rtype, id } => SearchRow::Reference {
+                    param: key,
+                    target_type: rtype.clone(),
+                    target_id: id.clone(),
+                },
+                IndexValue::Date { lo, hi } => SearchRow::Date {
+                    param: key,
+                    lo: *lo,
+                    hi: *hi,
+                },
+                IndexValue::Number { value, system, code } => SearchRow::Number {
+                    param: key,
+                    value: *value,
+                    system: system.clone(),
+                    code: code.clone(),
+                },
+                IndexValue::Uri(u) => SearchRow::Uri {
+                    param: key,
+                    uri: u.clone(),
+                },
+                IndexValue::TokenText(_) => continue,
+            });
+        }
+    }
+}
+
 /// Every index row of `body`.
 pub(crate) fn search_rows(key: &IndexKey, rtype: ResourceType, body: &Value) -> Vec<SearchRow> {
     let mut out = Vec::new();
@@ -57,6 +102,10 @@ pub(crate) fn search_rows(key: &IndexKey, rtype: ResourceType, body: &Value) -> 
         }
         let class = class_of(rtype, p);
         if class == Class::Unsupported {
+            continue;
+        }
+        if p.kind == carevault_domain::search::ParamKind::Composite {
+            composite_rows(p, body, &mut out);
             continue;
         }
         let values = carevault_domain::search::extract::param_values(p, body);

@@ -423,7 +423,21 @@ impl Parser<'_> {
             }
             return Ok(Cond::Any(any));
         }
-        match p.kind {
+        self.by_kind(p.name, p.kind, param, modifier, values)
+    }
+
+    /// The condition of one parameter (or composite key) of a given kind.
+    fn by_kind(
+        &self,
+        name: &str,
+        kind: ParamKind,
+        param: String,
+        modifier: Option<&str>,
+        values: &[String],
+    ) -> Result<Cond, CoreError> {
+        let unsupported = |m: &str| bad(format!("the modifier `:{m}` is not supported on `{name}`"));
+        let mut any = Vec::new();
+        match kind {
             ParamKind::String => {
                 for v in values {
                     let v = unescape(v);
@@ -520,7 +534,7 @@ impl Parser<'_> {
                     let parts = split_escaped(rest, '|');
                     let (number, system, code) = match parts.as_slice() {
                         [n] => (n.as_str(), None, None),
-                        [n, s, c] if p.kind == ParamKind::Quantity => (
+                        [n, s, c] if kind == ParamKind::Quantity => (
                             n.as_str(),
                             Some(s.clone()).filter(|s| !s.is_empty()),
                             Some(c.clone()).filter(|c| !c.is_empty()),
@@ -528,8 +542,8 @@ impl Parser<'_> {
                         _ => {
                             return Err(bad(format!(
                                 "`{}` takes a number{}",
-                                p.name,
-                                if p.kind == ParamKind::Quantity {
+                                name,
+                                if kind == ParamKind::Quantity {
                                     " or number|system|code"
                                 } else {
                                     ""
@@ -538,7 +552,7 @@ impl Parser<'_> {
                         }
                     };
                     let (value, mut lo, mut hi) =
-                        number_range(number).ok_or_else(|| bad(format!("`{}` takes a number", p.name)))?;
+                        number_range(number).ok_or_else(|| bad(format!("`{}` takes a number", name)))?;
                     if prefix == Prefix::Ap {
                         let spread = (value.abs() * 0.1).max(hi - lo);
                         lo = value - spread;
@@ -570,7 +584,30 @@ impl Parser<'_> {
                     });
                 }
             }
-            ParamKind::Composite | ParamKind::Special => return Err(bad(format!("`{}` is not supported yet", p.name))),
+            ParamKind::Composite => {
+                if modifier.is_some() {
+                    return Err(bad(format!("`{name}` takes no modifier")));
+                }
+                let Some(p) = params::find(self.rtype, name) else {
+                    return Err(bad("unknown composite"));
+                };
+                let [(ParamKind::Token, _), (second, _)] = p.components else {
+                    return Err(bad(format!("`{name}` is not supported yet")));
+                };
+                for v in values {
+                    let parts = split_escaped(v, '$');
+                    let [first, rest] = parts.as_slice() else {
+                        return Err(bad(format!("`{name}` takes `code$value`")));
+                    };
+                    let (system, code) = token_value(first);
+                    let Some(code) = code else {
+                        return Err(bad(format!("`{name}` needs a code before `$`")));
+                    };
+                    let key = composite_key(name, system.as_deref(), &code);
+                    any.push(self.by_kind(name, *second, key, None, std::slice::from_ref(rest))?);
+                }
+            }
+            ParamKind::Special => return Err(bad(format!("`{name}` is not supported yet"))),
         }
         Ok(if any.len() == 1 { any.remove(0) } else { Cond::Any(any) })
     }
@@ -587,6 +624,12 @@ impl Parser<'_> {
         }
         Ok((prefix, lo, hi))
     }
+}
+
+/// The index key of a composite: the parameter and its first component's code (with its
+/// system, or `*` for any system).
+pub(crate) fn composite_key(name: &str, system: Option<&str>, code: &str) -> String {
+    format!("{name}${}|{code}", system.unwrap_or("*"))
 }
 
 /// `system|code`, `|code` (no system), `code` (any system) or `system|` (any code).

@@ -36,8 +36,8 @@ pub fn is_person(rtype: ResourceType) -> bool {
 
 pub fn class_of(rtype: ResourceType, p: &SearchParam) -> Class {
     match p.kind {
-        // Composite parameters are the next step of the search work; `near` needs geometry.
-        ParamKind::Special | ParamKind::Composite => Class::Unsupported,
+        // `near` needs geometry; composites are clinical (codes with values).
+        ParamKind::Special => Class::Unsupported,
         _ if is_person(rtype) => match (p.kind, p.name) {
             (ParamKind::String, _) => Class::Identifying,
             (ParamKind::Token, "identifier" | "telecom" | "phone" | "email") => Class::Identifying,

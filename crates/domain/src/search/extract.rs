@@ -200,35 +200,72 @@ fn numbers(v: &Value, quantity: bool, out: &mut Vec<IndexValue>) {
     }
 }
 
+/// The values one path of a parameter of `kind` selects.
+fn path_values(kind: ParamKind, path: &str, body: &Value, out: &mut Vec<IndexValue>) {
+    if path.ends_with('!') {
+        out.push(IndexValue::Token {
+            system: String::new(),
+            code: flag(body, path).to_string(),
+        });
+        return;
+    }
+    for v in select(body, path) {
+        match kind {
+            ParamKind::String => strings(v, out),
+            ParamKind::Token => tokens(v, out),
+            ParamKind::Reference => references(v, out),
+            ParamKind::Date => dates(v, out),
+            ParamKind::Number => numbers(v, false, out),
+            ParamKind::Quantity => numbers(v, true, out),
+            ParamKind::Uri => {
+                if let Some(s) = v.as_str() {
+                    out.push(IndexValue::Uri(s.to_owned()));
+                }
+            }
+            ParamKind::Composite | ParamKind::Special => {}
+        }
+    }
+}
+
 /// The values `param` indexes in `body`.
 pub fn param_values(param: &SearchParam, body: &Value) -> Vec<IndexValue> {
     let mut out = Vec::new();
     for path in param.paths {
-        if path.ends_with('!') {
-            out.push(IndexValue::Token {
-                system: String::new(),
-                code: flag(body, path).to_string(),
-            });
-            continue;
-        }
-        for v in select(body, path) {
-            match param.kind {
-                ParamKind::String => strings(v, &mut out),
-                ParamKind::Token => tokens(v, &mut out),
-                ParamKind::Reference => references(v, &mut out),
-                ParamKind::Date => dates(v, &mut out),
-                ParamKind::Number => numbers(v, false, &mut out),
-                ParamKind::Quantity => numbers(v, true, &mut out),
-                ParamKind::Uri => {
-                    if let Some(s) = v.as_str() {
-                        out.push(IndexValue::Uri(s.to_owned()));
+        path_values(param.kind, path, body, &mut out);
+    }
+    out.dedup();
+    out
+}
+
+/// The pairs a composite parameter indexes: for each element its paths select, the first
+/// component's tokens (system, code) with each value of the second component.
+pub fn composite_values(param: &SearchParam, body: &Value) -> Vec<((String, String), IndexValue)> {
+    let mut out = Vec::new();
+    let [(ParamKind::Token, first), (second_kind, second)] = param.components else {
+        return out;
+    };
+    for path in param.paths {
+        for element in select(body, path) {
+            let mut firsts = Vec::new();
+            path_values(ParamKind::Token, first, element, &mut firsts);
+            let codes: Vec<(String, String)> = firsts
+                .into_iter()
+                .filter_map(|v| match v {
+                    IndexValue::Token { system, code } => Some((system, code)),
+                    _ => None,
+                })
+                .collect();
+            let mut values = Vec::new();
+            path_values(*second_kind, second, element, &mut values);
+            for c in &codes {
+                for v in &values {
+                    if !matches!(v, IndexValue::TokenText(_)) {
+                        out.push((c.clone(), v.clone()));
                     }
                 }
-                ParamKind::Composite | ParamKind::Special => {}
             }
         }
     }
-    out.dedup();
     out
 }
 

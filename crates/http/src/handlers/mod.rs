@@ -6,6 +6,7 @@ pub(crate) mod delete;
 pub(crate) mod fallback;
 pub(crate) mod history;
 pub(crate) mod metadata;
+pub(crate) mod patch;
 pub(crate) mod read;
 pub(crate) mod search;
 pub(crate) mod update;

@@ -1,0 +1,52 @@
+//! `PATCH` with a JSON Patch document: applied to the current version's decrypted body, the
+//! result checked like any incoming resource, then written as an update bound to the version
+//! that was patched (so a concurrent write makes it fail rather than be lost).
+
+use crate::crud::{ReadOutcome, Written};
+use crate::{CoreError, Vault};
+use carevault_domain::patch::{PatchError, apply};
+use carevault_domain::{Resource, ResourceError, ResourceId, ResourceType, VersionId};
+use carevault_storage::Store;
+use serde_json::Value;
+
+impl<S: Store> Vault<S> {
+    pub async fn patch(
+        &self,
+        rtype: ResourceType,
+        id: &ResourceId,
+        patch: &Value,
+        if_match: Option<VersionId>,
+    ) -> Result<Written, CoreError> {
+        let current = match self.read(rtype, id).await? {
+            ReadOutcome::Found(r) => r,
+            ReadOutcome::Deleted { version, last_updated } => {
+                return Err(CoreError::Gone {
+                    version,
+                    last_updated: last_updated.millis(),
+                });
+            }
+            ReadOutcome::NotFound => return Err(CoreError::NotFound),
+        };
+        if if_match.is_some_and(|v| v.get() != current.version) {
+            return Err(CoreError::PreconditionFailed(
+                "If-Match does not name the current version".into(),
+            ));
+        }
+        let body: Value = serde_json::from_slice(&current.body).map_err(|_| CoreError::Integrity)?;
+        let patched = apply(&body, patch).map_err(|e| match e {
+            PatchError::Malformed(..) => CoreError::Invalid(e.to_string()),
+            PatchError::Failed(..) => CoreError::Unprocessable(e.to_string()),
+        })?;
+        let resource = Resource::from_value(patched).map_err(|e| match e {
+            ResourceError::Unprocessable(m) => CoreError::Unprocessable(m),
+            other => CoreError::Unprocessable(format!("the patched resource is not valid: {other}")),
+        })?;
+        if resource.rtype() != rtype || resource.id().as_ref() != Some(id) {
+            return Err(CoreError::Unprocessable(
+                "a patch may not change resourceType or id".into(),
+            ));
+        }
+        let version = VersionId::new(current.version).map_err(|_| CoreError::Integrity)?;
+        self.update(rtype, id, resource, Some(version)).await
+    }
+}

@@ -1,0 +1,45 @@
+//! `PATCH [base]/[type]/[id]` with `application/json-patch+json`; `If-Match` honoured.
+
+use super::{if_match, parse_id_for_write, parse_type};
+use crate::respond::{resource_response, return_pref};
+use crate::{ApiError, AppState};
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use serde_json::Value;
+
+pub(crate) async fn patch(
+    State(state): State<AppState>,
+    Path((rtype, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let rtype = parse_type(&rtype)?;
+    let id = parse_id_for_write(&id)?;
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct.to_ascii_lowercase().starts_with("application/json-patch+json") {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let expected = if_match(&headers)?;
+    let bytes = axum::body::to_bytes(body, state.config.max_body_bytes)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge)?;
+    let doc: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "the body is not valid JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let written = state.vault.patch(rtype, &id, &doc, expected).await?;
+    Ok(resource_response(
+        StatusCode::OK,
+        &written.resource,
+        return_pref(&headers),
+        None,
+    ))
+}
