@@ -228,6 +228,33 @@ async fn searches_match_an_independent_oracle() {
                     reference_of(v, "subject").as_deref() == Some(pref.as_str())
                 }),
             ));
+            // Chains (through an identifying parameter of the target) and _has.
+            cases.push(check(
+                format!("Observation?subject:Patient.family={family}"),
+                d.ids("Observation", |v| {
+                    reference_of(v, "subject").is_some_and(|r| {
+                        d.resources.iter().any(|(t, i, p)| {
+                            t == "Patient"
+                                && format!("Patient/{i}") == r
+                                && name_parts(p).iter().any(|n| n.starts_with(&family.to_lowercase()))
+                        })
+                    })
+                }),
+            ));
+            let ssn = p["identifier"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|i| i["system"] == "http://hl7.org/fhir/sid/us-ssn");
+            if let Some(ssn) = ssn {
+                let val = ssn["value"].as_str().unwrap();
+                cases.push(check(
+                    format!("Encounter?patient.identifier=http://hl7.org/fhir/sid/us-ssn|{val}"),
+                    d.ids("Encounter", |v| {
+                        reference_of(v, "subject").as_deref() == Some(pref.as_str())
+                    }),
+                ));
+            }
             cases.push(check(
                 format!("Condition?patient={pref}&clinical-status=active"),
                 d.ids("Condition", |v| {
@@ -327,6 +354,19 @@ async fn searches_match_an_independent_oracle() {
                 has_code(v, "8302-2") && v["valueQuantity"]["value"].as_f64().is_some_and(|x| x >= 170.0)
             }),
         ));
+        for (_, code) in codes.iter().take(10) {
+            let with_code: BTreeSet<String> = d
+                .of("Observation")
+                .filter(|(_, v)| has_code(v, code))
+                .filter_map(|(_, v)| reference_of(v, "subject"))
+                .collect();
+            cases.push(check(
+                format!("Patient?_has:Observation:patient:code={code}"),
+                d.ids("Patient", |v| {
+                    with_code.contains(&format!("Patient/{}", v["id"].as_str().unwrap()))
+                }),
+            ));
+        }
         cases.push(check(
             "Observation?value-quantity:missing=true".into(),
             d.ids("Observation", |v| v.get("valueQuantity").is_none()),
@@ -391,6 +431,42 @@ async fn searches_match_an_independent_oracle() {
             })
             .collect();
         assert!(dates.windows(2).all(|w| w[0] >= w[1]), "sorted descending");
+        // _include and _revinclude add the referenced and referencing resources.
+        let (pid, _) = d.of("Patient").next().unwrap();
+        let b = app
+            .get(&format!(
+                "Encounter?patient={pid}&_revinclude=Observation:encounter&_include=Encounter:subject&_count=1000"
+            ))
+            .await
+            .json();
+        let encounters: BTreeSet<String> = d.ids("Encounter", |v| {
+            reference_of(v, "subject").as_deref() == Some(format!("Patient/{pid}").as_str())
+        });
+        let observations: BTreeSet<String> = d.ids("Observation", |v| {
+            reference_of(v, "encounter").is_some_and(|r| encounters.iter().any(|e| r == format!("Encounter/{e}")))
+        });
+        let mode = |m: &str| -> BTreeSet<String> {
+            b["entry"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["search"]["mode"] == m)
+                .map(|e| {
+                    format!(
+                        "{}/{}",
+                        e["resource"]["resourceType"].as_str().unwrap(),
+                        e["resource"]["id"].as_str().unwrap()
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(
+            mode("match"),
+            encounters.iter().map(|e| format!("Encounter/{e}")).collect()
+        );
+        let mut want: BTreeSet<String> = observations.iter().map(|o| format!("Observation/{o}")).collect();
+        want.insert(format!("Patient/{pid}"));
+        assert_eq!(mode("include"), want);
         eprintln!("{}: {checked} queries matched the oracle", backend.name());
     }
 }

@@ -23,6 +23,32 @@ pub struct SearchRequest {
     pub elements: Option<Vec<String>>,
     /// Names of parameters that were not understood and were ignored.
     pub ignored: Vec<String>,
+    /// `_include`: resources the matches point to, through a reference parameter of the
+    /// searched type, optionally only of one target type.
+    pub includes: Vec<(&'static SearchParam, Option<ResourceType>)>,
+    /// `_revinclude`: resources of a type that point to the matches through a parameter.
+    pub revincludes: Vec<(ResourceType, &'static SearchParam)>,
+    /// Chained parameters and `_has`, resolved by running their inner searches first.
+    pub(crate) links: Vec<Link>,
+}
+
+/// A condition that needs another search first.
+#[derive(Debug, Clone)]
+pub(crate) enum Link {
+    /// `param[:Type].rest=value`: the resources `param` points to must match `rest=value`.
+    Chain {
+        param: &'static SearchParam,
+        targets: Vec<ResourceType>,
+        rest: String,
+        value: String,
+    },
+    /// `_has:Type:param:rest=value`: some `Type` whose `param` points here matches `rest=value`.
+    Has {
+        source: ResourceType,
+        param: &'static SearchParam,
+        rest: String,
+        value: String,
+    },
 }
 
 /// An identifying condition to verify on the decrypted resource (any value may match).
@@ -152,6 +178,9 @@ impl Parser<'_> {
             summary_count: false,
             elements: None,
             ignored: Vec::new(),
+            includes: Vec::new(),
+            revincludes: Vec::new(),
+            links: Vec::new(),
         };
         for (name, value) in pairs {
             match name.as_str() {
@@ -187,10 +216,102 @@ impl Parser<'_> {
                     )
                 }
                 "_sort" => req.sort = self.sort(value)?,
+                "_include" | "_revinclude" => self.include(name == "_include", value, &mut req)?,
+                n if n.starts_with("_include:") || n.starts_with("_revinclude:") => {
+                    return Err(bad(format!("`{n}` (iterate) is not supported yet")));
+                }
                 _ => self.param(name, value, &mut req)?,
             }
         }
         Ok(req)
+    }
+
+    /// `subject:Patient.name=x` or `patient.identifier=x`: the part before the first dot.
+    fn chain(&self, head: &str, rest: &str, value: &str, req: &mut SearchRequest) -> Result<(), CoreError> {
+        let (name, modifier) = match head.split_once(':') {
+            Some((n, m)) => (n, Some(m)),
+            None => (head, None),
+        };
+        let p = params::find(self.rtype, name)
+            .filter(|p| p.kind == ParamKind::Reference)
+            .ok_or_else(|| {
+                bad(format!(
+                    "`{name}` is not a reference parameter of {} and cannot be chained",
+                    self.rtype
+                ))
+            })?;
+        let targets = match modifier {
+            Some(t) => vec![
+                t.parse::<ResourceType>()
+                    .map_err(|_| bad("a chain names an unknown resource type"))?,
+            ],
+            None => p.targets.to_vec(),
+        };
+        req.links.push(Link::Chain {
+            param: p,
+            targets,
+            rest: rest.to_owned(),
+            value: value.to_owned(),
+        });
+        Ok(())
+    }
+
+    /// `_has:Observation:patient:code=x` (the part after `_has:`).
+    fn has(&self, spec: &str, value: &str, req: &mut SearchRequest) -> Result<(), CoreError> {
+        let mut parts = spec.splitn(3, ':');
+        let (Some(source), Some(name), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(bad("_has takes _has:Type:parameter:search=value"));
+        };
+        let source: ResourceType = source.parse().map_err(|_| bad("_has names an unknown resource type"))?;
+        let p = params::find(source, name)
+            .filter(|p| p.kind == ParamKind::Reference)
+            .ok_or_else(|| bad(format!("`{name}` is not a reference parameter of {source}")))?;
+        req.links.push(Link::Has {
+            source,
+            param: p,
+            rest: rest.to_owned(),
+            value: value.to_owned(),
+        });
+        Ok(())
+    }
+
+    /// `Type:param` or `Type:param:Target`; `*` is not supported yet.
+    fn include(&self, forward: bool, value: &str, req: &mut SearchRequest) -> Result<(), CoreError> {
+        let parts: Vec<&str> = value.split(':').collect();
+        let (source, name, target) = match parts.as_slice() {
+            [s, n] => (*s, *n, None),
+            [s, n, t] => (*s, *n, Some(*t)),
+            _ => return Err(bad("_include and _revinclude take Type:parameter[:TargetType]")),
+        };
+        let source: ResourceType = source
+            .parse()
+            .map_err(|_| bad("_include names an unknown resource type"))?;
+        if name == "*" {
+            return Err(bad("_include with `*` is not supported yet"));
+        }
+        let p = params::find(source, name)
+            .filter(|p| p.kind == ParamKind::Reference)
+            .ok_or_else(|| bad(format!("`{name}` is not a reference parameter of {source}")))?;
+        let target = target
+            .map(|t| {
+                t.parse::<ResourceType>()
+                    .map_err(|_| bad("_include names an unknown target type"))
+            })
+            .transpose()?;
+        if forward {
+            if source != self.rtype {
+                return Err(bad(
+                    "_include must start from the searched type (iterate is not supported yet)",
+                ));
+            }
+            req.includes.push((p, target));
+        } else {
+            if target.is_some_and(|t| t != self.rtype) {
+                return Ok(());
+            }
+            req.revincludes.push((source, p));
+        }
+        Ok(())
     }
 
     fn sort(&self, value: &str) -> Result<Vec<(SortKey, bool)>, CoreError> {
@@ -233,7 +354,13 @@ impl Parser<'_> {
             Some((n, m)) => (n, Some(m)),
             None => (raw_name, None),
         };
-        if NOT_YET.contains(&name) || name.starts_with("_has") || name.contains('.') {
+        if let Some(rest) = raw_name.strip_prefix("_has:") {
+            return self.has(rest, value, req);
+        }
+        if let Some((head, rest)) = raw_name.split_once('.') {
+            return self.chain(head, rest, value, req);
+        }
+        if NOT_YET.contains(&name) {
             return Err(bad(format!("`{name}` is not supported yet")));
         }
         let Some(p) = params::find(self.rtype, name) else {

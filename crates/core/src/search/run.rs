@@ -1,7 +1,7 @@
 //! Running a search: one page from the store, each match opened and (for identifying
 //! conditions) re-checked, and sealed cursors for the links.
 
-use super::parse::{Parser, Recheck};
+use super::parse::{Link, Parser, Recheck};
 use crate::crud::StoredResource;
 use crate::{CoreError, Vault};
 use carevault_domain::ResourceType;
@@ -11,6 +11,8 @@ use carevault_domain::search::normalize::normalize;
 use carevault_domain::search::{IndexValue, path};
 use carevault_storage::{SearchHit, SearchQuery, SortValue, Store};
 use serde_json::{Value, json};
+use std::future::Future;
+use std::pin::Pin;
 
 /// How the caller wants unknown parameters handled.
 #[derive(Debug, Clone, Copy, Default)]
@@ -23,6 +25,8 @@ pub struct SearchOptions {
 #[derive(Debug)]
 pub struct SearchPage {
     pub resources: Vec<StoredResource>,
+    /// Resources added by `_include` and `_revinclude`.
+    pub included: Vec<StoredResource>,
     pub total: Option<u64>,
     pub summary_count: bool,
     pub elements: Option<Vec<String>>,
@@ -131,7 +135,8 @@ impl<S: Store> Vault<S> {
             strict: opts.strict,
             now_ms: self.clock.now().millis(),
         };
-        let req = parser.parse(&pairs)?;
+        let mut req = parser.parse(&pairs)?;
+        self.resolve_links(rtype, &mut req, 0).await?;
         let mut q = SearchQuery {
             tenant: self.tenant.as_str().to_owned(),
             rtype: rtype.as_str().to_owned(),
@@ -149,6 +154,7 @@ impl<S: Store> Vault<S> {
         if req.summary_count {
             return Ok(SearchPage {
                 resources: Vec::new(),
+                included: Vec::new(),
                 total,
                 summary_count: true,
                 elements: None,
@@ -198,8 +204,10 @@ impl<S: Store> Vault<S> {
         };
         let first = Some(self.seal_cursor(rtype, &base(None, false))?);
         let total = total.or_else(|| (!more && state.after.is_none()).then_some(resources.len() as u64));
+        let included = self.includes(rtype, &req, &resources).await?;
         Ok(SearchPage {
             resources,
+            included,
             total,
             summary_count: false,
             elements: req.elements,
@@ -209,6 +217,207 @@ impl<S: Store> Vault<S> {
             next,
             previous,
         })
+    }
+}
+
+/// The most matches an inner (chained or `_has`) search may have.
+const MAX_INNER: u32 = 10_000;
+/// How deep chains and `_has` may nest.
+const MAX_DEPTH: usize = 4;
+
+type Boxed<'a, T> = Pin<Box<dyn Future<Output = Result<T, CoreError>> + Send + 'a>>;
+
+impl<S: Store> Vault<S> {
+    /// Turns each chain and `_has` of `req` into a plain condition by running its inner search.
+    fn resolve_links<'a>(
+        &'a self,
+        rtype: ResourceType,
+        req: &'a mut super::SearchRequest,
+        depth: usize,
+    ) -> Boxed<'a, ()> {
+        Box::pin(async move {
+            if !req.links.is_empty() && depth >= MAX_DEPTH {
+                return Err(CoreError::Invalid(format!(
+                    "chains and _has may nest at most {MAX_DEPTH} deep"
+                )));
+            }
+            for link in std::mem::take(&mut req.links) {
+                let cond = match link {
+                    Link::Chain {
+                        param,
+                        targets,
+                        rest,
+                        value,
+                    } => {
+                        let mut any = Vec::new();
+                        for t in targets {
+                            for id in self
+                                .inner_ids(t, vec![(rest.clone(), value.clone())], depth + 1)
+                                .await?
+                            {
+                                any.push(carevault_storage::Cond::Reference {
+                                    param: param.name.to_owned(),
+                                    target_type: Some(t.as_str().to_owned()),
+                                    target_id: id,
+                                });
+                            }
+                        }
+                        carevault_storage::Cond::Any(any)
+                    }
+                    Link::Has {
+                        source,
+                        param,
+                        rest,
+                        value,
+                    } => {
+                        let mut ids = Vec::new();
+                        for sid in self.inner_ids(source, vec![(rest, value)], depth + 1).await? {
+                            let Ok(sid) = carevault_domain::ResourceId::parse(&sid) else {
+                                continue;
+                            };
+                            let crate::ReadOutcome::Found(r) = self.read(source, &sid).await? else {
+                                continue;
+                            };
+                            let Ok(body) = serde_json::from_slice::<Value>(&r.body) else {
+                                continue;
+                            };
+                            for v in param_values(param, &body) {
+                                if let IndexValue::Reference { rtype: t, id } = v {
+                                    if t == rtype.as_str() && !ids.contains(&id) {
+                                        ids.push(id);
+                                    }
+                                }
+                            }
+                        }
+                        carevault_storage::Cond::Id(ids)
+                    }
+                };
+                req.conds.push(cond);
+            }
+            Ok(())
+        })
+    }
+
+    /// Ids of `rtype` matching an inner search (identifying conditions re-checked).
+    fn inner_ids<'a>(
+        &'a self,
+        rtype: ResourceType,
+        pairs: Vec<(String, String)>,
+        depth: usize,
+    ) -> Boxed<'a, Vec<String>> {
+        Box::pin(async move {
+            let parser = Parser {
+                rtype,
+                blind: &self.search_index,
+                strict: true,
+                now_ms: self.clock.now().millis(),
+            };
+            let mut req = parser.parse(&pairs)?;
+            self.resolve_links(rtype, &mut req, depth).await?;
+            let q = SearchQuery {
+                tenant: self.tenant.as_str().to_owned(),
+                rtype: rtype.as_str().to_owned(),
+                conds: req.conds.clone(),
+                sort: Vec::new(),
+                after: None,
+                backwards: false,
+                limit: MAX_INNER + 1,
+            };
+            let hits = self.store.search(&q).await?;
+            if hits.len() > MAX_INNER as usize {
+                return Err(CoreError::Invalid(format!(
+                    "a chained or _has search matched more than {MAX_INNER} resources; narrow it"
+                )));
+            }
+            if req.rechecks.is_empty() {
+                return Ok(hits.into_iter().map(|h| h.id).collect());
+            }
+            let mut out = Vec::new();
+            for h in hits {
+                let Ok(id) = carevault_domain::ResourceId::parse(&h.id) else {
+                    continue;
+                };
+                if let crate::ReadOutcome::Found(r) = self.read(rtype, &id).await? {
+                    if recheck(&req.rechecks, &r.body) {
+                        out.push(h.id);
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+}
+
+/// The most resources one `_revinclude` adds to a page.
+const MAX_REVINCLUDE: u32 = 1000;
+
+impl<S: Store> Vault<S> {
+    /// Resources the page's matches point to (`_include`) and that point to them (`_revinclude`).
+    async fn includes(
+        &self,
+        rtype: ResourceType,
+        req: &super::SearchRequest,
+        page: &[StoredResource],
+    ) -> Result<Vec<StoredResource>, CoreError> {
+        let mut seen: std::collections::HashSet<(ResourceType, String)> =
+            page.iter().map(|r| (r.rtype, r.id.to_string())).collect();
+        let mut out = Vec::new();
+        for (param, target) in &req.includes {
+            for r in page {
+                let Ok(body) = serde_json::from_slice::<Value>(&r.body) else {
+                    continue;
+                };
+                for v in param_values(param, &body) {
+                    let IndexValue::Reference { rtype: t, id } = v else {
+                        continue;
+                    };
+                    let Ok(t) = t.parse::<ResourceType>() else { continue };
+                    if target.is_some_and(|want| want != t) || !seen.insert((t, id.clone())) {
+                        continue;
+                    }
+                    let Ok(id) = carevault_domain::ResourceId::parse(&id) else {
+                        continue;
+                    };
+                    if let crate::ReadOutcome::Found(found) = self.read(t, &id).await? {
+                        out.push(found);
+                    }
+                }
+            }
+        }
+        for (source, param) in &req.revincludes {
+            if page.is_empty() {
+                break;
+            }
+            let targets = page
+                .iter()
+                .map(|r| carevault_storage::Cond::Reference {
+                    param: param.name.to_owned(),
+                    target_type: Some(rtype.as_str().to_owned()),
+                    target_id: r.id.to_string(),
+                })
+                .collect();
+            let q = SearchQuery {
+                tenant: self.tenant.as_str().to_owned(),
+                rtype: source.as_str().to_owned(),
+                conds: vec![carevault_storage::Cond::Any(targets)],
+                sort: Vec::new(),
+                after: None,
+                backwards: false,
+                limit: MAX_REVINCLUDE,
+            };
+            for hit in self.store.search(&q).await? {
+                if !seen.insert((*source, hit.id.clone())) {
+                    continue;
+                }
+                let Ok(id) = carevault_domain::ResourceId::parse(&hit.id) else {
+                    continue;
+                };
+                if let crate::ReadOutcome::Found(found) = self.read(*source, &id).await? {
+                    out.push(found);
+                }
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -98,6 +98,11 @@ fn bundle(base: &str, rtype: ResourceType, page: &SearchPage) -> Result<Value, A
     for r in &page.resources {
         entries.push(entry(base, r, page.elements.as_deref())?);
     }
+    for r in &page.included {
+        let mut e = entry(base, r, None)?;
+        e["search"]["mode"] = json!("include");
+        entries.push(e);
+    }
     if !page.ignored.is_empty() {
         let text = format!("ignored unknown search parameters: {}", page.ignored.join(", "));
         entries.push(json!({
