@@ -282,10 +282,11 @@ impl<S: Store> Vault<S> {
                                 continue;
                             };
                             for v in param_values(param, &body) {
-                                if let IndexValue::Reference { rtype: t, id } = v {
-                                    if t == rtype.as_str() && !ids.contains(&id) {
-                                        ids.push(id);
-                                    }
+                                if let IndexValue::Reference { rtype: t, id } = v
+                                    && t == rtype.as_str()
+                                    && !ids.contains(&id)
+                                {
+                                    ids.push(id);
                                 }
                             }
                         }
@@ -337,10 +338,10 @@ impl<S: Store> Vault<S> {
                 let Ok(id) = carevault_domain::ResourceId::parse(&h.id) else {
                     continue;
                 };
-                if let crate::ReadOutcome::Found(r) = self.read(rtype, &id).await? {
-                    if recheck(&req.rechecks, &r.body) {
-                        out.push(h.id);
-                    }
+                if let crate::ReadOutcome::Found(r) = self.read(rtype, &id).await?
+                    && recheck(&req.rechecks, &r.body)
+                {
+                    out.push(h.id);
                 }
             }
             Ok(out)
