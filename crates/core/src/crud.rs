@@ -121,7 +121,7 @@ impl<S: Store> Vault<S> {
         };
         let sealed = self.seal_with(&dek, &row, &plaintext)?;
         let tags = identifier_tags(&self.identifier_index, &resource);
-        let search_rows = crate::search::search_rows(&self.search_index, rtype, resource.json());
+        let search_rows = crate::search::search_rows(&self.search_index, rtype, id, resource.json());
         Ok(Ok(Pending {
             version: NewVersion {
                 key: self.resource_key(rtype, id),

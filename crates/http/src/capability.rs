@@ -36,6 +36,11 @@ pub(crate) fn capability_statement(date: &str) -> Value {
                 "conditionalUpdate": false,
                 "conditionalDelete": "not-supported",
                 "searchParam": search_params(*t),
+                "operation": if *t == ResourceType::Patient {
+                    json!([{"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}])
+                } else {
+                    json!([])
+                },
             })
         })
         .collect();
@@ -56,6 +61,7 @@ pub(crate) fn capability_statement(date: &str) -> Value {
                 "description": "Every endpoint except /metadata requires an API bearer token (Authorization: Bearer …)."
             },
             "resource": resources,
+            "compartment": ["http://hl7.org/fhir/CompartmentDefinition/patient"],
             "interaction": SYSTEM_INTERACTIONS.iter().map(|i| json!({"code": i})).collect::<Vec<_>>()
         }]
     })

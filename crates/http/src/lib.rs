@@ -39,6 +39,7 @@ pub fn router(state: AppState) -> Router {
                 .patch(handlers::patch::patch),
         )
         .route("/{rtype}/{id}/_history", get(handlers::history::instance))
+        .route("/{rtype}/{id}/{rest}", get(handlers::compartment::patient_scoped))
         .route("/{rtype}/{id}/_history/{vid}", get(handlers::read::vread))
         .method_not_allowed_fallback(handlers::fallback::method_not_allowed)
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));

@@ -172,6 +172,26 @@ async fn capability_statement_is_truthful() {
                 }
             }
         }
+        for op in res["operation"].as_array().into_iter().flatten() {
+            assert_eq!(
+                (t, op["name"].as_str().unwrap()),
+                ("Patient", "everything"),
+                "unchecked operation"
+            );
+            let b = app.get(&format!("Patient/{id}/$everything")).await;
+            assert_eq!(b.status, StatusCode::OK, "{t} $everything");
+            assert!(
+                b.json()["entry"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|e| e["resource"]["id"] == id.as_str())
+            );
+        }
+        if rest["compartment"].as_array().is_some_and(|c| !c.is_empty()) && t == "Patient" {
+            let b = app.get(&format!("Patient/{id}/Observation")).await;
+            assert_eq!(b.status, StatusCode::OK, "compartment search");
+        }
         if has("delete") {
             assert_eq!(
                 app.delete(&format!("{t}/{id}")).await.status,

@@ -467,6 +467,49 @@ async fn searches_match_an_independent_oracle() {
         let mut want: BTreeSet<String> = observations.iter().map(|o| format!("Observation/{o}")).collect();
         want.insert(format!("Patient/{pid}"));
         assert_eq!(mode("include"), want);
+        // $everything and compartment search: every resource of the patient, nothing of others.
+        let pref = format!("Patient/{pid}");
+        let mine: BTreeSet<String> = d
+            .resources
+            .iter()
+            .filter(|(t, i, v)| {
+                (t == "Patient" && i == pid) || (t != "Patient" && v.to_string().contains(&format!("\"{pref}\"")))
+            })
+            .map(|(t, i, _)| format!("{t}/{i}"))
+            .collect();
+        let mut got = BTreeSet::new();
+        let mut url = app.url(&format!("Patient/{pid}/$everything?_count=50"));
+        loop {
+            let b: Value = app
+                .client
+                .get(&url)
+                .bearer_auth(&app.data.token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            for e in b["entry"].as_array().unwrap() {
+                let key = format!(
+                    "{}/{}",
+                    e["resource"]["resourceType"].as_str().unwrap(),
+                    e["resource"]["id"].as_str().unwrap()
+                );
+                assert!(got.insert(key), "$everything repeated a resource");
+            }
+            match b["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next") {
+                Some(n) => url = n["url"].as_str().unwrap().to_owned(),
+                None => break,
+            }
+        }
+        assert_eq!(got, mine, "{}: $everything", backend.name());
+        let (in_compartment, _) = all_pages(&app, &format!("Patient/{pid}/Observation?code=8302-2&_count=4")).await;
+        assert_eq!(
+            in_compartment,
+            d.ids("Observation", |v| has_code(v, "8302-2")
+                && reference_of(v, "subject").as_deref() == Some(pref.as_str()))
+        );
         eprintln!("{}: {checked} queries matched the oracle", backend.name());
     }
 }

@@ -3,9 +3,9 @@
 
 use super::{MAX_BLIND_PREFIX, MIN_BLIND_PREFIX, blind_input};
 use carevault_crypto::IndexKey;
-use carevault_domain::ResourceType;
 use carevault_domain::search::normalize::normalize;
 use carevault_domain::search::{Class, IndexValue, class_of, params};
+use carevault_domain::{ResourceId, ResourceType};
 use carevault_storage::SearchRow;
 use serde_json::Value;
 
@@ -93,9 +93,20 @@ fn composite_rows(p: &carevault_domain::search::SearchParam, body: &Value, out: 
     }
 }
 
+/// The pseudo-parameter that places a resource in a patient's compartment (for compartment
+/// searches and `$everything`), from our table of the R4 patient compartment.
+pub const COMPARTMENT: &str = "_compartment";
+
 /// Every index row of `body`.
-pub(crate) fn search_rows(key: &IndexKey, rtype: ResourceType, body: &Value) -> Vec<SearchRow> {
+pub(crate) fn search_rows(key: &IndexKey, rtype: ResourceType, id: &ResourceId, body: &Value) -> Vec<SearchRow> {
     let mut out = Vec::new();
+    for patient in carevault_domain::compartment::patients_of(rtype, Some(id), body) {
+        out.push(SearchRow::Reference {
+            param: COMPARTMENT.to_owned(),
+            target_type: "Patient".to_owned(),
+            target_id: patient.to_string(),
+        });
+    }
     for p in params::all(rtype) {
         if matches!(p.name, "_id" | "_lastUpdated") {
             continue;

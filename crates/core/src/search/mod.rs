@@ -2,6 +2,7 @@
 //! query strings parsed into storage conditions under the searchability contract
 //! (`parse.rs`), and pages run, re-checked and linked with sealed cursors (`run.rs`).
 
+mod everything;
 mod index;
 mod parse;
 mod run;
@@ -9,6 +10,8 @@ mod run;
 pub use parse::SearchRequest;
 pub use run::{SearchOptions, SearchPage};
 
+pub use everything::EverythingPage;
+pub use index::COMPARTMENT;
 pub(crate) use index::search_rows;
 
 /// Longest prefix a blind string index holds; longer search strings match on this prefix

@@ -216,6 +216,16 @@ impl Parser<'_> {
                     )
                 }
                 "_sort" => req.sort = self.sort(value)?,
+                "_compartment" => {
+                    // Patient/<id>: the resource is in that patient's compartment.
+                    let id = value.strip_prefix("Patient/").unwrap_or(value);
+                    let id = ResourceId::parse(id).map_err(|e| bad(e.to_string()))?;
+                    req.conds.push(Cond::Reference {
+                        param: super::COMPARTMENT.to_owned(),
+                        target_type: Some("Patient".to_owned()),
+                        target_id: id.to_string(),
+                    });
+                }
                 "_include" | "_revinclude" => self.include(name == "_include", value, &mut req)?,
                 n if n.starts_with("_include:") || n.starts_with("_revinclude:") => {
                     return Err(bad(format!("`{n}` (iterate) is not supported yet")));

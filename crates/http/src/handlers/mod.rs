@@ -1,6 +1,7 @@
 //! One file per FHIR interaction.
 
 pub(crate) mod bundle;
+pub(crate) mod compartment;
 pub(crate) mod create;
 pub(crate) mod delete;
 pub(crate) mod fallback;

@@ -117,7 +117,12 @@ fn bundle(base: &str, rtype: ResourceType, page: &SearchPage) -> Result<Value, A
     Ok(b)
 }
 
-async fn run(state: &AppState, headers: &HeaderMap, rtype: ResourceType, query: &str) -> Result<Response, ApiError> {
+pub(crate) async fn run(
+    state: &AppState,
+    headers: &HeaderMap,
+    rtype: ResourceType,
+    query: &str,
+) -> Result<Response, ApiError> {
     let page = state
         .vault
         .search(

@@ -1,0 +1,135 @@
+//! `Patient/[id]/$everything`: the patient and every resource in their compartment, type by
+//! type in name order, paged with a sealed cursor (type and last id); `_type`, `_since` and
+//! `_count` as the operation defines them.
+
+use super::COMPARTMENT;
+use crate::crud::{ReadOutcome, StoredResource};
+use crate::{CoreError, Vault};
+use carevault_domain::query::parse_query;
+use carevault_domain::{ResourceId, ResourceType, Timestamp};
+use carevault_storage::{Cond, Prefix, SearchQuery, Store};
+use serde_json::{Value, json};
+
+/// One page of `$everything`.
+#[derive(Debug)]
+pub struct EverythingPage {
+    pub resources: Vec<StoredResource>,
+    pub next: Option<String>,
+}
+
+const DEFAULT_COUNT: u32 = 100;
+
+fn bad(msg: &str) -> CoreError {
+    CoreError::Invalid(msg.to_owned())
+}
+
+impl<S: Store> Vault<S> {
+    pub async fn everything(&self, patient: &ResourceId, query: &str) -> Result<EverythingPage, CoreError> {
+        if !matches!(self.read(ResourceType::Patient, patient).await?, ReadOutcome::Found(_)) {
+            return Err(CoreError::NotFound);
+        }
+        let context = format!("{}|$everything|{patient}", self.tenant);
+        let mut pairs = parse_query(query).map_err(|e| CoreError::Invalid(e.to_string()))?;
+        let mut at: Option<(String, String)> = None;
+        if let Some((_, c)) = pairs.iter().find(|(k, _)| k == "_cursor") {
+            let bytes = self
+                .cursor_key
+                .open(&context, c)
+                .map_err(|_| bad("the paging cursor is not valid"))?;
+            let v: Value = serde_json::from_slice(&bytes).map_err(|_| bad("the paging cursor is not valid"))?;
+            let q = v["q"].as_str().unwrap_or("").to_owned();
+            at = Some((
+                v["t"].as_str().unwrap_or("").to_owned(),
+                v["id"].as_str().unwrap_or("").to_owned(),
+            ));
+            pairs = parse_query(&q).map_err(|e| CoreError::Invalid(e.to_string()))?;
+        }
+        let original: String = pairs
+            .iter()
+            .filter(|(k, _)| k != "_cursor")
+            .map(|(k, v)| {
+                format!(
+                    "{}={}",
+                    carevault_domain::query::percent_encode(k),
+                    carevault_domain::query::percent_encode(v)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("&");
+        let mut count = DEFAULT_COUNT;
+        let mut since = None;
+        let mut types: Vec<ResourceType> = ResourceType::ALL
+            .iter()
+            .copied()
+            .filter(|t| *t == ResourceType::Patient || !carevault_domain::compartment::params(*t).is_empty())
+            .collect();
+        for (k, v) in &pairs {
+            match k.as_str() {
+                "_count" => {
+                    count = v
+                        .parse::<u32>()
+                        .map_err(|_| bad("_count must be a whole number"))?
+                        .clamp(1, 1000)
+                }
+                "_since" => since = Some(Timestamp::parse(v).ok_or_else(|| bad("_since must be an instant"))?),
+                "_type" => {
+                    let wanted: Vec<ResourceType> = v
+                        .split(',')
+                        .map(|t| {
+                            t.trim()
+                                .parse::<ResourceType>()
+                                .map_err(|_| bad("_type names an unknown resource type"))
+                        })
+                        .collect::<Result<_, _>>()?;
+                    types.retain(|t| wanted.contains(t));
+                }
+                "_cursor" | "_format" => {}
+                _ => return Err(bad("$everything takes _since, _type and _count")),
+            }
+        }
+        let mut resources = Vec::new();
+        let mut next = None;
+        'types: for t in types {
+            let after = match &at {
+                Some((ct, _)) if t.as_str() < ct.as_str() => continue,
+                Some((ct, id)) if t.as_str() == ct.as_str() => Some((Vec::new(), id.clone())),
+                _ => None,
+            };
+            let mut conds = vec![Cond::Reference {
+                param: COMPARTMENT.to_owned(),
+                target_type: Some("Patient".to_owned()),
+                target_id: patient.to_string(),
+            }];
+            if let Some(s) = since {
+                conds.push(Cond::LastUpdated {
+                    prefix: Prefix::Ge,
+                    lo: s.millis(),
+                    hi: s.millis() + 1,
+                });
+            }
+            let q = SearchQuery {
+                tenant: self.tenant.as_str().to_owned(),
+                rtype: t.as_str().to_owned(),
+                conds,
+                sort: Vec::new(),
+                after,
+                backwards: false,
+                limit: count - resources.len() as u32 + 1,
+            };
+            for hit in self.store.search(&q).await? {
+                if resources.len() as u32 == count {
+                    let last: &StoredResource = &resources[resources.len() - 1];
+                    let state = json!({"q": original, "t": last.rtype.as_str(), "id": last.id.as_str()});
+                    let bytes = serde_json::to_vec(&state).map_err(|_| CoreError::Integrity)?;
+                    next = Some(self.cursor_key.seal(self.rng.as_ref(), &context, &bytes)?);
+                    break 'types;
+                }
+                let Ok(id) = ResourceId::parse(&hit.id) else { continue };
+                if let ReadOutcome::Found(r) = self.read(t, &id).await? {
+                    resources.push(r);
+                }
+            }
+        }
+        Ok(EverythingPage { resources, next })
+    }
+}
