@@ -414,8 +414,7 @@ impl<S: Store> Vault<S> {
                     return Err(invalid(i, "the resource type does not match request.url"));
                 }
                 if let Some(cond) = &e.if_none_exist {
-                    let q = IdentifierQuery::parse(condition_query(cond))?;
-                    let matches = self.resolve(rtype, &q, plans).await?;
+                    let matches = self.resolve(rtype, condition_query(cond), plans).await?;
                     match matches.as_slice() {
                         [] => {}
                         [one] => {
@@ -454,7 +453,6 @@ impl<S: Store> Vault<S> {
                 if body_type != Some(rtype) {
                     return Err(invalid(i, "the resource type does not match request.url"));
                 }
-                let q = IdentifierQuery::parse(&q)?;
                 let found = self.resolve(rtype, &q, plans).await?;
                 let id = match found.as_slice() {
                     [] => match resource.id() {
@@ -481,8 +479,7 @@ impl<S: Store> Vault<S> {
                 if_match: e.if_match,
             }),
             (Method::Delete, Target::Conditional(rtype, q)) => {
-                let q = IdentifierQuery::parse(&q)?;
-                let found = self.find(rtype, &q).await?;
+                let found = self.resolve(rtype, &q, &[]).await?;
                 match found.as_slice() {
                     [] => Ok(Plan::DeleteNothing),
                     [one] => Ok(Plan::Delete {
@@ -501,27 +498,30 @@ impl<S: Store> Vault<S> {
         }
     }
 
-    /// Resources matching `q`: the ones this bundle creates or updates, then the stored ones.
+    /// Resources matching a condition: with only `_id`/`identifier`, the ones this bundle
+    /// creates or updates and then the stored ones; any other search, the stored ones.
     async fn resolve(
         &self,
         rtype: ResourceType,
-        q: &IdentifierQuery,
+        query: &str,
         plans: &[Option<Plan>],
     ) -> Result<Vec<ResourceId>, CoreError> {
+        let Ok(q) = IdentifierQuery::parse(query) else {
+            return self.matching_ids(rtype, query).await;
+        };
         let mut out = Vec::new();
         for plan in plans.iter().flatten() {
             if let Plan::Create { rtype: t, id, resource }
             | Plan::Put {
                 rtype: t, id, resource, ..
             } = plan
-                && *t == rtype
-                && q.matches(resource, id)
-                && !out.contains(id)
             {
-                out.push(id.clone());
+                if *t == rtype && q.matches(resource, id) && !out.contains(id) {
+                    out.push(id.clone());
+                }
             }
         }
-        for id in self.find(rtype, q).await? {
+        for id in self.find(rtype, &q).await? {
             if !out.contains(&id) {
                 out.push(id);
             }
@@ -561,8 +561,7 @@ impl<S: Store> Vault<S> {
             if resolved.contains_key(&text) {
                 continue;
             }
-            let q = IdentifierQuery::parse(&query)?;
-            let found = self.resolve(rtype, &q, plans).await?;
+            let found = self.resolve(rtype, &query, plans).await?;
             match found.as_slice() {
                 [one] => {
                     resolved.insert(text, format!("{rtype}/{one}"));

@@ -165,14 +165,10 @@ impl<S: Store> Vault<S> {
         Ok(pending.written)
     }
 
-    /// Conditional create: creates unless `condition` matches; one match is returned as is,
-    /// several are a failed precondition.
-    pub async fn create_if_none_exist(
-        &self,
-        resource: Resource,
-        condition: &IdentifierQuery,
-    ) -> Result<Written, CoreError> {
-        let found = self.find(resource.rtype(), condition).await?;
+    /// Conditional create: creates unless `condition` (a search query) matches; one match is
+    /// returned as is, several are a failed precondition.
+    pub async fn create_if_none_exist(&self, resource: Resource, condition: &str) -> Result<Written, CoreError> {
+        let found = self.conditional_matches(resource.rtype(), condition).await?;
         match found.as_slice() {
             [] => self.create(resource).await,
             [one] => match self.read(resource.rtype(), one).await? {
@@ -185,6 +181,59 @@ impl<S: Store> Vault<S> {
             },
             _ => Err(CoreError::PreconditionFailed(
                 "the If-None-Exist condition matches more than one resource".into(),
+            )),
+        }
+    }
+
+    /// Stored resources matching a condition: the blind identifier index for `_id` and
+    /// `identifier`, the search engine for anything else.
+    pub async fn conditional_matches(
+        &self,
+        rtype: ResourceType,
+        condition: &str,
+    ) -> Result<Vec<ResourceId>, CoreError> {
+        match IdentifierQuery::parse(condition) {
+            Ok(q) => self.find(rtype, &q).await,
+            Err(_) => self.matching_ids(rtype, condition).await,
+        }
+    }
+
+    /// Conditional update (`PUT [type]?search`): no match creates (with the body's id, or a
+    /// new one), one match is updated, several are a failed precondition.
+    pub async fn conditional_update(&self, resource: Resource, condition: &str) -> Result<Written, CoreError> {
+        let rtype = resource.rtype();
+        let found = self.conditional_matches(rtype, condition).await?;
+        let id = match found.as_slice() {
+            [] => match resource.id() {
+                Some(id) => id,
+                None => self.new_id()?,
+            },
+            [one] => {
+                if resource.id().is_some_and(|b| &b != one) {
+                    return Err(CoreError::Invalid(
+                        "the id in the body is not the id of the matching resource".into(),
+                    ));
+                }
+                one.clone()
+            }
+            _ => {
+                return Err(CoreError::PreconditionFailed(
+                    "the condition matches more than one resource".into(),
+                ));
+            }
+        };
+        self.update(rtype, &id, resource, None).await
+    }
+
+    /// Conditional delete (`DELETE [type]?search`): deletes the one match; several are a
+    /// failed precondition; none is success with nothing done.
+    pub async fn conditional_delete(&self, rtype: ResourceType, condition: &str) -> Result<Option<u64>, CoreError> {
+        let found = self.conditional_matches(rtype, condition).await?;
+        match found.as_slice() {
+            [] => Ok(None),
+            [one] => self.delete(rtype, one, None).await,
+            _ => Err(CoreError::PreconditionFailed(
+                "the condition matches more than one resource".into(),
             )),
         }
     }

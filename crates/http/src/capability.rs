@@ -33,8 +33,8 @@ pub(crate) fn capability_statement(date: &str) -> Value {
                 "updateCreate": true,
                 "conditionalCreate": true,
                 "conditionalRead": "not-supported",
-                "conditionalUpdate": false,
-                "conditionalDelete": "not-supported",
+                "conditionalUpdate": true,
+                "conditionalDelete": "single",
                 "searchParam": search_params(*t),
                 "operation": if *t == ResourceType::Patient {
                     json!([{"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}])

@@ -27,7 +27,10 @@ pub fn router(state: AppState) -> Router {
         .route("/_history", get(handlers::history::system))
         .route(
             "/{rtype}",
-            get(handlers::search::search_type).post(handlers::create::create),
+            get(handlers::search::search_type)
+                .post(handlers::create::create)
+                .put(handlers::conditional::update)
+                .delete(handlers::conditional::delete),
         )
         .route("/{rtype}/_history", get(handlers::history::of_type))
         .route("/{rtype}/_search", axum::routing::post(handlers::search::search_post))

@@ -79,7 +79,7 @@ async fn write_canaries(app: &TestApp) {
             Method::POST,
             "Patient",
             Some(&patient),
-            &[("if-none-exist", "name=Quillfeather")],
+            &[("if-none-exist", "nonsense=Quillfeather")],
         )
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);

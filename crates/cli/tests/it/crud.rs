@@ -201,7 +201,7 @@ async fn conditional_create_by_identifier_and_id() {
         r.outcome();
         // an unsupported condition is a clear 400
         let r = app
-            .request(Method::POST, "Patient", Some(&p), &[("if-none-exist", "name=Cond")])
+            .request(Method::POST, "Patient", Some(&p), &[("if-none-exist", "nonsense=Cond")])
             .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST);
         assert!(
@@ -365,5 +365,59 @@ async fn json_patch_updates_with_checks() {
             .await
             .unwrap();
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_update_and_delete_by_search() {
+    for backend in backends("conditional_update_and_delete_by_search").await {
+        let app = spawn_app(&backend).await;
+        let body = json!({"resourceType": "Patient", "name": [{"family": "Condupdate"}], "gender": "other"});
+        let r = app.put("Patient?family=condupdate&gender=other", &body).await;
+        assert_eq!(r.status, StatusCode::CREATED, "no match creates");
+        let id = r.json()["id"].as_str().unwrap().to_owned();
+        let mut changed = body.clone();
+        changed["active"] = json!(true);
+        let r = app.put("Patient?family=condupdate&gender=other", &changed).await;
+        assert_eq!(r.status, StatusCode::OK, "one match updates");
+        assert_eq!(r.json()["id"], id.as_str());
+        app.create(&body).await;
+        assert_eq!(
+            app.put("Patient?family=condupdate", &changed).await.status,
+            StatusCode::PRECONDITION_FAILED
+        );
+        assert_eq!(
+            app.delete("Patient?family=condupdate").await.status,
+            StatusCode::PRECONDITION_FAILED
+        );
+        assert_eq!(
+            app.delete("Patient?family=condupdate&active=true").await.status,
+            StatusCode::NO_CONTENT
+        );
+        assert_eq!(app.get(&format!("Patient/{id}")).await.status, StatusCode::GONE);
+        assert_eq!(
+            app.delete("Patient?family=nobody-at-all").await.status,
+            StatusCode::NO_CONTENT
+        );
+        // without a condition these are not allowed on the type
+        assert_eq!(app.delete("Patient").await.status, StatusCode::METHOD_NOT_ALLOWED);
+        // a transaction's conditional reference may use any search parameter
+        let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                          "subject": {"reference": "Patient?family=condupdate&gender=other"}},
+             "request": {"method": "POST", "url": "Observation"}}]});
+        let r = app.post("", &tx).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+        let loc = r.json()["entry"][0]["response"]["location"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let obs = app.get(&loc).await.json();
+        assert!(obs["subject"]["reference"].as_str().unwrap().starts_with("Patient/"));
+        assert_ne!(
+            obs["subject"]["reference"],
+            format!("Patient/{id}").as_str(),
+            "the deleted one is not matched"
+        );
     }
 }

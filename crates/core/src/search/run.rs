@@ -4,11 +4,11 @@
 use super::parse::{Link, Parser, Recheck};
 use crate::crud::StoredResource;
 use crate::{CoreError, Vault};
-use carevault_domain::ResourceType;
 use carevault_domain::query::parse_query;
 use carevault_domain::search::extract::param_values;
 use carevault_domain::search::normalize::normalize;
 use carevault_domain::search::{IndexValue, path};
+use carevault_domain::{ResourceId, ResourceType};
 use carevault_storage::{SearchHit, SearchQuery, SortValue, Store};
 use serde_json::{Value, json};
 use std::future::Future;
@@ -297,6 +297,23 @@ impl<S: Store> Vault<S> {
             }
             Ok(())
         })
+    }
+
+    /// Ids of live resources of `rtype` matching a search query string (conditional
+    /// operations); at most `MAX_INNER`, identifying conditions re-checked.
+    pub async fn matching_ids(&self, rtype: ResourceType, query: &str) -> Result<Vec<ResourceId>, CoreError> {
+        let pairs: Vec<(String, String)> = parse_query(query)
+            .map_err(|e| CoreError::Invalid(e.to_string()))?
+            .into_iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "_count" | "_sort" | "_format"))
+            .collect();
+        if pairs.is_empty() {
+            return Err(CoreError::Invalid(
+                "a conditional operation needs at least one condition".into(),
+            ));
+        }
+        let ids = self.inner_ids(rtype, pairs, 0).await?;
+        Ok(ids.iter().filter_map(|i| ResourceId::parse(i).ok()).collect())
     }
 
     /// Ids of `rtype` matching an inner search (identifying conditions re-checked).

@@ -8,7 +8,6 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use carevault_core::IdentifierQuery;
 
 pub(crate) async fn create(
     State(state): State<AppState>,
@@ -26,8 +25,10 @@ pub(crate) async fn create(
             let cond = v
                 .to_str()
                 .map_err(|_| ApiError::BadRequest("If-None-Exist is not text".into()))?;
-            let q = IdentifierQuery::parse(carevault_core::condition_query(cond))?;
-            state.vault.create_if_none_exist(resource, &q).await?
+            state
+                .vault
+                .create_if_none_exist(resource, carevault_core::condition_query(cond))
+                .await?
         }
         None => state.vault.create(resource).await?,
     };

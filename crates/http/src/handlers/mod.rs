@@ -2,6 +2,7 @@
 
 pub(crate) mod bundle;
 pub(crate) mod compartment;
+pub(crate) mod conditional;
 pub(crate) mod create;
 pub(crate) mod delete;
 pub(crate) mod fallback;
