@@ -515,10 +515,11 @@ impl<S: Store> Vault<S> {
             | Plan::Put {
                 rtype: t, id, resource, ..
             } = plan
+                && *t == rtype
+                && q.matches(resource, id)
+                && !out.contains(id)
             {
-                if *t == rtype && q.matches(resource, id) && !out.contains(id) {
-                    out.push(id.clone());
-                }
+                out.push(id.clone());
             }
         }
         for id in self.find(rtype, &q).await? {

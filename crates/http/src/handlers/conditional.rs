@@ -11,9 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 fn condition(query: Option<String>) -> Result<String, ApiError> {
-    query
-        .filter(|q| !q.is_empty())
-        .ok_or_else(|| ApiError::MethodNotAllowed)
+    query.filter(|q| !q.is_empty()).ok_or(ApiError::MethodNotAllowed)
 }
 
 pub(crate) async fn update(
