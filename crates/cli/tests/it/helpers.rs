@@ -301,3 +301,22 @@ pub fn testdata(test: &str) -> Option<PathBuf> {
         None
     }
 }
+
+/// Replaces every reference found in `map` (full URL or condition → `Type/id`).
+pub fn rewrite(v: &mut Value, map: &std::collections::HashMap<String, String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, child) in m.iter_mut() {
+                if k == "reference"
+                    && let Some(to) = child.as_str().and_then(|s| map.get(s))
+                {
+                    *child = Value::String(to.clone());
+                    continue;
+                }
+                rewrite(child, map);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| rewrite(x, map)),
+        _ => {}
+    }
+}

@@ -32,25 +32,6 @@ fn entry_counts(files: &[PathBuf]) -> BTreeMap<String, usize> {
     counts
 }
 
-/// Replaces every reference found in `map` (full URL → `Type/id`).
-fn rewrite(v: &mut Value, map: &HashMap<String, String>) {
-    match v {
-        Value::Object(m) => {
-            for (k, child) in m.iter_mut() {
-                if k == "reference"
-                    && let Some(to) = child.as_str().and_then(|s| map.get(s))
-                {
-                    *child = Value::String(to.clone());
-                    continue;
-                }
-                rewrite(child, map);
-            }
-        }
-        Value::Array(a) => a.iter_mut().for_each(|x| rewrite(x, map)),
-        _ => {}
-    }
-}
-
 async fn type_totals(app: &TestApp, types: impl Iterator<Item = &String>) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for t in types {

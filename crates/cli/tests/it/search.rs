@@ -28,24 +28,6 @@ impl Loaded {
     }
 }
 
-fn rewrite(v: &mut Value, map: &HashMap<String, String>) {
-    match v {
-        Value::Object(m) => {
-            for (k, child) in m.iter_mut() {
-                if k == "reference"
-                    && let Some(to) = child.as_str().and_then(|s| map.get(s))
-                {
-                    *child = Value::String(to.clone());
-                    continue;
-                }
-                rewrite(child, map);
-            }
-        }
-        Value::Array(a) => a.iter_mut().for_each(|x| rewrite(x, map)),
-        _ => {}
-    }
-}
-
 async fn load(app: &TestApp, files: &[std::path::PathBuf]) -> Loaded {
     let mut resources = Vec::new();
     for f in files {
