@@ -18,5 +18,5 @@ pub use crud::{ReadOutcome, StoredResource, Written};
 pub use error::CoreError;
 pub use history::{HistoryEntry, HistoryPage, HistoryScope, MAX_PAGE};
 pub use identifiers::IdentifierQuery;
-pub use search::{COMPARTMENT, EverythingPage, SearchOptions, SearchPage, SearchRequest};
+pub use search::{COMPARTMENT, EverythingPage, Include, SearchOptions, SearchPage, SearchRequest};
 pub use vault::Vault;

@@ -449,6 +449,61 @@ async fn searches_match_an_independent_oracle() {
         let mut want: BTreeSet<String> = observations.iter().map(|o| format!("Observation/{o}")).collect();
         want.insert(format!("Patient/{pid}"));
         assert_eq!(mode("include"), want);
+        // _include:iterate follows from what the first round added; `*` follows every reference.
+        let obs: Vec<&Value> = d
+            .of("Observation")
+            .filter(|(_, v)| {
+                has_code(v, "8302-2")
+                    && reference_of(v, "subject").as_deref() == Some(format!("Patient/{pid}").as_str())
+            })
+            .map(|(_, v)| v)
+            .collect();
+        let encs: BTreeSet<String> = obs.iter().filter_map(|v| reference_of(v, "encounter")).collect();
+        let orgs: BTreeSet<String> = d
+            .resources
+            .iter()
+            .filter(|(t, i, _)| t == "Encounter" && encs.contains(&format!("Encounter/{i}")))
+            .filter_map(|(_, _, v)| reference_of(v, "serviceProvider"))
+            .collect();
+        let b = app
+            .get(&format!(
+                "Observation?patient={pid}&code=8302-2&_include=Observation:encounter&_include:iterate=Encounter:service-provider&_count=1000"
+            ))
+            .await
+            .json();
+        let included: BTreeSet<String> = b["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["search"]["mode"] == "include")
+            .map(|e| {
+                format!(
+                    "{}/{}",
+                    e["resource"]["resourceType"].as_str().unwrap(),
+                    e["resource"]["id"].as_str().unwrap()
+                )
+            })
+            .collect();
+        assert_eq!(
+            included,
+            encs.union(&orgs).cloned().collect::<BTreeSet<_>>(),
+            "_include:iterate"
+        );
+        let b = app
+            .get(&format!("Encounter?patient={pid}&_include=Encounter:*&_count=1"))
+            .await
+            .json();
+        let kinds: BTreeSet<&str> = b["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["search"]["mode"] == "include")
+            .map(|e| e["resource"]["resourceType"].as_str().unwrap())
+            .collect();
+        assert!(
+            kinds.contains("Patient") && kinds.contains("Organization"),
+            "_include=Encounter:* gave {kinds:?}"
+        );
         // $everything and compartment search: every resource of the patient, nothing of others.
         let pref = format!("Patient/{pid}");
         let mine: BTreeSet<String> = d

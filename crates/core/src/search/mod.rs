@@ -7,7 +7,7 @@ mod index;
 mod parse;
 mod run;
 
-pub use parse::SearchRequest;
+pub use parse::{Include, SearchRequest};
 pub use run::{SearchOptions, SearchPage};
 
 pub use everything::EverythingPage;

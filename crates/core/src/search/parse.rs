@@ -23,13 +23,22 @@ pub struct SearchRequest {
     pub elements: Option<Vec<String>>,
     /// Names of parameters that were not understood and were ignored.
     pub ignored: Vec<String>,
-    /// `_include`: resources the matches point to, through a reference parameter of the
-    /// searched type, optionally only of one target type.
-    pub includes: Vec<(&'static SearchParam, Option<ResourceType>)>,
+    /// `_include` (and `_include:iterate`): resources the matches point to.
+    pub includes: Vec<Include>,
     /// `_revinclude`: resources of a type that point to the matches through a parameter.
     pub revincludes: Vec<(ResourceType, &'static SearchParam)>,
     /// Chained parameters and `_has`, resolved by running their inner searches first.
     pub(crate) links: Vec<Link>,
+}
+
+/// One `_include`: from resources of `source`, follow `param` (to `target` only, if given);
+/// with `iterate`, also from resources that includes added.
+#[derive(Debug, Clone, Copy)]
+pub struct Include {
+    pub source: ResourceType,
+    pub param: &'static SearchParam,
+    pub target: Option<ResourceType>,
+    pub iterate: bool,
 }
 
 /// A condition that needs another search first.
@@ -226,7 +235,8 @@ impl Parser<'_> {
                         target_id: id.to_string(),
                     });
                 }
-                "_include" | "_revinclude" => self.include(name == "_include", value, &mut req)?,
+                "_include" | "_revinclude" => self.include(name == "_include", false, value, &mut req)?,
+                "_include:iterate" => self.include(true, true, value, &mut req)?,
                 n if n.starts_with("_include:") || n.starts_with("_revinclude:") => {
                     return Err(bad(format!("`{n}` (iterate) is not supported yet")));
                 }
@@ -286,7 +296,7 @@ impl Parser<'_> {
     }
 
     /// `Type:param` or `Type:param:Target`; `*` is not supported yet.
-    fn include(&self, forward: bool, value: &str, req: &mut SearchRequest) -> Result<(), CoreError> {
+    fn include(&self, forward: bool, iterate: bool, value: &str, req: &mut SearchRequest) -> Result<(), CoreError> {
         let parts: Vec<&str> = value.split(':').collect();
         let (source, name, target) = match parts.as_slice() {
             [s, n] => (*s, *n, None),
@@ -296,30 +306,34 @@ impl Parser<'_> {
         let source: ResourceType = source
             .parse()
             .map_err(|_| bad("_include names an unknown resource type"))?;
-        if name == "*" {
-            return Err(bad("_include with `*` is not supported yet"));
-        }
-        let p = params::find(source, name)
-            .filter(|p| p.kind == ParamKind::Reference)
-            .ok_or_else(|| bad(format!("`{name}` is not a reference parameter of {source}")))?;
         let target = target
             .map(|t| {
                 t.parse::<ResourceType>()
                     .map_err(|_| bad("_include names an unknown target type"))
             })
             .transpose()?;
-        if forward {
-            if source != self.rtype {
-                return Err(bad(
-                    "_include must start from the searched type (iterate is not supported yet)",
-                ));
-            }
-            req.includes.push((p, target));
+        let chosen: Vec<&'static SearchParam> = if name == "*" {
+            params::all(source).filter(|p| p.kind == ParamKind::Reference).collect()
         } else {
-            if target.is_some_and(|t| t != self.rtype) {
-                return Ok(());
+            let p = params::find(source, name)
+                .filter(|p| p.kind == ParamKind::Reference)
+                .ok_or_else(|| bad(format!("`{name}` is not a reference parameter of {source}")))?;
+            vec![p]
+        };
+        for p in chosen {
+            if forward {
+                if source != self.rtype && !iterate {
+                    return Err(bad("_include must start from the searched type; use _include:iterate"));
+                }
+                req.includes.push(Include {
+                    source,
+                    param: p,
+                    target,
+                    iterate,
+                });
+            } else if target.is_none_or(|t| t == self.rtype) {
+                req.revincludes.push((source, p));
             }
-            req.revincludes.push((source, p));
         }
         Ok(())
     }

@@ -366,6 +366,9 @@ impl<S: Store> Vault<S> {
     }
 }
 
+/// How many rounds `_include:iterate` follows.
+const MAX_INCLUDE_ROUNDS: usize = 4;
+
 /// The most resources one `_revinclude` adds to a page.
 const MAX_REVINCLUDE: u32 = 1000;
 
@@ -380,27 +383,37 @@ impl<S: Store> Vault<S> {
         let mut seen: std::collections::HashSet<(ResourceType, String)> =
             page.iter().map(|r| (r.rtype, r.id.to_string())).collect();
         let mut out = Vec::new();
-        for (param, target) in &req.includes {
-            for r in page {
-                let Ok(body) = serde_json::from_slice::<Value>(&r.body) else {
-                    continue;
-                };
-                for v in param_values(param, &body) {
-                    let IndexValue::Reference { rtype: t, id } = v else {
+        // Includes from the matches, then (for `:iterate`) from what the last round added.
+        let mut from: Vec<StoredResource> = page.to_vec();
+        for round in 0..MAX_INCLUDE_ROUNDS {
+            let mut added = Vec::new();
+            for inc in req.includes.iter().filter(|i| round == 0 || i.iterate) {
+                for r in from.iter().filter(|r| r.rtype == inc.source) {
+                    let Ok(body) = serde_json::from_slice::<Value>(&r.body) else {
                         continue;
                     };
-                    let Ok(t) = t.parse::<ResourceType>() else { continue };
-                    if target.is_some_and(|want| want != t) || !seen.insert((t, id.clone())) {
-                        continue;
-                    }
-                    let Ok(id) = carevault_domain::ResourceId::parse(&id) else {
-                        continue;
-                    };
-                    if let crate::ReadOutcome::Found(found) = self.read(t, &id).await? {
-                        out.push(found);
+                    for v in param_values(inc.param, &body) {
+                        let IndexValue::Reference { rtype: t, id } = v else {
+                            continue;
+                        };
+                        let Ok(t) = t.parse::<ResourceType>() else { continue };
+                        if inc.target.is_some_and(|want| want != t) || !seen.insert((t, id.clone())) {
+                            continue;
+                        }
+                        let Ok(id) = carevault_domain::ResourceId::parse(&id) else {
+                            continue;
+                        };
+                        if let crate::ReadOutcome::Found(found) = self.read(t, &id).await? {
+                            added.push(found);
+                        }
                     }
                 }
             }
+            if added.is_empty() {
+                break;
+            }
+            out.extend(added.iter().cloned());
+            from = added;
         }
         for (source, param) in &req.revincludes {
             if page.is_empty() {
