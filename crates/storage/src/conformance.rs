@@ -429,6 +429,13 @@ async fn search_suite<S: Store>(s: S) {
             .unwrap()),
         ["p1", "p2", "p3"]
     );
+    let refs_in = |ids: &[&str]| Cond::ReferenceIn {
+        param: "organization".into(),
+        target_type: Some("Organization".into()),
+        target_ids: ids.iter().map(|i| i.to_string()).collect(),
+    };
+    assert_eq!(ids(s.search(&q(vec![refs_in(&["o9", "o1"])])).await.unwrap()), ["p3"]);
+    assert!(s.search(&q(vec![refs_in(&[])])).await.unwrap().is_empty());
     // sorted by birthdate descending (absent last), paged one at a time forwards and back
     let mut sorted = q(vec![]);
     sorted.sort = vec![(

@@ -127,6 +127,12 @@ pub enum Cond {
         param: String,
         tag: Vec<u8>,
     },
+    /// A reference to any of these ids (chains, `_revinclude`): one subquery, not many.
+    ReferenceIn {
+        param: String,
+        target_type: Option<String>,
+        target_ids: Vec<String>,
+    },
     Reference {
         param: String,
         target_type: Option<String>,

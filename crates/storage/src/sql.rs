@@ -198,6 +198,30 @@ impl Sql {
                     s.text_arg(t);
                 }
             }),
+            Cond::ReferenceIn {
+                param,
+                target_type,
+                target_ids,
+            } => {
+                if target_ids.is_empty() {
+                    self.push("1 = 0");
+                    return;
+                }
+                self.exists(Table::Reference, param, |s| {
+                    s.push(" AND x.target_id IN (");
+                    for (i, id) in target_ids.iter().enumerate() {
+                        if i > 0 {
+                            s.push(", ");
+                        }
+                        s.text_arg(id);
+                    }
+                    s.push(")");
+                    if let Some(t) = target_type {
+                        s.push(" AND x.target_type = ");
+                        s.text_arg(t);
+                    }
+                })
+            }
             Cond::Date { param, prefix, lo, hi } => {
                 if *prefix == Prefix::Ne {
                     self.push("NOT ");

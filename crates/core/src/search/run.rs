@@ -251,16 +251,14 @@ impl<S: Store> Vault<S> {
                     } => {
                         let mut any = Vec::new();
                         for t in targets {
-                            for id in self
+                            let ids = self
                                 .inner_ids(t, vec![(rest.clone(), value.clone())], depth + 1)
-                                .await?
-                            {
-                                any.push(carevault_storage::Cond::Reference {
-                                    param: param.name.to_owned(),
-                                    target_type: Some(t.as_str().to_owned()),
-                                    target_id: id,
-                                });
-                            }
+                                .await?;
+                            any.push(carevault_storage::Cond::ReferenceIn {
+                                param: param.name.to_owned(),
+                                target_type: Some(t.as_str().to_owned()),
+                                target_ids: ids,
+                            });
                         }
                         carevault_storage::Cond::Any(any)
                     }
@@ -419,18 +417,15 @@ impl<S: Store> Vault<S> {
             if page.is_empty() {
                 break;
             }
-            let targets = page
-                .iter()
-                .map(|r| carevault_storage::Cond::Reference {
-                    param: param.name.to_owned(),
-                    target_type: Some(rtype.as_str().to_owned()),
-                    target_id: r.id.to_string(),
-                })
-                .collect();
+            let targets = carevault_storage::Cond::ReferenceIn {
+                param: param.name.to_owned(),
+                target_type: Some(rtype.as_str().to_owned()),
+                target_ids: page.iter().map(|r| r.id.to_string()).collect(),
+            };
             let q = SearchQuery {
                 tenant: self.tenant.as_str().to_owned(),
                 rtype: source.as_str().to_owned(),
-                conds: vec![carevault_storage::Cond::Any(targets)],
+                conds: vec![targets],
                 sort: Vec::new(),
                 after: None,
                 backwards: false,
