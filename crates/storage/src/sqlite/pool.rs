@@ -29,7 +29,8 @@ pub(crate) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
          PRAGMA synchronous = FULL;
          PRAGMA busy_timeout = 10000;
          PRAGMA foreign_keys = ON;
-         PRAGMA cache_size = -65536;",
+         PRAGMA cache_size = -65536;
+         PRAGMA temp_store = MEMORY;",
     )?;
     Ok(conn)
 }
