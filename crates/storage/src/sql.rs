@@ -80,6 +80,18 @@ impl Sql {
         self.arg(Arg::Text(s.to_owned()));
     }
 
+    /// `(?, ?, …)` with one text argument each (the caller ensures the list is not empty).
+    fn text_list(&mut self, values: &[String]) {
+        self.push("(");
+        for (i, v) in values.iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.text_arg(v);
+        }
+        self.push(")");
+    }
+
     /// `r.id IN (SELECT x.id FROM <table> x WHERE x.tenant = ? AND x.rtype = ? AND x.param = ?
     /// AND <rest>)`: uncorrelated, so both databases answer it once from the value index
     /// instead of probing every resource of the type.
@@ -208,14 +220,8 @@ impl Sql {
                     return;
                 }
                 self.exists(Table::Reference, param, |s| {
-                    s.push(" AND x.target_id IN (");
-                    for (i, id) in target_ids.iter().enumerate() {
-                        if i > 0 {
-                            s.push(", ");
-                        }
-                        s.text_arg(id);
-                    }
-                    s.push(")");
+                    s.push(" AND x.target_id IN ");
+                    s.text_list(target_ids);
                     if let Some(t) = target_type {
                         s.push(" AND x.target_type = ");
                         s.text_arg(t);
@@ -289,14 +295,8 @@ impl Sql {
                     self.push("1 = 0");
                     return;
                 }
-                self.push("r.id IN (");
-                for (i, id) in ids.iter().enumerate() {
-                    if i > 0 {
-                        self.push(", ");
-                    }
-                    self.text_arg(id);
-                }
-                self.push(")");
+                self.push("r.id IN ");
+                self.text_list(ids);
             }
             Cond::Not(inner) => {
                 self.push("NOT (");
