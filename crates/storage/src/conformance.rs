@@ -457,7 +457,7 @@ async fn search_suite<S: Store>(s: S) {
             .await
             .unwrap();
         let Some(hit) = page.into_iter().next() else { break };
-        after = Some((hit.sort.clone(), hit.id.clone()));
+        after = Some((hit.sort.clone(), hit.rid));
         seen.push(hit.id);
     }
     assert_eq!(seen, ["p2", "p1", "p3"]);

@@ -2,7 +2,7 @@
 //! as plain data. `sql.rs` turns a query into SQL for either dialect.
 
 /// Which index table a row or condition belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Table {
     Token,
     String,
@@ -76,6 +76,56 @@ pub enum SearchRow {
         param: String,
         uri: String,
     },
+}
+
+impl SearchRow {
+    /// The parameter this row indexes.
+    pub fn param(&self) -> &str {
+        match self {
+            SearchRow::Token { param, .. }
+            | SearchRow::String { param, .. }
+            | SearchRow::Blind { param, .. }
+            | SearchRow::Reference { param, .. }
+            | SearchRow::Date { param, .. }
+            | SearchRow::Number { param, .. }
+            | SearchRow::Uri { param, .. } => param,
+        }
+    }
+
+    /// The index table the row lives in.
+    pub fn table(&self) -> Table {
+        match self {
+            SearchRow::Token { .. } => Table::Token,
+            SearchRow::String { .. } => Table::String,
+            SearchRow::Blind { .. } => Table::Blind,
+            SearchRow::Reference { .. } => Table::Reference,
+            SearchRow::Date { .. } => Table::Date,
+            SearchRow::Number { .. } => Table::Number,
+            SearchRow::Uri { .. } => Table::Uri,
+        }
+    }
+}
+
+/// The 64-bit key of a (tenant, resource type, parameter) triple that index rows carry instead
+/// of three text columns: FNV-1a over the three names with a 0xFF byte (never part of UTF-8) between them. Stable
+/// across releases and platforms (it is stored). Not a secret and not a security boundary:
+/// the outer query still filters by tenant and type, so a collision (odds around 2^-64 per
+/// pair) could at worst mix two parameters of one type.
+pub fn param_key(tenant: &str, rtype: &str, param: &str) -> i64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut h = OFFSET;
+    for (i, part) in [tenant, rtype, param].iter().enumerate() {
+        if i > 0 {
+            h ^= 0xff;
+            h = h.wrapping_mul(PRIME);
+        }
+        for b in part.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(PRIME);
+        }
+    }
+    h as i64
 }
 
 /// Comparison prefixes of date, number and quantity searches.
@@ -202,10 +252,11 @@ pub struct SearchQuery {
     pub tenant: String,
     pub rtype: String,
     pub conds: Vec<Cond>,
-    /// Sort keys with `true` for descending; the resource id always breaks ties.
+    /// Sort keys with `true` for descending; the resource's row id (creation order, never
+    /// reused or changed) always breaks ties, so pages stay stable under concurrent writes.
     pub sort: Vec<(SortKey, bool)>,
-    /// Continue after (or, going backwards, before) this position: sort values and id.
-    pub after: Option<(Vec<SortValue>, String)>,
+    /// Continue after (or, going backwards, before) this position: sort values and row id.
+    pub after: Option<(Vec<SortValue>, i64)>,
     /// Walk the order backwards (for a `previous` page); results still come in forward order.
     pub backwards: bool,
     pub limit: u32,
@@ -215,5 +266,7 @@ pub struct SearchQuery {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchHit {
     pub id: String,
+    /// The resource's row id: its paging position after the sort values.
+    pub rid: i64,
     pub sort: Vec<SortValue>,
 }

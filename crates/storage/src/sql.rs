@@ -1,7 +1,7 @@
 //! One SQL builder for both dialects: search conditions, sort keys and keyset paging become
 //! the same SQL text, with `?` placeholders for SQLite and `$n` for PostgreSQL.
 
-use crate::search::{Cond, Prefix, SearchQuery, SortKey, Table, UriMatch};
+use crate::search::{Cond, Prefix, SearchQuery, SortKey, Table, UriMatch, param_key};
 
 /// A bound argument.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,7 +30,7 @@ pub(crate) struct Sql {
     pub text: String,
     pub args: Vec<Arg>,
     dialect: Dialect,
-    /// The tenant and type being searched, repeated inside each condition's subquery.
+    /// The tenant and type being searched, folded into each condition's parameter key.
     tenant: String,
     rtype: String,
 }
@@ -92,19 +92,15 @@ impl Sql {
         self.push(")");
     }
 
-    /// `r.id IN (SELECT x.id FROM <table> x WHERE x.tenant = ? AND x.rtype = ? AND x.param = ?
-    /// AND <rest>)`: uncorrelated, so both databases answer it once from the value index
-    /// instead of probing every resource of the type.
+    /// `r.rid IN (SELECT x.rid FROM <table> x WHERE x.pkey = ? AND <rest>)`: uncorrelated, so
+    /// both databases answer it once from the value index instead of probing every resource
+    /// of the type. `pkey` names tenant, type and parameter at once.
     fn exists(&mut self, table: Table, param: &str, rest: impl FnOnce(&mut Sql)) {
         self.push(&format!(
-            "r.id IN (SELECT x.id FROM {} x WHERE x.tenant = ",
+            "r.rid IN (SELECT x.rid FROM {} x WHERE x.pkey = ",
             table.name()
         ));
-        self.arg(Arg::Text(self.tenant.clone()));
-        self.push(" AND x.rtype = ");
-        self.arg(Arg::Text(self.rtype.clone()));
-        self.push(" AND x.param = ");
-        self.text_arg(param);
+        self.arg(Arg::Int(param_key(&self.tenant, &self.rtype, param)));
         rest(self);
         self.push(")");
     }
@@ -336,13 +332,14 @@ impl Sql {
                     Table::Token => ("code", SortType::Text),
                     Table::Uri => ("uri", SortType::Text),
                     Table::Reference => ("target_id", SortType::Text),
-                    Table::Blind => ("param", SortType::Text),
+                    // Blind tags carry no order; the engine refuses such sorts before here.
+                    Table::Blind => ("pkey", SortType::Int),
                 };
                 self.push(&format!(
-                    "COALESCE((SELECT {agg}(x.{col}) FROM {} x WHERE x.tenant = r.tenant AND x.rtype = r.rtype AND x.id = r.id AND x.param = ",
+                    "COALESCE((SELECT {agg}(x.{col}) FROM {} x WHERE x.rid = r.rid AND x.pkey = ",
                     table.name()
                 ));
-                self.text_arg(param);
+                self.arg(Arg::Int(param_key(&self.tenant, &self.rtype, param)));
                 self.push("), ");
                 match (ty, desc) {
                     (SortType::Int, false) => self.arg(Arg::Int(INT_HI)),
@@ -359,8 +356,6 @@ impl Sql {
     }
 
     fn base_where(&mut self, q: &SearchQuery) {
-        self.tenant = q.tenant.clone();
-        self.rtype = q.rtype.clone();
         self.push(" FROM resources r JOIN resource_versions v ON v.seq = r.seq WHERE r.tenant = ");
         self.text_arg(&q.tenant);
         self.push(" AND r.rtype = ");
@@ -374,15 +369,17 @@ impl Sql {
 
     /// The page query; returns the type of each sort value the rows carry after the id.
     pub fn page(&mut self, q: &SearchQuery) -> Vec<SortType> {
-        self.push("SELECT r.id");
+        self.tenant = q.tenant.clone();
+        self.rtype = q.rtype.clone();
+        self.push("SELECT r.id, r.rid");
         let mut types = Vec::new();
         for (key, desc) in &q.sort {
             self.push(", ");
             types.push(self.sort_expr(key, *desc));
         }
         self.base_where(q);
-        if let Some((values, last_id)) = &q.after {
-            // (k1, k2, …, id) strictly after the cursor, in the walk's direction.
+        if let Some((values, last_rid)) = &q.after {
+            // (k1, k2, …, rid) strictly after the cursor, in the walk's direction.
             self.push(" AND (");
             let n = q.sort.len();
             for i in 0..=n {
@@ -404,8 +401,8 @@ impl Sql {
                     self.push(if forward_gt(*desc) { " > " } else { " < " });
                     self.value_arg(values.get(i));
                 } else {
-                    self.push(if forward_gt(false) { "r.id > " } else { "r.id < " });
-                    self.text_arg(last_id);
+                    self.push(if forward_gt(false) { "r.rid > " } else { "r.rid < " });
+                    self.arg(Arg::Int(*last_rid));
                 }
                 self.push(")");
             }
@@ -416,7 +413,7 @@ impl Sql {
             self.sort_expr(key, *desc);
             self.push(if *desc ^ q.backwards { " DESC, " } else { " ASC, " });
         }
-        self.push(if q.backwards { "r.id DESC" } else { "r.id ASC" });
+        self.push(if q.backwards { "r.rid DESC" } else { "r.rid ASC" });
         self.push(&format!(" LIMIT {}", q.limit));
         types
     }
@@ -431,6 +428,8 @@ impl Sql {
     }
 
     pub fn count(&mut self, q: &SearchQuery) {
+        self.tenant = q.tenant.clone();
+        self.rtype = q.rtype.clone();
         self.push("SELECT count(*)");
         self.base_where(q);
     }

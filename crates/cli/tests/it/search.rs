@@ -699,3 +699,67 @@ async fn paging_links_walk_both_ways_and_stay_opaque() {
     }
     assert_eq!(app.get("Patient?_count=0").await.json()["total"], 23 + n);
 }
+
+/// A walk through many matches while another client keeps creating and updating matching
+/// resources: every resource that matched before the walk began is returned exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paging_is_stable_under_concurrent_writes() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    for backend in backends("paging_is_stable_under_concurrent_writes").await {
+        let app = Arc::new(spawn_app(&backend).await);
+        let obs = |value: u64| {
+            serde_json::json!({"resourceType": "Observation", "status": "final",
+                "code": {"coding": [{"system": "urn:test", "code": "stable-walk"}]},
+                "valueQuantity": {"value": value, "unit": "1"}})
+        };
+        let mut before = Vec::new();
+        for i in 0..150 {
+            before.push(app.create(&obs(i)).await);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let writes = Arc::new(AtomicUsize::new(0));
+        let writer = {
+            let (app, stop, writes, before) =
+                (Arc::clone(&app), Arc::clone(&stop), Arc::clone(&writes), before.clone());
+            tokio::spawn(async move {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    // A new match, then a new version of an old one.
+                    app.create(&obs(1000 + i)).await;
+                    let id = &before[(i as usize * 7) % before.len()];
+                    let mut changed = obs(2000 + i);
+                    changed["id"] = Value::from(id.as_str());
+                    let r = app.put(&format!("Observation/{id}"), &changed).await;
+                    assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+                    writes.fetch_add(2, Ordering::Relaxed);
+                    i += 1;
+                }
+            })
+        };
+        let mut url = app.url("Observation?code=urn:test|stable-walk&_count=7");
+        let mut seen = Vec::new();
+        for _ in 0..1000 {
+            let b = app.client.get(&url).bearer_auth(&app.data.token).send().await.unwrap();
+            assert_eq!(b.status(), StatusCode::OK);
+            let b: Value = b.json().await.unwrap();
+            for e in b["entry"].as_array().into_iter().flatten() {
+                seen.push(e["resource"]["id"].as_str().unwrap().to_owned());
+            }
+            // Let the writer get ahead between pages.
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            match b["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next") {
+                Some(n) => url = n["url"].as_str().unwrap().to_owned(),
+                None => break,
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        writer.await.unwrap();
+        assert!(writes.load(Ordering::Relaxed) > 10, "the writer hardly ran");
+        let unique: BTreeSet<&String> = seen.iter().collect();
+        assert_eq!(unique.len(), seen.len(), "{}: a resource came twice", backend.name());
+        for id in &before {
+            assert!(unique.contains(id), "{}: {id} went missing", backend.name());
+        }
+    }
+}

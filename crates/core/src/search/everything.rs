@@ -1,5 +1,5 @@
 //! `Patient/[id]/$everything`: the patient and every resource in their compartment, type by
-//! type in name order, paged with a sealed cursor (type and last id); `_type`, `_since` and
+//! type in name order, paged with a sealed cursor (type and last row id); `_type`, `_since` and
 //! `_count` as the operation defines them.
 
 use super::COMPARTMENT;
@@ -30,7 +30,7 @@ impl<S: Store> Vault<S> {
         }
         let context = format!("{}|$everything|{patient}", self.tenant);
         let mut pairs = parse_query(query).map_err(|e| CoreError::Invalid(e.to_string()))?;
-        let mut at: Option<(String, String)> = None;
+        let mut at: Option<(String, i64)> = None;
         if let Some((_, c)) = pairs.iter().find(|(k, _)| k == "_cursor") {
             let bytes = self
                 .cursor_key
@@ -40,7 +40,7 @@ impl<S: Store> Vault<S> {
             let q = v["q"].as_str().unwrap_or("").to_owned();
             at = Some((
                 v["t"].as_str().unwrap_or("").to_owned(),
-                v["id"].as_str().unwrap_or("").to_owned(),
+                v["r"].as_i64().ok_or_else(|| bad("the paging cursor is not valid"))?,
             ));
             pairs = parse_query(&q).map_err(|e| CoreError::Invalid(e.to_string()))?;
         }
@@ -89,10 +89,11 @@ impl<S: Store> Vault<S> {
         }
         let mut resources = Vec::new();
         let mut next = None;
+        let mut last: Option<(ResourceType, i64)> = None;
         'types: for t in types {
             let after = match &at {
                 Some((ct, _)) if t.as_str() < ct.as_str() => continue,
-                Some((ct, id)) if t.as_str() == ct.as_str() => Some((Vec::new(), id.clone())),
+                Some((ct, rid)) if t.as_str() == ct.as_str() => Some((Vec::new(), *rid)),
                 _ => None,
             };
             let mut conds = vec![Cond::Reference {
@@ -117,9 +118,10 @@ impl<S: Store> Vault<S> {
                 limit: count - resources.len() as u32 + 1,
             };
             for hit in self.store.search(&q).await? {
-                if resources.len() as u32 == count {
-                    let last: &StoredResource = &resources[resources.len() - 1];
-                    let state = json!({"q": original, "t": last.rtype.as_str(), "id": last.id.as_str()});
+                if resources.len() as u32 == count
+                    && let Some((last_type, last_rid)) = last
+                {
+                    let state = json!({"q": original, "t": last_type.as_str(), "r": last_rid});
                     let bytes = serde_json::to_vec(&state).map_err(|_| CoreError::Integrity)?;
                     next = Some(self.cursor_key.seal(self.rng.as_ref(), &context, &bytes)?);
                     break 'types;
@@ -127,6 +129,7 @@ impl<S: Store> Vault<S> {
                 let Ok(id) = ResourceId::parse(&hit.id) else { continue };
                 if let ReadOutcome::Found(r) = self.read(t, &id).await? {
                     resources.push(r);
+                    last = Some((t, hit.rid));
                 }
             }
         }

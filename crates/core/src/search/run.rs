@@ -41,7 +41,7 @@ pub struct SearchPage {
 /// the page starts.
 struct CursorState {
     query: String,
-    after: Option<(Vec<SortValue>, String)>,
+    after: Option<(Vec<SortValue>, i64)>,
     backwards: bool,
 }
 
@@ -70,7 +70,7 @@ impl<S: Store> Vault<S> {
         let after = state
             .after
             .as_ref()
-            .map(|(values, id)| json!({"s": values.iter().map(sort_json).collect::<Vec<_>>(), "id": id}));
+            .map(|(values, rid)| json!({"s": values.iter().map(sort_json).collect::<Vec<_>>(), "r": rid}));
         let body = json!({"q": state.query, "a": after, "b": state.backwards});
         let bytes = serde_json::to_vec(&body).map_err(|_| CoreError::Integrity)?;
         Ok(self
@@ -96,8 +96,8 @@ impl<S: Store> Vault<S> {
                     .map(sort_from_json)
                     .collect::<Option<Vec<_>>>()
                     .ok_or_else(invalid)?;
-                let id = a.get("id").and_then(Value::as_str).ok_or_else(invalid)?.to_owned();
-                Some((values, id))
+                let rid = a.get("r").and_then(Value::as_i64).ok_or_else(invalid)?;
+                Some((values, rid))
             }
             _ => None,
         };
@@ -186,7 +186,7 @@ impl<S: Store> Vault<S> {
                 resources.push(r);
             }
         }
-        let position = |h: &SearchHit| Some((h.sort.clone(), h.id.clone()));
+        let position = |h: &SearchHit| Some((h.sort.clone(), h.rid));
         let base = |after, backwards| CursorState {
             query: state.query.clone(),
             after,

@@ -107,7 +107,9 @@ impl ResourceStore for PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(map_err)?;
         let select = tx
-            .prepare_cached("SELECT version FROM resources WHERE tenant = $1 AND rtype = $2 AND id = $3 FOR UPDATE")
+            .prepare_cached(
+                "SELECT version, rid FROM resources WHERE tenant = $1 AND rtype = $2 AND id = $3 FOR UPDATE",
+            )
             .await?;
         let insert = tx
             .prepare_cached(
@@ -117,7 +119,7 @@ impl ResourceStore for PgStore {
             .await?;
         let upsert = tx
             .prepare_cached(
-                "INSERT INTO resources (tenant, rtype, id, version, seq, deleted) VALUES ($1, $2, $3, $4, $5, $6)
+                "INSERT INTO resources (rid, tenant, rtype, id, version, seq, deleted) VALUES ($1, $2, $3, $4, $5, $6, $7)
                  ON CONFLICT (tenant, rtype, id) DO UPDATE SET version = excluded.version, seq = excluded.seq,
                  deleted = excluded.deleted",
             )
@@ -130,16 +132,17 @@ impl ResourceStore for PgStore {
                 "INSERT INTO identifier_index (tenant, rtype, tag, id) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
             )
             .await?;
+        let mut rids = Vec::with_capacity(changes.versions.len());
         for v in &changes.versions {
             let k = &v.key;
-            let current: Option<i64> = tx
+            let current: Option<(i64, i64)> = tx
                 .query_opt(&select, &[&k.tenant, &k.rtype, &k.id])
                 .await
                 .map_err(map_err)?
-                .map(|r| r.get(0));
+                .map(|r| (r.get(0), r.get(1)));
             let holds = match (v.expect, current) {
                 (Expect::Absent, None) => true,
-                (Expect::Version(want), Some(have)) => want as i64 == have,
+                (Expect::Version(want), Some((have, _))) => want as i64 == have,
                 _ => false,
             };
             if !holds {
@@ -165,32 +168,31 @@ impl ResourceStore for PgStore {
                 .await
                 .map_err(map_err)?;
             let seq: i64 = row.get(0);
+            // A resource keeps the row id its first version gave it; index rows point there.
+            let rid = current.map_or(seq, |(_, rid)| rid);
+            rids.push(rid);
             let deleted = v.op == Op::Delete;
-            tx.execute(&upsert, &[&k.tenant, &k.rtype, &k.id, &version, &seq, &deleted])
+            tx.execute(&upsert, &[&rid, &k.tenant, &k.rtype, &k.id, &version, &seq, &deleted])
                 .await
                 .map_err(map_err)?;
-            tx.execute(&unindex, &[&k.tenant, &k.rtype, &k.id])
-                .await
-                .map_err(map_err)?;
+            if current.is_some() {
+                tx.execute(&unindex, &[&k.tenant, &k.rtype, &k.id])
+                    .await
+                    .map_err(map_err)?;
+                for table in Table::ALL {
+                    let stmt = tx
+                        .prepare_cached(&format!("DELETE FROM {} WHERE rid = $1", table.name()))
+                        .await?;
+                    tx.execute(&stmt, &[&rid]).await.map_err(map_err)?;
+                }
+            }
             for tag in &v.identifier_tags {
                 tx.execute(&index, &[&k.tenant, &k.rtype, tag, &k.id])
                     .await
                     .map_err(map_err)?;
             }
-            if v.expect != Expect::Absent {
-                for table in Table::ALL {
-                    let sql = format!(
-                        "DELETE FROM {} WHERE tenant = $1 AND rtype = $2 AND id = $3",
-                        table.name()
-                    );
-                    let stmt = tx.prepare_cached(&sql).await?;
-                    tx.execute(&stmt, &[&k.tenant, &k.rtype, &k.id])
-                        .await
-                        .map_err(map_err)?;
-                }
-            }
         }
-        insert_search_rows(&tx, &changes).await?;
+        insert_search_rows(&tx, &changes, &rids).await?;
         tx.commit().await.map_err(map_err)
     }
 
@@ -269,13 +271,14 @@ impl ResourceStore for PgStore {
             .iter()
             .map(|r| SearchHit {
                 id: r.get(0),
+                rid: r.get(1),
                 sort: types
                     .iter()
                     .enumerate()
                     .map(|(i, t)| match t {
-                        SortType::Int => SortValue::Int(r.get(i + 1)),
-                        SortType::Real => SortValue::Real(r.get(i + 1)),
-                        SortType::Text => SortValue::Text(r.get(i + 1)),
+                        SortType::Int => SortValue::Int(r.get(i + 2)),
+                        SortType::Real => SortValue::Real(r.get(i + 2)),
+                        SortType::Text => SortValue::Text(r.get(i + 2)),
                     })
                     .collect(),
             })
@@ -298,41 +301,32 @@ impl ResourceStore for PgStore {
 }
 
 /// Every index row of a change set, one multi-row `INSERT … SELECT FROM UNNEST(…)` per
-/// table instead of a round trip per row.
-async fn insert_search_rows(tx: &deadpool_postgres::Transaction<'_>, changes: &ChangeSet) -> Result<(), StoreError> {
+/// table instead of a round trip per row. `rids[i]` is the row id of `changes.versions[i]`.
+async fn insert_search_rows(
+    tx: &deadpool_postgres::Transaction<'_>,
+    changes: &ChangeSet,
+    rids: &[i64],
+) -> Result<(), StoreError> {
     #[derive(Default)]
     struct Cols {
-        tenant: Vec<String>,
-        rtype: Vec<String>,
-        id: Vec<String>,
-        param: Vec<String>,
+        pkey: Vec<i64>,
+        rid: Vec<i64>,
         a: Vec<String>,
         b: Vec<String>,
         ints: (Vec<i64>, Vec<i64>),
         reals: Vec<f64>,
         blobs: Vec<Vec<u8>>,
     }
-    let mut by_table: std::collections::HashMap<&'static str, Cols> = std::collections::HashMap::new();
-    for v in &changes.versions {
+    let mut by_table: std::collections::HashMap<Table, Cols> = std::collections::HashMap::new();
+    for (v, rid) in changes.versions.iter().zip(rids) {
         for row in &v.search_rows {
-            let (table, param) = match row {
-                SearchRow::Token { param, .. } => ("search_token", param),
-                SearchRow::String { param, .. } => ("search_string", param),
-                SearchRow::Blind { param, .. } => ("search_blind", param),
-                SearchRow::Reference { param, .. } => ("search_reference", param),
-                SearchRow::Date { param, .. } => ("search_date", param),
-                SearchRow::Number { param, .. } => ("search_number", param),
-                SearchRow::Uri { param, .. } => ("search_uri", param),
-            };
-            let c = by_table.entry(table).or_default();
-            c.tenant.push(v.key.tenant.clone());
-            c.rtype.push(v.key.rtype.clone());
-            c.id.push(v.key.id.clone());
-            c.param.push(param.clone());
+            let c = by_table.entry(row.table()).or_default();
+            c.pkey.push(crate::param_key(&v.key.tenant, &v.key.rtype, row.param()));
+            c.rid.push(*rid);
             match row {
                 SearchRow::Token { system, code, .. } => {
-                    c.a.push(system.clone());
-                    c.b.push(code.clone());
+                    c.a.push(code.clone());
+                    c.b.push(system.clone());
                 }
                 SearchRow::String { norm, exact, .. } => {
                     c.a.push(norm.clone());
@@ -342,8 +336,8 @@ async fn insert_search_rows(tx: &deadpool_postgres::Transaction<'_>, changes: &C
                 SearchRow::Reference {
                     target_type, target_id, ..
                 } => {
-                    c.a.push(target_type.clone());
-                    c.b.push(target_id.clone());
+                    c.a.push(target_id.clone());
+                    c.b.push(target_type.clone());
                 }
                 SearchRow::Date { lo, hi, .. } => {
                     c.ints.0.push(*lo);
@@ -353,57 +347,31 @@ async fn insert_search_rows(tx: &deadpool_postgres::Transaction<'_>, changes: &C
                     value, system, code, ..
                 } => {
                     c.reals.push(*value);
-                    c.a.push(system.clone());
-                    c.b.push(code.clone());
+                    c.a.push(code.clone());
+                    c.b.push(system.clone());
                 }
                 SearchRow::Uri { uri, .. } => c.a.push(uri.clone()),
             }
         }
     }
     for (table, c) in &by_table {
-        let head = "tenant, rtype, id, param";
-        let keys = "$1::text[], $2::text[], $3::text[], $4::text[]";
-        let (sql, extra): (String, Vec<&(dyn ToSql + Sync)>) = match *table {
-            "search_token" => (
-                format!(
-                    "INSERT INTO {table} ({head}, system, code) SELECT * FROM UNNEST({keys}, $5::text[], $6::text[])"
-                ),
-                vec![&c.a, &c.b],
-            ),
-            "search_string" => (
-                format!(
-                    "INSERT INTO {table} ({head}, norm, exact) SELECT * FROM UNNEST({keys}, $5::text[], $6::text[])"
-                ),
-                vec![&c.a, &c.b],
-            ),
-            "search_blind" => (
-                format!("INSERT INTO {table} ({head}, tag) SELECT * FROM UNNEST({keys}, $5::bytea[])"),
-                vec![&c.blobs],
-            ),
-            "search_reference" => (
-                format!(
-                    "INSERT INTO {table} ({head}, target_type, target_id) SELECT * FROM UNNEST({keys}, $5::text[], $6::text[])"
-                ),
-                vec![&c.a, &c.b],
-            ),
-            "search_date" => (
-                format!(
-                    "INSERT INTO {table} ({head}, lo, hi) SELECT * FROM UNNEST({keys}, $5::bigint[], $6::bigint[])"
-                ),
-                vec![&c.ints.0, &c.ints.1],
-            ),
-            "search_number" => (
-                format!(
-                    "INSERT INTO {table} ({head}, value, system, code) SELECT * FROM UNNEST({keys}, $5::float8[], $6::text[], $7::text[])"
-                ),
+        let name = table.name();
+        let keys = "$1::bigint[], $2::bigint[]";
+        let (cols, arrays, extra): (&str, &str, Vec<&(dyn ToSql + Sync)>) = match table {
+            Table::Token => ("code, system", "$3::text[], $4::text[]", vec![&c.a, &c.b]),
+            Table::String => ("norm, exact", "$3::text[], $4::text[]", vec![&c.a, &c.b]),
+            Table::Blind => ("tag", "$3::bytea[]", vec![&c.blobs]),
+            Table::Reference => ("target_id, target_type", "$3::text[], $4::text[]", vec![&c.a, &c.b]),
+            Table::Date => ("lo, hi", "$3::bigint[], $4::bigint[]", vec![&c.ints.0, &c.ints.1]),
+            Table::Number => (
+                "value, code, system",
+                "$3::float8[], $4::text[], $5::text[]",
                 vec![&c.reals, &c.a, &c.b],
             ),
-            _ => (
-                format!("INSERT INTO {table} ({head}, uri) SELECT * FROM UNNEST({keys}, $5::text[])"),
-                vec![&c.a],
-            ),
+            Table::Uri => ("uri", "$3::text[]", vec![&c.a]),
         };
-        let mut args: Vec<&(dyn ToSql + Sync)> = vec![&c.tenant, &c.rtype, &c.id, &c.param];
+        let sql = format!("INSERT INTO {name} (pkey, rid, {cols}) SELECT * FROM UNNEST({keys}, {arrays})");
+        let mut args: Vec<&(dyn ToSql + Sync)> = vec![&c.pkey, &c.rid];
         args.extend(extra);
         let stmt = tx.prepare_cached(&sql).await?;
         tx.execute(&stmt, &args).await.map_err(map_err)?;

@@ -23,6 +23,7 @@ CREATE TABLE resource_versions (
 );
 CREATE INDEX resource_versions_by_type ON resource_versions (tenant, rtype, seq);
 CREATE TABLE resources (
+    rid     BIGINT  NOT NULL UNIQUE, -- the seq of the resource's first version; index rows point here
     tenant  TEXT    NOT NULL,
     rtype   TEXT    NOT NULL,
     id      TEXT    NOT NULL,
@@ -31,6 +32,8 @@ CREATE TABLE resources (
     deleted BOOLEAN NOT NULL,
     PRIMARY KEY (tenant, rtype, id)
 );
+-- A search walks a type in row-id order.
+CREATE INDEX resources_by_type ON resources (tenant, rtype, rid);
 CREATE TABLE identifier_index (
     tenant TEXT  NOT NULL,
     rtype  TEXT  NOT NULL,
@@ -59,46 +62,34 @@ CREATE TABLE api_tokens (
     (
         2,
         r#"
-CREATE TABLE search_token (
-    tenant TEXT NOT NULL, rtype TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
-    system TEXT NOT NULL, code TEXT NOT NULL
-);
-CREATE INDEX search_token_value ON search_token (tenant, rtype, param, code, system);
-CREATE INDEX search_token_owner ON search_token (id, tenant, rtype);
-CREATE TABLE search_string (
-    tenant TEXT NOT NULL, rtype TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
-    norm TEXT NOT NULL , exact TEXT NOT NULL
-);
-CREATE INDEX search_string_value ON search_string (tenant, rtype, param, norm text_pattern_ops);
-CREATE INDEX search_string_owner ON search_string (id, tenant, rtype);
-CREATE TABLE search_blind (
-    tenant TEXT NOT NULL, rtype TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, tag BYTEA NOT NULL
-);
-CREATE INDEX search_blind_value ON search_blind (tenant, rtype, param, tag);
-CREATE INDEX search_blind_owner ON search_blind (id, tenant, rtype);
+-- Narrow index rows, as in SQLite: `pkey` is the 64-bit key of (tenant, type, parameter)
+-- (`search::param_key`), `rid` the owning resource. The value index ends in `rid` so a
+-- search is an index-only scan; the owner index serves deletes on update and sort keys.
+CREATE TABLE search_token (pkey BIGINT NOT NULL, code TEXT NOT NULL, system TEXT NOT NULL, rid BIGINT NOT NULL);
+CREATE INDEX search_token_value ON search_token (pkey, code, system, rid);
+CREATE INDEX search_token_owner ON search_token (rid);
+CREATE TABLE search_string (pkey BIGINT NOT NULL, norm TEXT NOT NULL, exact TEXT NOT NULL, rid BIGINT NOT NULL);
+CREATE INDEX search_string_value ON search_string (pkey, norm text_pattern_ops, rid);
+CREATE INDEX search_string_owner ON search_string (rid);
+CREATE TABLE search_blind (pkey BIGINT NOT NULL, tag BYTEA NOT NULL, rid BIGINT NOT NULL);
+CREATE INDEX search_blind_value ON search_blind (pkey, tag, rid);
+CREATE INDEX search_blind_owner ON search_blind (rid);
 CREATE TABLE search_reference (
-    tenant TEXT NOT NULL, rtype TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
-    target_type TEXT NOT NULL, target_id TEXT NOT NULL
+    pkey BIGINT NOT NULL, target_id TEXT NOT NULL, target_type TEXT NOT NULL, rid BIGINT NOT NULL
 );
-CREATE INDEX search_reference_value ON search_reference (tenant, rtype, param, target_id);
-CREATE INDEX search_reference_owner ON search_reference (id, tenant, rtype);
-CREATE TABLE search_date (
-    tenant TEXT NOT NULL, rtype TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
-    lo BIGINT NOT NULL, hi BIGINT NOT NULL
-);
-CREATE INDEX search_date_value ON search_date (tenant, rtype, param, lo);
-CREATE INDEX search_date_owner ON search_date (id, tenant, rtype);
+CREATE INDEX search_reference_value ON search_reference (pkey, target_id, target_type, rid);
+CREATE INDEX search_reference_owner ON search_reference (rid);
+CREATE TABLE search_date (pkey BIGINT NOT NULL, lo BIGINT NOT NULL, hi BIGINT NOT NULL, rid BIGINT NOT NULL);
+CREATE INDEX search_date_value ON search_date (pkey, lo, hi, rid);
+CREATE INDEX search_date_owner ON search_date (rid);
 CREATE TABLE search_number (
-    tenant TEXT NOT NULL, rtype TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
-    value DOUBLE PRECISION NOT NULL, system TEXT NOT NULL, code TEXT NOT NULL
+    pkey BIGINT NOT NULL, value DOUBLE PRECISION NOT NULL, code TEXT NOT NULL, system TEXT NOT NULL, rid BIGINT NOT NULL
 );
-CREATE INDEX search_number_value ON search_number (tenant, rtype, param, value);
-CREATE INDEX search_number_owner ON search_number (id, tenant, rtype);
-CREATE TABLE search_uri (
-    tenant TEXT NOT NULL, rtype TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, uri TEXT NOT NULL
-);
-CREATE INDEX search_uri_value ON search_uri (tenant, rtype, param, uri text_pattern_ops);
-CREATE INDEX search_uri_owner ON search_uri (id, tenant, rtype);
+CREATE INDEX search_number_value ON search_number (pkey, value, code, system, rid);
+CREATE INDEX search_number_owner ON search_number (rid);
+CREATE TABLE search_uri (pkey BIGINT NOT NULL, uri TEXT NOT NULL, rid BIGINT NOT NULL);
+CREATE INDEX search_uri_value ON search_uri (pkey, uri text_pattern_ops, rid);
+CREATE INDEX search_uri_owner ON search_uri (rid);
 "#,
     ),
 ];

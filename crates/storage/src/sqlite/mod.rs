@@ -53,13 +53,15 @@ fn version_from_row(r: &Row<'_>) -> rusqlite::Result<StoredVersion> {
 
 fn apply_changes(conn: &Connection, changes: &ChangeSet) -> Result<(), StoreError> {
     for v in &changes.versions {
-        let current: Option<i64> = conn
-            .prepare_cached("SELECT version FROM resources WHERE tenant = ?1 AND rtype = ?2 AND id = ?3")?
-            .query_row(params![v.key.tenant, v.key.rtype, v.key.id], |r| r.get(0))
+        let current: Option<(i64, i64)> = conn
+            .prepare_cached("SELECT version, rid FROM resources WHERE tenant = ?1 AND rtype = ?2 AND id = ?3")?
+            .query_row(params![v.key.tenant, v.key.rtype, v.key.id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .optional()?;
         let holds = match (v.expect, current) {
             (Expect::Absent, None) => true,
-            (Expect::Version(want), Some(have)) => want as i64 == have,
+            (Expect::Version(want), Some((have, _))) => want as i64 == have,
             _ => false,
         };
         if !holds {
@@ -81,12 +83,15 @@ fn apply_changes(conn: &Connection, changes: &ChangeSet) -> Result<(), StoreErro
             v.body
         ])?;
         let seq = conn.last_insert_rowid();
+        // A resource keeps the row id its first version gave it; index rows point there.
+        let rid = current.map_or(seq, |(_, rid)| rid);
         conn.prepare_cached(
-            "INSERT INTO resources (tenant, rtype, id, version, seq, deleted) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+            "INSERT INTO resources (rid, tenant, rtype, id, version, seq, deleted) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT (tenant, rtype, id) DO UPDATE SET version = excluded.version, seq = excluded.seq,
              deleted = excluded.deleted",
         )?
         .execute(params![
+            rid,
             v.key.tenant,
             v.key.rtype,
             v.key.id,
@@ -94,59 +99,61 @@ fn apply_changes(conn: &Connection, changes: &ChangeSet) -> Result<(), StoreErro
             seq,
             v.op == Op::Delete
         ])?;
-        conn.prepare_cached("DELETE FROM identifier_index WHERE tenant = ?1 AND rtype = ?2 AND id = ?3")?
-            .execute(params![v.key.tenant, v.key.rtype, v.key.id])?;
+        if current.is_some() {
+            conn.prepare_cached("DELETE FROM identifier_index WHERE tenant = ?1 AND rtype = ?2 AND id = ?3")?
+                .execute(params![v.key.tenant, v.key.rtype, v.key.id])?;
+            for table in Table::ALL {
+                conn.prepare_cached(&format!("DELETE FROM {} WHERE rid = ?1", table.name()))?
+                    .execute([rid])?;
+            }
+        }
         let mut ins = conn.prepare_cached(
             "INSERT OR IGNORE INTO identifier_index (tenant, rtype, tag, id) VALUES (?1, ?2, ?3, ?4)",
         )?;
         for tag in &v.identifier_tags {
             ins.execute(params![v.key.tenant, v.key.rtype, tag, v.key.id])?;
         }
-        if v.expect != Expect::Absent {
-            for table in Table::ALL {
-                conn.prepare_cached(&format!(
-                    "DELETE FROM {} WHERE tenant = ?1 AND rtype = ?2 AND id = ?3",
-                    table.name()
-                ))?
-                .execute(params![v.key.tenant, v.key.rtype, v.key.id])?;
-            }
-        }
         for row in &v.search_rows {
-            insert_search_row(conn, &v.key, row)?;
+            insert_search_row(conn, &v.key, rid, row)?;
         }
     }
     Ok(())
 }
 
-/// One index row, through a cached statement per table (the import hot path).
-fn insert_search_row(conn: &Connection, k: &ResourceKey, row: &SearchRow) -> Result<(), StoreError> {
-    let (t, r, i) = (&k.tenant, &k.rtype, &k.id);
+/// One index row, through a cached statement per table (the import hot path). A row that
+/// repeats one already there (the same code twice in a resource) adds nothing.
+fn insert_search_row(conn: &Connection, k: &ResourceKey, rid: i64, row: &SearchRow) -> Result<(), StoreError> {
+    let pkey = crate::param_key(&k.tenant, &k.rtype, row.param());
     match row {
-        SearchRow::Token { param, system, code } => conn
-            .prepare_cached("INSERT INTO search_token (tenant, rtype, id, param, system, code) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
-            .execute(params![t, r, i, param, system, code])?,
-        SearchRow::String { param, norm, exact } => conn
-            .prepare_cached("INSERT INTO search_string (tenant, rtype, id, param, norm, exact) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
-            .execute(params![t, r, i, param, norm, exact])?,
-        SearchRow::Blind { param, tag } => conn
-            .prepare_cached("INSERT INTO search_blind (tenant, rtype, id, param, tag) VALUES (?1, ?2, ?3, ?4, ?5)")?
-            .execute(params![t, r, i, param, tag])?,
-        SearchRow::Reference { param, target_type, target_id } => conn
+        SearchRow::Token { system, code, .. } => conn
+            .prepare_cached("INSERT OR IGNORE INTO search_token (pkey, code, system, rid) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![pkey, code, system, rid])?,
+        SearchRow::String { norm, exact, .. } => conn
+            .prepare_cached("INSERT OR IGNORE INTO search_string (pkey, norm, exact, rid) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![pkey, norm, exact, rid])?,
+        SearchRow::Blind { tag, .. } => conn
+            .prepare_cached("INSERT OR IGNORE INTO search_blind (pkey, tag, rid) VALUES (?1, ?2, ?3)")?
+            .execute(params![pkey, tag, rid])?,
+        SearchRow::Reference {
+            target_type, target_id, ..
+        } => conn
             .prepare_cached(
-                "INSERT INTO search_reference (tenant, rtype, id, param, target_type, target_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR IGNORE INTO search_reference (pkey, target_id, target_type, rid) VALUES (?1, ?2, ?3, ?4)",
             )?
-            .execute(params![t, r, i, param, target_type, target_id])?,
-        SearchRow::Date { param, lo, hi } => conn
-            .prepare_cached("INSERT INTO search_date (tenant, rtype, id, param, lo, hi) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
-            .execute(params![t, r, i, param, lo, hi])?,
-        SearchRow::Number { param, value, system, code } => conn
+            .execute(params![pkey, target_id, target_type, rid])?,
+        SearchRow::Date { lo, hi, .. } => conn
+            .prepare_cached("INSERT OR IGNORE INTO search_date (pkey, lo, hi, rid) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![pkey, lo, hi, rid])?,
+        SearchRow::Number {
+            value, system, code, ..
+        } => conn
             .prepare_cached(
-                "INSERT INTO search_number (tenant, rtype, id, param, value, system, code) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT OR IGNORE INTO search_number (pkey, value, code, system, rid) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
-            .execute(params![t, r, i, param, value, system, code])?,
-        SearchRow::Uri { param, uri } => conn
-            .prepare_cached("INSERT INTO search_uri (tenant, rtype, id, param, uri) VALUES (?1, ?2, ?3, ?4, ?5)")?
-            .execute(params![t, r, i, param, uri])?,
+            .execute(params![pkey, value, code, system, rid])?,
+        SearchRow::Uri { uri, .. } => conn
+            .prepare_cached("INSERT OR IGNORE INTO search_uri (pkey, uri, rid) VALUES (?1, ?2, ?3)")?
+            .execute(params![pkey, uri, rid])?,
     };
     Ok(())
 }
@@ -169,12 +176,16 @@ fn run_search(conn: &Connection, q: &SearchQuery) -> Result<Vec<SearchHit>, Stor
         let mut sort = Vec::with_capacity(types.len());
         for (i, t) in types.iter().enumerate() {
             sort.push(match t {
-                SortType::Int => SortValue::Int(r.get(i + 1)?),
-                SortType::Real => SortValue::Real(r.get(i + 1)?),
-                SortType::Text => SortValue::Text(r.get(i + 1)?),
+                SortType::Int => SortValue::Int(r.get(i + 2)?),
+                SortType::Real => SortValue::Real(r.get(i + 2)?),
+                SortType::Text => SortValue::Text(r.get(i + 2)?),
             });
         }
-        Ok(SearchHit { id: r.get(0)?, sort })
+        Ok(SearchHit {
+            id: r.get(0)?,
+            rid: r.get(1)?,
+            sort,
+        })
     })?;
     let mut hits = rows.collect::<Result<Vec<_>, _>>()?;
     if q.backwards {

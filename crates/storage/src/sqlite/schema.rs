@@ -23,14 +23,17 @@ CREATE TABLE resource_versions (
 );
 CREATE INDEX resource_versions_by_type ON resource_versions (tenant, rtype, seq);
 CREATE TABLE resources (
+    rid     INTEGER PRIMARY KEY, -- the seq of the resource's first version; index rows point here
     tenant  TEXT    NOT NULL,
     rtype   TEXT    NOT NULL,
     id      TEXT    NOT NULL,
     version INTEGER NOT NULL,
     seq     INTEGER NOT NULL,
     deleted INTEGER NOT NULL,
-    PRIMARY KEY (tenant, rtype, id)
-) WITHOUT ROWID;
+    UNIQUE (tenant, rtype, id)
+);
+-- A search walks a type in row-id order (SQLite appends the rowid to every index).
+CREATE INDEX resources_by_type ON resources (tenant, rtype);
 CREATE TABLE identifier_index (
     tenant TEXT NOT NULL,
     rtype  TEXT NOT NULL,
@@ -59,46 +62,45 @@ CREATE TABLE api_tokens (
     (
         2,
         r#"
+-- Index rows are narrow: `pkey` is the 64-bit param key of (tenant, type, parameter) (see
+-- `search::param_key`) and `rid` the owning resource. The primary key serves searches by
+-- value (its last column answers `SELECT x.rid` without touching the row); the owner
+-- index serves deletes on update and sort keys.
 CREATE TABLE search_token (
-    tenant TEXT NOT NULL, rtype TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
-    system TEXT NOT NULL, code TEXT NOT NULL
-);
-CREATE INDEX search_token_value ON search_token (tenant, rtype, param, code, system);
-CREATE INDEX search_token_owner ON search_token (id, tenant, rtype);
+    pkey INTEGER NOT NULL, code TEXT NOT NULL, system TEXT NOT NULL, rid INTEGER NOT NULL,
+    PRIMARY KEY (pkey, code, system, rid)
+) WITHOUT ROWID;
+CREATE INDEX search_token_owner ON search_token (rid);
 CREATE TABLE search_string (
-    tenant TEXT NOT NULL, rtype TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
-    norm TEXT NOT NULL COLLATE NOCASE, exact TEXT NOT NULL
-);
-CREATE INDEX search_string_value ON search_string (tenant, rtype, param, norm);
-CREATE INDEX search_string_owner ON search_string (id, tenant, rtype);
+    pkey INTEGER NOT NULL, norm TEXT NOT NULL COLLATE NOCASE, exact TEXT NOT NULL, rid INTEGER NOT NULL,
+    PRIMARY KEY (pkey, norm, exact, rid)
+) WITHOUT ROWID;
+CREATE INDEX search_string_owner ON search_string (rid);
 CREATE TABLE search_blind (
-    tenant TEXT NOT NULL, rtype TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, tag BLOB NOT NULL
-);
-CREATE INDEX search_blind_value ON search_blind (tenant, rtype, param, tag);
-CREATE INDEX search_blind_owner ON search_blind (id, tenant, rtype);
+    pkey INTEGER NOT NULL, tag BLOB NOT NULL, rid INTEGER NOT NULL,
+    PRIMARY KEY (pkey, tag, rid)
+) WITHOUT ROWID;
+CREATE INDEX search_blind_owner ON search_blind (rid);
 CREATE TABLE search_reference (
-    tenant TEXT NOT NULL, rtype TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
-    target_type TEXT NOT NULL, target_id TEXT NOT NULL
-);
-CREATE INDEX search_reference_value ON search_reference (tenant, rtype, param, target_id);
-CREATE INDEX search_reference_owner ON search_reference (id, tenant, rtype);
+    pkey INTEGER NOT NULL, target_id TEXT NOT NULL, target_type TEXT NOT NULL, rid INTEGER NOT NULL,
+    PRIMARY KEY (pkey, target_id, target_type, rid)
+) WITHOUT ROWID;
+CREATE INDEX search_reference_owner ON search_reference (rid);
 CREATE TABLE search_date (
-    tenant TEXT NOT NULL, rtype TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
-    lo INTEGER NOT NULL, hi INTEGER NOT NULL
-);
-CREATE INDEX search_date_value ON search_date (tenant, rtype, param, lo);
-CREATE INDEX search_date_owner ON search_date (id, tenant, rtype);
+    pkey INTEGER NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL, rid INTEGER NOT NULL,
+    PRIMARY KEY (pkey, lo, hi, rid)
+) WITHOUT ROWID;
+CREATE INDEX search_date_owner ON search_date (rid);
 CREATE TABLE search_number (
-    tenant TEXT NOT NULL, rtype TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
-    value REAL NOT NULL, system TEXT NOT NULL, code TEXT NOT NULL
-);
-CREATE INDEX search_number_value ON search_number (tenant, rtype, param, value);
-CREATE INDEX search_number_owner ON search_number (id, tenant, rtype);
+    pkey INTEGER NOT NULL, value REAL NOT NULL, code TEXT NOT NULL, system TEXT NOT NULL, rid INTEGER NOT NULL,
+    PRIMARY KEY (pkey, value, code, system, rid)
+) WITHOUT ROWID;
+CREATE INDEX search_number_owner ON search_number (rid);
 CREATE TABLE search_uri (
-    tenant TEXT NOT NULL, rtype TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, uri TEXT NOT NULL
-);
-CREATE INDEX search_uri_value ON search_uri (tenant, rtype, param, uri);
-CREATE INDEX search_uri_owner ON search_uri (id, tenant, rtype);
+    pkey INTEGER NOT NULL, uri TEXT NOT NULL, rid INTEGER NOT NULL,
+    PRIMARY KEY (pkey, uri, rid)
+) WITHOUT ROWID;
+CREATE INDEX search_uri_owner ON search_uri (rid);
 "#,
     ),
 ];
