@@ -24,6 +24,7 @@ pub struct FileSettings {
     pub tls_key: Option<PathBuf>,
     pub max_body_bytes: Option<usize>,
     pub public_base: Option<String>,
+    pub export_ttl_secs: Option<u64>,
 }
 
 /// Flags that may override the lower layers.
@@ -48,6 +49,8 @@ pub struct Settings {
     pub insecure_http: bool,
     pub max_body_bytes: usize,
     pub public_base: Option<String>,
+    /// How long a bulk export's status and files stay available.
+    pub export_ttl_secs: u64,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -115,6 +118,12 @@ impl Settings {
             None => file.max_body_bytes.unwrap_or(16 * 1024 * 1024),
         };
         let public_base = env("PUBLIC_BASE").or(file.public_base);
+        let export_ttl_secs = match env("EXPORT_TTL_SECS") {
+            Some(v) => v
+                .parse()
+                .map_err(|_| CliError::new("CAREVAULT_EXPORT_TTL_SECS must be a number of seconds"))?,
+            None => file.export_ttl_secs.unwrap_or(24 * 60 * 60),
+        };
         if flags.insecure_http && !listen.ip().is_loopback() {
             return Err(CliError::new(
                 "--insecure-http is only allowed on a loopback address (127.0.0.1 or ::1); use TLS elsewhere",
@@ -129,6 +138,7 @@ impl Settings {
             insecure_http: flags.insecure_http,
             max_body_bytes,
             public_base,
+            export_ttl_secs,
         })
     }
 }

@@ -54,6 +54,22 @@ pub async fn serve_settings(settings: Settings, ready: impl FnOnce(&str)) -> Res
     serve_vault(settings, vault, ready).await
 }
 
+/// Deletes expired bulk exports at start and then every ten minutes (a status or file request
+/// for an expired job also deletes it on sight).
+fn spawn_export_janitor(vault: std::sync::Arc<carevault_core::Vault<carevault_storage::AnyStore>>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            tick.tick().await;
+            match vault.purge_expired_exports().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(jobs = n, "expired exports deleted"),
+                Err(e) => tracing::warn!(error = %e, "expired exports could not be deleted"),
+            }
+        }
+    });
+}
+
 /// Serves an already opened vault until a shutdown signal.
 pub async fn serve_vault(
     settings: Settings,
@@ -73,7 +89,9 @@ pub async fn serve_vault(
     let config = HttpConfig {
         max_body_bytes: settings.max_body_bytes,
         public_base: settings.public_base.clone(),
+        export_ttl_secs: settings.export_ttl_secs,
     };
+    spawn_export_janitor(std::sync::Arc::clone(&vault));
     let state = AppState::new(vault, config, tls.is_some(), tokens);
     let app = router(state);
     let listener = tokio::net::TcpListener::bind(settings.listen)

@@ -6,6 +6,7 @@
 mod bundle;
 mod crud;
 mod error;
+mod export;
 mod history;
 mod identifiers;
 mod keys;
@@ -16,6 +17,7 @@ mod vault;
 pub use bundle::{BundleKind, BundleOutcome, EntryResult, condition_query, parse_etag};
 pub use crud::{ReadOutcome, StoredResource, Written};
 pub use error::CoreError;
+pub use export::{ExportJobId, ExportLevel, ExportPlan, ExportStatus};
 pub use history::{HistoryEntry, HistoryPage, HistoryScope, MAX_PAGE};
 pub use identifiers::IdentifierQuery;
 pub use search::{COMPARTMENT, EverythingPage, Include, SearchOptions, SearchPage, SearchRequest};

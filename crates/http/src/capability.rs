@@ -36,10 +36,15 @@ pub(crate) fn capability_statement(date: &str) -> Value {
                 "conditionalUpdate": true,
                 "conditionalDelete": "single",
                 "searchParam": search_params(*t),
-                "operation": if *t == ResourceType::Patient {
-                    json!([{"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}])
-                } else {
-                    json!([])
+                "operation": match *t {
+                    ResourceType::Patient => json!([
+                        {"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"},
+                        {"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"}
+                    ]),
+                    ResourceType::Group => json!([
+                        {"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"}
+                    ]),
+                    _ => json!([]),
                 },
             })
         })
@@ -62,7 +67,8 @@ pub(crate) fn capability_statement(date: &str) -> Value {
             },
             "resource": resources,
             "compartment": ["http://hl7.org/fhir/CompartmentDefinition/patient"],
-            "interaction": SYSTEM_INTERACTIONS.iter().map(|i| json!({"code": i})).collect::<Vec<_>>()
+            "interaction": SYSTEM_INTERACTIONS.iter().map(|i| json!({"code": i})).collect::<Vec<_>>(),
+            "operation": [{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"}]
         }]
     })
 }

@@ -25,6 +25,13 @@ pub fn router(state: AppState) -> Router {
         .route("/metadata", get(handlers::metadata::capability_statement))
         .route("/", axum::routing::post(handlers::bundle::process))
         .route("/_history", get(handlers::history::system))
+        .route("/$export", get(handlers::export::system))
+        .route("/Patient/$export", get(handlers::export::patients))
+        .route(
+            "/$export-status/{job}",
+            get(handlers::export::status).delete(handlers::export::cancel),
+        )
+        .route("/$export-file/{job}/{n}", get(handlers::export::file))
         .route(
             "/{rtype}",
             get(handlers::search::search_type)

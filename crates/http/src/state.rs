@@ -12,6 +12,8 @@ pub struct HttpConfig {
     /// The externally visible base (e.g. `https://fhir.example.org/fhir`); when absent it is
     /// derived from the request's Host header.
     pub public_base: Option<String>,
+    /// How long a bulk export's status and files stay available, in seconds.
+    pub export_ttl_secs: u64,
 }
 
 impl Default for HttpConfig {
@@ -19,6 +21,7 @@ impl Default for HttpConfig {
         Self {
             max_body_bytes: 16 * 1024 * 1024,
             public_base: None,
+            export_ttl_secs: 24 * 60 * 60,
         }
     }
 }

@@ -101,3 +101,50 @@ impl TokenStore for AnyStore {
         forward!(self, s => s.active_tokens())
     }
 }
+
+impl crate::ExportStore for AnyStore {
+    async fn insert_export(&self, job: crate::ExportJob) -> Result<(), StoreError> {
+        forward!(self, s => s.insert_export(job))
+    }
+
+    async fn export(&self, tenant: &str, id: &str) -> Result<Option<crate::ExportJob>, StoreError> {
+        forward!(self, s => s.export(tenant, id))
+    }
+
+    async fn export_files(&self, tenant: &str, id: &str) -> Result<Vec<crate::ExportFileInfo>, StoreError> {
+        forward!(self, s => s.export_files(tenant, id))
+    }
+
+    async fn add_export_file(
+        &self,
+        tenant: &str,
+        id: &str,
+        file: crate::ExportFile,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        forward!(self, s => s.add_export_file(tenant, id, file, now))
+    }
+
+    async fn finish_export(
+        &self,
+        tenant: &str,
+        id: &str,
+        state: crate::ExportState,
+        error: Option<String>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        forward!(self, s => s.finish_export(tenant, id, state, error, now))
+    }
+
+    async fn export_file(&self, tenant: &str, id: &str, n: i64) -> Result<Option<crate::ExportFile>, StoreError> {
+        forward!(self, s => s.export_file(tenant, id, n))
+    }
+
+    async fn delete_export(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+        forward!(self, s => s.delete_export(tenant, id))
+    }
+
+    async fn delete_expired_exports(&self, now: i64) -> Result<u64, StoreError> {
+        forward!(self, s => s.delete_expired_exports(now))
+    }
+}

@@ -530,3 +530,82 @@ async fn postgres_conformance() {
     let store = postgres::PgStore::connect(&url, 8).await.unwrap();
     suite(store).await;
 }
+
+async fn export_suite<S: Store>(s: S) {
+    let job = |id: &str, expires: i64| ExportJob {
+        tenant: "default".into(),
+        id: id.into(),
+        state: ExportState::Running,
+        created: 10,
+        updated: 10,
+        expires,
+        transaction_time: 10,
+        request: "$export?_type=Patient".into(),
+        error: None,
+        written: 0,
+    };
+    let file = |n: i64, count: i64| ExportFile {
+        n,
+        rtype: "Patient".into(),
+        count,
+        key_id: 1,
+        body: vec![n as u8; 8],
+    };
+    s.insert_export(job("j1", 1_000)).await.unwrap();
+    s.insert_export(job("j2", 5)).await.unwrap();
+    assert!(s.insert_export(job("j1", 1_000)).await.is_err(), "ids are unique");
+    assert!(s.add_export_file("default", "j1", file(0, 3), 20).await.unwrap());
+    assert!(s.add_export_file("default", "j1", file(1, 2), 30).await.unwrap());
+    let j = s.export("default", "j1").await.unwrap().unwrap();
+    assert_eq!((j.state, j.updated, j.written), (ExportState::Running, 30, 5));
+    assert_eq!(s.export("other", "j1").await.unwrap(), None, "tenants are apart");
+    let files = s.export_files("default", "j1").await.unwrap();
+    assert_eq!(
+        files.iter().map(|f| (f.n, f.count)).collect::<Vec<_>>(),
+        [(0, 3), (1, 2)]
+    );
+    assert_eq!(s.export_file("default", "j1", 1).await.unwrap(), Some(file(1, 2)));
+    assert_eq!(s.export_file("default", "j1", 7).await.unwrap(), None);
+    assert!(
+        s.finish_export("default", "j1", ExportState::Done, None, 40)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.finish_export("default", "j1", ExportState::Failed, None, 50)
+            .await
+            .unwrap(),
+        "a finished job stays finished"
+    );
+    assert!(
+        !s.add_export_file("default", "j1", file(2, 1), 60).await.unwrap(),
+        "no files after the end"
+    );
+    // Expiry removes the expired job and its files only.
+    assert!(s.add_export_file("default", "j2", file(0, 1), 20).await.unwrap());
+    assert_eq!(s.delete_expired_exports(100).await.unwrap(), 1);
+    assert_eq!(s.export("default", "j2").await.unwrap(), None);
+    assert_eq!(s.export_file("default", "j2", 0).await.unwrap(), None);
+    assert!(s.export("default", "j1").await.unwrap().is_some());
+    // Cancelling deletes; the worker's next file is refused.
+    assert!(s.delete_export("default", "j1").await.unwrap());
+    assert!(!s.delete_export("default", "j1").await.unwrap());
+    assert!(s.export_files("default", "j1").await.unwrap().is_empty());
+    assert!(!s.add_export_file("default", "j1", file(3, 1), 70).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_exports() {
+    let dir = tempfile::tempdir().unwrap();
+    export_suite(sqlite::SqliteStore::open(&dir.path().join("t.db")).unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_exports() {
+    let Ok(base) = std::env::var("CAREVAULT_TEST_POSTGRES_URL") else {
+        eprintln!("NOT RUN: postgres_exports needs CAREVAULT_TEST_POSTGRES_URL (.ci/run sets it)");
+        return;
+    };
+    let url = fresh_pg_schema(&base).await;
+    export_suite(postgres::PgStore::connect(&url, 8).await.unwrap()).await;
+}

@@ -4,6 +4,7 @@
 
 mod any;
 mod error;
+mod export;
 pub mod postgres;
 mod search;
 mod sql;
@@ -15,6 +16,7 @@ mod conformance;
 
 pub use any::AnyStore;
 pub use error::StoreError;
+pub use export::*;
 pub use search::*;
 pub use types::*;
 
@@ -83,6 +85,6 @@ pub trait TokenStore: Send + Sync {
 }
 
 /// Everything a backend provides.
-pub trait Store: ResourceStore + KeyStore + TokenStore + Clone + 'static {}
+pub trait Store: ResourceStore + KeyStore + TokenStore + ExportStore + Clone + 'static {}
 
-impl<T: ResourceStore + KeyStore + TokenStore + Clone + 'static> Store for T {}
+impl<T: ResourceStore + KeyStore + TokenStore + ExportStore + Clone + 'static> Store for T {}

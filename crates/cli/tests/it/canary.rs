@@ -117,6 +117,21 @@ async fn canaries_never_reach_disk_or_logs() {
     for backend in backends("canaries_never_reach_disk_or_logs").await {
         let mut app = spawn_app(&backend).await;
         write_canaries(&app).await;
+        // A bulk export's files are at rest too: the download carries the canaries, the
+        // manifest does not, and the scans below cover the sealed files.
+        let (status_url, manifest) = app.export_and_wait("$export?_type=Patient").await;
+        assert!(find_any(status_url.as_bytes()).is_empty());
+        assert!(
+            find_any(manifest.to_string().as_bytes()).is_empty(),
+            "manifest: {manifest}"
+        );
+        let file = manifest["output"][0]["url"].as_str().unwrap();
+        let r = app.client.get(file).bearer_auth(&app.data.token).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(
+            !find_any(&r.bytes().await.unwrap()).is_empty(),
+            "the export holds the patients"
+        );
         match &backend {
             Backend::Sqlite => {
                 // Scan while running (the WAL holds recent writes), then after shutdown.

@@ -194,11 +194,27 @@ async fn capability_statement_is_truthful() {
             }
         }
         for op in res["operation"].as_array().into_iter().flatten() {
-            assert_eq!(
-                (t, op["name"].as_str().unwrap()),
-                ("Patient", "everything"),
-                "unchecked operation"
-            );
+            match (t, op["name"].as_str().unwrap()) {
+                ("Patient", "everything") => {}
+                ("Patient", "export") => {
+                    let (_, manifest) = app.export_and_wait("Patient/$export?_type=Patient").await;
+                    assert_eq!(manifest["output"][0]["type"], "Patient", "Patient $export");
+                    continue;
+                }
+                ("Group", "export") => {
+                    let member = app.create(&json!({"resourceType": "Patient", "gender": "other"})).await;
+                    let group = app
+                        .create(&json!({"resourceType": "Group", "type": "person", "actual": true,
+                            "member": [{"entity": {"reference": format!("Patient/{member}")}}]}))
+                        .await;
+                    let (_, manifest) = app
+                        .export_and_wait(&format!("Group/{group}/$export?_type=Patient"))
+                        .await;
+                    assert_eq!(manifest["output"][0]["count"], 1, "Group $export");
+                    continue;
+                }
+                other => panic!("unchecked operation {other:?}"),
+            }
             let b = app.get(&format!("Patient/{id}/$everything")).await;
             assert_eq!(b.status, StatusCode::OK, "{t} $everything");
             assert!(
@@ -242,4 +258,9 @@ async fn capability_statement_is_truthful() {
     batch["type"] = json!("batch");
     assert_eq!(app.post("", &batch).await.json()["type"], "batch-response");
     assert!(app.get("_history").await.json()["total"].as_u64().unwrap() > 0);
+    for op in rest["operation"].as_array().into_iter().flatten() {
+        assert_eq!(op["name"], "export", "unchecked system operation");
+        let (_, manifest) = app.export_and_wait("$export?_type=Basic").await;
+        assert!(manifest["output"][0]["count"].as_u64().unwrap() > 0, "system $export");
+    }
 }

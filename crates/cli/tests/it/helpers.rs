@@ -320,3 +320,39 @@ pub fn rewrite(v: &mut Value, map: &std::collections::HashMap<String, String>) {
         _ => {}
     }
 }
+
+impl TestApp {
+    /// Kicks off a bulk export (`path` like `$export?_type=Patient`), polls its status until
+    /// it finishes, and returns the status URL and the manifest.
+    pub async fn export_and_wait(&self, path: &str) -> (String, Value) {
+        let r = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(&self.data.token)
+            .header("accept", "application/fhir+json")
+            .header("prefer", "respond-async")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED, "{path}");
+        let status_url = r.headers()["content-location"].to_str().unwrap().to_owned();
+        for _ in 0..600 {
+            let s = self
+                .client
+                .get(&status_url)
+                .bearer_auth(&self.data.token)
+                .send()
+                .await
+                .unwrap();
+            match s.status() {
+                StatusCode::ACCEPTED => {
+                    assert!(s.headers().contains_key("x-progress"));
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                StatusCode::OK => return (status_url, s.json().await.unwrap()),
+                other => panic!("{path}: export status {other}: {}", s.text().await.unwrap_or_default()),
+            }
+        }
+        panic!("{path}: the export did not finish in 30 s")
+    }
+}

@@ -10,6 +10,7 @@ mod capability;
 mod cli;
 mod crud;
 mod errors;
+mod export;
 mod history;
 mod import;
 mod search;

@@ -1,5 +1,6 @@
 //! `GET [base]/Patient/[id]/[type]?…` (a search inside the patient's compartment) and
-//! `GET [base]/Patient/[id]/$everything` (`_since`, `_type`, `_count`, paged).
+//! `GET [base]/Patient/[id]/$everything` (`_since`, `_type`, `_count`, paged); also the
+//! door to `GET [base]/Group/[id]/$export` (see `export.rs`).
 
 use super::{parse_id_for_read, parse_type};
 use crate::error::fhir_json_response;
@@ -17,7 +18,12 @@ pub(crate) async fn patient_scoped(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    if parse_type(&rtype)? != ResourceType::Patient {
+    let rtype = parse_type(&rtype)?;
+    if rtype == ResourceType::Group && rest == "$export" {
+        let id = parse_id_for_read(&id)?;
+        return super::export::group(&state, &headers, id, query.as_deref().unwrap_or("")).await;
+    }
+    if rtype != ResourceType::Patient {
         return Err(ApiError::NotFound("no such endpoint"));
     }
     let id = parse_id_for_read(&id)?;

@@ -92,6 +92,36 @@ CREATE INDEX search_uri_value ON search_uri (pkey, uri text_pattern_ops, rid);
 CREATE INDEX search_uri_owner ON search_uri (rid);
 "#,
     ),
+    (
+        3,
+        r#"
+-- Bulk export: a job and its output files (NDJSON, sealed under the tenant's data key).
+CREATE TABLE export_jobs (
+    tenant           TEXT   NOT NULL,
+    id               TEXT   NOT NULL,
+    state            BIGINT NOT NULL,
+    created          BIGINT NOT NULL,
+    updated          BIGINT NOT NULL,
+    expires          BIGINT NOT NULL,
+    transaction_time BIGINT NOT NULL,
+    request          TEXT   NOT NULL,
+    error            TEXT,
+    written          BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant, id)
+);
+CREATE INDEX export_jobs_by_expiry ON export_jobs (expires);
+CREATE TABLE export_files (
+    tenant TEXT   NOT NULL,
+    job    TEXT   NOT NULL,
+    n      BIGINT NOT NULL,
+    rtype  TEXT   NOT NULL,
+    count  BIGINT NOT NULL,
+    key_id BIGINT NOT NULL,
+    body   BYTEA  NOT NULL,
+    PRIMARY KEY (tenant, job, n)
+);
+"#,
+    ),
 ];
 
 pub(crate) async fn migrate(client: &mut Client) -> Result<(), StoreError> {

@@ -103,6 +103,36 @@ CREATE TABLE search_uri (
 CREATE INDEX search_uri_owner ON search_uri (rid);
 "#,
     ),
+    (
+        3,
+        r#"
+-- Bulk export: a job and its output files (NDJSON, sealed under the tenant's data key).
+CREATE TABLE export_jobs (
+    tenant           TEXT   NOT NULL,
+    id               TEXT   NOT NULL,
+    state            INTEGER NOT NULL,
+    created          INTEGER NOT NULL,
+    updated          INTEGER NOT NULL,
+    expires          INTEGER NOT NULL,
+    transaction_time INTEGER NOT NULL,
+    request          TEXT   NOT NULL,
+    error            TEXT,
+    written          INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant, id)
+);
+CREATE INDEX export_jobs_by_expiry ON export_jobs (expires);
+CREATE TABLE export_files (
+    tenant TEXT   NOT NULL,
+    job    TEXT   NOT NULL,
+    n      INTEGER NOT NULL,
+    rtype  TEXT   NOT NULL,
+    count  INTEGER NOT NULL,
+    key_id INTEGER NOT NULL,
+    body   BLOB  NOT NULL,
+    PRIMARY KEY (tenant, job, n)
+);
+"#,
+    ),
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

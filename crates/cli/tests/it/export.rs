@@ -1,0 +1,226 @@
+//! Bulk Data export: kick-off, polling, manifest, NDJSON files, levels (system, Patient,
+//! Group), `_type` and `_since`, cancellation, expiry and the refusals.
+
+use crate::helpers::*;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Every resource of a manifest's files: type → ids, checking each line and count.
+async fn download(app: &TestApp, manifest: &Value) -> BTreeMap<String, BTreeSet<String>> {
+    assert_eq!(manifest["requiresAccessToken"], true);
+    assert!(manifest["transactionTime"].as_str().is_some());
+    assert!(manifest["request"].as_str().unwrap().starts_with(&app.url("")));
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for f in manifest["output"].as_array().unwrap() {
+        let url = f["url"].as_str().unwrap();
+        let anonymous = app.client.get(url).send().await.unwrap();
+        assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED, "files need the token");
+        let r = app.client.get(url).bearer_auth(&app.data.token).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["content-type"], "application/fhir+ndjson");
+        let text = r.text().await.unwrap();
+        let mut n = 0;
+        for line in text.lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["resourceType"], f["type"], "one type per file");
+            let id = v["id"].as_str().unwrap().to_owned();
+            // Each line is the resource as a read returns it.
+            let read = app.get(&format!("{}/{id}", f["type"].as_str().unwrap())).await;
+            assert_eq!(read.json(), v);
+            out.entry(f["type"].as_str().unwrap().to_owned())
+                .or_default()
+                .insert(id);
+            n += 1;
+        }
+        assert_eq!(f["count"], n, "the manifest counts the lines");
+    }
+    out
+}
+
+fn ids(v: &[&String]) -> BTreeSet<String> {
+    v.iter().map(|s| (*s).clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_export_at_every_level() {
+    for backend in backends("bulk_export_at_every_level").await {
+        let app = spawn_app(&backend).await;
+        let org = app
+            .create(&json!({"resourceType": "Organization", "name": "Ward 7"}))
+            .await;
+        let doc = app
+            .create(&json!({"resourceType": "Practitioner", "gender": "female"}))
+            .await;
+        let mut patients = Vec::new();
+        let mut observations = Vec::new();
+        for i in 0..3 {
+            let p = app
+                .create(&json!({"resourceType": "Patient", "gender": "female", "managingOrganization": {"reference": format!("Organization/{org}")}}))
+                .await;
+            for j in 0..(i + 1) {
+                observations.push(
+                    app.create(&json!({"resourceType": "Observation", "status": "final",
+                        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                        "subject": {"reference": format!("Patient/{p}")},
+                        "performer": [{"reference": format!("Practitioner/{doc}")}],
+                        "valueQuantity": {"value": 60 + j, "unit": "/min"}}))
+                        .await,
+                );
+            }
+            patients.push(p);
+        }
+        let group = app
+            .create(
+                &json!({"resourceType": "Group", "type": "person", "actual": true, "member": [
+                {"entity": {"reference": format!("Patient/{}", patients[2])}},
+                {"entity": {"reference": format!("Patient/{}", patients[0])}, "inactive": true}]}),
+            )
+            .await;
+
+        // System level: everything.
+        let (_, m) = app.export_and_wait("$export").await;
+        let all = download(&app, &m).await;
+        assert_eq!(all["Patient"], ids(&patients.iter().collect::<Vec<_>>()));
+        assert_eq!(all["Observation"], ids(&observations.iter().collect::<Vec<_>>()));
+        assert_eq!(all["Organization"], ids(&[&org]));
+        assert_eq!(all["Practitioner"], ids(&[&doc]));
+        assert_eq!(all["Group"], ids(&[&group]));
+
+        // Patient level: patients and their compartments (a Group is in its members'
+        // compartments), no shared resources.
+        let (_, m) = app.export_and_wait("Patient/$export").await;
+        let level = download(&app, &m).await;
+        assert_eq!(level.keys().collect::<Vec<_>>(), ["Group", "Observation", "Patient"]);
+        assert_eq!(level["Observation"].len(), 6);
+
+        // Group level: the active member only (patient 2 has three observations).
+        let (_, m) = app.export_and_wait(&format!("Group/{group}/$export")).await;
+        let g = download(&app, &m).await;
+        assert_eq!(g["Patient"], ids(&[&patients[2]]));
+        assert_eq!(g["Observation"], ids(&observations[3..].iter().collect::<Vec<_>>()));
+
+        // _type narrows; _since keeps only later changes.
+        let (_, m) = app.export_and_wait("$export?_type=Organization,Practitioner").await;
+        assert_eq!(
+            download(&app, &m).await.keys().collect::<Vec<_>>(),
+            ["Organization", "Practitioner"]
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let since = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let later = app.create(&json!({"resourceType": "Patient", "gender": "male"})).await;
+        let (_, m) = app
+            .export_and_wait(&format!("$export?_since={}", since.replace('+', "%2B")))
+            .await;
+        let newer = download(&app, &m).await;
+        assert_eq!(newer.len(), 1, "{newer:?}");
+        assert_eq!(newer["Patient"], ids(&[&later]));
+        // An export with nothing to say still finishes, with no files.
+        let (_, m) = app.export_and_wait("$export?_type=Claim").await;
+        assert_eq!(m["output"], json!([]));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_export_refusals_cancellation_and_expiry() {
+    for backend in backends("bulk_export_refusals_cancellation_and_expiry").await {
+        let data = init(&backend);
+        let app = start_with_env(data, &[], &[("CAREVAULT_EXPORT_TTL_SECS", "2")]);
+        app.create(&json!({"resourceType": "Patient", "gender": "female"}))
+            .await;
+        let kick = |path: &'static str, prefer: bool| {
+            let mut r = app.client.get(app.url(path)).bearer_auth(&app.data.token);
+            if prefer {
+                r = r.header("prefer", "respond-async");
+            }
+            r.send()
+        };
+        for (path, prefer, why) in [
+            ("$export", false, "respond-async"),
+            ("$export?_outputFormat=text/csv", true, "_outputFormat"),
+            ("$export?_type=Nonsense", true, "unknown resource type"),
+            (
+                "Patient/$export?_type=Practitioner",
+                true,
+                "outside the patient compartment",
+            ),
+            (
+                "$export?_typeFilter=Patient%3Fgender%3Dfemale",
+                true,
+                "does not support",
+            ),
+            ("$export?foo=bar", true, "takes _outputFormat"),
+        ] {
+            let r = kick(path, prefer).await.unwrap();
+            assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{path}");
+            let b: Value = r.json().await.unwrap();
+            assert_eq!(b["resourceType"], "OperationOutcome");
+            assert!(b.to_string().contains(why), "{path}: {b}");
+        }
+        let r = app
+            .client
+            .get(app.url("Group/does-not-exist/$export"))
+            .bearer_auth(&app.data.token)
+            .header("prefer", "respond-async")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            app.get("$export-status/0123456789abcdef0123456789abcdef").await.status,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(app.get("$export-status/..%2F..").await.status, StatusCode::NOT_FOUND);
+        let anonymous = app.client.get(app.url("$export")).send().await.unwrap();
+        assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+
+        // Cancelling deletes the job and its files.
+        let (status, m) = app.export_and_wait("$export?_type=Patient").await;
+        let file = m["output"][0]["url"].as_str().unwrap().to_owned();
+        let r = app
+            .client
+            .delete(&status)
+            .bearer_auth(&app.data.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        let gone = app
+            .client
+            .get(&status)
+            .bearer_auth(&app.data.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+        let gone = app.client.get(&file).bearer_auth(&app.data.token).send().await.unwrap();
+        assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+
+        // After the configured lifetime (2 s here) a job and its files are gone.
+        let (status, m) = app.export_and_wait("$export?_type=Patient").await;
+        let file = m["output"][0]["url"].as_str().unwrap().to_owned();
+        let r = app
+            .client
+            .get(&status)
+            .bearer_auth(&app.data.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(r.headers().contains_key("expires"));
+        tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+        let gone = app.client.get(&file).bearer_auth(&app.data.token).send().await.unwrap();
+        assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+        let gone = app
+            .client
+            .get(&status)
+            .bearer_auth(&app.data.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+    }
+}

@@ -1,0 +1,428 @@
+//! Bulk Data export (`$export` at system, `Patient` and `Group/[id]` level), as the FHIR Bulk
+//! Data Access IG describes it: a kick-off records a job, a background worker walks the
+//! selected resources and writes NDJSON files of one type each, sealed under the tenant's
+//! data key (bound to the job and file number), and a status call answers "still running",
+//! the manifest, or the failure. Jobs expire; expired jobs and their files are deleted.
+//!
+//! The job's stored request is rebuilt from the parsed parameters (types, a date, a random
+//! group id), so no caller text reaches the database, a log or the manifest.
+
+use crate::keys::Row;
+use crate::{CoreError, ReadOutcome, Vault};
+use carevault_domain::{ResourceId, ResourceType, Timestamp, compartment};
+use carevault_storage::{Cond, ExportFile, ExportFileInfo, ExportJob, ExportState, Prefix, SearchQuery, Store, Table};
+use serde_json::Value;
+
+/// Resources per output file before a new file starts.
+const MAX_PER_FILE: usize = 5_000;
+/// Bytes per output file (before sealing) before a new file starts.
+const MAX_FILE_BYTES: usize = 32 * 1024 * 1024;
+/// Search page size of the worker's walk.
+const PAGE: u32 = 500;
+/// A running job whose worker wrote nothing for this long is reported as failed (its server
+/// stopped, say).
+const STALE_MS: i64 = 10 * 60 * 1000;
+const OUTPUT_FORMATS: [&str; 3] = ["application/fhir+ndjson", "application/ndjson", "ndjson"];
+
+/// Which resources an export covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExportLevel {
+    /// Every resource of the tenant.
+    System,
+    /// Every patient and everything in any patient's compartment.
+    Patient,
+    /// The members of a Group and their compartments.
+    Group(ResourceId),
+}
+
+/// A job's id: random, URL-safe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportJobId(String);
+
+impl ExportJobId {
+    /// Accepts only what the server itself could have issued.
+    pub fn parse(s: &str) -> Option<Self> {
+        (s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())).then(|| Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What the worker needs to run a job.
+#[derive(Debug, Clone)]
+pub struct ExportPlan {
+    types: Vec<ResourceType>,
+    /// `None`: every resource of each type; `Some`: only these patients' compartments.
+    patients: Option<Vec<String>>,
+    /// Patient level: everything in some patient's compartment.
+    any_patient: bool,
+    since: Option<Timestamp>,
+    transaction_time: Timestamp,
+}
+
+/// Where a job stands, as the status endpoint reports it.
+#[derive(Debug, Clone)]
+pub enum ExportStatus {
+    Running {
+        written: i64,
+    },
+    Done {
+        transaction_time: Timestamp,
+        /// The kick-off request, relative to the FHIR base (`$export?_type=…`).
+        request: String,
+        files: Vec<ExportFileInfo>,
+        expires: Timestamp,
+    },
+    Failed {
+        reason: String,
+    },
+}
+
+fn bad(msg: &str) -> CoreError {
+    CoreError::Invalid(msg.to_owned())
+}
+
+/// Types in the patient compartment, and Patient itself.
+fn compartment_types() -> Vec<ResourceType> {
+    ResourceType::ALL
+        .iter()
+        .copied()
+        .filter(|t| *t == ResourceType::Patient || !compartment::params(*t).is_empty())
+        .collect()
+}
+
+impl<S: Store> Vault<S> {
+    /// Validates a kick-off (`query` is the raw query string) and records the job. The caller
+    /// runs [`Vault::run_export`] with the plan in the background.
+    pub async fn start_export(
+        &self,
+        level: ExportLevel,
+        query: &str,
+        ttl_ms: i64,
+    ) -> Result<(ExportJobId, ExportPlan), CoreError> {
+        let pairs = carevault_domain::query::parse_query(query).map_err(|e| CoreError::Invalid(e.to_string()))?;
+        let allowed = match level {
+            ExportLevel::System => ResourceType::ALL.to_vec(),
+            _ => compartment_types(),
+        };
+        let mut types: Option<Vec<ResourceType>> = None;
+        let mut since = None;
+        for (k, v) in &pairs {
+            match k.as_str() {
+                "_outputFormat" => {
+                    if !OUTPUT_FORMATS.contains(&v.as_str()) {
+                        return Err(bad("_outputFormat must be application/fhir+ndjson"));
+                    }
+                }
+                "_since" => {
+                    since = Some(Timestamp::parse(v).ok_or_else(|| bad("_since must be an instant"))?);
+                }
+                "_type" => {
+                    let mut list = types.take().unwrap_or_default();
+                    for t in v.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                        let t: ResourceType = t.parse().map_err(|_| bad("_type names an unknown resource type"))?;
+                        if !allowed.contains(&t) {
+                            return Err(bad("_type names a type outside the patient compartment"));
+                        }
+                        if !list.contains(&t) {
+                            list.push(t);
+                        }
+                    }
+                    types = Some(list);
+                }
+                "_typeFilter" | "_elements" | "patient" | "includeAssociatedData" => {
+                    return Err(bad("this server does not support that $export parameter"));
+                }
+                _ => return Err(bad("$export takes _outputFormat, _since and _type")),
+            }
+        }
+        let mut types = types.unwrap_or(allowed);
+        types.sort_by_key(|t| t.as_str());
+        let patients = match &level {
+            ExportLevel::Group(id) => Some(self.group_members(id).await?),
+            _ => None,
+        };
+        let now = self.clock.now();
+        let mut raw = [0u8; 16];
+        self.rng.fill(&mut raw)?;
+        let id = ExportJobId(raw.iter().map(|b| format!("{b:02x}")).collect());
+        let mut params = Vec::new();
+        if types.len() != ResourceType::ALL.len() {
+            params.push(format!(
+                "_type={}",
+                types.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(",")
+            ));
+        }
+        if let Some(s) = since {
+            params.push(format!(
+                "_since={}",
+                carevault_domain::query::percent_encode(&s.to_fhir())
+            ));
+        }
+        let path = match &level {
+            ExportLevel::System => "$export".to_owned(),
+            ExportLevel::Patient => "Patient/$export".to_owned(),
+            ExportLevel::Group(g) => format!("Group/{g}/$export"),
+        };
+        let request = if params.is_empty() {
+            path
+        } else {
+            format!("{path}?{}", params.join("&"))
+        };
+        self.store
+            .insert_export(ExportJob {
+                tenant: self.tenant.as_str().to_owned(),
+                id: id.0.clone(),
+                state: ExportState::Running,
+                created: now.millis(),
+                updated: now.millis(),
+                expires: now.millis().saturating_add(ttl_ms),
+                transaction_time: now.millis(),
+                request,
+                error: None,
+                written: 0,
+            })
+            .await?;
+        let plan = ExportPlan {
+            types,
+            any_patient: level == ExportLevel::Patient,
+            patients,
+            since,
+            transaction_time: now,
+        };
+        Ok((id, plan))
+    }
+
+    /// The patients a Group lists (active members that reference a Patient).
+    async fn group_members(&self, id: &ResourceId) -> Result<Vec<String>, CoreError> {
+        let ReadOutcome::Found(group) = self.read(ResourceType::Group, id).await? else {
+            return Err(CoreError::NotFound);
+        };
+        let body: Value = serde_json::from_slice(&group.body).map_err(|_| CoreError::Integrity)?;
+        let mut out = Vec::new();
+        for m in body["member"].as_array().into_iter().flatten() {
+            if m["inactive"].as_bool() == Some(true) {
+                continue;
+            }
+            if let Some(id) = m["entity"]["reference"]
+                .as_str()
+                .and_then(|r| r.strip_prefix("Patient/"))
+                && ResourceId::parse(id).is_ok()
+                && !out.iter().any(|o: &String| o == id)
+            {
+                out.push(id.to_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs a job to the end (or until it is cancelled). Failures are recorded on the job
+    /// with a fixed reason and logged with the job id only.
+    pub async fn run_export(&self, job: &ExportJobId, plan: ExportPlan) {
+        let outcome = self.write_export(job, &plan).await;
+        let now = self.clock.now().millis();
+        let tenant = self.tenant.as_str();
+        let finished = match outcome {
+            Ok(true) => {
+                self.store
+                    .finish_export(tenant, job.as_str(), ExportState::Done, None, now)
+                    .await
+            }
+            Ok(false) => return, // cancelled
+            Err(e) => {
+                tracing::error!(job = job.as_str(), error = %e, "export failed");
+                let reason = Some("the export failed on the server; start a new one".to_owned());
+                self.store
+                    .finish_export(tenant, job.as_str(), ExportState::Failed, reason, now)
+                    .await
+            }
+        };
+        if let Err(e) = finished {
+            tracing::error!(job = job.as_str(), error = %e, "export state could not be recorded");
+        }
+    }
+
+    /// Walks every selected type; `Ok(false)` when the job was cancelled meanwhile.
+    async fn write_export(&self, job: &ExportJobId, plan: &ExportPlan) -> Result<bool, CoreError> {
+        let mut n = 0i64;
+        for &t in &plan.types {
+            let mut conds = vec![Cond::LastUpdated {
+                prefix: Prefix::Le,
+                lo: plan.transaction_time.millis(),
+                hi: plan.transaction_time.millis() + 1,
+            }];
+            if let Some(s) = plan.since {
+                conds.push(Cond::LastUpdated {
+                    prefix: Prefix::Ge,
+                    lo: s.millis(),
+                    hi: s.millis() + 1,
+                });
+            }
+            match (&plan.patients, t == ResourceType::Patient) {
+                (Some(ids), true) => conds.push(Cond::Id(ids.clone())),
+                (Some(ids), false) => conds.push(Cond::ReferenceIn {
+                    param: crate::COMPARTMENT.to_owned(),
+                    target_type: Some("Patient".to_owned()),
+                    target_ids: ids.clone(),
+                }),
+                (None, false) if plan.any_patient => conds.push(Cond::Present {
+                    table: Table::Reference,
+                    param: crate::COMPARTMENT.to_owned(),
+                }),
+                (None, _) => {}
+            }
+            let mut query = SearchQuery {
+                tenant: self.tenant.as_str().to_owned(),
+                rtype: t.as_str().to_owned(),
+                conds,
+                sort: Vec::new(),
+                after: None,
+                backwards: false,
+                limit: PAGE,
+            };
+            let mut lines: Vec<u8> = Vec::new();
+            let mut count = 0usize;
+            loop {
+                let hits = self.store.search(&query).await?;
+                let Some(last) = hits.last() else { break };
+                query.after = Some((Vec::new(), last.rid));
+                let full = hits.len() < PAGE as usize;
+                for hit in &hits {
+                    let Ok(id) = ResourceId::parse(&hit.id) else { continue };
+                    let ReadOutcome::Found(r) = self.read(t, &id).await? else {
+                        continue;
+                    };
+                    if r.body.contains(&b'\n') {
+                        let v: Value = serde_json::from_slice(&r.body).map_err(|_| CoreError::Integrity)?;
+                        lines.extend(serde_json::to_vec(&v).map_err(|_| CoreError::Integrity)?);
+                    } else {
+                        lines.extend_from_slice(&r.body);
+                    }
+                    lines.push(b'\n');
+                    count += 1;
+                    if count == MAX_PER_FILE || lines.len() >= MAX_FILE_BYTES {
+                        if !self.flush_export_file(job, n, t, count, &lines).await? {
+                            return Ok(false);
+                        }
+                        n += 1;
+                        lines.clear();
+                        count = 0;
+                    }
+                }
+                if full {
+                    break;
+                }
+            }
+            if count > 0 {
+                if !self.flush_export_file(job, n, t, count, &lines).await? {
+                    return Ok(false);
+                }
+                n += 1;
+            }
+        }
+        Ok(true)
+    }
+
+    fn export_row<'a>(rtype: &'a str, file_id: &'a str, key_id: i64) -> Row<'a> {
+        Row {
+            rtype,
+            id: file_id,
+            version: 0,
+            patient: "",
+            key_id,
+        }
+    }
+
+    async fn flush_export_file(
+        &self,
+        job: &ExportJobId,
+        n: i64,
+        t: ResourceType,
+        count: usize,
+        lines: &[u8],
+    ) -> Result<bool, CoreError> {
+        let (key_id, key) = self.key_for_scope("").await?;
+        let file_id = format!("{}/{n}", job.as_str());
+        let body = self.seal_with(&key, &Self::export_row("$export", &file_id, key_id), lines)?;
+        let file = ExportFile {
+            n,
+            rtype: t.as_str().to_owned(),
+            count: count as i64,
+            key_id,
+            body,
+        };
+        let now = self.clock.now().millis();
+        Ok(self
+            .store
+            .add_export_file(self.tenant.as_str(), job.as_str(), file, now)
+            .await?)
+    }
+
+    /// The job, unless it is missing or expired (an expired job is deleted on sight).
+    async fn live_job(&self, job: &ExportJobId) -> Result<ExportJob, CoreError> {
+        let tenant = self.tenant.as_str();
+        let j = self
+            .store
+            .export(tenant, job.as_str())
+            .await?
+            .ok_or(CoreError::NotFound)?;
+        if j.expires < self.clock.now().millis() {
+            self.store.delete_export(tenant, job.as_str()).await?;
+            return Err(CoreError::NotFound);
+        }
+        Ok(j)
+    }
+
+    pub async fn export_status(&self, job: &ExportJobId) -> Result<ExportStatus, CoreError> {
+        let j = self.live_job(job).await?;
+        let now = self.clock.now().millis();
+        Ok(match j.state {
+            ExportState::Running if now - j.updated > STALE_MS => ExportStatus::Failed {
+                reason: "the export stopped before it finished; start a new one".into(),
+            },
+            ExportState::Running => ExportStatus::Running { written: j.written },
+            ExportState::Failed => ExportStatus::Failed {
+                reason: j.error.unwrap_or_else(|| "the export failed".into()),
+            },
+            ExportState::Done => ExportStatus::Done {
+                transaction_time: Timestamp::from_millis(j.transaction_time),
+                request: j.request,
+                files: self.store.export_files(self.tenant.as_str(), job.as_str()).await?,
+                expires: Timestamp::from_millis(j.expires),
+            },
+        })
+    }
+
+    /// One output file of a finished job, opened: NDJSON.
+    pub async fn export_file(&self, job: &ExportJobId, n: i64) -> Result<Vec<u8>, CoreError> {
+        let j = self.live_job(job).await?;
+        if j.state != ExportState::Done {
+            return Err(CoreError::NotFound);
+        }
+        let f = self
+            .store
+            .export_file(self.tenant.as_str(), job.as_str(), n)
+            .await?
+            .ok_or(CoreError::NotFound)?;
+        let file_id = format!("{}/{n}", job.as_str());
+        self.open(&Self::export_row("$export", &file_id, f.key_id), &f.body)
+            .await
+    }
+
+    /// Cancels a job (running or not) and deletes its files.
+    pub async fn cancel_export(&self, job: &ExportJobId) -> Result<(), CoreError> {
+        self.live_job(job).await?;
+        if self.store.delete_export(self.tenant.as_str(), job.as_str()).await? {
+            Ok(())
+        } else {
+            Err(CoreError::NotFound)
+        }
+    }
+
+    /// Deletes every expired job with its files; returns how many.
+    pub async fn purge_expired_exports(&self) -> Result<u64, CoreError> {
+        Ok(self.store.delete_expired_exports(self.clock.now().millis()).await?)
+    }
+}
