@@ -1,7 +1,9 @@
 //! A synthetic demo hospital, generated in code (no shared test data on a user's machine):
 //! organizations, locations and practitioners, then patients with encounters, vital signs,
 //! lab results, conditions, medications and allergies. Every name and number is invented.
-//! Deterministic for a given seed, so a demo looks the same twice.
+//! Deterministic for a given seed, so a demo looks the same twice. `Shape::SCALE` makes the
+//! long records of the scale benchmark (about 270 resources a patient, Synthea's size, with a
+//! Claim and an ExplanationOfBenefit per encounter).
 
 use serde_json::{Value, json};
 
@@ -236,7 +238,36 @@ fn quantity_obs(at: &Context<'_>, code: &str, display: &str, value: f64, unit: &
 }
 
 /// One patient's record as a transaction bundle.
+/// How long a generated record is.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    /// Encounters per patient: `min` plus up to `extra` more.
+    pub min_encounters: u64,
+    pub extra_encounters: u64,
+    /// A Claim and an ExplanationOfBenefit for every encounter.
+    pub claims: bool,
+}
+
+impl Shape {
+    /// The demo: a few visits each.
+    pub const DEMO: Shape = Shape {
+        min_encounters: 2,
+        extra_encounters: 2,
+        claims: false,
+    };
+    /// The scale benchmark: about 270 resources a patient, like a Synthea record.
+    pub const SCALE: Shape = Shape {
+        min_encounters: 20,
+        extra_encounters: 4,
+        claims: true,
+    };
+}
+
 pub fn patient_bundle(seed: u64, n: u64) -> Value {
+    patient_bundle_shaped(seed, n, Shape::DEMO)
+}
+
+pub fn patient_bundle_shaped(seed: u64, n: u64, shape: Shape) -> Value {
     let mut g = Gen(seed ^ (n.wrapping_mul(0x2545_F491_4F6C_DD1D)));
     let mut entries = Vec::new();
     let p = g.uuid();
@@ -293,9 +324,14 @@ pub fn patient_bundle(seed: u64, n: u64) -> Value {
             "type": "allergy", "criticality": "high",
             "code": coding("http://snomed.info/sct", code, display), "patient": {"reference": p}})));
     }
-    for e in 0..(2 + g.below(3)) {
+    for e in 0..(shape.min_encounters + g.below(shape.extra_encounters + 1)) {
         let enc = g.uuid();
-        let day = date(2022 + g.below(4) as i64, 1 + g.below(12), 1 + g.below(28));
+        let year = if shape.claims {
+            2005 + g.below(21)
+        } else {
+            2022 + g.below(4)
+        };
+        let day = date(year as i64, 1 + g.below(12), 1 + g.below(28));
         let start = format!("{day}T{:02}:{:02}:00+00:00", 8 + g.below(9), g.below(60));
         entries.push(post(&enc, json!({"resourceType": "Encounter", "status": "finished",
             "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB", "display": "ambulatory"},
@@ -367,8 +403,37 @@ pub fn patient_bundle(seed: u64, n: u64) -> Value {
             "subject": {"reference": p}, "encounter": {"reference": enc}, "effectiveDateTime": start,
             "issued": format!("{day}T18:00:00+00:00"), "performer": [{"reference": format!("Organization?identifier={ORG_ID}|org-3")}],
             "result": results})));
+        if shape.claims {
+            claim_and_eob(&mut g, &mut entries, &p, &enc, &day);
+        }
     }
     json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+}
+
+/// The billing side of an encounter, shaped like Synthea's: a Claim and its EOB.
+fn claim_and_eob(g: &mut Gen, entries: &mut Vec<Value>, patient: &str, enc: &str, day: &str) {
+    let claim = g.uuid();
+    let total = (g.range(80.0, 900.0) * 100.0).round() / 100.0;
+    let period = json!({"start": format!("{day}T08:00:00+00:00"), "end": format!("{day}T09:00:00+00:00")});
+    let item = json!([{"sequence": 1, "productOrService": coding("http://snomed.info/sct", "185349003", "Encounter for check up"),
+                       "encounter": [{"reference": enc}], "net": {"value": total, "currency": "USD"}}]);
+    entries.push(post(&claim, json!({"resourceType": "Claim", "status": "active",
+        "type": coding("http://terminology.hl7.org/CodeSystem/claim-type", "institutional", "Institutional"),
+        "use": "claim", "patient": {"reference": patient}, "billablePeriod": period, "created": format!("{day}T09:00:00+00:00"),
+        "provider": {"reference": format!("Organization?identifier={ORG_ID}|org-1")},
+        "priority": coding("http://terminology.hl7.org/CodeSystem/processpriority", "normal", "Normal"),
+        "insurance": [{"sequence": 1, "focal": true, "coverage": {"display": "Medicare"}}],
+        "item": item, "total": {"value": total, "currency": "USD"}})));
+    let eob = g.uuid();
+    entries.push(post(&eob, json!({"resourceType": "ExplanationOfBenefit", "status": "active",
+        "type": coding("http://terminology.hl7.org/CodeSystem/claim-type", "institutional", "Institutional"),
+        "use": "claim", "patient": {"reference": patient}, "billablePeriod": period, "created": format!("{day}T09:00:00+00:00"),
+        "insurer": {"display": "Medicare"}, "provider": {"reference": format!("Organization?identifier={ORG_ID}|org-1")},
+        "claim": {"reference": claim}, "outcome": "complete",
+        "insurance": [{"focal": true, "coverage": {"display": "Medicare"}}],
+        "item": item, "total": [{"category": coding("http://terminology.hl7.org/CodeSystem/adjudication", "submitted", "Submitted Amount"),
+                                 "amount": {"value": total, "currency": "USD"}}],
+        "payment": {"amount": {"value": (total * 0.8 * 100.0).round() / 100.0, "currency": "USD"}}})));
 }
 
 #[cfg(test)]
@@ -383,5 +448,8 @@ mod tests {
         let entries = b["entry"].as_array().map(Vec::len).unwrap_or(0);
         assert!(entries > 15, "a patient has a real record, got {entries} entries");
         assert_eq!(reference_bundle(7)["entry"].as_array().map(Vec::len), Some(3 + 4 + 16));
+        let long = patient_bundle_shaped(7, 1, Shape::SCALE);
+        let n = long["entry"].as_array().map(Vec::len).unwrap_or(0);
+        assert!((200..=340).contains(&n), "a scale record is Synthea-sized, got {n}");
     }
 }

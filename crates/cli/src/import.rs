@@ -30,8 +30,10 @@ pub struct ImportArgs {
     /// Files or folders to import.
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
-    /// How many files to work on at once.
-    #[arg(long, default_value_t = 4)]
+    /// How many files to work on at once. More files in flight make bigger group commits on
+    /// SQLite (each index page written once for more rows), at some memory (about 16 MB a
+    /// file of 270 resources).
+    #[arg(long, default_value_t = 64)]
     pub jobs: usize,
 }
 

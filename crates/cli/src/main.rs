@@ -5,6 +5,7 @@ mod app;
 mod config;
 mod demo;
 mod demo_data;
+mod generate;
 mod import;
 mod init;
 mod serve;
@@ -34,6 +35,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Import FHIR bundles (JSON) and NDJSON files or folders of them.
     Import(import::ImportArgs),
+    /// Write synthetic patients (Synthea-sized records) as transaction bundles, for benchmarks.
+    Generate(generate::GenerateArgs),
 }
 
 /// A failure the CLI reports in one line and exits non-zero on.
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
             Command::Serve(a) => serve::run(a).await,
             Command::Demo(a) => demo::run(a).await,
             Command::Import(a) => import::run(a).await,
+            Command::Generate(a) => generate::run(a),
         }
     });
     match result {

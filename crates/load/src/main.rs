@@ -42,10 +42,13 @@ enum What {
         #[arg(long, default_value_t = 1000)]
         patients: usize,
     },
-    /// GET one search (or any path) repeatedly, e.g. `Observation?code=8302-2`.
+    /// GET searches (or any paths) repeatedly, e.g. `Observation?code=8302-2`, taking the
+    /// given paths (and the lines of `--paths-file`) in turn.
     Query {
         #[arg(long)]
-        path: String,
+        path: Vec<String>,
+        #[arg(long)]
+        paths_file: Option<PathBuf>,
     },
 }
 
@@ -136,9 +139,20 @@ async fn drive(cli: &Cli) -> Result<(), LoadError> {
         What::Query { .. } => String::new(),
         _ => format!("Patient/{}", run.post("Patient", &patient(0)).await?),
     };
-    let ids: Arc<Vec<String>> = Arc::new(match cli.what {
-        What::Creates | What::Query { .. } => Vec::new(),
-        What::Reads { patients } => {
+    let ids: Arc<Vec<String>> = Arc::new(match &cli.what {
+        What::Creates => Vec::new(),
+        What::Query { path, paths_file } => {
+            let mut paths = path.clone();
+            if let Some(f) = paths_file {
+                let text = std::fs::read_to_string(f).map_err(|e| LoadError(format!("paths file: {e}")))?;
+                paths.extend(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned));
+            }
+            if paths.is_empty() {
+                return Err(LoadError("query needs --path or --paths-file".into()));
+            }
+            paths
+        }
+        &What::Reads { patients } => {
             eprintln!("creating {patients} patients to read ...");
             let mut ids = Vec::with_capacity(patients);
             for n in 0..patients {
@@ -170,7 +184,7 @@ async fn drive(cli: &Cli) -> Result<(), LoadError> {
                         let id = &ids[(n.wrapping_mul(2_654_435_761)) % ids.len()];
                         run.get(&format!("Patient/{id}")).await?;
                     }
-                    What::Query { ref path } => run.get(path).await?,
+                    What::Query { .. } => run.get(&ids[n % ids.len()]).await?,
                 }
                 lat.push(t.elapsed().as_micros() as u64);
                 counter.fetch_add(1, Ordering::Relaxed);
@@ -188,7 +202,7 @@ async fn drive(cli: &Cli) -> Result<(), LoadError> {
     let label = match &cli.what {
         What::Creates => "creates".to_owned(),
         What::Reads { .. } => "reads".to_owned(),
-        What::Query { path } => format!("GET {}", path.split('?').next().unwrap_or("")),
+        What::Query { .. } => format!("GET {}", ids[0].split('?').next().unwrap_or("")),
     };
     println!(
         "{label}: concurrency {} requests {} in {elapsed:.1} s = {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms",

@@ -33,6 +33,12 @@ pub(crate) struct Sql {
     /// The tenant and type being searched, folded into each condition's parameter key.
     tenant: String,
     rtype: String,
+    /// Whether conditions are written as correlated probes (`EXISTS … x.rid = r.rid`) rather
+    /// than as the uncorrelated row-id list that drives the query.
+    correlated: bool,
+    /// Whether a condition is written bare (`SELECT 1 FROM <table> x WHERE …`), to count
+    /// its index rows.
+    bare: bool,
 }
 
 const INT_HI: i64 = i64::MAX / 2;
@@ -60,6 +66,8 @@ impl Sql {
             dialect,
             tenant: String::new(),
             rtype: String::new(),
+            correlated: false,
+            bare: false,
         }
     }
 
@@ -92,17 +100,100 @@ impl Sql {
         self.push(")");
     }
 
-    /// `r.rid IN (SELECT x.rid FROM <table> x WHERE x.pkey = ? AND <rest>)`: uncorrelated, so
-    /// both databases answer it once from the value index instead of probing every resource
-    /// of the type. `pkey` names tenant, type and parameter at once.
+    /// One condition on an index table, in one of two forms. Driving: `r.rid IN (SELECT x.rid
+    /// FROM <table> x WHERE x.pkey = ? AND <rest>)`, uncorrelated, answered once from the value
+    /// index; the query then visits only the listed rows. Correlated: `EXISTS (SELECT 1 FROM
+    /// <table> x WHERE x.rid = r.rid AND +x.pkey = ? AND <rest>)`, a probe of the owner index
+    /// (a resource's own few rows) for each row the query visits; the unary `+` keeps SQLite
+    /// from probing the value index instead, which would scan every row of a common value.
+    /// `pkey` names tenant, type and parameter at once.
     fn exists(&mut self, table: Table, param: &str, rest: impl FnOnce(&mut Sql)) {
-        self.push(&format!(
-            "r.rid IN (SELECT x.rid FROM {} x WHERE x.pkey = ",
-            table.name()
-        ));
-        self.arg(Arg::Int(param_key(&self.tenant, &self.rtype, param)));
+        let key = Arg::Int(param_key(&self.tenant, &self.rtype, param));
+        if self.bare {
+            self.push(&format!("SELECT 1 FROM {} x WHERE x.pkey = ", table.name()));
+            self.arg(key);
+            rest(self);
+            return;
+        }
+        if self.correlated {
+            self.push(&format!(
+                "EXISTS (SELECT 1 FROM {} x WHERE x.rid = r.rid AND +x.pkey = ",
+                table.name()
+            ));
+        } else {
+            self.push(&format!(
+                "r.rid IN (SELECT x.rid FROM {} x WHERE x.pkey = ",
+                table.name()
+            ));
+        }
+        self.arg(key);
         rest(self);
         self.push(")");
+    }
+
+    /// The condition that should drive a query: the one likely to match fewest rows, by kind
+    /// (a resource id, a reference to one resource, a blind tag, a code, a string, a uri).
+    /// Dates, numbers, presence and negations never drive: they are probed.
+    pub fn driver(q: &SearchQuery) -> Option<usize> {
+        q.conds
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| Self::drive_rank(c).map(|r| (r, i)))
+            .min()
+            .map(|(_, i)| i)
+    }
+
+    /// How well a condition drives (lower is better), or `None`. An OR-list drives when every
+    /// alternative does (it lists the union).
+    fn drive_rank(c: &Cond) -> Option<u8> {
+        match c {
+            Cond::Any(list) if !list.is_empty() => list
+                .iter()
+                .map(Self::drive_rank)
+                .collect::<Option<Vec<_>>>()
+                .and_then(|r| r.into_iter().max()),
+            Cond::Id(_) => Some(0),
+            Cond::Reference { .. } | Cond::ReferenceIn { .. } => Some(1),
+            Cond::Blind { .. } => Some(2),
+            Cond::Token { code: Some(_), .. } => Some(3),
+            Cond::StringExact { .. } => Some(4),
+            Cond::StringPrefix { .. } => Some(5),
+            Cond::Uri {
+                how: UriMatch::Exact, ..
+            } => Some(6),
+            _ => None,
+        }
+    }
+
+    /// `SELECT count(*)` of at most `limit` index rows matching condition `i`, when that is a
+    /// code, string or uri condition (or an OR-list of them): how dense a driver is, for
+    /// choosing between driving by it and walking the type in row-id order. `false` when the
+    /// condition is of another kind.
+    pub fn probe(&mut self, q: &SearchQuery, i: usize, limit: u32) -> bool {
+        let countable = |c: &Cond| {
+            matches!(
+                c,
+                Cond::Token { .. } | Cond::StringPrefix { .. } | Cond::StringExact { .. } | Cond::Uri { .. }
+            )
+        };
+        let alternatives: Vec<&Cond> = match q.conds.get(i) {
+            Some(Cond::Any(list)) if !list.is_empty() && list.iter().all(countable) => list.iter().collect(),
+            Some(c) if countable(c) => vec![c],
+            _ => return false,
+        };
+        self.tenant = q.tenant.clone();
+        self.rtype = q.rtype.clone();
+        self.bare = true;
+        self.push("SELECT count(*) FROM (");
+        for (n, c) in alternatives.into_iter().enumerate() {
+            if n > 0 {
+                self.push(" UNION ALL ");
+            }
+            self.cond(c);
+        }
+        self.push(&format!(" LIMIT {limit}) AS probe"));
+        self.bare = false;
+        true
     }
 
     fn range(&mut self, prefix: Prefix, lo_col: &str, hi_col: &str, lo: i64, hi: i64) {
@@ -355,20 +446,24 @@ impl Sql {
         }
     }
 
-    fn base_where(&mut self, q: &SearchQuery) {
+    /// `driver`: the condition written in its driving form (see `exists`); every other one is
+    /// a correlated probe. `None`: the query walks the type in row-id order, probing each row.
+    fn base_where(&mut self, q: &SearchQuery, driver: Option<usize>) {
         self.push(" FROM resources r JOIN resource_versions v ON v.seq = r.seq WHERE r.tenant = ");
         self.text_arg(&q.tenant);
         self.push(" AND r.rtype = ");
         self.text_arg(&q.rtype);
         self.push(" AND NOT r.deleted");
-        for c in &q.conds {
+        for (i, c) in q.conds.iter().enumerate() {
             self.push(" AND ");
+            self.correlated = Some(i) != driver;
             self.cond(c);
         }
+        self.correlated = false;
     }
 
     /// The page query; returns the type of each sort value the rows carry after the id.
-    pub fn page(&mut self, q: &SearchQuery) -> Vec<SortType> {
+    pub fn page(&mut self, q: &SearchQuery, driver: Option<usize>) -> Vec<SortType> {
         self.tenant = q.tenant.clone();
         self.rtype = q.rtype.clone();
         self.push("SELECT r.id, r.rid");
@@ -377,7 +472,7 @@ impl Sql {
             self.push(", ");
             types.push(self.sort_expr(key, *desc));
         }
-        self.base_where(q);
+        self.base_where(q, driver);
         if let Some((values, last_rid)) = &q.after {
             // (k1, k2, …, rid) strictly after the cursor, in the walk's direction.
             self.push(" AND (");
@@ -427,10 +522,10 @@ impl Sql {
         }
     }
 
-    pub fn count(&mut self, q: &SearchQuery) {
+    pub fn count(&mut self, q: &SearchQuery, driver: Option<usize>) {
         self.tenant = q.tenant.clone();
         self.rtype = q.rtype.clone();
         self.push("SELECT count(*)");
-        self.base_where(q);
+        self.base_where(q, driver);
     }
 }

@@ -264,7 +264,7 @@ impl ResourceStore for PgStore {
     async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>, StoreError> {
         let client = self.client().await?;
         let mut sql = Sql::new(Dialect::Postgres);
-        let types = sql.page(query);
+        let types = sql.page(query, Sql::driver(query));
         let args = boxed(&sql.args);
         let stmt = client.prepare_cached(&sql.text).await?;
         let rows = client.query(&stmt, &refs(&args)).await?;
@@ -293,7 +293,7 @@ impl ResourceStore for PgStore {
     async fn search_count(&self, query: &SearchQuery) -> Result<u64, StoreError> {
         let client = self.client().await?;
         let mut sql = Sql::new(Dialect::Postgres);
-        sql.count(query);
+        sql.count(query, Sql::driver(query));
         let args = boxed(&sql.args);
         let stmt = client.prepare_cached(&sql.text).await?;
         let n: i64 = client.query_one(&stmt, &refs(&args)).await?.get(0);
