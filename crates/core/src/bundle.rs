@@ -32,6 +32,10 @@ pub struct EntryResult {
     pub resource: Option<Vec<u8>>,
     /// Why the entry failed (batch only; a transaction fails whole).
     pub error: Option<CoreError>,
+    /// A GET entry: its resource (or searchset) is returned whatever `Prefer` says.
+    pub read: bool,
+    /// A search entry's page of results: the searched type and the page.
+    pub search: Option<(ResourceType, crate::SearchPage)>,
 }
 
 /// The outcome of a whole bundle.
@@ -48,6 +52,7 @@ enum Method {
     Get,
     Post,
     Put,
+    Patch,
     Delete,
 }
 
@@ -139,9 +144,9 @@ fn parse_entries(bundle: &Value) -> Result<(BundleKind, Vec<Entry>), CoreError> 
             Some("POST") => Method::Post,
             Some("PUT") => Method::Put,
             Some("DELETE") => Method::Delete,
-            Some("PATCH") => return Err(invalid(i, "PATCH inside a bundle is not supported yet")),
+            Some("PATCH") => Method::Patch,
             _ => {
-                return Err(invalid(i, "request.method must be GET, POST, PUT or DELETE"));
+                return Err(invalid(i, "request.method must be GET, POST, PUT, PATCH or DELETE"));
             }
         };
         let url = request
@@ -205,6 +210,10 @@ enum Plan {
     Get {
         target: String,
     },
+    Search {
+        rtype: ResourceType,
+        query: String,
+    },
 }
 
 impl<S: Store> Vault<S> {
@@ -229,12 +238,8 @@ impl<S: Store> Vault<S> {
                     results.extend(out.entries.pop());
                 }
                 Err(e) => results.push(EntryResult {
-                    status: 0,
-                    location: None,
-                    version: None,
-                    last_modified: None,
-                    resource: None,
                     error: Some(e),
+                    ..empty_result(0)
                 }),
             }
         }
@@ -262,9 +267,14 @@ impl<S: Store> Vault<S> {
     async fn try_transaction(&self, entries: &[Entry]) -> Result<BundleOutcome, CoreError> {
         let mut plans: Vec<Option<Plan>> = (0..entries.len()).map(|_| None).collect();
         let mut urls: HashMap<String, String> = HashMap::new();
-        // Order of processing per the spec: DELETE, POST, PUT, GET.
-        for method in [Method::Delete, Method::Post, Method::Put, Method::Get] {
-            for (i, e) in entries.iter().enumerate().filter(|(_, e)| e.method == method) {
+        // Order of processing per the spec: DELETE, POST, PUT and PATCH, GET.
+        for methods in [
+            &[Method::Delete][..],
+            &[Method::Post],
+            &[Method::Put, Method::Patch],
+            &[Method::Get],
+        ] {
+            for (i, e) in entries.iter().enumerate().filter(|(_, e)| methods.contains(&e.method)) {
                 let plan = self.plan_entry(i, e, &plans).await.map_err(|err| with_entry(i, err))?;
                 if let (Some(full), Some((rtype, id))) = (&e.full_url, plan_target(&plan)) {
                     urls.insert(full.clone(), format!("{rtype}/{id}"));
@@ -342,12 +352,9 @@ impl<S: Store> Vault<S> {
                         Some(cur) => {
                             let v = self.deletion(*rtype, id, &cur);
                             results[i] = Some(EntryResult {
-                                status: 204,
-                                location: None,
                                 version: Some(v.version),
                                 last_modified: Some(Timestamp::from_millis(v.last_updated)),
-                                resource: None,
-                                error: None,
+                                ..empty_result(204)
                             });
                             changes.versions.push(v);
                         }
@@ -355,7 +362,7 @@ impl<S: Store> Vault<S> {
                     }
                 }
                 Plan::DeleteNothing => results[i] = Some(empty_result(204)),
-                Plan::Matched { .. } | Plan::Get { .. } => {}
+                Plan::Matched { .. } | Plan::Get { .. } | Plan::Search { .. } => {}
             }
         }
         let mut written = BTreeMap::new();
@@ -390,6 +397,21 @@ impl<S: Store> Vault<S> {
                     });
                 }
                 Some(Plan::Get { target }) => results[i] = Some(self.get_entry(i, target).await),
+                Some(Plan::Search { rtype, query }) => {
+                    results[i] = Some(
+                        match self.search(*rtype, query, crate::SearchOptions::default()).await {
+                            Ok(page) => EntryResult {
+                                search: Some((*rtype, page)),
+                                read: true,
+                                ..empty_result(200)
+                            },
+                            Err(e) => EntryResult {
+                                error: Some(with_entry(i, e)),
+                                ..empty_result(0)
+                            },
+                        },
+                    )
+                }
                 _ => {}
             }
         }
@@ -493,9 +515,76 @@ impl<S: Store> Vault<S> {
                 }
             }
             (Method::Get, Target::Instance(..)) => Ok(Plan::Get { target: e.url.clone() }),
-            (Method::Get, _) => Err(invalid(i, "only reads by id are supported inside bundles yet")),
+            (Method::Get, Target::Type(rtype)) => Ok(Plan::Search {
+                rtype,
+                query: String::new(),
+            }),
+            (Method::Get, Target::Conditional(rtype, query)) => Ok(Plan::Search { rtype, query }),
+            (Method::Patch, Target::Instance(rtype, id, None)) => self.plan_patch(i, e, rtype, id).await,
+            (Method::Patch, Target::Conditional(rtype, q)) => {
+                let matches = self.resolve(rtype, &q, plans).await?;
+                match matches.as_slice() {
+                    [one] => self.plan_patch(i, e, rtype, one.clone()).await,
+                    [] => Err(CoreError::NotFound),
+                    _ => Err(CoreError::PreconditionFailed(
+                        "the conditional patch matches more than one resource".into(),
+                    )),
+                }
+            }
             _ => Err(invalid(i, "this method and request.url do not go together")),
         }
+    }
+
+    /// A PATCH entry: its resource is a Binary holding a JSON Patch
+    /// (`application/json-patch+json`, base64 in `data`), applied to the current version now
+    /// and written as an update bound to that version.
+    async fn plan_patch(&self, i: usize, e: &Entry, rtype: ResourceType, id: ResourceId) -> Result<Plan, CoreError> {
+        use base64::Engine as _;
+        let binary = e
+            .resource
+            .as_ref()
+            .filter(|r| r.rtype() == ResourceType::Binary)
+            .ok_or_else(|| {
+                invalid(
+                    i,
+                    "a PATCH entry carries a Binary with a JSON Patch (FHIRPath Patch is not supported)",
+                )
+            })?;
+        let body = binary.json();
+        if body["contentType"].as_str() != Some("application/json-patch+json") {
+            return Err(invalid(
+                i,
+                "the Binary's contentType must be application/json-patch+json",
+            ));
+        }
+        let data = body["data"]
+            .as_str()
+            .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
+            .ok_or_else(|| invalid(i, "the Binary's data must be base64"))?;
+        let patch: Value =
+            serde_json::from_slice(&data).map_err(|_| invalid(i, "the Binary's data is not a JSON Patch document"))?;
+        let current = match self.read(rtype, &id).await? {
+            ReadOutcome::Found(r) => r,
+            ReadOutcome::Deleted { version, last_updated } => {
+                return Err(CoreError::Gone {
+                    version,
+                    last_updated: last_updated.millis(),
+                });
+            }
+            ReadOutcome::NotFound => return Err(CoreError::NotFound),
+        };
+        if e.if_match.is_some_and(|v| v.get() != current.version) {
+            return Err(CoreError::PreconditionFailed(
+                "ifMatch does not name the current version".into(),
+            ));
+        }
+        let resource = self.patched(rtype, &id, &current, &patch)?;
+        Ok(Plan::Put {
+            rtype,
+            id,
+            resource,
+            if_match: Some(VersionId::new(current.version).map_err(|_| CoreError::Integrity)?),
+        })
     }
 
     /// Resources matching a condition: with only `_id`/`identifier`, the ones this bundle
@@ -589,11 +678,14 @@ impl<S: Store> Vault<S> {
         let outcome = match parse_target(i, url) {
             Ok(Target::Instance(rtype, id, None)) => self.read(rtype, &id).await,
             Ok(Target::Instance(rtype, id, Some(v))) => self.vread(rtype, &id, v).await,
-            Ok(_) => Err(invalid(i, "only reads by id are supported inside bundles yet")),
+            Ok(_) => Err(invalid(i, "request.url is not a read")),
             Err(e) => Err(e),
         };
         match outcome {
-            Ok(ReadOutcome::Found(r)) => written_result(&r, 200),
+            Ok(ReadOutcome::Found(r)) => EntryResult {
+                read: true,
+                ..written_result(&r, 200)
+            },
             Ok(ReadOutcome::Deleted { .. }) => EntryResult {
                 error: Some(CoreError::Gone {
                     version: 0,
@@ -647,6 +739,8 @@ fn written_result(r: &StoredResource, status: u16) -> EntryResult {
         last_modified: Some(r.last_updated),
         resource: Some(r.body.clone()),
         error: None,
+        read: false,
+        search: None,
     }
 }
 
@@ -658,6 +752,8 @@ fn empty_result(status: u16) -> EntryResult {
         last_modified: None,
         resource: None,
         error: None,
+        read: false,
+        search: None,
     }
 }
 

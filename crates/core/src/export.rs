@@ -288,7 +288,7 @@ impl<S: Store> Vault<S> {
                 let hits = self.store.search(&query).await?;
                 let Some(last) = hits.last() else { break };
                 query.after = Some((Vec::new(), last.rid));
-                let full = hits.len() < PAGE as usize;
+                let last_page = hits.len() < PAGE as usize;
                 for hit in &hits {
                     let Ok(id) = ResourceId::parse(&hit.id) else { continue };
                     let ReadOutcome::Found(r) = self.read(t, &id).await? else {
@@ -311,7 +311,7 @@ impl<S: Store> Vault<S> {
                         count = 0;
                     }
                 }
-                if full {
+                if last_page {
                     break;
                 }
             }

@@ -2,7 +2,7 @@
 //! result checked like any incoming resource, then written as an update bound to the version
 //! that was patched (so a concurrent write makes it fail rather than be lost).
 
-use crate::crud::{ReadOutcome, Written};
+use crate::crud::{ReadOutcome, StoredResource, Written};
 use crate::{CoreError, Vault};
 use carevault_domain::patch::{PatchError, apply};
 use carevault_domain::{Resource, ResourceError, ResourceId, ResourceType, VersionId};
@@ -32,6 +32,19 @@ impl<S: Store> Vault<S> {
                 "If-Match does not name the current version".into(),
             ));
         }
+        let resource = self.patched(rtype, id, &current, patch)?;
+        let version = VersionId::new(current.version).map_err(|_| CoreError::Integrity)?;
+        self.update(rtype, id, resource, Some(version)).await
+    }
+
+    /// The current version with a JSON Patch applied, checked like any incoming resource.
+    pub(crate) fn patched(
+        &self,
+        rtype: ResourceType,
+        id: &ResourceId,
+        current: &StoredResource,
+        patch: &Value,
+    ) -> Result<Resource, CoreError> {
         let body: Value = serde_json::from_slice(&current.body).map_err(|_| CoreError::Integrity)?;
         let patched = apply(&body, patch).map_err(|e| match e {
             PatchError::Malformed(..) => CoreError::Invalid(e.to_string()),
@@ -46,7 +59,6 @@ impl<S: Store> Vault<S> {
                 "a patch may not change resourceType or id".into(),
             ));
         }
-        let version = VersionId::new(current.version).map_err(|_| CoreError::Integrity)?;
-        self.update(rtype, id, resource, Some(version)).await
+        Ok(resource)
     }
 }

@@ -56,6 +56,16 @@ async fn write_canaries(app: &TestApp) {
     .await;
     app.create(&json!({"resourceType": "Observation", "status": "final", "code": {"text": "note"},
         "subject": {"reference": format!("Patient/{pid}")}, "note": [{"text": "Quillfeather lives at Marmalade Crescent"}]})).await;
+    // A logical reference by identifier: indexed for `:identifier` as blind tags only.
+    app.create(
+        &json!({"resourceType": "Observation", "status": "final", "code": {"text": "logical"},
+        "subject": {"identifier": {"system": "http://hl7.org/fhir/sid/us-ssn", "value": "CANARY-SSN-918273645"}}}),
+    )
+    .await;
+    let r = app
+        .get("Observation?subject:identifier=http://hl7.org/fhir/sid/us-ssn|CANARY-SSN-918273645")
+        .await;
+    assert_eq!(r.json()["total"], 1, "search by the reference's identifier");
     // An update and a conditional create put canaries through more code paths.
     let mut again = patient.clone();
     again["id"] = json!(pid);

@@ -763,3 +763,101 @@ async fn paging_is_stable_under_concurrent_writes() {
         }
     }
 }
+
+/// `_summary=true|data`, `:identifier` on references and `_revinclude:iterate`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn summaries_reference_identifiers_and_iterated_revincludes() {
+    use serde_json::json;
+    for backend in backends("summaries_reference_identifiers_and_iterated_revincludes").await {
+        let app = spawn_app(&backend).await;
+        let p = app
+            .create(&json!({"resourceType": "Patient", "gender": "female",
+                "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">A patient</div>"},
+                "name": [{"family": "Summarova"}], "photo": [{"contentType": "image/png", "data": "iVBORw0KGgo="}]}))
+            .await;
+        // _summary=true keeps the summary elements and drops the rest; data drops the text.
+        let b = app.get(&format!("Patient?_id={p}&_summary=true")).await.json();
+        let r = &b["entry"][0]["resource"];
+        assert_eq!(r["name"][0]["family"], "Summarova");
+        assert_eq!(r["gender"], "female");
+        assert!(r.get("text").is_none() && r.get("photo").is_none(), "{r}");
+        assert!(r["meta"]["tag"].to_string().contains("SUBSETTED"));
+        let b = app.get(&format!("Patient?_id={p}&_summary=data")).await.json();
+        let r = &b["entry"][0]["resource"];
+        assert!(r.get("text").is_none() && r.get("photo").is_some(), "{r}");
+        assert!(r["meta"]["tag"].to_string().contains("SUBSETTED"));
+        let b = app.get(&format!("Patient?_id={p}&_summary=false")).await.json();
+        assert!(b["entry"][0]["resource"].get("text").is_some());
+        assert_eq!(app.get("Patient?_summary=text").await.status, StatusCode::BAD_REQUEST);
+
+        // :identifier matches the reference's own identifier, not the resolved resource.
+        let logical = app
+            .create(
+                &json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                "subject": {"identifier": {"system": "urn:mrn", "value": "M-2"}}}),
+            )
+            .await;
+        let both = app
+            .create(
+                &json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                "subject": {"reference": format!("Patient/{p}"), "identifier": {"system": "urn:mrn", "value": "M-1"}}}),
+            )
+            .await;
+        let ids = |b: Value| -> BTreeSet<String> {
+            b["entry"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| e["search"]["mode"] == "match")
+                .map(|e| e["resource"]["id"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        for (q, want) in [
+            ("Observation?subject:identifier=urn:mrn|M-2", vec![logical.clone()]),
+            ("Observation?subject:identifier=M-1", vec![both.clone()]),
+            ("Observation?subject:identifier=urn:other|M-1", vec![]),
+            (
+                "Observation?subject:identifier=urn:mrn|M-1,urn:mrn|M-2",
+                vec![logical.clone(), both.clone()],
+            ),
+        ] {
+            let r = app.get(q).await;
+            assert_eq!(r.status, StatusCode::OK, "{q}");
+            assert_eq!(ids(r.json()), want.into_iter().collect::<BTreeSet<_>>(), "{q}");
+        }
+
+        // _revinclude:iterate follows from what the first round added.
+        let enc = app
+            .create(&json!({"resourceType": "Encounter", "status": "finished",
+                "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+                "subject": {"reference": format!("Patient/{p}")}}))
+            .await;
+        let obs = app
+            .create(
+                &json!({"resourceType": "Observation", "status": "final", "code": {"text": "y"},
+                "encounter": {"reference": format!("Encounter/{enc}")}}),
+            )
+            .await;
+        let included = |b: &Value| -> BTreeSet<String> {
+            b["entry"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| e["search"]["mode"] == "include")
+                .map(|e| e["resource"]["id"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let once = app
+            .get(&format!("Patient?_id={p}&_revinclude=Encounter:subject"))
+            .await
+            .json();
+        assert_eq!(included(&once), [enc.clone()].into_iter().collect());
+        let iterated = app
+            .get(&format!(
+                "Patient?_id={p}&_revinclude=Encounter:subject&_revinclude:iterate=Observation:encounter"
+            ))
+            .await
+            .json();
+        assert_eq!(included(&iterated), [enc.clone(), obs.clone()].into_iter().collect());
+    }
+}

@@ -131,3 +131,106 @@ async fn batch_entries_succeed_and_fail_independently() {
         assert_eq!(app.get("_history").await.json()["total"], 2);
     }
 }
+
+/// PATCH entries (a Binary holding a JSON Patch) and GET entries that search, in
+/// transactions and batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundles_patch_and_search() {
+    use base64::Engine as _;
+    let b64 = |v: Value| base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&v).unwrap());
+    for backend in backends("bundles_patch_and_search").await {
+        let app = spawn_app(&backend).await;
+        let p = app
+            .create(&json!({"resourceType": "Patient", "gender": "female", "identifier": [{"system": "urn:t", "value": "pt-1"}]}))
+            .await;
+        let patch = |id: &str, ops: Value| {
+            json!({"resource": {"resourceType": "Binary", "contentType": "application/json-patch+json", "data": b64(ops)},
+                   "request": {"method": "PATCH", "url": format!("Patient/{id}")}})
+        };
+        // A transaction patches, creates, then searches; the search sees the writes.
+        let r = app
+            .post(
+                "",
+                &tx(vec![
+                    json!({"request": {"method": "GET", "url": "Patient?identifier=urn:t|pt-1"}}),
+                    patch(&p, json!([{"op": "replace", "path": "/gender", "value": "male"}])),
+                    json!({"resource": {"resourceType": "Patient", "gender": "other", "identifier": [{"system": "urn:t", "value": "pt-2"}]},
+                           "request": {"method": "POST", "url": "Patient"}}),
+                    json!({"request": {"method": "GET", "url": "Patient?identifier=urn:t|pt-1,urn:t|pt-2&_total=accurate"}}),
+                    json!({"request": {"method": "GET", "url": format!("Patient/{p}")}}),
+                ]),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+        let b = r.json();
+        let e = b["entry"].as_array().unwrap();
+        assert_eq!(e[0]["response"]["status"], "200 OK");
+        assert_eq!(e[0]["resource"]["type"], "searchset");
+        assert_eq!(
+            e[0]["resource"]["entry"][0]["resource"]["gender"], "male",
+            "GET runs after the writes"
+        );
+        assert_eq!(e[1]["response"]["status"], "200 OK");
+        assert_eq!(e[1]["response"]["etag"], "W/\"2\"");
+        assert_eq!(e[2]["response"]["status"], "201 Created");
+        assert_eq!(e[3]["resource"]["total"], 2);
+        assert_eq!(e[4]["resource"]["gender"], "male", "a read entry carries its resource");
+        assert_eq!(app.get(&format!("Patient/{p}")).await.json()["gender"], "male");
+
+        // A failing patch fails the whole transaction: nothing written.
+        let r = app
+            .post(
+                "",
+                &tx(vec![
+                    patch(&p, json!([{"op": "replace", "path": "/gender", "value": "unknown"}])),
+                    patch(&p, json!([{"op": "remove", "path": "/nothing-here"}])),
+                ]),
+            )
+            .await;
+        assert!(r.status.is_client_error(), "{}", r.status);
+        assert_eq!(app.get(&format!("Patient/{p}")).await.json()["meta"]["versionId"], "2");
+        let r = app
+            .post(
+                "",
+                &tx(vec![patch(
+                    &p,
+                    json!([{"op": "replace", "path": "/id", "value": "other"}]),
+                )]),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+        // FHIRPath Patch (Parameters) is refused with a reason.
+        let r = app
+            .post(
+                "",
+                &tx(vec![
+                    json!({"resource": {"resourceType": "Parameters", "parameter": []},
+                                "request": {"method": "PATCH", "url": format!("Patient/{p}")}}),
+                ]),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert!(r.outcome().contains("JSON Patch"), "{}", r.outcome());
+
+        // In a batch, a bad search fails alone; a conditional patch finds its target.
+        let r = app
+            .post(
+                "",
+                &json!({"resourceType": "Bundle", "type": "batch", "entry": [
+                    {"request": {"method": "GET", "url": "Patient?birthdate=lt2000"}},
+                    {"resource": {"resourceType": "Binary", "contentType": "application/json-patch+json",
+                                  "data": b64(json!([{"op": "add", "path": "/active", "value": true}]))},
+                     "request": {"method": "PATCH", "url": "Patient?identifier=urn:t|pt-1"}},
+                    {"request": {"method": "GET", "url": "Patient?_count=1"}}
+                ]}),
+            )
+            .await;
+        let b = r.json();
+        let e = b["entry"].as_array().unwrap();
+        assert_eq!(e[0]["response"]["status"], "400 Bad Request");
+        assert_eq!(e[0]["response"]["outcome"]["resourceType"], "OperationOutcome");
+        assert_eq!(e[1]["response"]["status"], "200 OK");
+        assert_eq!(e[2]["resource"]["entry"].as_array().unwrap().len(), 1);
+        assert_eq!(app.get(&format!("Patient/{p}")).await.json()["active"], true);
+    }
+}

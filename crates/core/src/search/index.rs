@@ -97,6 +97,33 @@ fn composite_rows(p: &carevault_domain::search::SearchParam, body: &Value, out: 
 /// searches and `$everything`), from our table of the R4 patient compartment.
 pub const COMPARTMENT: &str = "_compartment";
 
+/// Blind rows of the logical identifiers references carry (`subject.identifier`), for the
+/// `:identifier` modifier: identifiers are identifying wherever they appear.
+fn reference_identifier_rows(
+    key: &IndexKey,
+    p: &carevault_domain::search::SearchParam,
+    body: &Value,
+    out: &mut Vec<SearchRow>,
+) {
+    let param = format!("{}:identifier", p.name);
+    for path in p.paths {
+        for v in carevault_domain::search::path::select(body, path) {
+            let ident = &v["identifier"];
+            let Some(value) = ident["value"].as_str() else { continue };
+            let system = ident["system"].as_str().unwrap_or("");
+            blind_rows(
+                key,
+                &param,
+                &IndexValue::Token {
+                    system: system.to_owned(),
+                    code: value.to_owned(),
+                },
+                out,
+            );
+        }
+    }
+}
+
 /// Every index row of `body`.
 pub(crate) fn search_rows(key: &IndexKey, rtype: ResourceType, id: &ResourceId, body: &Value) -> Vec<SearchRow> {
     let mut out = Vec::new();
@@ -118,6 +145,9 @@ pub(crate) fn search_rows(key: &IndexKey, rtype: ResourceType, id: &ResourceId, 
         if p.kind == carevault_domain::search::ParamKind::Composite {
             composite_rows(p, body, &mut out);
             continue;
+        }
+        if p.kind == carevault_domain::search::ParamKind::Reference {
+            reference_identifier_rows(key, p, body, &mut out);
         }
         let values = carevault_domain::search::extract::param_values(p, body);
         if class == Class::Identifying {

@@ -6,6 +6,7 @@ mod everything;
 mod index;
 mod parse;
 mod run;
+mod summary;
 
 pub use parse::{Include, SearchRequest};
 pub use run::{SearchOptions, SearchPage};

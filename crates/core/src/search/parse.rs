@@ -21,14 +21,26 @@ pub struct SearchRequest {
     pub total: bool,
     pub summary_count: bool,
     pub elements: Option<Vec<String>>,
+    /// `_summary=data`: every element but the narrative.
+    pub without_text: bool,
     /// Names of parameters that were not understood and were ignored.
     pub ignored: Vec<String>,
     /// `_include` (and `_include:iterate`): resources the matches point to.
     pub includes: Vec<Include>,
-    /// `_revinclude`: resources of a type that point to the matches through a parameter.
-    pub revincludes: Vec<(ResourceType, &'static SearchParam)>,
+    /// `_revinclude` (and `_revinclude:iterate`): resources that point to the matches.
+    pub revincludes: Vec<RevInclude>,
     /// Chained parameters and `_has`, resolved by running their inner searches first.
     pub(crate) links: Vec<Link>,
+}
+
+/// One `_revinclude`: resources of `source` whose `param` points to a match (of type
+/// `target` only, if given); with `iterate`, also to resources that earlier rounds added.
+#[derive(Debug, Clone, Copy)]
+pub struct RevInclude {
+    pub source: ResourceType,
+    pub param: &'static SearchParam,
+    pub target: Option<ResourceType>,
+    pub iterate: bool,
 }
 
 /// One `_include`: from resources of `source`, follow `param` (to `target` only, if given);
@@ -186,6 +198,7 @@ impl Parser<'_> {
             total: false,
             summary_count: false,
             elements: None,
+            without_text: false,
             ignored: Vec::new(),
             includes: Vec::new(),
             revincludes: Vec::new(),
@@ -213,7 +226,13 @@ impl Parser<'_> {
                         req.total = true;
                     }
                     "false" => {}
-                    _ => return Err(bad("_summary supports `count` and `false` so far")),
+                    "true" => req.elements = Some(super::summary::summary_elements(self.rtype)),
+                    "data" => req.without_text = true,
+                    _ => {
+                        return Err(bad(
+                            "_summary supports true, data, count and false (text is not supported)",
+                        ));
+                    }
                 },
                 "_elements" => {
                     req.elements = Some(
@@ -237,8 +256,9 @@ impl Parser<'_> {
                 }
                 "_include" | "_revinclude" => self.include(name == "_include", false, value, &mut req)?,
                 "_include:iterate" => self.include(true, true, value, &mut req)?,
+                "_revinclude:iterate" => self.include(false, true, value, &mut req)?,
                 n if n.starts_with("_include:") || n.starts_with("_revinclude:") => {
-                    return Err(bad(format!("`{n}` (iterate) is not supported yet")));
+                    return Err(bad(format!("`{n}`: the only modifier of includes is :iterate")));
                 }
                 _ => self.param(name, value, &mut req)?,
             }
@@ -331,8 +351,13 @@ impl Parser<'_> {
                     target,
                     iterate,
                 });
-            } else if target.is_none_or(|t| t == self.rtype) {
-                req.revincludes.push((source, p));
+            } else if iterate || target.is_none_or(|t| t == self.rtype) {
+                req.revincludes.push(RevInclude {
+                    source,
+                    param: p,
+                    target,
+                    iterate,
+                });
             }
         }
         Ok(())
@@ -629,6 +654,22 @@ impl Parser<'_> {
                 }
                 if modifier == Some("not") {
                     return Ok(Cond::Not(Box::new(Cond::Any(any))));
+                }
+            }
+            ParamKind::Reference if modifier == Some("identifier") => {
+                // The reference's logical identifier (`subject.identifier`), indexed as keyed
+                // blind tags: an identifier may well be a medical record number.
+                for v in values {
+                    let (system, code) = token_value(v);
+                    let Some(code) = code else {
+                        return Err(bad(format!("`{name}:identifier` needs a value, not only a system")));
+                    };
+                    let tag_param = format!("{param}:identifier");
+                    let tag = match &system {
+                        Some(s) => self.tag(&tag_param, "t", &format!("{s}\0{code}")),
+                        None => self.tag(&tag_param, "c", &code),
+                    };
+                    any.push(Cond::Blind { param: tag_param, tag });
                 }
             }
             ParamKind::Reference => {

@@ -30,6 +30,8 @@ pub struct SearchPage {
     pub total: Option<u64>,
     pub summary_count: bool,
     pub elements: Option<Vec<String>>,
+    /// `_summary=data`: drop the narrative.
+    pub without_text: bool,
     pub ignored: Vec<String>,
     pub this: Option<String>,
     pub first: Option<String>,
@@ -158,6 +160,7 @@ impl<S: Store> Vault<S> {
                 total,
                 summary_count: true,
                 elements: None,
+                without_text: false,
                 ignored: req.ignored,
                 this,
                 first: None,
@@ -211,6 +214,7 @@ impl<S: Store> Vault<S> {
             total,
             summary_count: false,
             elements: req.elements,
+            without_text: req.without_text,
             ignored: req.ignored,
             this,
             first,
@@ -364,7 +368,7 @@ impl<S: Store> Vault<S> {
     }
 }
 
-/// How many rounds `_include:iterate` follows.
+/// How many rounds `_include:iterate` and `_revinclude:iterate` follow.
 const MAX_INCLUDE_ROUNDS: usize = 4;
 
 /// The most resources one `_revinclude` adds to a page.
@@ -407,41 +411,47 @@ impl<S: Store> Vault<S> {
                     }
                 }
             }
+            for rev in req.revincludes.iter().filter(|r| round == 0 || r.iterate) {
+                // Round 0 points at the page (all of the searched type); later rounds at what
+                // the previous round added, grouped by type.
+                let mut targets: std::collections::BTreeMap<ResourceType, Vec<String>> = Default::default();
+                for r in &from {
+                    if rev.target.is_none_or(|t| t == r.rtype) && (round > 0 || r.rtype == rtype) {
+                        targets.entry(r.rtype).or_default().push(r.id.to_string());
+                    }
+                }
+                for (t, ids) in targets {
+                    let q = SearchQuery {
+                        tenant: self.tenant.as_str().to_owned(),
+                        rtype: rev.source.as_str().to_owned(),
+                        conds: vec![carevault_storage::Cond::ReferenceIn {
+                            param: rev.param.name.to_owned(),
+                            target_type: Some(t.as_str().to_owned()),
+                            target_ids: ids,
+                        }],
+                        sort: Vec::new(),
+                        after: None,
+                        backwards: false,
+                        limit: MAX_REVINCLUDE,
+                    };
+                    for hit in self.store.search(&q).await? {
+                        if !seen.insert((rev.source, hit.id.clone())) {
+                            continue;
+                        }
+                        let Ok(id) = carevault_domain::ResourceId::parse(&hit.id) else {
+                            continue;
+                        };
+                        if let crate::ReadOutcome::Found(found) = self.read(rev.source, &id).await? {
+                            added.push(found);
+                        }
+                    }
+                }
+            }
             if added.is_empty() {
                 break;
             }
             out.extend(added.iter().cloned());
             from = added;
-        }
-        for (source, param) in &req.revincludes {
-            if page.is_empty() {
-                break;
-            }
-            let targets = carevault_storage::Cond::ReferenceIn {
-                param: param.name.to_owned(),
-                target_type: Some(rtype.as_str().to_owned()),
-                target_ids: page.iter().map(|r| r.id.to_string()).collect(),
-            };
-            let q = SearchQuery {
-                tenant: self.tenant.as_str().to_owned(),
-                rtype: source.as_str().to_owned(),
-                conds: vec![targets],
-                sort: Vec::new(),
-                after: None,
-                backwards: false,
-                limit: MAX_REVINCLUDE,
-            };
-            for hit in self.store.search(&q).await? {
-                if !seen.insert((*source, hit.id.clone())) {
-                    continue;
-                }
-                let Ok(id) = carevault_domain::ResourceId::parse(&hit.id) else {
-                    continue;
-                };
-                if let crate::ReadOutcome::Found(found) = self.read(*source, &id).await? {
-                    out.push(found);
-                }
-            }
         }
         Ok(out)
     }

@@ -1,4 +1,5 @@
-//! `POST [base]` with a transaction or batch Bundle.
+//! `POST [base]` with a transaction or batch Bundle. GET entries (reads and searches) always
+//! carry their resource or searchset; writes carry theirs with `Prefer: return=representation`.
 
 use crate::body::read_body;
 use crate::error::fhir_json_response;
@@ -50,8 +51,11 @@ pub(crate) async fn process(
             response.insert("outcome".into(), oo);
         }
         let mut entry = json!({ "response": Value::Object(response) });
-        if let (true, Some(body)) = (with_resources, &e.resource) {
+        if let (true, Some(body)) = (with_resources || e.read, &e.resource) {
             entry["resource"] = serde_json::from_slice(body).unwrap_or(Value::Null);
+        }
+        if let Some((rtype, page)) = &e.search {
+            entry["resource"] = super::search::searchset(&base, *rtype, page)?;
         }
         if let Some(loc) = &e.location
             && let Some((path, _)) = loc.split_once("/_history")

@@ -46,16 +46,14 @@ fn strict(headers: &HeaderMap) -> bool {
         })
 }
 
-/// Keeps only the requested top-level elements (plus the mandatory ones) and marks the
-/// resource SUBSETTED.
-fn subset(resource: Value, elements: &[String]) -> Value {
-    let Value::Object(map) = resource else { return resource };
-    let mut out = Map::new();
-    for (k, v) in map {
-        if matches!(k.as_str(), "resourceType" | "id" | "meta") || elements.iter().any(|e| e == &k) {
-            out.insert(k, v);
-        }
-    }
+/// Does element `key` of a resource answer to the requested `name`? Exactly, or as a choice
+/// variant (`value` asks for `valueQuantity`).
+fn element_matches(key: &str, name: &str) -> bool {
+    key == name || (key.len() > name.len() && key.starts_with(name) && key.as_bytes()[name.len()].is_ascii_uppercase())
+}
+
+/// Marks a resource SUBSETTED.
+fn mark_subsetted(out: &mut Map<String, Value>) {
     let meta = out.entry("meta").or_insert_with(|| json!({}));
     if let Value::Object(m) = meta {
         let tags = m.entry("tag").or_insert_with(|| json!([]));
@@ -63,14 +61,42 @@ fn subset(resource: Value, elements: &[String]) -> Value {
             t.push(json!({"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}));
         }
     }
+}
+
+/// Keeps only the requested top-level elements (plus the mandatory ones) and marks the
+/// resource SUBSETTED.
+fn subset(resource: Value, elements: &[String]) -> Value {
+    let Value::Object(map) = resource else { return resource };
+    let mut out = Map::new();
+    for (k, v) in map {
+        if matches!(k.as_str(), "resourceType" | "id" | "meta") || elements.iter().any(|e| element_matches(&k, e)) {
+            out.insert(k, v);
+        }
+    }
+    mark_subsetted(&mut out);
     Value::Object(out)
 }
 
-fn entry(base: &str, r: &StoredResource, elements: Option<&[String]>) -> Result<Value, ApiError> {
+/// `_summary=data`: everything but the narrative, marked SUBSETTED.
+fn without_text(resource: Value) -> Value {
+    let Value::Object(mut map) = resource else {
+        return resource;
+    };
+    map.remove("text");
+    mark_subsetted(&mut map);
+    Value::Object(map)
+}
+
+/// A bundle entry; `shape` subsets a match as `_elements`/`_summary` asked (included
+/// resources go whole).
+fn entry(base: &str, r: &StoredResource, shape: Option<&SearchPage>) -> Result<Value, ApiError> {
     let mut resource: Value =
         serde_json::from_slice(&r.body).map_err(|_| ApiError::Internal("stored body is not JSON".into()))?;
-    if let Some(el) = elements {
+    if let Some(el) = shape.and_then(|p| p.elements.as_deref()) {
         resource = subset(resource, el);
+    }
+    if shape.is_some_and(|p| p.without_text) {
+        resource = without_text(resource);
     }
     Ok(json!({
         "fullUrl": format!("{base}/{}/{}", r.rtype, r.id),
@@ -79,7 +105,8 @@ fn entry(base: &str, r: &StoredResource, elements: Option<&[String]>) -> Result<
     }))
 }
 
-fn bundle(base: &str, rtype: ResourceType, page: &SearchPage) -> Result<Value, ApiError> {
+/// The searchset Bundle of one page.
+pub(crate) fn searchset(base: &str, rtype: ResourceType, page: &SearchPage) -> Result<Value, ApiError> {
     let link = |rel: &str, cursor: &str| json!({"relation": rel, "url": format!("{base}/{rtype}?_cursor={cursor}")});
     let mut links = Vec::new();
     if let Some(c) = page.this.as_ref().or(page.first.as_ref()) {
@@ -96,7 +123,7 @@ fn bundle(base: &str, rtype: ResourceType, page: &SearchPage) -> Result<Value, A
     }
     let mut entries = Vec::with_capacity(page.resources.len() + 1);
     for r in &page.resources {
-        entries.push(entry(base, r, page.elements.as_deref())?);
+        entries.push(entry(base, r, Some(page))?);
     }
     for r in &page.included {
         let mut e = entry(base, r, None)?;
@@ -134,7 +161,7 @@ pub(crate) async fn run(
         )
         .await?;
     let base = base_url(state, headers);
-    let body = bundle(&base, rtype, &page)?;
+    let body = searchset(&base, rtype, &page)?;
     Ok(fhir_json_response(
         StatusCode::OK,
         serde_json::to_vec(&body).unwrap_or_default(),
