@@ -289,11 +289,8 @@ impl<S: Store> Vault<S> {
                 let Some(last) = hits.last() else { break };
                 query.after = Some((Vec::new(), last.rid));
                 let last_page = hits.len() < PAGE as usize;
-                for hit in &hits {
-                    let Ok(id) = ResourceId::parse(&hit.id) else { continue };
-                    let ReadOutcome::Found(r) = self.read(t, &id).await? else {
-                        continue;
-                    };
+                let ids: Vec<String> = hits.iter().map(|h| h.id.clone()).collect();
+                for r in self.read_many(t, &ids).await? {
                     if r.body.contains(&b'\n') {
                         let v: Value = serde_json::from_slice(&r.body).map_err(|_| CoreError::Integrity)?;
                         lines.extend(serde_json::to_vec(&v).map_err(|_| CoreError::Integrity)?);

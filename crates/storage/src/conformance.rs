@@ -64,6 +64,17 @@ async fn suite<S: Store>(s: S) {
     assert_eq!(s.version(&key("a"), 1).await.unwrap().unwrap().body, b"sealed-a-1");
     assert!(s.version(&key("a"), 9).await.unwrap().is_none());
 
+    // many at once: the current versions of those that exist, each once
+    let many: Vec<String> = ["missing", "a", "a"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain((0..300).map(|i| format!("n{i}")))
+        .collect();
+    let found = s.current_many("default", "Observation", &many).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!((found[0].key.id.as_str(), found[0].version), ("a", 2));
+    assert!(s.current_many("default", "Patient", &many).await.unwrap().is_empty());
+
     // identifier index follows the current version only
     assert!(
         s.find_by_identifier("default", "Observation", b"tag1")

@@ -31,6 +31,15 @@ pub trait ResourceStore: Send + Sync {
     /// The current version of a resource, deleted or not.
     fn current(&self, key: &ResourceKey) -> impl Future<Output = Result<Option<StoredVersion>, StoreError>> + Send;
 
+    /// The current versions (deleted or not) of those of `ids` that exist, in any order: one
+    /// round trip for a page of search results.
+    fn current_many(
+        &self,
+        tenant: &str,
+        rtype: &str,
+        ids: &[String],
+    ) -> impl Future<Output = Result<Vec<StoredVersion>, StoreError>> + Send;
+
     /// One version of a resource.
     fn version(
         &self,

@@ -449,7 +449,14 @@ impl Sql {
     /// `driver`: the condition written in its driving form (see `exists`); every other one is
     /// a correlated probe. `None`: the query walks the type in row-id order, probing each row.
     fn base_where(&mut self, q: &SearchQuery, driver: Option<usize>) {
-        self.push(" FROM resources r JOIN resource_versions v ON v.seq = r.seq WHERE r.tenant = ");
+        self.push(" FROM resources r JOIN resource_versions v ON v.seq = r.seq WHERE ");
+        if self.dialect == Dialect::Postgres {
+            // The expression of PostgreSQL's `resources_by_type` index (see its schema).
+            self.push("(r.tenant || '/' || r.rtype) = ");
+            self.text_arg(&format!("{}/{}", q.tenant, q.rtype));
+            self.push(" AND ");
+        }
+        self.push("r.tenant = ");
         self.text_arg(&q.tenant);
         self.push(" AND r.rtype = ");
         self.text_arg(&q.rtype);

@@ -117,7 +117,10 @@ impl<S: Store> Vault<S> {
                 backwards: false,
                 limit: count - resources.len() as u32 + 1,
             };
-            for hit in self.store.search(&q).await? {
+            let hits = self.store.search(&q).await?;
+            let rids: std::collections::HashMap<String, i64> = hits.iter().map(|h| (h.id.clone(), h.rid)).collect();
+            let ids: Vec<String> = hits.into_iter().map(|h| h.id).collect();
+            for r in self.read_many(t, &ids).await? {
                 if resources.len() as u32 == count
                     && let Some((last_type, last_rid)) = last
                 {
@@ -126,11 +129,8 @@ impl<S: Store> Vault<S> {
                     next = Some(self.cursor_key.seal(self.rng.as_ref(), &context, &bytes)?);
                     break 'types;
                 }
-                let Ok(id) = ResourceId::parse(&hit.id) else { continue };
-                if let ReadOutcome::Found(r) = self.read(t, &id).await? {
-                    resources.push(r);
-                    last = Some((t, hit.rid));
-                }
+                last = rids.get(r.id.as_str()).map(|rid| (t, *rid));
+                resources.push(r);
             }
         }
         Ok(EverythingPage { resources, next })

@@ -178,17 +178,9 @@ impl<S: Store> Vault<S> {
             }
         }
         q.limit = req.count;
-        let mut resources = Vec::with_capacity(hits.len());
-        for hit in &hits {
-            let Ok(id) = carevault_domain::ResourceId::parse(&hit.id) else {
-                continue;
-            };
-            if let crate::ReadOutcome::Found(r) = self.read(rtype, &id).await?
-                && recheck(&req.rechecks, &r.body)
-            {
-                resources.push(r);
-            }
-        }
+        let ids: Vec<String> = hits.iter().map(|h| h.id.clone()).collect();
+        let mut resources = self.read_many(rtype, &ids).await?;
+        resources.retain(|r| recheck(&req.rechecks, &r.body));
         let position = |h: &SearchHit| Some((h.sort.clone(), h.rid));
         let base = |after, backwards| CursorState {
             query: state.query.clone(),
@@ -389,6 +381,8 @@ impl<S: Store> Vault<S> {
         let mut from: Vec<StoredResource> = page.to_vec();
         for round in 0..MAX_INCLUDE_ROUNDS {
             let mut added = Vec::new();
+            // Forward includes: the targets of this round, read a type at a time.
+            let mut wanted: std::collections::BTreeMap<ResourceType, Vec<String>> = Default::default();
             for inc in req.includes.iter().filter(|i| round == 0 || i.iterate) {
                 for r in from.iter().filter(|r| r.rtype == inc.source) {
                     let Ok(body) = serde_json::from_slice::<Value>(&r.body) else {
@@ -399,17 +393,18 @@ impl<S: Store> Vault<S> {
                             continue;
                         };
                         let Ok(t) = t.parse::<ResourceType>() else { continue };
-                        if inc.target.is_some_and(|want| want != t) || !seen.insert((t, id.clone())) {
+                        if inc.target.is_some_and(|want| want != t)
+                            || carevault_domain::ResourceId::parse(&id).is_err()
+                            || !seen.insert((t, id.clone()))
+                        {
                             continue;
                         }
-                        let Ok(id) = carevault_domain::ResourceId::parse(&id) else {
-                            continue;
-                        };
-                        if let crate::ReadOutcome::Found(found) = self.read(t, &id).await? {
-                            added.push(found);
-                        }
+                        wanted.entry(t).or_default().push(id);
                     }
                 }
+            }
+            for (t, ids) in wanted {
+                added.extend(self.read_many(t, &ids).await?);
             }
             for rev in req.revincludes.iter().filter(|r| round == 0 || r.iterate) {
                 // Round 0 points at the page (all of the searched type); later rounds at what
@@ -434,17 +429,15 @@ impl<S: Store> Vault<S> {
                         backwards: false,
                         limit: MAX_REVINCLUDE,
                     };
-                    for hit in self.store.search(&q).await? {
-                        if !seen.insert((rev.source, hit.id.clone())) {
-                            continue;
-                        }
-                        let Ok(id) = carevault_domain::ResourceId::parse(&hit.id) else {
-                            continue;
-                        };
-                        if let crate::ReadOutcome::Found(found) = self.read(rev.source, &id).await? {
-                            added.push(found);
-                        }
-                    }
+                    let ids: Vec<String> = self
+                        .store
+                        .search(&q)
+                        .await?
+                        .into_iter()
+                        .filter(|hit| seen.insert((rev.source, hit.id.clone())))
+                        .map(|hit| hit.id)
+                        .collect();
+                    added.extend(self.read_many(rev.source, &ids).await?);
                 }
             }
             if added.is_empty() {

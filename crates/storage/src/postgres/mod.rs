@@ -31,7 +31,15 @@ fn map_err(e: tokio_postgres::Error) -> StoreError {
 impl PgStore {
     /// Connects (a `postgres://` URL) and applies pending migrations.
     pub async fn connect(url: &str, max_connections: usize) -> Result<Self, StoreError> {
-        let cfg = tokio_postgres::Config::from_str(url).map_err(|e| StoreError::backend("database url", e))?;
+        let mut cfg = tokio_postgres::Config::from_str(url).map_err(|e| StoreError::backend("database url", e))?;
+        // Plan every statement with its parameters and the table's current size. A cached
+        // generic plan made while a table was still empty (a fresh database) keeps scanning
+        // the whole table for point lookups long after it has grown.
+        let options = match cfg.get_options() {
+            Some(o) if !o.is_empty() => format!("{o} -c plan_cache_mode=force_custom_plan"),
+            _ => "-c plan_cache_mode=force_custom_plan".to_owned(),
+        };
+        cfg.options(&options);
         let mgr = Manager::from_config(
             cfg,
             NoTls,
@@ -208,6 +216,22 @@ impl ResourceStore for PgStore {
             .query_opt(&stmt, &[&key.tenant, &key.rtype, &key.id])
             .await?
             .map(|r| version_from_row(&r)))
+    }
+
+    async fn current_many(&self, tenant: &str, rtype: &str, ids: &[String]) -> Result<Vec<StoredVersion>, StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS} FROM resources r JOIN resource_versions v ON v.seq = r.seq
+             WHERE r.tenant = $1 AND r.rtype = $2 AND r.id = ANY($3)"
+        );
+        let stmt = client.prepare_cached(&sql).await?;
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        Ok(client
+            .query(&stmt, &[&tenant, &rtype, &ids])
+            .await?
+            .iter()
+            .map(version_from_row)
+            .collect())
     }
 
     async fn version(&self, key: &ResourceKey, version: u64) -> Result<Option<StoredVersion>, StoreError> {

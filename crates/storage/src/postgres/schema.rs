@@ -32,8 +32,10 @@ CREATE TABLE resources (
     deleted BOOLEAN NOT NULL,
     PRIMARY KEY (tenant, rtype, id)
 );
--- A search walks a type in row-id order.
-CREATE INDEX resources_by_type ON resources (tenant, rtype, rid);
+-- A search walks a type in row-id order. Keyed by an expression (which only the search SQL
+-- names) so that the planner, before a table has statistics, never mistakes it for the
+-- primary key in a lookup by id.
+CREATE INDEX resources_by_type ON resources ((tenant || '/' || rtype), rid);
 CREATE TABLE identifier_index (
     tenant TEXT  NOT NULL,
     rtype  TEXT  NOT NULL,

@@ -31,6 +31,10 @@ impl SqliteStore {
     }
 }
 
+/// Ids per statement of `current_many` (SQLite allows 32,766 parameters; this keeps the
+/// padded lists and their plans small).
+const MANY_CHUNK: usize = 256;
+
 const VERSION_COLUMNS: &str =
     "v.tenant, v.rtype, v.id, v.version, v.seq, v.last_updated, v.op, v.key_id, v.patient, v.body";
 
@@ -253,6 +257,35 @@ impl ResourceStore for SqliteStore {
                     .prepare_cached(&sql)?
                     .query_row(params![key.tenant, key.rtype, key.id], version_from_row)
                     .optional()?)
+            })
+            .await
+    }
+
+    async fn current_many(&self, tenant: &str, rtype: &str, ids: &[String]) -> Result<Vec<StoredVersion>, StoreError> {
+        let (tenant, rtype, ids) = (tenant.to_owned(), rtype.to_owned(), ids.to_vec());
+        self.pool
+            .read(move |conn| {
+                let mut out = Vec::with_capacity(ids.len());
+                for chunk in ids.chunks(MANY_CHUNK) {
+                    // Lists are padded to a power of two (repeating the last id) so a handful
+                    // of statement texts serve every length from the statement cache.
+                    let width = chunk.len().next_power_of_two();
+                    let marks = vec!["?"; width].join(", ");
+                    let sql = format!(
+                        "SELECT {VERSION_COLUMNS} FROM resources r JOIN resource_versions v ON v.seq = r.seq
+                         WHERE r.tenant = ? AND r.rtype = ? AND r.id IN ({marks})"
+                    );
+                    let mut args: Vec<&str> = vec![&tenant, &rtype];
+                    args.extend(chunk.iter().map(String::as_str));
+                    let last = chunk.last().map_or("", String::as_str);
+                    args.resize(width + 2, last);
+                    let mut stmt = conn.prepare_cached(&sql)?;
+                    let rows = stmt.query_map(rusqlite::params_from_iter(args), version_from_row)?;
+                    for row in rows {
+                        out.push(row?);
+                    }
+                }
+                Ok(out)
             })
             .await
     }
