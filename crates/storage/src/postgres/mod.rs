@@ -31,15 +31,7 @@ fn map_err(e: tokio_postgres::Error) -> StoreError {
 impl PgStore {
     /// Connects (a `postgres://` URL) and applies pending migrations.
     pub async fn connect(url: &str, max_connections: usize) -> Result<Self, StoreError> {
-        let mut cfg = tokio_postgres::Config::from_str(url).map_err(|e| StoreError::backend("database url", e))?;
-        // Plan every statement with its parameters and the table's current size. A cached
-        // generic plan made while a table was still empty (a fresh database) keeps scanning
-        // the whole table for point lookups long after it has grown.
-        let options = match cfg.get_options() {
-            Some(o) if !o.is_empty() => format!("{o} -c plan_cache_mode=force_custom_plan"),
-            _ => "-c plan_cache_mode=force_custom_plan".to_owned(),
-        };
-        cfg.options(&options);
+        let cfg = tokio_postgres::Config::from_str(url).map_err(|e| StoreError::backend("database url", e))?;
         let mgr = Manager::from_config(
             cfg,
             NoTls,

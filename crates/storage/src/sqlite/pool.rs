@@ -38,13 +38,10 @@ pub(crate) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
 impl Pool {
     pub(crate) fn open(path: &Path, readers: usize) -> Result<Arc<Self>, StoreError> {
         let mut writer_conn = open_connection(path)?;
-        // The writer touches index pages all over the file: a larger page cache saves reads,
-        // and checkpointing every 40 MB of WAL (not 4 MB) writes a hot page back once per
-        // checkpoint instead of once per few commits, with fewer fsyncs of the main file.
-        writer_conn.execute_batch(
-            "PRAGMA cache_size = -524288;
-             PRAGMA wal_autocheckpoint = 10000;",
-        )?;
+        // The writer touches index pages all over the file: a larger page cache saves it
+        // reads. (A longer WAL between checkpoints helped imports a little but slowed every
+        // reader, which must search the WAL index for each page.)
+        writer_conn.execute_batch("PRAGMA cache_size = -524288;")?;
         super::schema::migrate(&mut writer_conn)?;
         let mut pool = Vec::with_capacity(readers);
         for _ in 0..readers.max(1) {
