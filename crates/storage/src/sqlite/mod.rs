@@ -177,9 +177,10 @@ fn to_value(a: &Arg) -> rusqlite::types::Value {
 /// and probing finds a page sooner than listing every match first.
 const DENSE_DRIVER: u32 = 20_000;
 
-/// Which condition drives a page query. SQLite keeps no statistics here, so a code or string
-/// driver is measured first (a bounded count) when the page is in row-id order: a common code
-/// (heart rate among Observations, say) is better found by walking than by listing.
+/// Which condition drives a page query. SQLite keeps no statistics here, so a code, string or
+/// range driver is measured first (a bounded count) when the page is in row-id order: a
+/// common code (heart rate among Observations, say) is better found by walking than by
+/// listing.
 fn page_driver(conn: &Connection, q: &SearchQuery) -> Result<Option<usize>, StoreError> {
     let Some(i) = Sql::driver(q) else { return Ok(None) };
     let mut probe = Sql::new(Dialect::Sqlite);
