@@ -563,21 +563,7 @@ impl<S: Store> Vault<S> {
             .ok_or_else(|| invalid(i, "the Binary's data must be base64"))?;
         let patch: Value =
             serde_json::from_slice(&data).map_err(|_| invalid(i, "the Binary's data is not a JSON Patch document"))?;
-        let current = match self.read(rtype, &id).await? {
-            ReadOutcome::Found(r) => r,
-            ReadOutcome::Deleted { version, last_updated } => {
-                return Err(CoreError::Gone {
-                    version,
-                    last_updated: last_updated.millis(),
-                });
-            }
-            ReadOutcome::NotFound => return Err(CoreError::NotFound),
-        };
-        if e.if_match.is_some_and(|v| v.get() != current.version) {
-            return Err(CoreError::PreconditionFailed(
-                "ifMatch does not name the current version".into(),
-            ));
-        }
+        let current = self.patch_base(rtype, &id, e.if_match).await?;
         let resource = self.patched(rtype, &id, &current, &patch)?;
         Ok(Plan::Put {
             rtype,

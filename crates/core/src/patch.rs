@@ -17,6 +17,19 @@ impl<S: Store> Vault<S> {
         patch: &Value,
         if_match: Option<VersionId>,
     ) -> Result<Written, CoreError> {
+        let current = self.patch_base(rtype, id, if_match).await?;
+        let resource = self.patched(rtype, id, &current, patch)?;
+        let version = VersionId::new(current.version).map_err(|_| CoreError::Integrity)?;
+        self.update(rtype, id, resource, Some(version)).await
+    }
+
+    /// The version a patch applies to: the current one, live, and the one `if_match` names.
+    pub(crate) async fn patch_base(
+        &self,
+        rtype: ResourceType,
+        id: &ResourceId,
+        if_match: Option<VersionId>,
+    ) -> Result<StoredResource, CoreError> {
         let current = match self.read(rtype, id).await? {
             ReadOutcome::Found(r) => r,
             ReadOutcome::Deleted { version, last_updated } => {
@@ -32,9 +45,7 @@ impl<S: Store> Vault<S> {
                 "If-Match does not name the current version".into(),
             ));
         }
-        let resource = self.patched(rtype, id, &current, patch)?;
-        let version = VersionId::new(current.version).map_err(|_| CoreError::Integrity)?;
-        self.update(rtype, id, resource, Some(version)).await
+        Ok(current)
     }
 
     /// The current version with a JSON Patch applied, checked like any incoming resource.
