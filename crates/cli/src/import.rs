@@ -209,14 +209,19 @@ pub async fn run(args: ImportArgs) -> Result<ExitCode, CliError> {
     let (totals, failed) = import_all(&vault, files, args.jobs.max(1), &bar).await;
     bar.finish_and_clear();
     let elapsed = started.elapsed().as_secs_f64();
-    if let Err(e) = vault.store().analyze().await {
-        eprintln!("warning: could not refresh database statistics: {e}");
-    }
     let count: usize = totals.values().sum();
     println!(
         "Imported {count} resources in {elapsed:.1} s ({:.0} resources/s)",
         count as f64 / elapsed.max(1e-9)
     );
+    let refresh = Instant::now();
+    match vault.store().refresh_after_bulk_load().await {
+        Ok(()) if vault.store().backend_name() == "postgres" => {
+            println!("Refreshed statistics in {:.1} s", refresh.elapsed().as_secs_f64());
+        }
+        Ok(()) => {}
+        Err(e) => eprintln!("warning: could not refresh database statistics: {e}"),
+    }
     for (t, n) in &totals {
         println!("  {t:<28} {n}");
     }

@@ -28,12 +28,12 @@ impl AnyStore {
         }
     }
 
-    /// Refreshes the query planner's statistics after a bulk load (PostgreSQL plans search
-    /// subqueries badly on freshly filled tables until autovacuum gets to them).
-    pub async fn analyze(&self) -> Result<(), StoreError> {
+    /// Brings planner statistics and visibility up to date after a bulk load (PostgreSQL
+    /// plans searches badly on freshly filled tables until autovacuum gets to them).
+    pub async fn refresh_after_bulk_load(&self) -> Result<(), StoreError> {
         match self {
             AnyStore::Sqlite(_) => Ok(()),
-            AnyStore::Postgres(p) => p.analyze().await,
+            AnyStore::Postgres(p) => p.refresh_after_bulk_load().await,
         }
     }
 

@@ -39,6 +39,24 @@ pub(crate) struct Sql {
     /// Whether a condition is written bare (`SELECT 1 FROM <table> x WHERE …`), to count
     /// its index rows.
     bare: bool,
+    /// Whether the condition being written is the joined driver (see `Driver::Joined`): only
+    /// its column tests, on the alias `d`.
+    joined: bool,
+}
+
+/// How the driving condition enters a page query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Driver {
+    /// No driver: the query walks the type in row-id order, probing each row.
+    Walk,
+    /// `r.rid IN (SELECT x.rid …)`: the engine lists the matching row ids, then visits them.
+    List(usize),
+    /// `FROM <table> d JOIN resources r ON r.rid = d.rid … ORDER BY d.rid`: the driver's value
+    /// index, read in row-id order, feeds a nested loop that stops after a page. Only for an
+    /// equality that binds every value column (then each resource has at most one such row
+    /// and the index is ordered by row id): a blind tag, a typed reference, a code with its
+    /// system.
+    Joined(usize),
 }
 
 const INT_HI: i64 = i64::MAX / 2;
@@ -68,6 +86,7 @@ impl Sql {
             rtype: String::new(),
             correlated: false,
             bare: false,
+            joined: false,
         }
     }
 
@@ -82,6 +101,12 @@ impl Sql {
             Dialect::Sqlite => self.text.push('?'),
             Dialect::Postgres => self.text.push_str(&format!("${}", self.args.len())),
         }
+    }
+
+    /// ` AND <alias>.<column><op>`: the alias is `d` for the joined driver, `x` otherwise.
+    fn col_test(&mut self, column: &str, op: &str) {
+        let alias = if self.joined { "d" } else { "x" };
+        self.push(&format!(" AND {alias}.{column}{op}"));
     }
 
     fn text_arg(&mut self, s: &str) {
@@ -110,6 +135,12 @@ impl Sql {
     /// `pkey` names tenant, type and parameter at once.
     fn exists(&mut self, table: Table, param: &str, rest: impl FnOnce(&mut Sql)) {
         let key = Arg::Int(param_key(&self.tenant, &self.rtype, param));
+        if self.joined {
+            self.push("d.pkey = ");
+            self.arg(key);
+            rest(self);
+            return;
+        }
         if self.bare {
             self.push(&format!("SELECT 1 FROM {} x WHERE x.pkey = ", table.name()));
             self.arg(key);
@@ -265,11 +296,11 @@ impl Sql {
         match c {
             Cond::Token { param, system, code } => self.exists(Table::Token, param, |s| {
                 if let Some(code) = code {
-                    s.push(" AND x.code = ");
+                    s.col_test("code", " = ");
                     s.text_arg(code);
                 }
                 if let Some(system) = system {
-                    s.push(" AND x.system = ");
+                    s.col_test("system", " = ");
                     s.text_arg(system);
                 }
             }),
@@ -288,7 +319,7 @@ impl Sql {
                 s.text_arg(exact);
             }),
             Cond::Blind { param, tag } => self.exists(Table::Blind, param, |s| {
-                s.push(" AND x.tag = ");
+                s.col_test("tag", " = ");
                 s.arg(Arg::Blob(tag.clone()));
             }),
             Cond::Reference {
@@ -296,10 +327,10 @@ impl Sql {
                 target_type,
                 target_id,
             } => self.exists(Table::Reference, param, |s| {
-                s.push(" AND x.target_id = ");
+                s.col_test("target_id", " = ");
                 s.text_arg(target_id);
                 if let Some(t) = target_type {
-                    s.push(" AND x.target_type = ");
+                    s.col_test("target_type", " = ");
                     s.text_arg(t);
                 }
             }),
@@ -452,15 +483,67 @@ impl Sql {
         }
     }
 
-    /// `driver`: the condition written in its driving form (see `exists`); every other one is
-    /// a correlated probe. `None`: the query walks the type in row-id order, probing each row.
-    fn base_where(&mut self, q: &SearchQuery, driver: Option<usize>) {
-        self.push(" FROM resources r JOIN resource_versions v ON v.seq = r.seq WHERE ");
-        if self.dialect == Dialect::Postgres {
-            // The expression of PostgreSQL's `resources_by_type` index (see its schema).
-            self.push("(r.tenant || '/' || r.rtype) = ");
-            self.text_arg(&format!("{}/{}", q.tenant, q.rtype));
+    /// The driver as `Driver::Joined` when its condition allows (see there), else as a list.
+    pub fn joined(q: &SearchQuery, driver: Option<usize>) -> Driver {
+        let Some(i) = driver else { return Driver::Walk };
+        match q.conds.get(i) {
+            Some(
+                Cond::Blind { .. }
+                | Cond::Reference {
+                    target_type: Some(_), ..
+                }
+                | Cond::Token {
+                    system: Some(_),
+                    code: Some(_),
+                    ..
+                },
+            ) => Driver::Joined(i),
+            _ => Driver::List(i),
+        }
+    }
+
+    /// The row-id column a page is ordered and resumed by: the joined driver's own, so that
+    /// the engine reads its index in order and stops after a page.
+    fn rid_col(driver: Driver) -> &'static str {
+        if matches!(driver, Driver::Joined(_)) {
+            "d.rid"
+        } else {
+            "r.rid"
+        }
+    }
+
+    /// The driving condition in its form (see `Driver`); every other one is a correlated probe.
+    fn base_where(&mut self, q: &SearchQuery, driver: Driver) {
+        let joined = match driver {
+            Driver::Joined(i) => q.conds.get(i).map(|c| (i, c)),
+            _ => None,
+        };
+        let listed = match driver {
+            Driver::List(i) => Some(i),
+            _ => None,
+        };
+        if let Some((_, c)) = joined {
+            let table = match c {
+                Cond::Blind { .. } => Table::Blind,
+                Cond::Reference { .. } => Table::Reference,
+                _ => Table::Token,
+            };
+            self.push(&format!(
+                " FROM {} d JOIN resources r ON r.rid = d.rid JOIN resource_versions v ON v.seq = r.seq WHERE ",
+                table.name()
+            ));
+            self.joined = true;
+            self.cond(c);
+            self.joined = false;
             self.push(" AND ");
+        } else {
+            self.push(" FROM resources r JOIN resource_versions v ON v.seq = r.seq WHERE ");
+            if self.dialect == Dialect::Postgres {
+                // The expression of PostgreSQL's `resources_by_type` index (see its schema).
+                self.push("(r.tenant || '/' || r.rtype) = ");
+                self.text_arg(&format!("{}/{}", q.tenant, q.rtype));
+                self.push(" AND ");
+            }
         }
         self.push("r.tenant = ");
         self.text_arg(&q.tenant);
@@ -468,15 +551,19 @@ impl Sql {
         self.text_arg(&q.rtype);
         self.push(" AND NOT r.deleted");
         for (i, c) in q.conds.iter().enumerate() {
+            if joined.is_some_and(|(j, _)| j == i) {
+                continue;
+            }
             self.push(" AND ");
-            self.correlated = Some(i) != driver;
+            self.correlated = Some(i) != listed;
             self.cond(c);
         }
         self.correlated = false;
     }
 
     /// The page query; returns the type of each sort value the rows carry after the id.
-    pub fn page(&mut self, q: &SearchQuery, driver: Option<usize>) -> Vec<SortType> {
+    pub fn page(&mut self, q: &SearchQuery, driver: Driver) -> Vec<SortType> {
+        let rid = Self::rid_col(driver);
         self.tenant = q.tenant.clone();
         self.rtype = q.rtype.clone();
         self.push("SELECT r.id, r.rid");
@@ -509,7 +596,7 @@ impl Sql {
                     self.push(if forward_gt(*desc) { " > " } else { " < " });
                     self.value_arg(values.get(i));
                 } else {
-                    self.push(if forward_gt(false) { "r.rid > " } else { "r.rid < " });
+                    self.push(&format!("{rid} {} ", if forward_gt(false) { ">" } else { "<" }));
                     self.arg(Arg::Int(*last_rid));
                 }
                 self.push(")");
@@ -521,7 +608,7 @@ impl Sql {
             self.sort_expr(key, *desc);
             self.push(if *desc ^ q.backwards { " DESC, " } else { " ASC, " });
         }
-        self.push(if q.backwards { "r.rid DESC" } else { "r.rid ASC" });
+        self.push(&format!("{rid} {}", if q.backwards { "DESC" } else { "ASC" }));
         self.push(&format!(" LIMIT {}", q.limit));
         types
     }
@@ -535,7 +622,7 @@ impl Sql {
         }
     }
 
-    pub fn count(&mut self, q: &SearchQuery, driver: Option<usize>) {
+    pub fn count(&mut self, q: &SearchQuery, driver: Driver) {
         self.tenant = q.tenant.clone();
         self.rtype = q.rtype.clone();
         self.push("SELECT count(*)");

@@ -194,6 +194,7 @@ pub(crate) fn search_rows(key: &IndexKey, rtype: ResourceType, id: &ResourceId, 
             });
         }
     }
-    out.dedup();
+    // Each row once: a repeated row would list its resource twice to a joined driver.
+    carevault_domain::search::extract::dedup(&mut out);
     out
 }

@@ -599,7 +599,7 @@ impl Parser<'_> {
             }
             return Ok(Cond::Any(any));
         }
-        self.by_kind(p.name, p.kind, param, modifier, values)
+        self.by_kind(p.name, p.kind, p.targets, param, modifier, values)
     }
 
     /// The condition of one parameter (or composite key) of a given kind.
@@ -607,6 +607,7 @@ impl Parser<'_> {
         &self,
         name: &str,
         kind: ParamKind,
+        targets: &[ResourceType],
         param: String,
         modifier: Option<&str>,
         values: &[String],
@@ -680,11 +681,17 @@ impl Parser<'_> {
                         Err(_) => return Err(unsupported(m)),
                     },
                 };
+                // A bare id on a parameter with one target type means that type (only such
+                // references are indexed under it), which lets the reference drive in id order.
+                let implied = match targets {
+                    [only] => Some(only.as_str().to_owned()),
+                    _ => None,
+                };
                 for v in values {
                     let v = unescape(v);
                     let parts: Vec<&str> = v.trim_end_matches('/').rsplit('/').collect();
                     let (t, id) = match parts.as_slice() {
-                        [id] => (type_modifier.clone(), (*id).to_owned()),
+                        [id] => (type_modifier.clone().or_else(|| implied.clone()), (*id).to_owned()),
                         [id, t, ..] if t.parse::<ResourceType>().is_ok() => (Some((*t).to_owned()), (*id).to_owned()),
                         _ => (None, v.clone()),
                     };
@@ -796,7 +803,7 @@ impl Parser<'_> {
                         return Err(bad(format!("`{name}` needs a code before `$`")));
                     };
                     let key = composite_key(name, system.as_deref(), &code);
-                    any.push(self.by_kind(name, *second, key, None, std::slice::from_ref(rest))?);
+                    any.push(self.by_kind(name, *second, &[], key, None, std::slice::from_ref(rest))?);
                 }
             }
             ParamKind::Special => return Err(bad(format!("`{name}` is not supported yet"))),

@@ -233,8 +233,30 @@ pub fn param_values(param: &SearchParam, body: &Value) -> Vec<IndexValue> {
     for path in param.paths {
         path_values(param.kind, path, body, &mut out);
     }
-    out.dedup();
+    if !param.targets.is_empty() {
+        // A reference to a type the parameter does not target is not a value of it (FHIR's
+        // `subject.where(resolve() is Patient)`); one whose type is unknown (a URL) stays.
+        out.retain(|v| match v {
+            IndexValue::Reference { rtype, .. } => rtype
+                .parse::<ResourceType>()
+                .map_or(true, |t| param.targets.contains(&t)),
+            _ => true,
+        });
+    }
+    dedup(&mut out);
     out
+}
+
+/// Removes repeated values, keeping the first of each (values are few; order is kept).
+pub fn dedup<T: PartialEq>(values: &mut Vec<T>) {
+    let mut i = 0;
+    while i < values.len() {
+        if values[..i].contains(&values[i]) {
+            values.remove(i);
+        } else {
+            i += 1;
+        }
+    }
 }
 
 /// The pairs a composite parameter indexes: for each element its paths select, the first

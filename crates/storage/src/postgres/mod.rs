@@ -4,7 +4,7 @@
 mod export;
 mod schema;
 
-use crate::sql::{Arg, Dialect, SortType, Sql};
+use crate::sql::{Arg, Dialect, Driver, SortType, Sql};
 use crate::{
     ChangeSet, Expect, HistoryQuery, KeyStore, NewKey, Op, ResourceKey, ResourceStore, SearchHit, SearchQuery,
     SearchRow, SortValue, StoreError, StoredKey, StoredVersion, Table, TokenStore,
@@ -48,14 +48,18 @@ impl PgStore {
         Ok(Self { pool })
     }
 
-    /// `ANALYZE` of this store's tables.
-    pub async fn analyze(&self) -> Result<(), StoreError> {
+    /// `VACUUM (ANALYZE)` of this store's tables after a bulk load: fresh statistics (without
+    /// them PostgreSQL takes a common search value for a rare one), and a visibility map, so
+    /// that index-only scans of the search tables skip the heap.
+    pub async fn refresh_after_bulk_load(&self) -> Result<(), StoreError> {
         let client = self.client().await?;
         let tables: Vec<&str> = ["resources", "resource_versions", "identifier_index"]
             .into_iter()
             .chain(Table::ALL.iter().map(|t| t.name()))
             .collect();
-        client.batch_execute(&format!("ANALYZE {}", tables.join(", "))).await?;
+        client
+            .batch_execute(&format!("VACUUM (ANALYZE) {}", tables.join(", ")))
+            .await?;
         Ok(())
     }
 
@@ -92,9 +96,21 @@ fn history_where(q: &HistoryQuery) -> (String, Vec<Box<dyn ToSql + Sync + Send>>
         args.push(Box::new(t.clone()));
         sql.push_str(&format!(" AND v.rtype = ${}", args.len()));
     }
-    if let Some(id) = &q.id {
-        args.push(Box::new(id.clone()));
-        sql.push_str(&format!(" AND v.id = ${}", args.len()));
+    match (&q.rtype, &q.id) {
+        (Some(_), Some(id)) => {
+            // A resource's versions are found by its row id (the `(rid, version)` index);
+            // $1 is the tenant and $2 the type.
+            args.push(Box::new(id.clone()));
+            sql.push_str(&format!(
+                " AND v.rid = (SELECT r.rid FROM resources r WHERE r.tenant = $1 AND r.rtype = $2 AND r.id = ${})",
+                args.len()
+            ));
+        }
+        (None, Some(id)) => {
+            args.push(Box::new(id.clone()));
+            sql.push_str(&format!(" AND v.id = ${}", args.len()));
+        }
+        _ => {}
     }
     if let Some(since) = q.since {
         args.push(Box::new(since));
@@ -114,15 +130,25 @@ impl ResourceStore for PgStore {
             .await?;
         let insert = tx
             .prepare_cached(
-                "INSERT INTO resource_versions (tenant, rtype, id, version, last_updated, op, key_id, patient, body)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING seq",
+                // The seq is drawn first so that a new resource's first version can carry it as
+                // its row id (`rid`) in the same insert.
+                "WITH s AS (SELECT nextval(pg_get_serial_sequence('resource_versions', 'seq')) AS seq)
+                 INSERT INTO resource_versions (seq, rid, tenant, rtype, id, version, last_updated, op, key_id, patient, body)
+                 SELECT s.seq, COALESCE($10::bigint, s.seq), $1::text, $2::text, $3::text, $4::bigint, $5::bigint,
+                        $6::smallint, $7::bigint, $8::text, $9::bytea FROM s RETURNING seq",
             )
             .await?;
-        let upsert = tx
+        // A create inserts (two concurrent creates of one id: the second violates the key and
+        // is a conflict); an update changes the row it locked above.
+        let insert_current = tx
             .prepare_cached(
-                "INSERT INTO resources (rid, tenant, rtype, id, version, seq, deleted) VALUES ($1, $2, $3, $4, $5, $6, $7)
-                 ON CONFLICT (tenant, rtype, id) DO UPDATE SET version = excluded.version, seq = excluded.seq,
-                 deleted = excluded.deleted",
+                "INSERT INTO resources (rid, tenant, rtype, id, version, seq, deleted) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .await?;
+        let update_current = tx
+            .prepare_cached(
+                "UPDATE resources SET version = $5, seq = $6, deleted = $7
+                 WHERE rid = $1 AND tenant = $2 AND rtype = $3 AND id = $4",
             )
             .await?;
         let unindex = tx
@@ -164,6 +190,7 @@ impl ResourceStore for PgStore {
                         &v.key_id,
                         &v.patient,
                         &v.body,
+                        &current.map(|(_, rid)| rid),
                     ],
                 )
                 .await
@@ -173,9 +200,17 @@ impl ResourceStore for PgStore {
             let rid = current.map_or(seq, |(_, rid)| rid);
             rids.push(rid);
             let deleted = v.op == Op::Delete;
-            tx.execute(&upsert, &[&rid, &k.tenant, &k.rtype, &k.id, &version, &seq, &deleted])
-                .await
-                .map_err(map_err)?;
+            let current_row = if current.is_some() {
+                &update_current
+            } else {
+                &insert_current
+            };
+            tx.execute(
+                current_row,
+                &[&rid, &k.tenant, &k.rtype, &k.id, &version, &seq, &deleted],
+            )
+            .await
+            .map_err(map_err)?;
             if current.is_some() {
                 tx.execute(&unindex, &[&k.tenant, &k.rtype, &k.id])
                     .await
@@ -229,8 +264,8 @@ impl ResourceStore for PgStore {
     async fn version(&self, key: &ResourceKey, version: u64) -> Result<Option<StoredVersion>, StoreError> {
         let client = self.client().await?;
         let sql = format!(
-            "SELECT {VERSION_COLUMNS} FROM resource_versions v
-             WHERE v.tenant = $1 AND v.rtype = $2 AND v.id = $3 AND v.version = $4"
+            "SELECT {VERSION_COLUMNS} FROM resources r JOIN resource_versions v ON v.rid = r.rid
+             WHERE r.tenant = $1 AND r.rtype = $2 AND r.id = $3 AND v.version = $4"
         );
         let stmt = client.prepare_cached(&sql).await?;
         let version = version as i64;
@@ -280,10 +315,12 @@ impl ResourceStore for PgStore {
     async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>, StoreError> {
         let client = self.client().await?;
         let mut sql = Sql::new(Dialect::Postgres);
-        let types = sql.page(query, Sql::driver(query));
+        let types = sql.page(query, Sql::joined(query, Sql::driver(query)));
         let args = boxed(&sql.args);
-        let stmt = client.prepare_cached(&sql.text).await?;
-        let rows = client.query(&stmt, &refs(&args)).await?;
+        // Not a cached statement: an unnamed one is planned for its values each time. A
+        // generic plan judges every search value by the average, and a common name prefix
+        // or code then gets the plan of a rare one (all candidates joined, then sorted).
+        let rows = client.query(sql.text.as_str(), &refs(&args)).await?;
         let mut hits: Vec<SearchHit> = rows
             .iter()
             .map(|r| SearchHit {
@@ -309,10 +346,10 @@ impl ResourceStore for PgStore {
     async fn search_count(&self, query: &SearchQuery) -> Result<u64, StoreError> {
         let client = self.client().await?;
         let mut sql = Sql::new(Dialect::Postgres);
-        sql.count(query, Sql::driver(query));
+        sql.count(query, Sql::driver(query).map_or(Driver::Walk, Driver::List));
         let args = boxed(&sql.args);
-        let stmt = client.prepare_cached(&sql.text).await?;
-        let n: i64 = client.query_one(&stmt, &refs(&args)).await?.get(0);
+        // Unnamed, planned for its values (see `search`).
+        let n: i64 = client.query_one(sql.text.as_str(), &refs(&args)).await?.get(0);
         Ok(n as u64)
     }
 }

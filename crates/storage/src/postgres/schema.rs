@@ -124,6 +124,29 @@ CREATE TABLE export_files (
 );
 "#,
     ),
+    (
+        4,
+        r#"
+-- Versions are found by their resource's row id (`rid`, the seq of its first version), not by
+-- (tenant, type, id): a new resource's versions then append to the index instead of landing
+-- on a random page of it (see sqlite/schema.rs, v4).
+ALTER TABLE resource_versions ADD COLUMN rid BIGINT;
+UPDATE resource_versions v SET rid = r.rid FROM resources r
+    WHERE r.tenant = v.tenant AND r.rtype = v.rtype AND r.id = v.id;
+ALTER TABLE resource_versions ALTER COLUMN rid SET NOT NULL;
+ALTER TABLE resource_versions DROP CONSTRAINT resource_versions_tenant_rtype_id_version_key;
+ALTER TABLE resource_versions ADD CONSTRAINT resource_versions_rid_version_key UNIQUE (rid, version);
+-- A search may now join a value index directly (a blind tag, a typed reference, a code with
+-- its system), which lists a resource once per row: earlier versions could write a row twice.
+DELETE FROM search_blind a USING search_blind b
+    WHERE a.ctid < b.ctid AND a.pkey = b.pkey AND a.tag = b.tag AND a.rid = b.rid;
+DELETE FROM search_reference a USING search_reference b
+    WHERE a.ctid < b.ctid AND a.pkey = b.pkey AND a.target_id = b.target_id AND a.target_type = b.target_type
+      AND a.rid = b.rid;
+DELETE FROM search_token a USING search_token b
+    WHERE a.ctid < b.ctid AND a.pkey = b.pkey AND a.code = b.code AND a.system = b.system AND a.rid = b.rid;
+"#,
+    ),
 ];
 
 pub(crate) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
@@ -148,4 +171,74 @@ pub(crate) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
     }
     tx.commit().await?;
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::MIGRATIONS;
+    use crate::{ResourceKey, ResourceStore};
+
+    /// v4 on a database written at v3: every version gets its resource's row id, lookups by
+    /// version and history still answer, and index rows written twice are left once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn v4_keys_versions_by_row_id() {
+        let Ok(base) = std::env::var("CAREVAULT_TEST_POSTGRES_URL") else {
+            eprintln!("NOT RUN: v4_keys_versions_by_row_id needs CAREVAULT_TEST_POSTGRES_URL (.ci/run sets it)");
+            return;
+        };
+        let url = crate::conformance::fresh_pg_schema(&base).await;
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        client
+            .batch_execute(
+                "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied TIMESTAMPTZ NOT NULL DEFAULT now())",
+            )
+            .await
+            .unwrap();
+        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v <= 3) {
+            client.batch_execute(sql).await.unwrap();
+            client
+                .execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[version])
+                .await
+                .unwrap();
+        }
+        client
+            .batch_execute(
+                "INSERT INTO resource_versions (seq, tenant, rtype, id, version, last_updated, op, key_id, patient, body)
+                     VALUES (1, 't', 'Patient', 'a', 1, 10, 0, 1, 'a', '\\x01'),
+                            (2, 't', 'Patient', 'b', 1, 11, 0, 1, 'b', '\\x02'),
+                            (3, 't', 'Patient', 'a', 2, 12, 1, 1, 'a', '\\x03');
+                 SELECT setval(pg_get_serial_sequence('resource_versions', 'seq'), 3);
+                 INSERT INTO resources (rid, tenant, rtype, id, version, seq, deleted)
+                     VALUES (1, 't', 'Patient', 'a', 2, 3, false), (2, 't', 'Patient', 'b', 1, 2, false);
+                 INSERT INTO search_blind (pkey, tag, rid) VALUES (7, '\\x0a', 1), (7, '\\x0a', 1), (7, '\\x0a', 2);",
+            )
+            .await
+            .unwrap();
+        let store = crate::postgres::PgStore::connect(&url, 2).await.unwrap();
+        let rows: Vec<(i64, i64, i64)> = client
+            .query("SELECT seq, rid, version FROM resource_versions ORDER BY seq", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        assert_eq!(rows, vec![(1, 1, 1), (2, 2, 1), (3, 1, 2)]);
+        let blind: i64 = client
+            .query_one("SELECT count(*) FROM search_blind", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(blind, 2, "the repeated row is gone, the others stay");
+        let key = ResourceKey {
+            tenant: "t".into(),
+            rtype: "Patient".into(),
+            id: "a".into(),
+        };
+        let first = store.version(&key, 1).await.unwrap().expect("version 1 of a");
+        assert_eq!(first.body, vec![1]);
+        let current = store.current(&key).await.unwrap().expect("a");
+        assert_eq!((current.version, current.seq), (2, 3));
+    }
 }

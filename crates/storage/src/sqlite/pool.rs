@@ -1,4 +1,5 @@
-//! One writer thread with group commit, and a small pool of reader connections.
+//! One writer thread with group commit, a checkpoint thread, and a small pool of reader
+//! connections.
 //!
 //! Writes are closures queued to the writer thread. It takes every job waiting, runs each in
 //! its own savepoint inside one transaction, commits once (one fsync for the group), and only
@@ -15,6 +16,10 @@ type Finish = Box<dyn FnOnce(Option<String>) + Send>;
 type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Finish) + Send>;
 
 const MAX_GROUP: usize = 256;
+
+/// WAL pages after which the writer checkpoints by itself (SQLite's default is 1,000): only
+/// reached when the checkpoint thread cannot keep up.
+const WRITER_CHECKPOINT_PAGES: u32 = 65_536;
 
 pub(crate) struct Pool {
     writer: mpsc::UnboundedSender<Job>,
@@ -39,10 +44,19 @@ impl Pool {
     pub(crate) fn open(path: &Path, readers: usize) -> Result<Arc<Self>, StoreError> {
         let mut writer_conn = open_connection(path)?;
         // The writer touches index pages all over the file: a larger page cache saves it
-        // reads. (A longer WAL between checkpoints helped imports a little but slowed every
-        // reader, which must search the WAL index for each page.)
-        writer_conn.execute_batch("PRAGMA cache_size = -524288;")?;
+        // reads. Checkpoints run on a thread of their own (see `checkpoint_loop`), so the
+        // writer does not wait for the copy into the database file; it checkpoints itself only
+        // if that thread falls far behind.
+        writer_conn.execute_batch(&format!(
+            "PRAGMA cache_size = -524288; PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES};"
+        ))?;
         super::schema::migrate(&mut writer_conn)?;
+        let checkpointer = open_connection(path)?;
+        let (committed, commits) = std::sync::mpsc::sync_channel::<()>(1);
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpointer, commits))
+            .map_err(|e| StoreError::backend("spawn checkpointer", e))?;
         let mut pool = Vec::with_capacity(readers);
         for _ in 0..readers.max(1) {
             pool.push(Mutex::new(open_connection(path)?));
@@ -50,7 +64,7 @@ impl Pool {
         let (tx, rx) = mpsc::unbounded_channel::<Job>();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(writer_conn, rx))
+            .spawn(move || writer_loop(writer_conn, rx, committed))
             .map_err(|e| StoreError::backend("spawn writer", e))?;
         Ok(Arc::new(Self {
             writer: tx,
@@ -112,7 +126,18 @@ impl Pool {
     }
 }
 
-fn writer_loop(conn: Connection, mut rx: mpsc::UnboundedReceiver<Job>) {
+/// Copies committed WAL pages into the database file after each commit the writer reports,
+/// while the writer goes on with the next group (a bulk import at scale is bound by these
+/// writes). Passive: it never blocks the writer or a reader.
+fn checkpoint_loop(conn: Connection, commits: std::sync::mpsc::Receiver<()>) {
+    while commits.recv().is_ok() {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "sqlite checkpoint failed; the writer will checkpoint instead");
+        }
+    }
+}
+
+fn writer_loop(conn: Connection, mut rx: mpsc::UnboundedReceiver<Job>, committed: std::sync::mpsc::SyncSender<()>) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_GROUP {
@@ -149,6 +174,9 @@ fn writer_loop(conn: Connection, mut rx: mpsc::UnboundedReceiver<Job>) {
         let commit_error = conn.execute_batch("COMMIT").err().map(|e| e.to_string());
         if commit_error.is_some() {
             let _ = conn.execute_batch("ROLLBACK");
+        } else {
+            // Wakes the checkpointer; if it is busy a wake-up is already pending.
+            let _ = committed.try_send(());
         }
         for finish in finishes {
             finish(commit_error.clone());

@@ -133,6 +133,34 @@ CREATE TABLE export_files (
 );
 "#,
     ),
+    (
+        4,
+        r#"
+-- Versions are found by their resource's row id (`rid`, the seq of its first version), not by
+-- (tenant, type, id): a new resource's versions then append to the index instead of landing
+-- on a random page of it (at millions of resources, random index pages bound imports).
+CREATE TABLE resource_versions_v4 (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    rid          INTEGER NOT NULL,
+    tenant       TEXT    NOT NULL,
+    rtype        TEXT    NOT NULL,
+    id           TEXT    NOT NULL,
+    version      INTEGER NOT NULL,
+    last_updated INTEGER NOT NULL,
+    op           INTEGER NOT NULL,
+    key_id       INTEGER NOT NULL,
+    patient      TEXT    NOT NULL,
+    body         BLOB    NOT NULL,
+    UNIQUE (rid, version)
+);
+INSERT INTO resource_versions_v4 (seq, rid, tenant, rtype, id, version, last_updated, op, key_id, patient, body)
+    SELECT v.seq, r.rid, v.tenant, v.rtype, v.id, v.version, v.last_updated, v.op, v.key_id, v.patient, v.body
+    FROM resource_versions v JOIN resources r ON r.tenant = v.tenant AND r.rtype = v.rtype AND r.id = v.id;
+DROP TABLE resource_versions;
+ALTER TABLE resource_versions_v4 RENAME TO resource_versions;
+CREATE INDEX resource_versions_by_type ON resource_versions (tenant, rtype, seq);
+"#,
+    ),
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
@@ -158,4 +186,59 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tx.commit()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    /// v4 moves versions onto their resource's row id: a database written at v3 keeps every
+    /// version, each now carrying the right `rid`, and the old key is gone.
+    #[test]
+    fn v4_keys_versions_by_row_id() {
+        let mut conn = Connection::open_in_memory().expect("memory db");
+        conn.execute_batch("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied INTEGER NOT NULL)")
+            .expect("ledger");
+        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v <= 3) {
+            conn.execute_batch(sql).expect("old migration");
+            conn.execute("INSERT INTO schema_migrations VALUES (?1, 0)", [version])
+                .expect("ledger row");
+        }
+        conn.execute_batch(
+            "INSERT INTO resource_versions (seq, tenant, rtype, id, version, last_updated, op, key_id, patient, body)
+                 VALUES (1, 't', 'Patient', 'a', 1, 10, 0, 1, 'a', x'01'),
+                        (2, 't', 'Patient', 'b', 1, 11, 0, 1, 'b', x'02'),
+                        (3, 't', 'Patient', 'a', 2, 12, 1, 1, 'a', x'03');
+             INSERT INTO resources (rid, tenant, rtype, id, version, seq, deleted)
+                 VALUES (1, 't', 'Patient', 'a', 2, 3, 0), (2, 't', 'Patient', 'b', 1, 2, 0);",
+        )
+        .expect("v3 rows");
+        migrate(&mut conn).expect("migrate");
+        let rows: Vec<(i64, i64, String, i64)> = conn
+            .prepare("SELECT seq, rid, id, version FROM resource_versions ORDER BY seq")
+            .expect("select")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("collect");
+        assert_eq!(
+            rows,
+            vec![(1, 1, "a".into(), 1), (2, 2, "b".into(), 1), (3, 1, "a".into(), 2)]
+        );
+        let duplicate = conn.execute(
+            "INSERT INTO resource_versions (rid, tenant, rtype, id, version, last_updated, op, key_id, patient, body)
+             VALUES (1, 't', 'Patient', 'a', 2, 13, 0, 1, 'a', x'04')",
+            [],
+        );
+        assert!(duplicate.is_err(), "(rid, version) is unique");
+        let next: i64 = conn
+            .query_row(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'resource_versions'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("sequence carried over");
+        assert_eq!(next, 3);
+    }
 }
