@@ -46,6 +46,11 @@ one() {
     fi
     kill "$pid"; wait "$pid" 2>/dev/null || true
     rm -rf "$work"
+    if [ -n "$db" ] && [ -z "${KEEP:-}" ]; then
+        # The benchmark's own schema (KEEP=1 leaves it for a look afterwards).
+        local schema=${db##*%3D}
+        psql "$PG_BASE" -qc "SET client_min_messages TO warning; DROP SCHEMA $schema CASCADE" > /dev/null
+    fi
 }
 
 fresh_schema() {

@@ -3,6 +3,7 @@
 # each, `carevault generate`) imported into a fresh store; then index bytes per resource and
 # search latency at concurrency 1, each query taken in turn over 200 sampled patients.
 # Usage: bench/scale.sh [sqlite|postgres] PATIENTS [seconds per query]
+#        KEEP=DIR keeps the imported data directory; REUSE=DIR measures it again.
 # Needs a release build: cargo build --release -p carevault -p carevault-load
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,7 +39,7 @@ else
 fi
 if [ -z "${REUSE:-}" ]; then
     echo "== $WHICH, $N patients"
-    "$BIN" import --data-dir "$work/data" "$GEN" | grep Imported
+    "$BIN" import --data-dir "$work/data" "$GEN" | grep -E "Imported|Refreshed"
 fi
 
 if [ "$WHICH" = postgres ]; then
@@ -56,7 +57,17 @@ fi
 
 "$BIN" serve --data-dir "$work/data" --listen 127.0.0.1:0 > "$work/out" 2> "$work/log" &
 pid=$!
-trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
+cleanup() {
+    kill $pid 2>/dev/null || true
+    if [ -n "${KEEP:-}" ] && [ -z "${REUSE:-}" ]; then
+        # KEEP=DIR keeps the data directory (and its PostgreSQL schema) for REUSE=DIR.
+        rm -rf "$KEEP"; mv "$work/data" "$KEEP"; echo "kept the data directory in $KEEP"
+    elif [ "$WHICH" = postgres ] && [ -z "${REUSE:-}" ]; then
+        psql "$PG_BASE" -qc "SET client_min_messages TO warning; DROP SCHEMA $schema CASCADE" > /dev/null
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
 for _ in $(seq 1 300); do grep -q listening "$work/out" && break; sleep 0.1; done
 base=$(sed -n 's/.* on //p' "$work/out")
 

@@ -6,7 +6,7 @@ mod schema;
 
 use crate::sql::{Arg, Dialect, Driver, SortType, Sql};
 use crate::{
-    ChangeSet, Expect, HistoryQuery, KeyStore, NewKey, Op, ResourceKey, ResourceStore, SearchHit, SearchQuery,
+    ChangeSet, Cond, Expect, HistoryQuery, KeyStore, NewKey, Op, ResourceKey, ResourceStore, SearchHit, SearchQuery,
     SearchRow, SortValue, StoreError, StoredKey, StoredVersion, Table, TokenStore,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -315,12 +315,22 @@ impl ResourceStore for PgStore {
     async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>, StoreError> {
         let client = self.client().await?;
         let mut sql = Sql::new(Dialect::Postgres);
-        let types = sql.page(query, Sql::joined(query, Sql::driver(query)));
+        let driver = Sql::joined(query, Sql::driver(query));
+        let types = sql.page(query, driver);
         let args = boxed(&sql.args);
-        // Not a cached statement: an unnamed one is planned for its values each time. A
-        // generic plan judges every search value by the average, and a common name prefix
-        // or code then gets the plan of a rare one (all candidates joined, then sorted).
-        let rows = client.query(sql.text.as_str(), &refs(&args)).await?;
+        // A blind tag or a code drives with a plan made for its value (an unnamed statement):
+        // their frequencies are skewed, and a generic plan judges a common name prefix or
+        // code by the average and joins all its candidates before sorting. References (a
+        // patient's compartment, say) are even enough for the cached statement's plan, which
+        // spares `$everything` a planning per compartment type.
+        let value_planned = matches!(driver, Driver::Joined(i)
+            if matches!(query.conds.get(i), Some(Cond::Blind { .. } | Cond::Token { .. })));
+        let rows = if value_planned {
+            client.query(sql.text.as_str(), &refs(&args)).await?
+        } else {
+            let stmt = client.prepare_cached(&sql.text).await?;
+            client.query(&stmt, &refs(&args)).await?
+        };
         let mut hits: Vec<SearchHit> = rows
             .iter()
             .map(|r| SearchHit {
@@ -348,8 +358,8 @@ impl ResourceStore for PgStore {
         let mut sql = Sql::new(Dialect::Postgres);
         sql.count(query, Sql::driver(query).map_or(Driver::Walk, Driver::List));
         let args = boxed(&sql.args);
-        // Unnamed, planned for its values (see `search`).
-        let n: i64 = client.query_one(sql.text.as_str(), &refs(&args)).await?.get(0);
+        let stmt = client.prepare_cached(&sql.text).await?;
+        let n: i64 = client.query_one(&stmt, &refs(&args)).await?.get(0);
         Ok(n as u64)
     }
 }
