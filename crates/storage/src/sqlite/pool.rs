@@ -18,7 +18,10 @@ type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Finish) + Send>;
 const MAX_GROUP: usize = 256;
 
 /// WAL pages after which the writer checkpoints by itself (SQLite's default is 1,000): only
-/// reached when the checkpoint thread cannot keep up.
+/// reached when the checkpoint thread cannot keep up. Under a sustained bulk import the WAL
+/// is never fully copied between commits, so it is not restarted and grows past this (560 MB
+/// at 1.7 million resources); readers, which search the WAL index for each page, pay for that
+/// until writes pause. The file goes when the last connection closes.
 const WRITER_CHECKPOINT_PAGES: u32 = 65_536;
 
 pub(crate) struct Pool {
