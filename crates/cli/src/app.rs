@@ -53,7 +53,7 @@ pub async fn open_vault(settings: &Settings) -> Result<Arc<Vault<AnyStore>>, Cli
 
 pub async fn active_tokens(vault: &Vault<AnyStore>) -> Result<Vec<Vec<u8>>, CliError> {
     vault
-        .store()
+        .unchecked_store()
         .active_tokens()
         .await
         .map_err(|e| CliError::new(format!("cannot read API tokens: {e}")))

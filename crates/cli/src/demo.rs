@@ -4,6 +4,7 @@ use crate::app::open_vault;
 use crate::config::{CERT_FILE, FlagSettings, KEY_FILE, Settings, TOKEN_FILE};
 use crate::init::{InitArgs, initialise};
 use crate::{CliError, demo_data};
+use carevault_core::access::Access;
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,7 +63,10 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
             dir.display()
         );
         let started = std::time::Instant::now();
+        // The demo loads its data as an operator command: as the system.
+        let access = Access::unchecked_system();
         vault
+            .session(&access)
             .process_bundle(&demo_data::reference_bundle(args.seed))
             .await
             .map_err(|e| CliError::new(format!("demo reference data: {e}")))?;
@@ -71,7 +75,13 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
         for n in 0..args.patients {
             let vault = Arc::clone(&vault);
             let seed = args.seed;
-            set.spawn(async move { vault.process_bundle(&demo_data::patient_bundle(seed, n)).await });
+            set.spawn(async move {
+                let access = Access::unchecked_system();
+                vault
+                    .session(&access)
+                    .process_bundle(&demo_data::patient_bundle(seed, n))
+                    .await
+            });
             if set.len() >= 4
                 && let Some(r) = set.join_next().await
             {

@@ -10,6 +10,7 @@
 use crate::CliError;
 use crate::app::open_vault;
 use crate::config::{FlagSettings, Settings};
+use carevault_core::access::Access;
 use carevault_core::{CoreError, Vault};
 use carevault_domain::ResourceType;
 use carevault_storage::AnyStore;
@@ -88,7 +89,10 @@ async fn run_bundle(
     bundle: &Value,
     bar: &ProgressBar,
 ) -> Result<BTreeMap<ResourceType, usize>, CoreError> {
-    let outcome = vault.process_bundle(bundle).await?;
+    // `carevault import` is an operator command on the server's own machine: it writes as
+    // the system, like the bootstrap integration token.
+    let access = Access::unchecked_system();
+    let outcome = vault.session(&access).process_bundle(bundle).await?;
     let failures: Vec<String> = outcome
         .entries
         .iter()
@@ -215,8 +219,8 @@ pub async fn run(args: ImportArgs) -> Result<ExitCode, CliError> {
         count as f64 / elapsed.max(1e-9)
     );
     let refresh = Instant::now();
-    match vault.store().refresh_after_bulk_load().await {
-        Ok(()) if vault.store().backend_name() == "postgres" => {
+    match vault.unchecked_store().refresh_after_bulk_load().await {
+        Ok(()) if vault.unchecked_store().backend_name() == "postgres" => {
             println!("Refreshed statistics in {:.1} s", refresh.elapsed().as_secs_f64());
         }
         Ok(()) => {}

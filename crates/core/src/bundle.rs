@@ -6,9 +6,10 @@
 //! change set is applied, so a failing transaction writes nothing. A batch runs each entry as
 //! its own one-entry transaction and reports each outcome.
 
+use crate::access::Perms;
 use crate::crud::{Pending, ReadOutcome, StoredResource};
 use crate::identifiers::IdentifierQuery;
-use crate::{CoreError, Vault};
+use crate::{CoreError, Session};
 use carevault_domain::{Reference, Resource, ResourceError, ResourceId, ResourceType, Timestamp, VersionId};
 use carevault_storage::{ChangeSet, Store, StoreError};
 use serde_json::Value;
@@ -216,7 +217,7 @@ enum Plan {
     },
 }
 
-impl<S: Store> Vault<S> {
+impl<S: Store> Session<'_, S> {
     /// Processes a transaction or batch bundle.
     pub async fn process_bundle(&self, bundle: &Value) -> Result<BundleOutcome, CoreError> {
         let (kind, entries) = parse_entries(bundle)?;
@@ -317,6 +318,9 @@ impl<S: Store> Vault<S> {
             let Some(plan) = plan else { continue };
             match plan {
                 Plan::Create { rtype, id, resource } => {
+                    self.require(*rtype, Perms::CREATE).map_err(|e| with_entry(i, e))?;
+                    self.check_write_target(*rtype, id, resource.json())
+                        .map_err(|e| with_entry(i, e))?;
                     match self
                         .prepare(*rtype, id, resource.clone(), None)
                         .await
@@ -334,7 +338,10 @@ impl<S: Store> Vault<S> {
                     resource,
                     if_match,
                 } => {
-                    let current = self.store.current(&self.resource_key(*rtype, id)).await?;
+                    let current = self
+                        .checked_put(*rtype, id, resource)
+                        .await
+                        .map_err(|e| with_entry(i, e))?;
                     check_if_match(i, *if_match, current.as_ref())?;
                     match self
                         .prepare(*rtype, id, resource.clone(), current.as_ref())
@@ -346,7 +353,12 @@ impl<S: Store> Vault<S> {
                     }
                 }
                 Plan::Delete { rtype, id, if_match } => {
-                    let current = self.store.current(&self.resource_key(*rtype, id)).await?;
+                    self.require(*rtype, Perms::DELETE).map_err(|e| with_entry(i, e))?;
+                    let key = self.resource_key(*rtype, id);
+                    let current = match self.writable_current(*rtype, id, &key, Perms::DELETE).await {
+                        Err(CoreError::NotFound) => None,
+                        other => other?,
+                    };
                     check_if_match(i, *if_match, current.as_ref())?;
                     match current.filter(|c| !c.is_deleted()) {
                         Some(cur) => {

@@ -1,8 +1,9 @@
 //! Create, read, vread, update and delete of one resource.
 
+use crate::access::Perms;
 use crate::identifiers::{IdentifierQuery, identifier_tags};
 use crate::keys::Row;
-use crate::{CoreError, Vault};
+use crate::{CoreError, Session};
 use carevault_domain::compartment::key_owner;
 use carevault_domain::{Resource, ResourceId, ResourceType, Timestamp, VersionId};
 use carevault_storage::{ChangeSet, Expect, NewVersion, Op, ResourceKey, Store, StoredVersion};
@@ -43,7 +44,7 @@ pub(crate) struct Pending {
 
 const MAX_RETRIES: usize = 8;
 
-impl<S: Store> Vault<S> {
+impl<S: Store> Session<'_, S> {
     pub(crate) fn resource_key(&self, rtype: ResourceType, id: &ResourceId) -> ResourceKey {
         ResourceKey {
             tenant: self.tenant.as_str().to_owned(),
@@ -152,7 +153,9 @@ impl<S: Store> Vault<S> {
     /// Creates a resource under a new server-assigned id (any id in the body is replaced).
     pub async fn create(&self, resource: Resource) -> Result<Written, CoreError> {
         let rtype = resource.rtype();
+        self.require(rtype, Perms::CREATE)?;
         let id = self.new_id()?;
+        self.check_write_target(rtype, &id, resource.json())?;
         let pending = match self.prepare(rtype, &id, resource, None).await? {
             Ok(p) => p,
             Err(_) => return Err(CoreError::Conflict("id collision".into())),
@@ -247,9 +250,8 @@ impl<S: Store> Vault<S> {
         resource: Resource,
         if_match: Option<VersionId>,
     ) -> Result<Written, CoreError> {
-        let key = self.resource_key(rtype, id);
         for _ in 0..MAX_RETRIES {
-            let current = self.store.current(&key).await?;
+            let current = self.checked_put(rtype, id, &resource).await?;
             if let Some(want) = if_match {
                 let live = current.as_ref().filter(|c| !c.is_deleted());
                 if live.map(|c| c.version) != Some(want.get()) {
@@ -298,9 +300,13 @@ impl<S: Store> Vault<S> {
         id: &ResourceId,
         if_match: Option<VersionId>,
     ) -> Result<Option<u64>, CoreError> {
+        self.require(rtype, Perms::DELETE)?;
         let key = self.resource_key(rtype, id);
         for _ in 0..MAX_RETRIES {
-            let current = self.store.current(&key).await?;
+            let current = match self.writable_current(rtype, id, &key, Perms::DELETE).await {
+                Err(CoreError::NotFound) => return Ok(None),
+                other => other?,
+            };
             let live = current.as_ref().filter(|c| !c.is_deleted());
             if let Some(want) = if_match
                 && live.map(|c| c.version) != Some(want.get())
@@ -328,6 +334,48 @@ impl<S: Store> Vault<S> {
         ))
     }
 
+    /// The current version an update (plain or in a transaction) replaces, once the caller
+    /// is known to be allowed to write it: a create-on-update with a client's id would tell a
+    /// caller limited to some patients whether that id exists elsewhere, so such callers
+    /// create with POST.
+    pub(crate) async fn checked_put(
+        &self,
+        rtype: ResourceType,
+        id: &ResourceId,
+        resource: &Resource,
+    ) -> Result<Option<StoredVersion>, CoreError> {
+        self.require(rtype, Perms::UPDATE)?;
+        let mut candidate = resource.clone();
+        candidate.set_id(id);
+        self.check_write_target(rtype, id, candidate.json())?;
+        let current = self
+            .writable_current(rtype, id, &self.resource_key(rtype, id), Perms::UPDATE)
+            .await?;
+        if current.is_none() {
+            self.require(rtype, Perms::CREATE)?;
+            if self.access().reach() != &crate::access::Reach::All {
+                return Err(CoreError::NotFound);
+            }
+        }
+        Ok(current)
+    }
+
+    /// The current version of a resource the caller is about to change, or `None` when it
+    /// does not exist or the caller may not see it (a write then cannot tell the two apart).
+    pub(crate) async fn writable_current(
+        &self,
+        rtype: ResourceType,
+        id: &ResourceId,
+        key: &ResourceKey,
+        want: Perms,
+    ) -> Result<Option<StoredVersion>, CoreError> {
+        let current = self.store.current(key).await?;
+        match &current {
+            Some(c) if !c.is_deleted() && !self.visible(rtype, id, want).await? => Err(CoreError::NotFound),
+            _ => Ok(current),
+        }
+    }
+
     pub(crate) fn deletion(&self, rtype: ResourceType, id: &ResourceId, cur: &StoredVersion) -> NewVersion {
         NewVersion {
             key: self.resource_key(rtype, id),
@@ -344,6 +392,10 @@ impl<S: Store> Vault<S> {
     }
 
     pub async fn read(&self, rtype: ResourceType, id: &ResourceId) -> Result<ReadOutcome, CoreError> {
+        self.require(rtype, Perms::READ)?;
+        if !self.visible(rtype, id, Perms::READ).await? {
+            return Ok(ReadOutcome::NotFound);
+        }
         match self.store.current(&self.resource_key(rtype, id)).await? {
             None => Ok(ReadOutcome::NotFound),
             Some(v) if v.is_deleted() => Ok(ReadOutcome::Deleted {
@@ -388,6 +440,10 @@ impl<S: Store> Vault<S> {
         id: &ResourceId,
         version: VersionId,
     ) -> Result<ReadOutcome, CoreError> {
+        self.require(rtype, Perms::READ)?;
+        if !self.visible(rtype, id, Perms::READ).await? {
+            return Ok(ReadOutcome::NotFound);
+        }
         match self.store.version(&self.resource_key(rtype, id), version.get()).await? {
             None => Ok(ReadOutcome::NotFound),
             Some(v) if v.is_deleted() => Ok(ReadOutcome::Deleted {

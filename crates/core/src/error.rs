@@ -10,6 +10,10 @@ pub enum CoreError {
     Gone { version: u64, last_updated: i64 },
     #[error("{0}")]
     Invalid(String),
+    /// The caller may not do this kind of thing at all (a type or interaction outside its
+    /// role or scopes). Never used for "this record is not yours": that is `NotFound`.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     Unprocessable(String),
     #[error("{0}")]

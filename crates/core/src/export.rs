@@ -7,8 +7,9 @@
 //! The job's stored request is rebuilt from the parsed parameters (types, a date, a random
 //! group id), so no caller text reaches the database, a log or the manifest.
 
+use crate::access::Perms;
 use crate::keys::Row;
-use crate::{CoreError, ReadOutcome, Vault};
+use crate::{CoreError, ReadOutcome, Session};
 use carevault_domain::{ResourceId, ResourceType, Timestamp, compartment};
 use carevault_storage::{Cond, ExportFile, ExportFileInfo, ExportJob, ExportState, Prefix, SearchQuery, Store, Table};
 use serde_json::Value;
@@ -93,9 +94,9 @@ fn compartment_types() -> Vec<ResourceType> {
         .collect()
 }
 
-impl<S: Store> Vault<S> {
+impl<S: Store> Session<'_, S> {
     /// Validates a kick-off (`query` is the raw query string) and records the job. The caller
-    /// runs [`Vault::run_export`] with the plan in the background.
+    /// runs [`Session::run_export`] with the plan in the background.
     pub async fn start_export(
         &self,
         level: ExportLevel,
@@ -273,6 +274,12 @@ impl<S: Store> Vault<S> {
                 }),
                 (None, _) => {}
             }
+            // The export runs with the decision of the caller who started it: types it may
+            // not read are left out, the rest limited to the patients it reaches.
+            let Ok(guard) = self.guard_conds(t, Perms::READ) else {
+                continue;
+            };
+            conds.extend(guard);
             let mut query = SearchQuery {
                 tenant: self.tenant.as_str().to_owned(),
                 rtype: t.as_str().to_owned(),
@@ -417,7 +424,9 @@ impl<S: Store> Vault<S> {
             Err(CoreError::NotFound)
         }
     }
+}
 
+impl<S: Store> crate::Vault<S> {
     /// Deletes every expired job with its files; returns how many.
     pub async fn purge_expired_exports(&self) -> Result<u64, CoreError> {
         Ok(self.store.delete_expired_exports(self.clock.now().millis()).await?)

@@ -1,7 +1,8 @@
 //! History of an instance, a type, or the whole system, newest first, paged by an opaque
 //! integrity-protected cursor.
 
-use crate::{CoreError, Vault};
+use crate::access::Perms;
+use crate::{CoreError, Session, Vault};
 use carevault_crypto::IndexKey;
 use carevault_domain::{ResourceId, ResourceType, Timestamp};
 use carevault_storage::{HistoryQuery, Op, Store};
@@ -40,7 +41,7 @@ fn cursor_key<S: Store>(v: &Vault<S>) -> IndexKey {
     IndexKey::cursor(&v.keys, v.tenant.as_str())
 }
 
-impl<S: Store> Vault<S> {
+impl<S: Store> Session<'_, S> {
     /// An opaque cursor for "entries older than `seq`": the number and a MAC over it.
     fn encode_cursor(&self, seq: i64) -> String {
         let data = seq.to_be_bytes();
@@ -69,6 +70,40 @@ impl<S: Store> Vault<S> {
         Ok(i64::from_be_bytes(b))
     }
 
+    /// The caller's limit on a history: the patients whose compartments a type history is
+    /// limited to; an instance the caller may not read is absent; a system history needs a
+    /// caller limited by nothing.
+    async fn history_limit(&self, scope: &HistoryScope) -> Result<Option<Vec<String>>, CoreError> {
+        use crate::access::TypeFilter;
+        match scope {
+            HistoryScope::System if self.access().is_unrestricted() => Ok(None),
+            HistoryScope::System => Err(CoreError::Forbidden(
+                "the history of the whole server needs a token limited by nothing; ask per type".into(),
+            )),
+            HistoryScope::Instance(t, id) => {
+                self.require(*t, Perms::READ)?;
+                if self.visible(*t, id, Perms::READ).await? {
+                    Ok(None)
+                } else {
+                    Err(CoreError::NotFound)
+                }
+            }
+            HistoryScope::Type(t) => match self.access().filter(*t, Perms::SEARCH) {
+                None => {
+                    self.require(*t, Perms::SEARCH)?;
+                    Err(CoreError::Forbidden("not allowed".into()))
+                }
+                Some(TypeFilter::AnyOf(_)) => Err(CoreError::Forbidden(
+                    "a type history is not served under a granular scope; search instead".into(),
+                )),
+                Some(TypeFilter::Open) => Ok(self
+                    .access()
+                    .compartment_limit(*t)
+                    .map(|p| p.iter().map(|x| x.as_str().to_owned()).collect())),
+            },
+        }
+    }
+
     pub async fn history(
         &self,
         scope: &HistoryScope,
@@ -81,6 +116,7 @@ impl<S: Store> Vault<S> {
             HistoryScope::Type(t) => (Some(t.as_str().to_owned()), None),
             HistoryScope::Instance(t, id) => (Some(t.as_str().to_owned()), Some(id.to_string())),
         };
+        let patients = self.history_limit(scope).await?;
         let before_seq = cursor.map(|c| self.decode_cursor(c)).transpose()?;
         let limit = count.clamp(1, MAX_PAGE);
         let query = HistoryQuery {
@@ -90,6 +126,7 @@ impl<S: Store> Vault<S> {
             since: since.map(Timestamp::millis),
             before_seq,
             limit: limit + 1,
+            patients,
         };
         let mut rows = self.store.history(&query).await?;
         let total = self.store.history_count(&query).await?;

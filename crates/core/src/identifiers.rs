@@ -1,7 +1,7 @@
 //! Finding resources by identifier through the blind index: conditional create
 //! (`If-None-Exist`), conditional references and conditional writes in bundles.
 
-use crate::{CoreError, Vault};
+use crate::{CoreError, Session};
 use carevault_crypto::IndexKey;
 use carevault_domain::query::parse_query;
 use carevault_domain::{Resource, ResourceId, ResourceType};
@@ -94,9 +94,10 @@ pub(crate) fn identifier_tags(key: &IndexKey, resource: &Resource) -> Vec<Vec<u8
     tags
 }
 
-impl<S: Store> Vault<S> {
+impl<S: Store> Session<'_, S> {
     /// Live resources of `rtype` that satisfy `q`, by id.
     pub async fn find(&self, rtype: ResourceType, q: &IdentifierQuery) -> Result<Vec<ResourceId>, CoreError> {
+        self.require(rtype, crate::access::Perms::SEARCH)?;
         let tenant = self.tenant.as_str();
         let mut candidates: Option<Vec<String>> = None;
         for (system, value) in &q.identifiers {
@@ -127,6 +128,7 @@ impl<S: Store> Vault<S> {
             }
             (None, None) => vec![],
         };
+        let ids = self.visible_ids(rtype, ids, crate::access::Perms::SEARCH).await?;
         Ok(ids.iter().filter_map(|s| ResourceId::parse(s).ok()).collect())
     }
 }

@@ -3,6 +3,7 @@
 //! identifier index in step. HTTP and the CLI both go through here; neither touches the
 //! store or the keys directly.
 
+pub mod access;
 mod bundle;
 mod crud;
 mod error;
@@ -12,6 +13,7 @@ mod identifiers;
 mod keys;
 mod patch;
 mod search;
+mod session;
 mod vault;
 
 pub use bundle::{BundleKind, BundleOutcome, EntryResult, condition_query, parse_etag};
@@ -21,4 +23,5 @@ pub use export::{ExportJobId, ExportLevel, ExportPlan, ExportStatus};
 pub use history::{HistoryEntry, HistoryPage, HistoryScope, MAX_PAGE};
 pub use identifiers::IdentifierQuery;
 pub use search::{COMPARTMENT, EverythingPage, Include, SearchOptions, SearchPage, SearchRequest};
+pub use session::Session;
 pub use vault::Vault;

@@ -3,13 +3,13 @@
 //! that was patched (so a concurrent write makes it fail rather than be lost).
 
 use crate::crud::{ReadOutcome, StoredResource, Written};
-use crate::{CoreError, Vault};
+use crate::{CoreError, Session};
 use carevault_domain::patch::{PatchError, apply};
 use carevault_domain::{Resource, ResourceError, ResourceId, ResourceType, VersionId};
 use carevault_storage::Store;
 use serde_json::Value;
 
-impl<S: Store> Vault<S> {
+impl<S: Store> Session<'_, S> {
     pub async fn patch(
         &self,
         rtype: ResourceType,

@@ -41,7 +41,9 @@ impl<S: Store> Vault<S> {
         })
     }
 
-    pub fn store(&self) -> &S {
+    /// The backend itself, for operator tasks that touch no patient data (statistics after a
+    /// bulk load, health checks). Records are read through [`Vault::session`].
+    pub fn unchecked_store(&self) -> &S {
         &self.store
     }
 

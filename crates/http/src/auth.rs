@@ -1,24 +1,59 @@
-//! Until accounts and SMART authorization land, every endpoint but `/metadata` requires an
-//! active API bearer token (the bootstrap token written by `carevault init`).
+//! Authentication: every endpoint but `/metadata` (and the SMART discovery document) needs a
+//! bearer token. The middleware turns the token into the caller's access decision and puts it
+//! in the request; handlers take it as a [`Caller`] and reach the records only through
+//! `vault.session(&caller)`.
 
 use crate::{ApiError, AppState};
-use axum::extract::{Request, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header;
+use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use carevault_core::access::Access;
+use std::ops::Deref;
+use std::sync::Arc;
 
-pub(crate) async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if req.uri().path().ends_with("/metadata") {
-        return next.run(req).await;
+/// The access decision for the request's caller.
+#[derive(Clone, Debug)]
+pub(crate) struct Caller(pub Arc<Access>);
+
+impl Deref for Caller {
+    type Target = Access;
+    fn deref(&self) -> &Access {
+        &self.0
     }
-    let presented = req
-        .headers()
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Caller>().cloned().ok_or(ApiError::Unauthorized)
+    }
+}
+
+fn bearer(req: &Request) -> Option<&str> {
+    req.headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim);
-    match presented {
-        Some(token) if state.token_ok(token) => next.run(req).await,
-        _ => ApiError::Unauthorized.into_response(),
+        .map(str::trim)
+}
+
+pub(crate) async fn require_token(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if path.ends_with("/metadata") || path.ends_with("/.well-known/smart-configuration") {
+        return next.run(req).await;
+    }
+    let decided = match bearer(&req) {
+        Some(token) => state.authenticate(token).await,
+        None => None,
+    };
+    match decided {
+        Some(access) => {
+            req.extensions_mut().insert(Caller(Arc::new(access)));
+            next.run(req).await
+        }
+        None => ApiError::Unauthorized.into_response(),
     }
 }

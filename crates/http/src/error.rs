@@ -11,6 +11,8 @@ use serde_json::json;
 #[derive(Debug)]
 pub enum ApiError {
     Unauthorized,
+    /// The caller may not do this kind of thing (a type or interaction outside its grant).
+    Forbidden(String),
     NotFound(&'static str),
     Gone,
     MethodNotAllowed,
@@ -35,6 +37,7 @@ impl From<CoreError> for ApiError {
             CoreError::NotFound => ApiError::NotFound("resource not found"),
             CoreError::Gone { .. } => ApiError::Gone,
             CoreError::Invalid(m) => ApiError::BadRequest(m),
+            CoreError::Forbidden(m) => ApiError::Forbidden(m),
             CoreError::Unprocessable(m) => ApiError::Unprocessable(m),
             CoreError::PreconditionFailed(m) => ApiError::PreconditionFailed(m),
             CoreError::Conflict(m) => ApiError::Conflict(m),
@@ -54,6 +57,7 @@ impl ApiError {
                 "login",
                 "a valid bearer token is required".into(),
             ),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m.clone()),
             ApiError::NotFound(what) => (StatusCode::NOT_FOUND, "not-found", (*what).into()),
             ApiError::Gone => (StatusCode::GONE, "deleted", "the resource has been deleted".into()),
             ApiError::MethodNotAllowed => (

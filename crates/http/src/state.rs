@@ -1,4 +1,5 @@
 use carevault_core::Vault;
+use carevault_core::access::Access;
 use carevault_crypto::{TokenHash, hash_token};
 use carevault_storage::AnyStore;
 use std::collections::HashSet;
@@ -51,8 +52,17 @@ impl AppState {
     }
 
     /// Is this bearer token one of the active API tokens?
-    pub(crate) fn token_ok(&self, presented: &str) -> bool {
+    fn token_ok(&self, presented: &str) -> bool {
         let h = hash_token(presented);
         self.tokens.read().map(|t| t.contains(&h)).unwrap_or(false)
+    }
+
+    /// The access decision for a bearer token, or `None` when it is not valid.
+    pub(crate) async fn authenticate(&self, presented: &str) -> Option<Access> {
+        if self.token_ok(presented) {
+            // The bootstrap integration token: documented as `system/*.cruds`.
+            return Some(Access::unchecked_system());
+        }
+        None
     }
 }

@@ -126,6 +126,7 @@ async fn suite<S: Store>(s: S) {
         since: None,
         before_seq: None,
         limit: 2,
+        patients: None,
     };
     let page1 = s.history(&q).await.unwrap();
     assert_eq!(
@@ -148,6 +149,7 @@ async fn suite<S: Store>(s: S) {
         id: Some("a".into()),
         since: Some(2000),
         limit: 10,
+        patients: None,
         ..q.clone()
     };
     assert_eq!(s.history(&inst).await.unwrap().len(), 2);

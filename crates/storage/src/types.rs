@@ -88,7 +88,21 @@ pub struct HistoryQuery {
     pub since: Option<i64>,
     pub before_seq: Option<i64>,
     pub limit: u32,
+    /// Only resources (of `rtype`, which must be set) in one of these patients'
+    /// compartments: the caller's reach, applied in the query.
+    pub patients: Option<Vec<String>>,
 }
+
+/// The compartment key and placeholders a history limited to some patients uses.
+pub(crate) fn history_patients(q: &HistoryQuery) -> Option<(i64, &[String])> {
+    let t = q.rtype.as_deref()?;
+    let p = q.patients.as_deref()?;
+    Some((crate::param_key(&q.tenant, t, COMPARTMENT_PARAM), p))
+}
+
+/// The index parameter that places a resource in a patient's compartment (written by the
+/// core as `_compartment` reference rows).
+pub const COMPARTMENT_PARAM: &str = "_compartment";
 
 /// A data key as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]

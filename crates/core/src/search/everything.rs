@@ -3,8 +3,9 @@
 //! `_count` as the operation defines them.
 
 use super::COMPARTMENT;
+use crate::access::Perms;
 use crate::crud::{ReadOutcome, StoredResource};
-use crate::{CoreError, Vault};
+use crate::{CoreError, Session};
 use carevault_domain::query::parse_query;
 use carevault_domain::{ResourceId, ResourceType, Timestamp};
 use carevault_storage::{Cond, Prefix, SearchQuery, Store};
@@ -23,7 +24,7 @@ fn bad(msg: &str) -> CoreError {
     CoreError::Invalid(msg.to_owned())
 }
 
-impl<S: Store> Vault<S> {
+impl<S: Store> Session<'_, S> {
     pub async fn everything(&self, patient: &ResourceId, query: &str) -> Result<EverythingPage, CoreError> {
         if !matches!(self.read(ResourceType::Patient, patient).await?, ReadOutcome::Found(_)) {
             return Err(CoreError::NotFound);
@@ -101,6 +102,11 @@ impl<S: Store> Vault<S> {
                 target_type: Some("Patient".to_owned()),
                 target_id: patient.to_string(),
             }];
+            // Types the caller may not read are left out; the rest are limited like a search.
+            let Ok(guard) = self.guard_conds(t, Perms::READ) else {
+                continue;
+            };
+            conds.extend(guard);
             if let Some(s) = since {
                 conds.push(Cond::LastUpdated {
                     prefix: Prefix::Ge,

@@ -2,8 +2,9 @@
 //! conditions) re-checked, and sealed cursors for the links.
 
 use super::parse::{Link, Parser, Recheck};
+use crate::access::Perms;
 use crate::crud::StoredResource;
-use crate::{CoreError, Vault};
+use crate::{CoreError, Session};
 use carevault_domain::query::parse_query;
 use carevault_domain::search::extract::param_values;
 use carevault_domain::search::normalize::normalize;
@@ -67,7 +68,7 @@ fn sort_from_json(v: &Value) -> Option<SortValue> {
         .map(|t| SortValue::Text(t.to_owned()))
 }
 
-impl<S: Store> Vault<S> {
+impl<S: Store> Session<'_, S> {
     fn seal_cursor(&self, rtype: ResourceType, state: &CursorState) -> Result<String, CoreError> {
         let after = state
             .after
@@ -113,6 +114,7 @@ impl<S: Store> Vault<S> {
 
     /// Runs a search of `rtype` given the query string of the request.
     pub async fn search(&self, rtype: ResourceType, query: &str, opts: SearchOptions) -> Result<SearchPage, CoreError> {
+        self.require(rtype, Perms::SEARCH)?;
         let pairs = parse_query(query).map_err(|e| CoreError::Invalid(e.to_string()))?;
         let cursor = pairs.iter().find(|(k, _)| k == "_cursor").map(|(_, v)| v.clone());
         let (state, this) = match &cursor {
@@ -142,7 +144,7 @@ impl<S: Store> Vault<S> {
         let mut q = SearchQuery {
             tenant: self.tenant.as_str().to_owned(),
             rtype: rtype.as_str().to_owned(),
-            conds: req.conds.clone(),
+            conds: self.guarded(rtype, Perms::SEARCH, req.conds.clone())?,
             sort: req.sort.clone(),
             after: state.after.clone(),
             backwards: state.backwards,
@@ -223,7 +225,7 @@ const MAX_DEPTH: usize = 4;
 
 type Boxed<'a, T> = Pin<Box<dyn Future<Output = Result<T, CoreError>> + Send + 'a>>;
 
-impl<S: Store> Vault<S> {
+impl<S: Store> Session<'_, S> {
     /// Turns each chain and `_has` of `req` into a plain condition by running its inner search.
     fn resolve_links<'a>(
         &'a self,
@@ -326,10 +328,12 @@ impl<S: Store> Vault<S> {
             };
             let mut req = parser.parse(&pairs)?;
             self.resolve_links(rtype, &mut req, depth).await?;
+            // The inner search is limited like any other: a chain or `_has` can't be used to
+            // learn about resources the caller may not search.
             let q = SearchQuery {
                 tenant: self.tenant.as_str().to_owned(),
                 rtype: rtype.as_str().to_owned(),
-                conds: req.conds.clone(),
+                conds: self.guarded(rtype, Perms::SEARCH, req.conds.clone())?,
                 sort: Vec::new(),
                 after: None,
                 backwards: false,
@@ -366,7 +370,7 @@ const MAX_INCLUDE_ROUNDS: usize = 4;
 /// The most resources one `_revinclude` adds to a page.
 const MAX_REVINCLUDE: u32 = 1000;
 
-impl<S: Store> Vault<S> {
+impl<S: Store> Session<'_, S> {
     /// Resources the page's matches point to (`_include`) and that point to them (`_revinclude`).
     async fn includes(
         &self,
@@ -404,9 +408,13 @@ impl<S: Store> Vault<S> {
                 }
             }
             for (t, ids) in wanted {
-                added.extend(self.read_many(t, &ids).await?);
+                added.extend(self.read_visible(t, &ids).await?);
             }
             for rev in req.revincludes.iter().filter(|r| round == 0 || r.iterate) {
+                // Types the caller may not read are left out of includes, not an error.
+                let Ok(guard) = self.guard_conds(rev.source, Perms::READ) else {
+                    continue;
+                };
                 // Round 0 points at the page (all of the searched type); later rounds at what
                 // the previous round added, grouped by type.
                 let mut targets: std::collections::BTreeMap<ResourceType, Vec<String>> = Default::default();
@@ -419,11 +427,14 @@ impl<S: Store> Vault<S> {
                     let q = SearchQuery {
                         tenant: self.tenant.as_str().to_owned(),
                         rtype: rev.source.as_str().to_owned(),
-                        conds: vec![carevault_storage::Cond::ReferenceIn {
+                        conds: [carevault_storage::Cond::ReferenceIn {
                             param: rev.param.name.to_owned(),
                             target_type: Some(t.as_str().to_owned()),
                             target_ids: ids,
-                        }],
+                        }]
+                        .into_iter()
+                        .chain(guard.iter().cloned())
+                        .collect(),
                         sort: Vec::new(),
                         after: None,
                         backwards: false,

@@ -1,6 +1,7 @@
 //! `POST [base]` with a transaction or batch Bundle. GET entries (reads and searches) always
 //! carry their resource or searchset; writes carry theirs with `Prefer: return=representation`.
 
+use crate::auth::Caller;
 use crate::body::read_body;
 use crate::error::fhir_json_response;
 use crate::respond::{ReturnPref, base_url, etag, return_pref, status_line};
@@ -14,6 +15,7 @@ use serde_json::{Value, json};
 
 pub(crate) async fn process(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -25,7 +27,7 @@ pub(crate) async fn process(
             e.column()
         ))
     })?;
-    let outcome = state.vault.process_bundle(&value).await?;
+    let outcome = state.vault.session(&caller).process_bundle(&value).await?;
     let base = base_url(&state, &headers);
     let with_resources = return_pref(&headers) == ReturnPref::Representation && headers.contains_key("prefer");
     let mut entries = Vec::with_capacity(outcome.entries.len());

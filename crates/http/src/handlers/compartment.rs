@@ -3,6 +3,7 @@
 //! door to `GET [base]/Group/[id]/$export` (see `export.rs`).
 
 use super::{parse_id_for_read, parse_type};
+use crate::auth::Caller;
 use crate::error::fhir_json_response;
 use crate::respond::base_url;
 use crate::{ApiError, AppState};
@@ -14,6 +15,7 @@ use serde_json::{Value, json};
 
 pub(crate) async fn patient_scoped(
     State(state): State<AppState>,
+    caller: Caller,
     Path((rtype, id, rest)): Path<(String, String, String)>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
@@ -21,7 +23,7 @@ pub(crate) async fn patient_scoped(
     let rtype = parse_type(&rtype)?;
     if rtype == ResourceType::Group && rest == "$export" {
         let id = parse_id_for_read(&id)?;
-        return super::export::group(&state, &headers, id, query.as_deref().unwrap_or("")).await;
+        return super::export::group(&state, &caller, &headers, id, query.as_deref().unwrap_or("")).await;
     }
     if rtype != ResourceType::Patient {
         return Err(ApiError::NotFound("no such endpoint"));
@@ -29,7 +31,7 @@ pub(crate) async fn patient_scoped(
     let id = parse_id_for_read(&id)?;
     let query = query.unwrap_or_default();
     if rest == "$everything" {
-        let page = state.vault.everything(&id, &query).await?;
+        let page = state.vault.session(&caller).everything(&id, &query).await?;
         let base = base_url(&state, &headers);
         let mut entries = Vec::with_capacity(page.resources.len());
         for r in &page.resources {
@@ -50,7 +52,7 @@ pub(crate) async fn patient_scoped(
     let target = parse_type(&rest)?;
     // The patient must exist (and be visible) for its compartment to be searched.
     if !matches!(
-        state.vault.read(ResourceType::Patient, &id).await?,
+        state.vault.session(&caller).read(ResourceType::Patient, &id).await?,
         carevault_core::ReadOutcome::Found(_)
     ) {
         return Err(ApiError::NotFound("resource not found"));
@@ -60,5 +62,5 @@ pub(crate) async fn patient_scoped(
     } else {
         format!("{}=Patient/{id}&{query}", carevault_core::COMPARTMENT)
     };
-    super::search::run(&state, &headers, target, &scoped).await
+    super::search::run(&state, &caller, &headers, target, &scoped).await
 }

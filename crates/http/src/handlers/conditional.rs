@@ -2,6 +2,7 @@
 //! (conditional delete), resolved through the search engine.
 
 use super::parse_type;
+use crate::auth::Caller;
 use crate::body::read_resource;
 use crate::respond::{base_url, etag, resource_response, return_pref};
 use crate::{ApiError, AppState};
@@ -16,6 +17,7 @@ fn condition(query: Option<String>) -> Result<String, ApiError> {
 
 pub(crate) async fn update(
     State(state): State<AppState>,
+    caller: Caller,
     Path(rtype): Path<String>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
@@ -27,7 +29,7 @@ pub(crate) async fn update(
     if resource.rtype() != rtype {
         return Err(ApiError::BadRequest("resourceType does not match the URL".into()));
     }
-    let written = state.vault.conditional_update(resource, &cond).await?;
+    let written = state.vault.session(&caller).conditional_update(resource, &cond).await?;
     let status = if written.created {
         StatusCode::CREATED
     } else {
@@ -44,12 +46,13 @@ pub(crate) async fn update(
 
 pub(crate) async fn delete(
     State(state): State<AppState>,
+    caller: Caller,
     Path(rtype): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let rtype = parse_type(&rtype)?;
     let cond = condition(query)?;
-    let version = state.vault.conditional_delete(rtype, &cond).await?;
+    let version = state.vault.session(&caller).conditional_delete(rtype, &cond).await?;
     let mut resp = StatusCode::NO_CONTENT.into_response();
     if let Some(v) = version.and_then(|v| HeaderValue::from_str(&etag(v)).ok()) {
         resp.headers_mut().insert(header::ETAG, v);

@@ -1,6 +1,7 @@
 //! `POST [base]/[type]`: create, or conditional create with `If-None-Exist`.
 
 use super::parse_type;
+use crate::auth::Caller;
 use crate::body::read_resource;
 use crate::respond::{base_url, resource_response, return_pref};
 use crate::{ApiError, AppState};
@@ -11,6 +12,7 @@ use axum::response::Response;
 
 pub(crate) async fn create(
     State(state): State<AppState>,
+    caller: Caller,
     Path(rtype): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -27,10 +29,11 @@ pub(crate) async fn create(
                 .map_err(|_| ApiError::BadRequest("If-None-Exist is not text".into()))?;
             state
                 .vault
+                .session(&caller)
                 .create_if_none_exist(resource, carevault_core::condition_query(cond))
                 .await?
         }
-        None => state.vault.create(resource).await?,
+        None => state.vault.session(&caller).create(resource).await?,
     };
     let status = if written.created {
         StatusCode::CREATED

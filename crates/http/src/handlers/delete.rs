@@ -2,6 +2,7 @@
 //! (or is already deleted) succeeds too, as the spec allows.
 
 use super::{if_match, parse_id_for_write, parse_type};
+use crate::auth::Caller;
 use crate::error::{fhir_json_response, operation_outcome};
 use crate::respond::{ReturnPref, etag, return_pref};
 use crate::{ApiError, AppState};
@@ -11,13 +12,14 @@ use axum::response::{IntoResponse, Response};
 
 pub(crate) async fn delete(
     State(state): State<AppState>,
+    caller: Caller,
     Path((rtype, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let rtype = parse_type(&rtype)?;
     let id = parse_id_for_write(&id)?;
     let expected = if_match(&headers)?;
-    let version = state.vault.delete(rtype, &id, expected).await?;
+    let version = state.vault.session(&caller).delete(rtype, &id, expected).await?;
     let mut resp = if return_pref(&headers) == ReturnPref::OperationOutcome {
         let text = if version.is_some() {
             "deleted"

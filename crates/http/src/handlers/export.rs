@@ -4,6 +4,7 @@
 //! (`GET [base]/$export-file/[job]/[n]`, NDJSON). Every call needs the bearer token, and the
 //! manifest says so (`requiresAccessToken`).
 
+use crate::auth::Caller;
 use crate::error::{fhir_json_response, operation_outcome};
 use crate::respond::{base_url, http_date};
 use crate::{ApiError, AppState};
@@ -16,32 +17,50 @@ use std::sync::Arc;
 
 pub(crate) async fn system(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    kick_off(&state, &headers, ExportLevel::System, query.as_deref().unwrap_or("")).await
+    kick_off(
+        &state,
+        &caller,
+        &headers,
+        ExportLevel::System,
+        query.as_deref().unwrap_or(""),
+    )
+    .await
 }
 
 pub(crate) async fn patients(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    kick_off(&state, &headers, ExportLevel::Patient, query.as_deref().unwrap_or("")).await
+    kick_off(
+        &state,
+        &caller,
+        &headers,
+        ExportLevel::Patient,
+        query.as_deref().unwrap_or(""),
+    )
+    .await
 }
 
 /// `Group/[id]/$export`, reached through the `[type]/[id]/[operation]` route.
 pub(crate) async fn group(
     state: &AppState,
+    caller: &Caller,
     headers: &HeaderMap,
     id: carevault_domain::ResourceId,
     query: &str,
 ) -> Result<Response, ApiError> {
-    kick_off(state, headers, ExportLevel::Group(id), query).await
+    kick_off(state, caller, headers, ExportLevel::Group(id), query).await
 }
 
 async fn kick_off(
     state: &AppState,
+    caller: &Caller,
     headers: &HeaderMap,
     level: ExportLevel,
     query: &str,
@@ -63,10 +82,12 @@ async fn kick_off(
         return Err(ApiError::BadRequest("$export answers in application/fhir+json".into()));
     }
     let ttl_ms = i64::try_from(state.config.export_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-    let (job, plan) = state.vault.start_export(level, query, ttl_ms).await?;
+    let (job, plan) = state.vault.session(caller).start_export(level, query, ttl_ms).await?;
+    // The worker exports with the decision of the caller who started it.
     let vault = Arc::clone(&state.vault);
+    let access = Arc::clone(&caller.0);
     let worker_job = job.clone();
-    tokio::spawn(async move { vault.run_export(&worker_job, plan).await });
+    tokio::spawn(async move { vault.session(&access).run_export(&worker_job, plan).await });
     let location = format!("{}/$export-status/{}", base_url(state, headers), job.as_str());
     let body = operation_outcome(
         "information",
@@ -86,11 +107,12 @@ fn parse_job(job: &str) -> Result<ExportJobId, ApiError> {
 
 pub(crate) async fn status(
     State(state): State<AppState>,
+    caller: Caller,
     Path(job): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let job = parse_job(&job)?;
-    match state.vault.export_status(&job).await? {
+    match state.vault.session(&caller).export_status(&job).await? {
         ExportStatus::Running { written } => {
             let mut r = StatusCode::ACCEPTED.into_response();
             let h = r.headers_mut();
@@ -141,9 +163,13 @@ pub(crate) async fn status(
     }
 }
 
-pub(crate) async fn cancel(State(state): State<AppState>, Path(job): Path<String>) -> Result<Response, ApiError> {
+pub(crate) async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(job): Path<String>,
+) -> Result<Response, ApiError> {
     let job = parse_job(&job)?;
-    state.vault.cancel_export(&job).await?;
+    state.vault.session(&caller).cancel_export(&job).await?;
     let body = operation_outcome(
         "information",
         "informational",
@@ -157,11 +183,12 @@ pub(crate) async fn cancel(State(state): State<AppState>, Path(job): Path<String
 
 pub(crate) async fn file(
     State(state): State<AppState>,
+    caller: Caller,
     Path((job, n)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let job = parse_job(&job)?;
     let n: i64 = n.parse().map_err(|_| ApiError::NotFound("no such export file"))?;
-    let body = state.vault.export_file(&job, n).await?;
+    let body = state.vault.session(&caller).export_file(&job, n).await?;
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/fhir+ndjson")],

@@ -2,6 +2,7 @@
 //! Parameters: `_count`, `_since`, and the opaque `_cursor` of the `next` link.
 
 use super::{parse_id_for_read, parse_type};
+use crate::auth::Caller;
 use crate::error::fhir_json_response;
 use crate::respond::{base_url, etag, status_line};
 use crate::{ApiError, AppState};
@@ -47,6 +48,7 @@ fn params(query: Option<&str>) -> Result<Params, ApiError> {
 
 async fn history(
     state: &AppState,
+    caller: &Caller,
     headers: &HeaderMap,
     scope: HistoryScope,
     query: Option<&str>,
@@ -54,6 +56,7 @@ async fn history(
     let p = params(query)?;
     let page = state
         .vault
+        .session(caller)
         .history(&scope, p.since.as_ref().map(|s| s.1), p.count, p.cursor.as_deref())
         .await?;
     let base = base_url(state, headers);
@@ -119,24 +122,27 @@ fn bundle(base: &str, path: &str, q: &str, cursor: Option<&str>, page: &HistoryP
 
 pub(crate) async fn system(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    history(&state, &headers, HistoryScope::System, query.as_deref()).await
+    history(&state, &caller, &headers, HistoryScope::System, query.as_deref()).await
 }
 
 pub(crate) async fn of_type(
     State(state): State<AppState>,
+    caller: Caller,
     Path(rtype): Path<String>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let rtype = parse_type(&rtype)?;
-    history(&state, &headers, HistoryScope::Type(rtype), query.as_deref()).await
+    history(&state, &caller, &headers, HistoryScope::Type(rtype), query.as_deref()).await
 }
 
 pub(crate) async fn instance(
     State(state): State<AppState>,
+    caller: Caller,
     Path((rtype, id)): Path<(String, String)>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
@@ -144,8 +150,15 @@ pub(crate) async fn instance(
     let rtype = parse_type(&rtype)?;
     let id = parse_id_for_read(&id)?;
     // An instance that never existed has no history: 404, not an empty bundle.
-    if let carevault_core::ReadOutcome::NotFound = state.vault.read(rtype, &id).await? {
+    if let carevault_core::ReadOutcome::NotFound = state.vault.session(&caller).read(rtype, &id).await? {
         return Err(ApiError::NotFound("resource not found"));
     }
-    history(&state, &headers, HistoryScope::Instance(rtype, id), query.as_deref()).await
+    history(
+        &state,
+        &caller,
+        &headers,
+        HistoryScope::Instance(rtype, id),
+        query.as_deref(),
+    )
+    .await
 }

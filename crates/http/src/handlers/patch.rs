@@ -1,6 +1,7 @@
 //! `PATCH [base]/[type]/[id]` with `application/json-patch+json`; `If-Match` honoured.
 
 use super::{if_match, parse_id_for_write, parse_type};
+use crate::auth::Caller;
 use crate::respond::{resource_response, return_pref};
 use crate::{ApiError, AppState};
 use axum::body::Body;
@@ -11,6 +12,7 @@ use serde_json::Value;
 
 pub(crate) async fn patch(
     State(state): State<AppState>,
+    caller: Caller,
     Path((rtype, id)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
@@ -35,7 +37,7 @@ pub(crate) async fn patch(
             e.column()
         ))
     })?;
-    let written = state.vault.patch(rtype, &id, &doc, expected).await?;
+    let written = state.vault.session(&caller).patch(rtype, &id, &doc, expected).await?;
     Ok(resource_response(
         StatusCode::OK,
         &written.resource,

@@ -1,6 +1,7 @@
 //! `GET [base]/[type]/[id]` and `GET [base]/[type]/[id]/_history/[vid]`.
 
 use super::{parse_id_for_read, parse_type};
+use crate::auth::Caller;
 use crate::respond::{ReturnPref, etag, http_date, resource_response};
 use crate::{ApiError, AppState};
 use axum::extract::{Path, State};
@@ -28,19 +29,21 @@ fn answer(outcome: ReadOutcome) -> Result<Response, ApiError> {
 
 pub(crate) async fn read(
     State(state): State<AppState>,
+    caller: Caller,
     Path((rtype, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let rtype = parse_type(&rtype)?;
     let id = parse_id_for_read(&id)?;
-    answer(state.vault.read(rtype, &id).await?)
+    answer(state.vault.session(&caller).read(rtype, &id).await?)
 }
 
 pub(crate) async fn vread(
     State(state): State<AppState>,
+    caller: Caller,
     Path((rtype, id, vid)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
     let rtype = parse_type(&rtype)?;
     let id = parse_id_for_read(&id)?;
     let version = VersionId::parse(&vid).map_err(|_| ApiError::NotFound("version not found"))?;
-    answer(state.vault.vread(rtype, &id, version).await?)
+    answer(state.vault.session(&caller).vread(rtype, &id, version).await?)
 }

@@ -2,6 +2,7 @@
 //! terms out of URLs and logs): a searchset Bundle with sealed-cursor paging links.
 
 use super::parse_type;
+use crate::auth::Caller;
 use crate::body::read_form;
 use crate::error::{fhir_json_response, operation_outcome};
 use crate::respond::base_url;
@@ -16,23 +17,25 @@ use serde_json::{Map, Value, json};
 
 pub(crate) async fn search_type(
     State(state): State<AppState>,
+    caller: Caller,
     Path(rtype): Path<String>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let rtype = parse_type(&rtype)?;
-    run(&state, &headers, rtype, query.as_deref().unwrap_or("")).await
+    run(&state, &caller, &headers, rtype, query.as_deref().unwrap_or("")).await
 }
 
 pub(crate) async fn search_post(
     State(state): State<AppState>,
+    caller: Caller,
     Path(rtype): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let rtype = parse_type(&rtype)?;
     let form = read_form(&state, &headers, body).await?;
-    run(&state, &headers, rtype, &form).await
+    run(&state, &caller, &headers, rtype, &form).await
 }
 
 fn strict(headers: &HeaderMap) -> bool {
@@ -146,12 +149,14 @@ pub(crate) fn searchset(base: &str, rtype: ResourceType, page: &SearchPage) -> R
 
 pub(crate) async fn run(
     state: &AppState,
+    caller: &Caller,
     headers: &HeaderMap,
     rtype: ResourceType,
     query: &str,
 ) -> Result<Response, ApiError> {
     let page = state
         .vault
+        .session(caller)
         .search(
             rtype,
             query,

@@ -1,6 +1,7 @@
 //! `PUT [base]/[type]/[id]`: update, or create with the client's id; `If-Match` honoured.
 
 use super::{if_match, parse_id_for_write, parse_type};
+use crate::auth::Caller;
 use crate::body::read_resource;
 use crate::respond::{base_url, resource_response, return_pref};
 use crate::{ApiError, AppState};
@@ -11,6 +12,7 @@ use axum::response::Response;
 
 pub(crate) async fn update(
     State(state): State<AppState>,
+    caller: Caller,
     Path((rtype, id)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
@@ -33,7 +35,11 @@ pub(crate) async fn update(
             ));
         }
     }
-    let written = state.vault.update(rtype, &id, resource, expected).await?;
+    let written = state
+        .vault
+        .session(&caller)
+        .update(rtype, &id, resource, expected)
+        .await?;
     let status = if written.created {
         StatusCode::CREATED
     } else {

@@ -116,6 +116,20 @@ fn history_where(q: &HistoryQuery) -> (String, Vec<Box<dyn ToSql + Sync + Send>>
         args.push(Box::new(since));
         sql.push_str(&format!(" AND v.last_updated >= ${}", args.len()));
     }
+    if q.patients.is_some() {
+        // Limited to some patients but no type to find their compartment by: nothing.
+        let Some((pkey, patients)) = crate::types::history_patients(q) else {
+            sql.push_str(" AND false");
+            return (sql, args);
+        };
+        args.push(Box::new(pkey));
+        let pk = args.len();
+        args.push(Box::new(patients.to_vec()));
+        sql.push_str(&format!(
+            " AND v.rid IN (SELECT rid FROM search_reference WHERE pkey = ${pk} AND target_type = 'Patient' AND target_id = ANY(${}))",
+            args.len()
+        ));
+    }
     (sql, args)
 }
 

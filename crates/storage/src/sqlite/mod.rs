@@ -258,6 +258,19 @@ fn history_where(q: &HistoryQuery) -> (String, Vec<rusqlite::types::Value>) {
         sql.push_str(" AND v.last_updated >= ?");
         args.push(V::Integer(since));
     }
+    if q.patients.is_some() {
+        // Limited to some patients but no type to find their compartment by: nothing.
+        let Some((pkey, patients)) = crate::types::history_patients(q) else {
+            sql.push_str(" AND 0");
+            return (sql, args);
+        };
+        let marks = vec!["?"; patients.len()].join(", ");
+        sql.push_str(&format!(
+            " AND v.rid IN (SELECT rid FROM search_reference WHERE pkey = ? AND target_type = 'Patient' AND target_id IN ({marks}))"
+        ));
+        args.push(V::Integer(pkey));
+        args.extend(patients.iter().map(|p| V::Text(p.clone())));
+    }
     (sql, args)
 }
 

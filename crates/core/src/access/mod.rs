@@ -1,0 +1,216 @@
+//! Who may see what. An [`Access`] is the decision for one caller — token scopes ∩ role ∩
+//! care relationship — as data the query layer turns into conditions before anything is
+//! read. It can only be made by [`Access::decide`] (or, for operator tools and the bootstrap
+//! integration token, [`Access::unchecked_system`]), and the record store is reachable only
+//! through a [`crate::Session`] that holds one.
+
+mod role;
+mod scope;
+
+pub use role::{Kind, Role};
+pub use scope::{ClinicalScope, Level, Perms, Scope, ScopeError, ScopeSet};
+
+use carevault_domain::{ResourceId, ResourceType};
+
+/// Which patients' compartments a caller reaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reach {
+    /// Every patient (system integrations; roles that see no clinical type anyway).
+    All,
+    /// Only these patients (possibly none).
+    Patients(Vec<ResourceId>),
+}
+
+/// The account behind a request, as authentication established it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    /// Opaque account id (never a name).
+    pub user_id: String,
+    pub role: Role,
+    /// The Patient a patient account is.
+    pub patient: Option<ResourceId>,
+    /// The Practitioner a staff account is.
+    pub practitioner: Option<ResourceId>,
+}
+
+/// Who acted, for logs and the audit trail: opaque ids only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// The bootstrap integration token or an operator command.
+    System,
+    User {
+        user_id: String,
+        role: Role,
+    },
+}
+
+/// One grant on a type: the interactions allowed and, for granular scopes, the search
+/// constraints a resource must meet (all of them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Grant {
+    rtype: Option<ResourceType>,
+    perms: Perms,
+    filter: Vec<(String, String)>,
+}
+
+/// The decision for one caller. Fields are private: a value exists only because
+/// [`Access::decide`] or [`Access::unchecked_system`] made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    actor: Actor,
+    role: Option<Role>,
+    reach: Reach,
+    grants: Vec<Grant>,
+}
+
+/// How a type's reads are limited for a caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TypeFilter {
+    /// Every resource of the type.
+    Open,
+    /// Only resources meeting one of these constraint sets (granular scopes).
+    AnyOf(Vec<Vec<(String, String)>>),
+}
+
+impl Access {
+    /// Everything, everywhere: for the bootstrap integration token (documented as
+    /// `system/*.cruds`) and operator commands that run on the server's own machine.
+    pub fn unchecked_system() -> Access {
+        Access {
+            actor: Actor::System,
+            role: None,
+            reach: Reach::All,
+            grants: vec![Grant {
+                rtype: None,
+                perms: Perms::ALL,
+                filter: Vec::new(),
+            }],
+        }
+    }
+
+    /// The decision for `subject` holding `scopes`. `related` is the set of patients the
+    /// subject has a care relationship with (used by clinical roles); `context` is the patient
+    /// chosen at launch, which `patient/` scopes require.
+    pub fn decide(
+        subject: &Subject,
+        scopes: &ScopeSet,
+        related: Vec<ResourceId>,
+        context: Option<&ResourceId>,
+    ) -> Access {
+        let role = subject.role;
+        // The patients each scope level reaches.
+        let user_reach = match role {
+            Role::Patient => match &subject.patient {
+                Some(p) => Reach::Patients(vec![p.clone()]),
+                None => Reach::Patients(Vec::new()),
+            },
+            r if r.needs_relationship() => Reach::Patients(related),
+            _ => Reach::All,
+        };
+        let patient_reach = match (role, context, &subject.patient) {
+            (Role::Patient, _, Some(own)) => Some(Reach::Patients(vec![own.clone()])),
+            (Role::Patient, _, None) => None,
+            (_, Some(ctx), _) => Some(narrow(&user_reach, ctx)),
+            (_, None, _) => None,
+        };
+        // User scopes reach what the account reaches; patient scopes only the patient in
+        // context. With both, the narrower reach holds for every grant: never widened.
+        let mut grants = Vec::new();
+        let mut reach = None;
+        for (level, level_reach) in [(Level::User, Some(user_reach)), (Level::Patient, patient_reach)] {
+            let Some(level_reach) = level_reach else { continue };
+            let before = grants.len();
+            grants.extend(scopes.clinical(level).map(|s| Grant {
+                rtype: s.rtype,
+                perms: s.perms,
+                filter: s.filter.clone(),
+            }));
+            if grants.len() > before {
+                reach = Some(level_reach);
+            }
+        }
+        Access {
+            actor: Actor::User {
+                user_id: subject.user_id.clone(),
+                role,
+            },
+            role: Some(role),
+            reach: reach.unwrap_or(Reach::Patients(Vec::new())),
+            grants,
+        }
+    }
+
+    /// Whether nothing limits the caller (the bootstrap token, operator commands).
+    pub fn is_unrestricted(&self) -> bool {
+        self.role.is_none()
+            && self.reach == Reach::All
+            && self
+                .grants
+                .iter()
+                .any(|g| g.rtype.is_none() && g.perms == Perms::ALL && g.filter.is_empty())
+    }
+
+    pub fn actor(&self) -> &Actor {
+        &self.actor
+    }
+
+    pub fn reach(&self) -> &Reach {
+        &self.reach
+    }
+
+    /// Whether the caller may do all of `want` on some resources of `rtype`.
+    pub fn allows(&self, rtype: ResourceType, want: Perms) -> bool {
+        self.filter(rtype, want).is_some()
+    }
+
+    /// How the caller's `want` interactions on `rtype` are limited; `None` = not at all allowed.
+    pub fn filter(&self, rtype: ResourceType, want: Perms) -> Option<TypeFilter> {
+        if let Some(role) = self.role
+            && !role.perms(rtype).contains(want)
+        {
+            return None;
+        }
+        if Kind::of(rtype) == Kind::Unscoped && self.reach != Reach::All {
+            return None;
+        }
+        let mut sets = Vec::new();
+        for g in &self.grants {
+            if g.rtype.is_some_and(|t| t != rtype) || !g.perms.contains(want) {
+                continue;
+            }
+            if g.filter.is_empty() {
+                return Some(TypeFilter::Open);
+            }
+            sets.push(g.filter.clone());
+        }
+        (!sets.is_empty()).then_some(TypeFilter::AnyOf(sets))
+    }
+
+    /// The patients whose compartments `rtype` is limited to; `None` = no limit (the caller
+    /// reaches every patient, or the type is directory data).
+    pub fn compartment_limit(&self, rtype: ResourceType) -> Option<&[ResourceId]> {
+        match (&self.reach, Kind::of(rtype)) {
+            (Reach::Patients(p), Kind::Compartment) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Whether every patient in `patients` is reachable (and, when limited, there is one).
+    pub fn reaches_all(&self, patients: &[ResourceId]) -> bool {
+        match &self.reach {
+            Reach::All => true,
+            Reach::Patients(p) => !patients.is_empty() && patients.iter().all(|x| p.contains(x)),
+        }
+    }
+}
+
+fn narrow(reach: &Reach, patient: &ResourceId) -> Reach {
+    match reach {
+        Reach::All => Reach::Patients(vec![patient.clone()]),
+        Reach::Patients(p) if p.contains(patient) => Reach::Patients(vec![patient.clone()]),
+        Reach::Patients(_) => Reach::Patients(Vec::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests;
