@@ -1,6 +1,7 @@
 //! `carevault`: the one binary. Subcommands are a scripting contract — keep their names and
 //! flags stable.
 
+mod accounts;
 mod app;
 mod config;
 mod demo;
@@ -37,6 +38,10 @@ enum Command {
     Import(import::ImportArgs),
     /// Write synthetic patients (Synthea-sized records) as transaction bundles, for benchmarks.
     Generate(generate::GenerateArgs),
+    /// Manage accounts: add, list, disable, enable.
+    User(accounts::UserArgs),
+    /// Mint a signed access token for an account (for automation; at most 24 hours).
+    Token(accounts::TokenArgs),
 }
 
 /// A failure the CLI reports in one line and exits non-zero on.
@@ -71,6 +76,8 @@ fn main() -> ExitCode {
             Command::Demo(a) => demo::run(a).await,
             Command::Import(a) => import::run(a).await,
             Command::Generate(a) => generate::run(a),
+            Command::User(a) => accounts::user(a).await,
+            Command::Token(a) => accounts::token(a).await,
         }
     });
     match result {

@@ -4,6 +4,7 @@
 //! store or the keys directly.
 
 pub mod access;
+mod accounts;
 mod bundle;
 mod crud;
 mod error;
@@ -12,16 +13,19 @@ mod history;
 mod identifiers;
 mod keys;
 mod patch;
+mod relationships;
 mod search;
 mod session;
 mod vault;
 
+pub use accounts::{AccountSummary, MAX_TOKEN_TTL_SECS, MIN_PASSWORD_CHARS, NewAccount, TokenRejection, Username};
 pub use bundle::{BundleKind, BundleOutcome, EntryResult, condition_query, parse_etag};
 pub use crud::{ReadOutcome, StoredResource, Written};
 pub use error::CoreError;
 pub use export::{ExportJobId, ExportLevel, ExportPlan, ExportStatus};
 pub use history::{HistoryEntry, HistoryPage, HistoryScope, MAX_PAGE};
 pub use identifiers::IdentifierQuery;
+pub use relationships::AccessPolicy;
 pub use search::{COMPARTMENT, EverythingPage, Include, SearchOptions, SearchPage, SearchRequest};
 pub use session::Session;
 pub use vault::Vault;

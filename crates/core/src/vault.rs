@@ -1,4 +1,5 @@
 use crate::keys::KeyCache;
+use crate::relationships::{AccessPolicy, RelationshipCache};
 use carevault_crypto::{CursorKey, IndexKey, KeyFile, RandomSource};
 use carevault_domain::{Clock, ResourceId, TenantId};
 use carevault_storage::Store;
@@ -15,6 +16,8 @@ pub struct Vault<S: Store> {
     pub(crate) search_index: IndexKey,
     pub(crate) cursor_key: CursorKey,
     pub(crate) key_cache: KeyCache,
+    pub(crate) policy: AccessPolicy,
+    pub(crate) relationships: RelationshipCache,
 }
 
 impl<S: Store> Vault<S> {
@@ -38,7 +41,15 @@ impl<S: Store> Vault<S> {
             search_index,
             cursor_key,
             key_cache: KeyCache::default(),
+            policy: AccessPolicy::default(),
+            relationships: RelationshipCache::default(),
         })
+    }
+
+    /// Replaces the access policy (relationship windows and caching).
+    pub fn with_policy(mut self, policy: AccessPolicy) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// The backend itself, for operator tasks that touch no patient data (statistics after a

@@ -1,5 +1,6 @@
 //! All of carevault's cryptography, in one small crate over `ring`: the key file, data-key
-//! wrapping, AEAD sealing bound to a row, blind-index tags, token hashing and randomness.
+//! wrapping, AEAD sealing bound to a row, blind-index tags, token hashing, password hashing
+//! (Argon2id), access-token signatures (Ed25519) and randomness.
 //! Nothing else in the workspace touches a primitive directly.
 //!
 //! AEAD choice: AES-256-GCM with a fresh random 96-bit nonce per message. Each patient has
@@ -11,7 +12,9 @@ mod aead;
 mod blind;
 mod cursor;
 mod error;
+mod jwt;
 mod keyfile;
+mod password;
 mod random;
 mod token;
 
@@ -19,6 +22,8 @@ pub use aead::{DataKey, RowBinding, WrappedKey};
 pub use blind::{BlindTag, IndexKey};
 pub use cursor::CursorKey;
 pub use error::CryptoError;
+pub use jwt::TokenSigner;
 pub use keyfile::{Kek, KeyFile, KeyVersion};
+pub use password::{Password, hash_password, verify_password};
 pub use random::{RandomSource, SystemRandomSource};
 pub use token::{TokenHash, constant_time_eq, hash_token, new_token};

@@ -3,8 +3,8 @@
 use crate::postgres::PgStore;
 use crate::sqlite::SqliteStore;
 use crate::{
-    ChangeSet, HistoryQuery, KeyStore, NewKey, ResourceKey, ResourceStore, SearchHit, SearchQuery, StoreError,
-    StoredKey, StoredVersion, TokenStore,
+    AccountStore, ChangeSet, HistoryQuery, KeyStore, NewKey, ResourceKey, ResourceStore, SearchHit, SearchQuery,
+    StoreError, StoredKey, StoredUser, StoredVersion, TokenStore,
 };
 
 /// Either backend. Each method forwards to the one in use.
@@ -150,5 +150,27 @@ impl crate::ExportStore for AnyStore {
 
     async fn delete_expired_exports(&self, now: i64) -> Result<u64, StoreError> {
         forward!(self, s => s.delete_expired_exports(now))
+    }
+}
+
+impl AccountStore for AnyStore {
+    async fn insert_user(&self, user: StoredUser) -> Result<(), StoreError> {
+        forward!(self, s => s.insert_user(user))
+    }
+
+    async fn user_by_tag(&self, tenant: &str, tag: &[u8]) -> Result<Option<StoredUser>, StoreError> {
+        forward!(self, s => s.user_by_tag(tenant, tag))
+    }
+
+    async fn user_by_id(&self, tenant: &str, id: &str) -> Result<Option<StoredUser>, StoreError> {
+        forward!(self, s => s.user_by_id(tenant, id))
+    }
+
+    async fn users(&self, tenant: &str) -> Result<Vec<StoredUser>, StoreError> {
+        forward!(self, s => s.users(tenant))
+    }
+
+    async fn set_user_disabled(&self, tenant: &str, id: &str, disabled: bool) -> Result<bool, StoreError> {
+        forward!(self, s => s.set_user_disabled(tenant, id, disabled))
     }
 }

@@ -211,6 +211,80 @@ fn tok(param: &str, system: &str, code: &str) -> SearchRow {
     }
 }
 
+fn user(id: &str, tag: &[u8]) -> StoredUser {
+    StoredUser {
+        id: id.into(),
+        tenant: "default".into(),
+        username_tag: tag.to_vec(),
+        username_sealed: b"sealed".to_vec(),
+        username_key_id: 1,
+        role: "physician".into(),
+        patient: None,
+        practitioner: Some("dr1".into()),
+        password_hash: "$argon2id$…".into(),
+        disabled: false,
+        created: 5,
+    }
+}
+
+/// Accounts, and histories limited to some patients' compartments.
+async fn accounts_suite<S: Store>(s: S) {
+    s.insert_user(user("u1", b"tag-a")).await.unwrap();
+    assert!(
+        matches!(s.insert_user(user("u2", b"tag-a")).await, Err(StoreError::Conflict)),
+        "a username is taken once per tenant"
+    );
+    let mut other_tenant = user("u3", b"tag-a");
+    other_tenant.tenant = "other".into();
+    s.insert_user(other_tenant).await.unwrap();
+    let got = s.user_by_tag("default", b"tag-a").await.unwrap().unwrap();
+    assert_eq!(got, user("u1", b"tag-a"));
+    assert_eq!(s.user_by_id("default", "u1").await.unwrap(), Some(got));
+    assert_eq!(s.user_by_id("other", "u1").await.unwrap(), None);
+    assert!(s.set_user_disabled("default", "u1", true).await.unwrap());
+    assert!(!s.set_user_disabled("default", "nobody", true).await.unwrap());
+    let all = s.users("default").await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert!(all[0].disabled);
+
+    // Two observations in two patients' compartments; a history limited to one sees one.
+    for (id, patient) in [("h1", "pa"), ("h2", "pb")] {
+        let mut v = version(id, 1, Expect::Absent, Op::Create, &[]);
+        v.search_rows = vec![SearchRow::Reference {
+            param: COMPARTMENT_PARAM.into(),
+            target_type: "Patient".into(),
+            target_id: patient.into(),
+        }];
+        s.apply(one(v)).await.unwrap();
+    }
+    let q = HistoryQuery {
+        tenant: "default".into(),
+        rtype: Some("Observation".into()),
+        id: None,
+        since: None,
+        before_seq: None,
+        limit: 100,
+        patients: Some(vec!["pa".into()]),
+    };
+    let ids: Vec<String> = s.history(&q).await.unwrap().into_iter().map(|v| v.key.id).collect();
+    assert!(
+        ids.contains(&"h1".to_owned()) && !ids.contains(&"h2".to_owned()),
+        "{ids:?}"
+    );
+    assert_eq!(s.history_count(&q).await.unwrap(), ids.len() as u64);
+    let nobody = HistoryQuery {
+        patients: Some(Vec::new()),
+        ..q.clone()
+    };
+    assert_eq!(s.history(&nobody).await.unwrap(), Vec::new());
+    let untyped = HistoryQuery { rtype: None, ..q };
+    assert_eq!(
+        s.history(&untyped).await.unwrap(),
+        Vec::new(),
+        "no type, no compartment: nothing"
+    );
+}
+
 async fn search_suite<S: Store>(s: S) {
     let date = |lo, hi| SearchRow::Date {
         param: "birthdate".into(),
@@ -516,7 +590,8 @@ async fn postgres_search() {
 async fn sqlite_conformance() {
     let dir = tempfile::tempdir().unwrap();
     let store = sqlite::SqliteStore::open(&dir.path().join("t.db")).unwrap();
-    suite(store).await;
+    suite(store.clone()).await;
+    accounts_suite(store).await;
 }
 
 /// A fresh schema on the test server, and a URL whose connections use it.
@@ -541,7 +616,8 @@ async fn postgres_conformance() {
     };
     let url = fresh_pg_schema(&base).await;
     let store = postgres::PgStore::connect(&url, 8).await.unwrap();
-    suite(store).await;
+    suite(store.clone()).await;
+    accounts_suite(store).await;
 }
 
 async fn export_suite<S: Store>(s: S) {

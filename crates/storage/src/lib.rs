@@ -2,6 +2,7 @@
 //! PostgreSQL). The store only ever sees ciphertext, random ids, blind tags and clinical
 //! metadata; it never sees a key or a plaintext body.
 
+mod accounts;
 mod any;
 mod error;
 mod export;
@@ -14,6 +15,7 @@ mod types;
 #[cfg(test)]
 mod conformance;
 
+pub use accounts::{AccountStore, StoredUser};
 pub use any::AnyStore;
 pub use error::StoreError;
 pub use export::*;
@@ -94,6 +96,6 @@ pub trait TokenStore: Send + Sync {
 }
 
 /// Everything a backend provides.
-pub trait Store: ResourceStore + KeyStore + TokenStore + ExportStore + Clone + 'static {}
+pub trait Store: ResourceStore + KeyStore + TokenStore + ExportStore + AccountStore + Clone + 'static {}
 
-impl<T: ResourceStore + KeyStore + TokenStore + ExportStore + Clone + 'static> Store for T {}
+impl<T: ResourceStore + KeyStore + TokenStore + ExportStore + AccountStore + Clone + 'static> Store for T {}

@@ -356,3 +356,48 @@ impl TestApp {
         panic!("{path}: the export did not finish in 30 s")
     }
 }
+
+impl TestApp {
+    /// A request with another bearer token.
+    pub async fn request_as(&self, token: &str, method: Method, path: &str, body: Option<&Value>) -> Resp {
+        let mut rb = self.client.request(method, self.url(path)).bearer_auth(token);
+        if let Some(b) = body {
+            rb = rb
+                .header("content-type", "application/fhir+json")
+                .body(serde_json::to_vec(b).unwrap());
+        }
+        let r = rb.send().await.unwrap();
+        let status = r.status();
+        let headers = r.headers().clone();
+        let body = r.bytes().await.unwrap().to_vec();
+        Resp { status, headers, body }
+    }
+
+    /// Runs a `carevault` subcommand against this server's data directory; its stdout.
+    pub fn cli(&self, args: &[&str]) -> Result<String, String> {
+        let mut cmd = Command::new(BIN);
+        cmd.arg(args[0])
+            .args(&args[1..])
+            .arg("--data-dir")
+            .arg(self.data.path());
+        let out = cmd.output().unwrap();
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+        }
+    }
+
+    /// Adds an account (password from a file) and mints a token for it.
+    pub fn account_token(&self, username: &str, role: &str, link: &[&str], scope: &str, ttl: &str) -> String {
+        let pw = self.data.path().join(format!("{username}.pw"));
+        std::fs::write(&pw, "a long enough password\n").unwrap();
+        let mut args = vec!["user", "add", "--username", username, "--role", role];
+        args.extend_from_slice(link);
+        let pw_s = pw.to_str().unwrap().to_owned();
+        args.extend_from_slice(&["--password-file", &pw_s]);
+        self.cli(&args).unwrap();
+        self.cli(&["token", "--user", username, "--scope", scope, "--ttl", ttl])
+            .unwrap()
+    }
+}

@@ -5,6 +5,8 @@
 
 mod helpers;
 
+mod access;
+
 mod canary;
 mod capability;
 mod cli;

@@ -1,6 +1,7 @@
 //! The PostgreSQL backend, for hospitals that outgrow one machine: a pool of connections,
 //! each change set in one transaction.
 
+mod accounts;
 mod export;
 mod schema;
 

@@ -147,6 +147,26 @@ DELETE FROM search_token a USING search_token b
     WHERE a.ctid < b.ctid AND a.pkey = b.pkey AND a.code = b.code AND a.system = b.system AND a.rid = b.rid;
 "#,
     ),
+    (
+        5,
+        r#"
+-- Accounts: the username only as a blind tag (lookup) and sealed (display).
+CREATE TABLE users (
+    id              TEXT    PRIMARY KEY,
+    tenant          TEXT    NOT NULL,
+    username_tag    BYTEA    NOT NULL,
+    username_sealed BYTEA    NOT NULL,
+    username_key_id BIGINT NOT NULL,
+    role            TEXT    NOT NULL,
+    patient         TEXT,
+    practitioner    TEXT,
+    password_hash   TEXT    NOT NULL,
+    disabled        BOOLEAN NOT NULL DEFAULT false,
+    created         BIGINT NOT NULL,
+    UNIQUE (tenant, username_tag)
+);
+"#,
+    ),
 ];
 
 pub(crate) async fn migrate(client: &mut Client) -> Result<(), StoreError> {

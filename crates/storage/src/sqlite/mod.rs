@@ -1,6 +1,7 @@
 //! The embedded default backend: one SQLite file in WAL mode, `synchronous = FULL`, so an
 //! acknowledged write survives `kill -9` and power loss.
 
+mod accounts;
 mod export;
 mod pool;
 mod schema;

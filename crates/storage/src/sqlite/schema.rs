@@ -161,6 +161,26 @@ ALTER TABLE resource_versions_v4 RENAME TO resource_versions;
 CREATE INDEX resource_versions_by_type ON resource_versions (tenant, rtype, seq);
 "#,
     ),
+    (
+        5,
+        r#"
+-- Accounts: the username only as a blind tag (lookup) and sealed (display).
+CREATE TABLE users (
+    id              TEXT    PRIMARY KEY,
+    tenant          TEXT    NOT NULL,
+    username_tag    BLOB    NOT NULL,
+    username_sealed BLOB    NOT NULL,
+    username_key_id INTEGER NOT NULL,
+    role            TEXT    NOT NULL,
+    patient         TEXT,
+    practitioner    TEXT,
+    password_hash   TEXT    NOT NULL,
+    disabled        INTEGER NOT NULL DEFAULT 0,
+    created         INTEGER NOT NULL,
+    UNIQUE (tenant, username_tag)
+);
+"#,
+    ),
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

@@ -1,0 +1,203 @@
+//! `carevault user add|list|disable|enable` and `carevault token`: accounts and access tokens
+//! for operators and scripts. Keep the flags stable: scripts depend on them.
+
+use crate::CliError;
+use crate::app::open_vault;
+use crate::config::{FlagSettings, Settings};
+use carevault_core::access::{Role, ScopeSet};
+use carevault_core::{MAX_TOKEN_TTL_SECS, NewAccount, Username};
+use carevault_crypto::Password;
+use carevault_domain::ResourceId;
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct UserArgs {
+    #[command(subcommand)]
+    pub command: UserCommand,
+}
+
+#[derive(Subcommand)]
+pub enum UserCommand {
+    /// Add an account.
+    Add(AddArgs),
+    /// List accounts (id, username, role, link, state).
+    List(DirArgs),
+    /// Disable an account: its tokens stop working on their next request.
+    Disable(NameArgs),
+    /// Enable a disabled account again.
+    Enable(NameArgs),
+}
+
+#[derive(Args)]
+pub struct DirArgs {
+    /// The data directory made by `carevault init`.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Args)]
+pub struct NameArgs {
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    #[arg(long)]
+    pub username: String,
+}
+
+#[derive(Args)]
+pub struct AddArgs {
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    #[arg(long)]
+    pub username: String,
+    /// patient, physician, nurse, receptionist, lab-technician, pharmacist, analyst, auditor
+    /// or admin.
+    #[arg(long)]
+    pub role: String,
+    /// The Patient a patient account is (`Patient/ID`).
+    #[arg(long, conflicts_with = "practitioner")]
+    pub patient: Option<String>,
+    /// The Practitioner a staff account is (`Practitioner/ID`); clinical roles need one.
+    #[arg(long)]
+    pub practitioner: Option<String>,
+    /// A file holding the password (its first line); never pass a password on the command line.
+    #[arg(long)]
+    pub password_file: PathBuf,
+}
+
+#[derive(Args)]
+pub struct TokenArgs {
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// The account the token acts as.
+    #[arg(long)]
+    pub user: String,
+    /// SMART scopes, space-separated (e.g. "user/*.rs" or "patient/Observation.rs").
+    #[arg(long)]
+    pub scope: String,
+    /// How long the token lives: seconds, or a number with s, m or h (at most 24h).
+    #[arg(long, default_value = "15m")]
+    pub ttl: String,
+}
+
+fn reference(s: &str, rtype: &str) -> Result<ResourceId, CliError> {
+    let id = s.strip_prefix(&format!("{rtype}/")).unwrap_or(s);
+    ResourceId::parse(id).map_err(|_| CliError::new(format!("{s:?} is not a {rtype} reference ({rtype}/ID)")))
+}
+
+fn ttl_secs(s: &str) -> Result<i64, CliError> {
+    let bad = || CliError::new(format!("--ttl {s:?}: give seconds, or a number with s, m or h"));
+    let (num, unit) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&s[..i], c),
+        _ => (s, 's'),
+    };
+    let n: i64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        's' => n,
+        'm' => n.saturating_mul(60),
+        'h' => n.saturating_mul(3600),
+        _ => return Err(bad()),
+    };
+    if !(1..=MAX_TOKEN_TTL_SECS).contains(&secs) {
+        return Err(CliError::new(format!(
+            "--ttl must be between 1s and {}h",
+            MAX_TOKEN_TTL_SECS / 3600
+        )));
+    }
+    Ok(secs)
+}
+
+fn core_err(e: carevault_core::CoreError) -> CliError {
+    CliError::new(e.to_string())
+}
+
+pub async fn user(args: UserArgs) -> Result<ExitCode, CliError> {
+    match args.command {
+        UserCommand::Add(a) => {
+            let settings = Settings::load(&a.data_dir, FlagSettings::default())?;
+            let role = Role::parse(&a.role).ok_or_else(|| {
+                CliError::new(format!(
+                    "--role {:?}: one of {}",
+                    a.role,
+                    Role::ALL.map(Role::as_str).join(", ")
+                ))
+            })?;
+            let text = std::fs::read_to_string(&a.password_file)
+                .map_err(|e| CliError::new(format!("cannot read {}: {e}", a.password_file.display())))?;
+            let password = Password::new(text.lines().next().unwrap_or("").to_owned());
+            let account = NewAccount {
+                username: Username::parse(&a.username).map_err(core_err)?,
+                role,
+                patient: a.patient.as_deref().map(|p| reference(p, "Patient")).transpose()?,
+                practitioner: a
+                    .practitioner
+                    .as_deref()
+                    .map(|p| reference(p, "Practitioner"))
+                    .transpose()?,
+                password,
+            };
+            let vault = open_vault(&settings).await?;
+            let id = vault.add_user(account).await.map_err(core_err)?;
+            println!("{id}");
+        }
+        UserCommand::List(a) => {
+            let settings = Settings::load(&a.data_dir, FlagSettings::default())?;
+            let vault = open_vault(&settings).await?;
+            println!("id\tusername\trole\tlink\tstate");
+            for u in vault.users().await.map_err(core_err)? {
+                let link = match (&u.patient, &u.practitioner) {
+                    (Some(p), _) => format!("Patient/{p}"),
+                    (_, Some(p)) => format!("Practitioner/{p}"),
+                    _ => "-".into(),
+                };
+                let state = if u.disabled { "disabled" } else { "active" };
+                println!("{}\t{}\t{}\t{link}\t{state}", u.id, u.username, u.role);
+            }
+        }
+        UserCommand::Disable(a) => set_disabled(a, true).await?,
+        UserCommand::Enable(a) => set_disabled(a, false).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn set_disabled(a: NameArgs, disabled: bool) -> Result<(), CliError> {
+    let settings = Settings::load(&a.data_dir, FlagSettings::default())?;
+    let vault = open_vault(&settings).await?;
+    let name = Username::parse(&a.username).map_err(core_err)?;
+    vault.set_user_disabled(&name, disabled).await.map_err(|e| match e {
+        carevault_core::CoreError::NotFound => CliError::new("no such account"),
+        other => core_err(other),
+    })
+}
+
+pub async fn token(a: TokenArgs) -> Result<ExitCode, CliError> {
+    let settings = Settings::load(&a.data_dir, FlagSettings::default())?;
+    let scopes = ScopeSet::parse(&a.scope).map_err(|e| CliError::new(format!("--scope: {e}")))?;
+    let ttl = ttl_secs(&a.ttl)?;
+    let name = Username::parse(&a.user).map_err(core_err)?;
+    let vault = open_vault(&settings).await?;
+    let token = vault.mint_token(&name, &scopes, ttl).await.map_err(|e| match e {
+        carevault_core::CoreError::NotFound => CliError::new("no such account"),
+        other => core_err(other),
+    })?;
+    println!("{token}");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::ttl_secs;
+
+    #[test]
+    fn ttls() {
+        assert_eq!(ttl_secs("15m").unwrap(), 900);
+        assert_eq!(ttl_secs("90").unwrap(), 90);
+        assert_eq!(ttl_secs("2h").unwrap(), 7200);
+        assert!(ttl_secs("25h").is_err());
+        assert!(ttl_secs("0").is_err());
+        assert!(ttl_secs("5d").is_err());
+        assert!(ttl_secs("m").is_err());
+    }
+}

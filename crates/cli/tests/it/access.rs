@@ -1,0 +1,412 @@
+//! Who may see what, end to end: accounts and tokens from the CLI, then every read path
+//! (read, search, chains, `_has`, includes, `$everything`, history, batches) answering only
+//! what the caller's role, scopes and care relationships allow — on both backends.
+
+use crate::helpers::*;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+
+struct World {
+    dr1: String,
+    pa: String,
+    pb: String,
+    pc: String,
+    /// Observation ids per patient (a, b, c).
+    obs: [Vec<String>; 3],
+}
+
+fn ids(bundle: &Value, rtype: &str) -> BTreeSet<String> {
+    bundle["entry"]
+        .as_array()
+        .map(|es| {
+            es.iter()
+                .filter(|e| e["resource"]["resourceType"] == rtype)
+                .map(|e| e["resource"]["id"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn set(v: &[&String]) -> BTreeSet<String> {
+    v.iter().map(|s| (*s).clone()).collect()
+}
+
+async fn world(app: &TestApp) -> World {
+    let dr1 = app
+        .create(&json!({"resourceType": "Practitioner", "name": [{"family": "Osler"}]}))
+        .await;
+    let mut patients = Vec::new();
+    for family in ["Alvarez", "Bergstrom", "Castellanos"] {
+        patients.push(
+            app.create(&json!({"resourceType": "Patient", "name": [{"family": family}]}))
+                .await,
+        );
+    }
+    let mut obs: [Vec<String>; 3] = Default::default();
+    for (i, p) in patients.iter().enumerate() {
+        for (code, category) in [("8867-4", "vital-signs"), (format!("lab-{i}").as_str(), "laboratory")] {
+            obs[i].push(
+                app.create(&json!({
+                    "resourceType": "Observation", "status": "final",
+                    "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": category}]}],
+                    "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+                    "subject": {"reference": format!("Patient/{p}")}
+                }))
+                .await,
+            );
+        }
+    }
+    // A's observation points at B's (an include must not cross into B for A).
+    let cross = app
+        .create(&json!({
+            "resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "cross"}]},
+            "subject": {"reference": format!("Patient/{}", patients[0])},
+            "hasMember": [{"reference": format!("Observation/{}", obs[1][0])}]
+        }))
+        .await;
+    obs[0].push(cross);
+    // dr1 is related to A (an open encounter) and B (an active care team); not to C.
+    app.create(&json!({
+        "resourceType": "Encounter", "status": "in-progress", "class": {"code": "AMB"},
+        "subject": {"reference": format!("Patient/{}", patients[0])},
+        "participant": [{"individual": {"reference": format!("Practitioner/{dr1}")}}],
+        "period": {"start": "2020-01-01T08:00:00Z"}
+    }))
+    .await;
+    app.create(&json!({
+        "resourceType": "CareTeam", "status": "active",
+        "subject": {"reference": format!("Patient/{}", patients[1])},
+        "participant": [{"member": {"reference": format!("Practitioner/{dr1}")}}]
+    }))
+    .await;
+    // C had an encounter with dr1 long ago: no relationship now.
+    app.create(&json!({
+        "resourceType": "Encounter", "status": "finished", "class": {"code": "AMB"},
+        "subject": {"reference": format!("Patient/{}", patients[2])},
+        "participant": [{"individual": {"reference": format!("Practitioner/{dr1}")}}],
+        "period": {"start": "2001-01-01T08:00:00Z", "end": "2001-01-01T09:00:00Z"}
+    }))
+    .await;
+    World {
+        dr1,
+        pa: patients[0].clone(),
+        pb: patients[1].clone(),
+        pc: patients[2].clone(),
+        obs,
+    }
+}
+
+async fn get(app: &TestApp, token: &str, path: &str) -> Resp {
+    app.request_as(token, Method::GET, path, None).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patient_sees_their_own_compartment_and_nothing_else() {
+    for backend in backends("a_patient_sees_their_own_compartment_and_nothing_else").await {
+        let app = spawn_app(&backend).await;
+        let w = world(&app).await;
+        let link = format!("Patient/{}", w.pa);
+        let t = app.account_token("alvarez", "patient", &["--patient", &link], "patient/*.rs", "15m");
+        let b = backend.name();
+
+        // read
+        assert_eq!(
+            get(&app, &t, &format!("Patient/{}", w.pa)).await.status,
+            StatusCode::OK,
+            "{b}"
+        );
+        for path in [
+            format!("Patient/{}", w.pb),
+            format!("Observation/{}", w.obs[1][0]),
+            format!("Observation/{}/_history/1", w.obs[2][0]),
+            format!("Observation/{}/_history", w.obs[1][1]),
+            format!("Patient/{}/$everything", w.pb),
+            "Observation/does-not-exist".to_owned(),
+        ] {
+            let r = get(&app, &t, &path).await;
+            assert_eq!(r.status, StatusCode::NOT_FOUND, "{b} {path}");
+            // indistinguishable from a resource that does not exist
+            assert_eq!(r.outcome(), "resource not found", "{b} {path}");
+        }
+        assert_eq!(
+            get(&app, &t, &format!("Practitioner/{}", w.dr1)).await.status,
+            StatusCode::OK,
+            "directory data is readable"
+        );
+
+        // search, totals, chains, _has, includes
+        let own = set(&w.obs[0].iter().collect::<Vec<_>>());
+        let all = get(&app, &t, "Observation?_total=accurate").await.json();
+        assert_eq!(ids(&all, "Observation"), own, "{b}");
+        assert_eq!(all["total"], own.len(), "{b}: totals count only what may be seen");
+        let other = get(&app, &t, &format!("Observation?subject=Patient/{}", w.pb))
+            .await
+            .json();
+        assert!(ids(&other, "Observation").is_empty(), "{b}");
+        let chained = get(&app, &t, "Observation?subject.name=Bergstrom").await.json();
+        assert!(
+            ids(&chained, "Observation").is_empty(),
+            "{b}: chains search only what may be seen"
+        );
+        let has_b = get(&app, &t, "Patient?_has:Observation:subject:code=lab-1")
+            .await
+            .json();
+        assert!(
+            ids(&has_b, "Patient").is_empty(),
+            "{b}: _has is no oracle for B's codes"
+        );
+        let has_a = get(&app, &t, "Patient?_has:Observation:subject:code=lab-0")
+            .await
+            .json();
+        assert_eq!(ids(&has_a, "Patient"), set(&[&w.pa]), "{b}");
+        let inc = get(&app, &t, "Observation?code=cross&_include=Observation:has-member")
+            .await
+            .json();
+        assert_eq!(
+            ids(&inc, "Observation"),
+            set(&[&w.obs[0][2]]),
+            "{b}: no include across patients"
+        );
+        let rev = get(&app, &t, "Patient?_revinclude=Observation:subject").await.json();
+        assert_eq!(ids(&rev, "Patient"), set(&[&w.pa]), "{b}");
+        assert_eq!(ids(&rev, "Observation"), own, "{b}");
+        let sorted = get(&app, &t, "Observation?_sort=-_lastUpdated&_count=1").await.json();
+        assert!(own.is_superset(&ids(&sorted, "Observation")), "{b}");
+
+        // $everything and history
+        let every = get(&app, &t, &format!("Patient/{}/$everything", w.pa)).await.json();
+        assert_eq!(ids(&every, "Observation"), own, "{b}");
+        assert!(
+            ids(&every, "Encounter").len() == 1 && ids(&every, "CareTeam").is_empty(),
+            "{b}"
+        );
+        let hist = get(&app, &t, "Observation/_history").await.json();
+        assert_eq!(ids(&hist, "Observation"), own, "{b}");
+        assert_eq!(get(&app, &t, "_history").await.status, StatusCode::FORBIDDEN, "{b}");
+
+        // a batch answers entry by entry with the same decision
+        let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+            {"request": {"method": "GET", "url": format!("Observation/{}", w.obs[0][0])}},
+            {"request": {"method": "GET", "url": format!("Observation/{}", w.obs[1][0])}},
+            {"request": {"method": "GET", "url": "Observation?code=8867-4"}}
+        ]});
+        let r = app.request_as(&t, Method::POST, "", Some(&batch)).await;
+        assert_eq!(r.status, StatusCode::OK, "{b}");
+        let entries = r.json()["entry"].as_array().unwrap().clone();
+        assert!(
+            entries[0]["response"]["status"].as_str().unwrap().starts_with("200"),
+            "{b}"
+        );
+        assert!(
+            entries[1]["response"]["status"].as_str().unwrap().starts_with("404"),
+            "{b}"
+        );
+        assert_eq!(ids(&entries[2]["resource"], "Observation"), set(&[&w.obs[0][0]]), "{b}");
+
+        // writes: the role decides the type, the reach decides the patient
+        let obs = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                         "subject": {"reference": link}});
+        let r = app.request_as(&t, Method::POST, "Observation", Some(&obs)).await;
+        assert_eq!(
+            r.status,
+            StatusCode::FORBIDDEN,
+            "{b}: patients do not write observations"
+        );
+        let t_write = app
+            .cli(&["token", "--user", "alvarez", "--scope", "patient/Consent.cruds"])
+            .unwrap();
+        let consent = |p: &str| {
+            json!({"resourceType": "Consent", "status": "active",
+                   "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+                   "category": [{"text": "privacy"}], "patient": {"reference": format!("Patient/{p}")}})
+        };
+        let r = app
+            .request_as(&t_write, Method::POST, "Consent", Some(&consent(&w.pa)))
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::CREATED,
+            "{b}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let r = app
+            .request_as(&t_write, Method::POST, "Consent", Some(&consent(&w.pb)))
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{b}: not for another patient");
+
+        // scopes narrow further: type-limited, granular
+        let t_obs = app
+            .cli(&["token", "--user", "alvarez", "--scope", "patient/Observation.rs"])
+            .unwrap();
+        assert_eq!(
+            get(&app, &t_obs, &format!("Patient/{}", w.pa)).await.status,
+            StatusCode::FORBIDDEN
+        );
+        let t_lab = app
+            .cli(&[
+                "token",
+                "--user",
+                "alvarez",
+                "--scope",
+                "patient/Observation.rs?category=laboratory",
+            ])
+            .unwrap();
+        let labs = get(&app, &t_lab, "Observation").await.json();
+        assert_eq!(ids(&labs, "Observation"), set(&[&w.obs[0][1]]), "{b}: granular scope");
+        assert_eq!(
+            get(&app, &t_lab, &format!("Observation/{}", w.obs[0][0])).await.status,
+            StatusCode::NOT_FOUND,
+            "{b}: a vital sign is outside a laboratory scope"
+        );
+
+        // a malformed scope is refused by the CLI, not widened
+        assert!(
+            app.cli(&["token", "--user", "alvarez", "--scope", "patient/Observation.sr"])
+                .is_err()
+        );
+
+        // tampering, disabling and expiry: 401 on the next request
+        let mut forged = t.clone();
+        forged.pop();
+        forged.push(if t.ends_with('A') { 'B' } else { 'A' });
+        assert_eq!(get(&app, &forged, "Observation").await.status, StatusCode::UNAUTHORIZED);
+        app.cli(&["user", "disable", "--username", "alvarez"]).unwrap();
+        assert_eq!(
+            get(&app, &t, "Observation").await.status,
+            StatusCode::UNAUTHORIZED,
+            "{b}"
+        );
+        app.cli(&["user", "enable", "--username", "alvarez"]).unwrap();
+        assert_eq!(get(&app, &t, "Observation").await.status, StatusCode::OK, "{b}");
+        let short = app
+            .cli(&["token", "--user", "alvarez", "--scope", "patient/*.rs", "--ttl", "1s"])
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        assert_eq!(
+            get(&app, &short, "Observation").await.status,
+            StatusCode::UNAUTHORIZED,
+            "{b}"
+        );
+
+        // the account list shows names to operators only through the CLI
+        let list = app.cli(&["user", "list"]).unwrap();
+        assert!(list.contains("alvarez\tpatient\tPatient/"), "{list}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staff_see_what_their_role_and_relationships_allow() {
+    for backend in backends("staff_see_what_their_role_and_relationships_allow").await {
+        let app = spawn_app(&backend).await;
+        let w = world(&app).await;
+        let b = backend.name();
+        let dr = format!("Practitioner/{}", w.dr1);
+        let t = app.account_token("osler", "physician", &["--practitioner", &dr], "user/*.cruds", "15m");
+
+        // related to A and B, not C
+        let seen = ids(&get(&app, &t, "Observation?_count=100").await.json(), "Observation");
+        let want: BTreeSet<String> = w.obs[0].iter().chain(&w.obs[1]).cloned().collect();
+        assert_eq!(seen, want, "{b}");
+        assert_eq!(
+            get(&app, &t, &format!("Patient/{}", w.pc)).await.status,
+            StatusCode::NOT_FOUND,
+            "{b}"
+        );
+        let mine = json!({"resourceType": "Observation", "status": "final", "code": {"text": "bp"},
+                          "subject": {"reference": format!("Patient/{}", w.pa)}});
+        let r = app.request_as(&t, Method::POST, "Observation", Some(&mine)).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{b}");
+        let theirs = json!({"resourceType": "Observation", "status": "final", "code": {"text": "bp"},
+                            "subject": {"reference": format!("Patient/{}", w.pc)}});
+        let r = app.request_as(&t, Method::POST, "Observation", Some(&theirs)).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{b}");
+        let r = app
+            .request_as(&t, Method::DELETE, &format!("Observation/{}", w.obs[2][0]), None)
+            .await;
+        assert!(
+            r.status.is_success(),
+            "{b}: a delete of what may not be seen changes nothing"
+        );
+        assert_eq!(
+            app.get(&format!("Observation/{}", w.obs[2][0])).await.status,
+            StatusCode::OK,
+            "{b}: C's observation is still there"
+        );
+
+        // a receptionist: every patient's demographics, no clinical data
+        let t = app.account_token("front", "receptionist", &[], "user/*.cruds", "15m");
+        let patients = ids(&get(&app, &t, "Patient").await.json(), "Patient");
+        assert_eq!(patients, set(&[&w.pa, &w.pb, &w.pc]), "{b}");
+        assert_eq!(get(&app, &t, "Observation").await.status, StatusCode::FORBIDDEN, "{b}");
+        let rev = get(&app, &t, "Patient?_revinclude=Observation:subject").await.json();
+        assert!(ids(&rev, "Observation").is_empty(), "{b}: includes obey the role");
+
+        // an administrator manages the directory and reads no patient data
+        let t = app.account_token("root", "admin", &[], "user/*.cruds", "15m");
+        assert_eq!(get(&app, &t, "Patient").await.status, StatusCode::FORBIDDEN, "{b}");
+        assert_eq!(
+            get(&app, &t, &format!("Practitioner/{}", w.dr1)).await.status,
+            StatusCode::OK
+        );
+
+        // clinical roles need a practitioner link; patient accounts a patient
+        let pw = app.data.path().join("x.pw");
+        std::fs::write(&pw, "a long enough password\n").unwrap();
+        let pw = pw.to_str().unwrap();
+        let e = app
+            .cli(&[
+                "user",
+                "add",
+                "--username",
+                "n1",
+                "--role",
+                "nurse",
+                "--password-file",
+                pw,
+            ])
+            .unwrap_err();
+        assert!(e.contains("--practitioner"), "{e}");
+        let e = app
+            .cli(&[
+                "user",
+                "add",
+                "--username",
+                "n2",
+                "--role",
+                "patient",
+                "--password-file",
+                pw,
+            ])
+            .unwrap_err();
+        assert!(e.contains("--patient"), "{e}");
+        let e = app
+            .cli(&[
+                "user",
+                "add",
+                "--username",
+                "osler",
+                "--role",
+                "admin",
+                "--password-file",
+                pw,
+            ])
+            .unwrap_err();
+        assert!(e.contains("taken"), "{e}");
+        std::fs::write(app.data.path().join("x.pw"), "short\n").unwrap();
+        let e = app
+            .cli(&[
+                "user",
+                "add",
+                "--username",
+                "n3",
+                "--role",
+                "admin",
+                "--password-file",
+                pw,
+            ])
+            .unwrap_err();
+        assert!(e.contains("at least 12"), "{e}");
+    }
+}

@@ -1,0 +1,292 @@
+//! Accounts and the access tokens they hold: adding, listing and disabling accounts (operator
+//! work that reads no clinical data), minting signed tokens, and turning a presented token
+//! into the caller's [`Access`] on every request.
+
+use crate::access::{Access, Role, ScopeSet, Subject};
+use crate::keys::Row;
+use crate::{CoreError, Vault};
+use carevault_crypto::{IndexKey, Password, TokenSigner, hash_password};
+use carevault_domain::{ResourceId, ResourceType};
+use carevault_storage::{Store, StoredUser};
+use serde_json::{Value, json};
+use std::fmt;
+
+/// The shortest password an account may have.
+pub const MIN_PASSWORD_CHARS: usize = 12;
+/// The longest a minted token may live.
+pub const MAX_TOKEN_TTL_SECS: i64 = 24 * 60 * 60;
+
+/// A username: 1–64 characters of `a-z 0-9 . _ @ -`, compared in lower case.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Username(String);
+
+impl Username {
+    pub fn parse(s: &str) -> Result<Username, CoreError> {
+        let lower = s.trim().to_ascii_lowercase();
+        let ok = !lower.is_empty()
+            && lower.len() <= 64
+            && lower
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._@-".contains(&b));
+        if ok {
+            Ok(Username(lower))
+        } else {
+            Err(CoreError::Invalid(
+                "a username is 1 to 64 characters of a-z, 0-9, '.', '_', '@' and '-'".into(),
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Usernames can identify people: they are kept out of logs.
+impl fmt::Debug for Username {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Username(..)")
+    }
+}
+
+/// A new account.
+#[derive(Debug)]
+pub struct NewAccount {
+    pub username: Username,
+    pub role: Role,
+    pub patient: Option<ResourceId>,
+    pub practitioner: Option<ResourceId>,
+    pub password: Password,
+}
+
+/// An account as operators see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountSummary {
+    pub id: String,
+    pub username: String,
+    pub role: Role,
+    pub patient: Option<String>,
+    pub practitioner: Option<String>,
+    pub disabled: bool,
+}
+
+fn username_row(id: &str, key_id: i64) -> Row<'_> {
+    Row {
+        rtype: "User",
+        id,
+        version: 0,
+        patient: "",
+        key_id,
+    }
+}
+
+/// Why a presented token was not accepted (for the log; the client hears only 401).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRejection {
+    Malformed,
+    Expired,
+    UnknownAccount,
+    Disabled,
+}
+
+impl<S: Store> Vault<S> {
+    fn username_tag(&self, u: &Username) -> Vec<u8> {
+        IndexKey::derive(&self.keys, self.tenant.as_str(), "username")
+            .tag(u.as_str().as_bytes())
+            .0
+            .to_vec()
+    }
+
+    fn signer(&self) -> Result<TokenSigner, CoreError> {
+        Ok(TokenSigner::derive(&self.keys, self.tenant.as_str())?)
+    }
+
+    /// Adds an account and returns its opaque id.
+    pub async fn add_user(&self, a: NewAccount) -> Result<String, CoreError> {
+        if a.password.len() < MIN_PASSWORD_CHARS {
+            return Err(CoreError::Invalid(format!(
+                "a password needs at least {MIN_PASSWORD_CHARS} characters"
+            )));
+        }
+        match (a.role, &a.patient, &a.practitioner) {
+            (Role::Patient, None, _) => {
+                return Err(CoreError::Invalid(
+                    "a patient account needs --patient Patient/ID".into(),
+                ));
+            }
+            (Role::Patient, _, Some(_)) => {
+                return Err(CoreError::Invalid("a patient account is not a practitioner".into()));
+            }
+            (r, Some(_), _) if r != Role::Patient => {
+                return Err(CoreError::Invalid("only patient accounts link to a Patient".into()));
+            }
+            (r, _, None) if r.needs_relationship() => {
+                return Err(CoreError::Invalid(format!(
+                    "a {r} account needs --practitioner Practitioner/ID (care relationships are found through it)"
+                )));
+            }
+            _ => {}
+        }
+        let system = Access::unchecked_system();
+        for (t, id) in [
+            (ResourceType::Patient, &a.patient),
+            (ResourceType::Practitioner, &a.practitioner),
+        ] {
+            if let Some(id) = id
+                && !matches!(self.session(&system).read(t, id).await?, crate::ReadOutcome::Found(_))
+            {
+                return Err(CoreError::Invalid(format!("{} {id} does not exist", t.as_str())));
+            }
+        }
+        let mut raw = [0u8; 16];
+        self.rng.fill(&mut raw)?;
+        let id = ResourceId::from_random(raw).as_str().to_owned();
+        let (key_id, dek) = self.key_for_scope("").await?;
+        let sealed = self.seal_with(&dek, &username_row(&id, key_id), a.username.as_str().as_bytes())?;
+        let user = StoredUser {
+            id: id.clone(),
+            tenant: self.tenant.as_str().to_owned(),
+            username_tag: self.username_tag(&a.username),
+            username_sealed: sealed,
+            username_key_id: key_id,
+            role: a.role.as_str().to_owned(),
+            patient: a.patient.map(|p| p.as_str().to_owned()),
+            practitioner: a.practitioner.map(|p| p.as_str().to_owned()),
+            password_hash: hash_password(self.rng.as_ref(), &a.password)?,
+            disabled: false,
+            created: self.clock.now().millis(),
+        };
+        match self.store.insert_user(user).await {
+            Err(carevault_storage::StoreError::Conflict) => {
+                Err(CoreError::Conflict("that username is already taken".into()))
+            }
+            other => Ok(other.map(|()| id)?),
+        }
+    }
+
+    async fn summary(&self, u: StoredUser) -> Result<AccountSummary, CoreError> {
+        let name = self
+            .open(&username_row(&u.id, u.username_key_id), &u.username_sealed)
+            .await?;
+        Ok(AccountSummary {
+            username: String::from_utf8(name).map_err(|_| CoreError::Integrity)?,
+            role: Role::parse(&u.role).ok_or(CoreError::Integrity)?,
+            id: u.id,
+            patient: u.patient,
+            practitioner: u.practitioner,
+            disabled: u.disabled,
+        })
+    }
+
+    /// Every account, oldest first.
+    pub async fn users(&self) -> Result<Vec<AccountSummary>, CoreError> {
+        let mut out = Vec::new();
+        for u in self.store.users(self.tenant.as_str()).await? {
+            out.push(self.summary(u).await?);
+        }
+        Ok(out)
+    }
+
+    /// Disables (or re-enables) an account; its tokens stop working on the next request.
+    pub async fn set_user_disabled(&self, username: &Username, disabled: bool) -> Result<(), CoreError> {
+        let tag = self.username_tag(username);
+        let user = self
+            .store
+            .user_by_tag(self.tenant.as_str(), &tag)
+            .await?
+            .ok_or(CoreError::NotFound)?;
+        self.store
+            .set_user_disabled(self.tenant.as_str(), &user.id, disabled)
+            .await?;
+        Ok(())
+    }
+
+    /// A signed access token for an account, holding `scopes` for `ttl_secs`.
+    pub async fn mint_token(&self, username: &Username, scopes: &ScopeSet, ttl_secs: i64) -> Result<String, CoreError> {
+        if !(1..=MAX_TOKEN_TTL_SECS).contains(&ttl_secs) {
+            return Err(CoreError::Invalid(format!(
+                "a token lives between 1 second and {MAX_TOKEN_TTL_SECS} seconds"
+            )));
+        }
+        let tag = self.username_tag(username);
+        let user = self
+            .store
+            .user_by_tag(self.tenant.as_str(), &tag)
+            .await?
+            .ok_or(CoreError::NotFound)?;
+        if user.disabled {
+            return Err(CoreError::Forbidden("the account is disabled".into()));
+        }
+        let now = self.clock.now().unix_seconds();
+        let mut jti = [0u8; 16];
+        self.rng.fill(&mut jti)?;
+        let mut claims = json!({
+            "iss": "carevault",
+            "sub": user.id,
+            "tid": self.tenant.as_str(),
+            "iat": now,
+            "exp": now + ttl_secs,
+            "jti": ResourceId::from_random(jti).as_str(),
+            "scope": scopes.to_string(),
+        });
+        if let Some(p) = &user.patient {
+            claims["patient"] = json!(p);
+        }
+        let bytes = serde_json::to_vec(&claims).map_err(|_| CoreError::Integrity)?;
+        Ok(self.signer()?.sign(&bytes))
+    }
+
+    /// The access decision for a presented access token: signature, expiry and tenant
+    /// checked, the account looked up (so disabling it holds on the next request), the
+    /// care relationships found, the scopes intersected with the role.
+    pub async fn authenticate(&self, token: &str) -> Result<Result<Access, TokenRejection>, CoreError> {
+        let Ok(bytes) = self.signer()?.verify(token) else {
+            return Ok(Err(TokenRejection::Malformed));
+        };
+        let Ok(claims) = serde_json::from_slice::<Value>(&bytes) else {
+            return Ok(Err(TokenRejection::Malformed));
+        };
+        let (Some(sub), Some(exp), Some(tid), Some(scope)) = (
+            claims["sub"].as_str(),
+            claims["exp"].as_i64(),
+            claims["tid"].as_str(),
+            claims["scope"].as_str(),
+        ) else {
+            return Ok(Err(TokenRejection::Malformed));
+        };
+        if tid != self.tenant.as_str() {
+            return Ok(Err(TokenRejection::Malformed));
+        }
+        if exp <= self.clock.now().unix_seconds() {
+            return Ok(Err(TokenRejection::Expired));
+        }
+        let Ok(scopes) = ScopeSet::parse(scope) else {
+            return Ok(Err(TokenRejection::Malformed));
+        };
+        let Some(user) = self.store.user_by_id(self.tenant.as_str(), sub).await? else {
+            return Ok(Err(TokenRejection::UnknownAccount));
+        };
+        if user.disabled {
+            return Ok(Err(TokenRejection::Disabled));
+        }
+        let role = Role::parse(&user.role).ok_or(CoreError::Integrity)?;
+        let parse = |s: &Option<String>| s.as_deref().and_then(|x| ResourceId::parse(x).ok());
+        let subject = Subject {
+            user_id: user.id.clone(),
+            role,
+            patient: parse(&user.patient),
+            practitioner: parse(&user.practitioner),
+        };
+        let related = match (&subject.practitioner, role.needs_relationship()) {
+            (Some(p), true) => self.related_patients(p).await?,
+            _ => Vec::new(),
+        };
+        let context = claims["patient"].as_str().and_then(|p| ResourceId::parse(p).ok());
+        Ok(Ok(Access::decide(&subject, &scopes, related, context.as_ref())))
+    }
+
+    /// The public keys that verify access tokens, as a JWK Set.
+    pub fn jwks(&self) -> Result<Value, CoreError> {
+        Ok(json!({ "keys": [self.signer()?.public_jwk()] }))
+    }
+}

@@ -1,0 +1,57 @@
+//! User accounts at the storage boundary. The store sees a blind tag of the username (for
+//! lookup) and the username sealed under the tenant key, never the name itself.
+
+use crate::StoreError;
+use std::future::Future;
+
+/// An account as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredUser {
+    /// Random opaque id (what tokens and the audit log name).
+    pub id: String,
+    pub tenant: String,
+    /// Keyed blind tag of the normalised username: unique per tenant.
+    pub username_tag: Vec<u8>,
+    /// The username sealed under the tenant data key `username_key_id`.
+    pub username_sealed: Vec<u8>,
+    pub username_key_id: i64,
+    pub role: String,
+    /// The Patient id of a patient account.
+    pub patient: Option<String>,
+    /// The Practitioner id of a staff account.
+    pub practitioner: Option<String>,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    pub disabled: bool,
+    pub created: i64,
+}
+
+/// Accounts of the people who sign in.
+pub trait AccountStore: Send + Sync {
+    /// Adds an account; a username already taken in the tenant is `StoreError::Conflict`.
+    fn insert_user(&self, user: StoredUser) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn user_by_tag(
+        &self,
+        tenant: &str,
+        tag: &[u8],
+    ) -> impl Future<Output = Result<Option<StoredUser>, StoreError>> + Send;
+
+    fn user_by_id(&self, tenant: &str, id: &str)
+    -> impl Future<Output = Result<Option<StoredUser>, StoreError>> + Send;
+
+    /// Every account of a tenant, oldest first.
+    fn users(&self, tenant: &str) -> impl Future<Output = Result<Vec<StoredUser>, StoreError>> + Send;
+
+    /// Disables or enables an account; `false` when there is no such account.
+    fn set_user_disabled(
+        &self,
+        tenant: &str,
+        id: &str,
+        disabled: bool,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+/// The columns every query of `users` selects, in `StoredUser` order.
+pub(crate) const USER_COLUMNS: &str = "id, tenant, username_tag, username_sealed, username_key_id, role, patient, \
+     practitioner, password_hash, disabled, created";

@@ -1,0 +1,98 @@
+//! Accounts on PostgreSQL.
+
+use super::{PgStore, map_err};
+use crate::accounts::USER_COLUMNS;
+use crate::{AccountStore, StoreError, StoredUser};
+use tokio_postgres::Row;
+
+fn user_from_row(r: &Row) -> StoredUser {
+    StoredUser {
+        id: r.get(0),
+        tenant: r.get(1),
+        username_tag: r.get(2),
+        username_sealed: r.get(3),
+        username_key_id: r.get(4),
+        role: r.get(5),
+        patient: r.get(6),
+        practitioner: r.get(7),
+        password_hash: r.get(8),
+        disabled: r.get(9),
+        created: r.get(10),
+    }
+}
+
+impl AccountStore for PgStore {
+    async fn insert_user(&self, u: StoredUser) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                &format!("INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"),
+                &[
+                    &u.id,
+                    &u.tenant,
+                    &u.username_tag,
+                    &u.username_sealed,
+                    &u.username_key_id,
+                    &u.role,
+                    &u.patient,
+                    &u.practitioner,
+                    &u.password_hash,
+                    &u.disabled,
+                    &u.created,
+                ],
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn user_by_tag(&self, tenant: &str, tag: &[u8]) -> Result<Option<StoredUser>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE tenant = $1 AND username_tag = $2"
+            ))
+            .await?;
+        Ok(client
+            .query_opt(&stmt, &[&tenant, &tag])
+            .await?
+            .as_ref()
+            .map(user_from_row))
+    }
+
+    async fn user_by_id(&self, tenant: &str, id: &str) -> Result<Option<StoredUser>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE tenant = $1 AND id = $2"
+            ))
+            .await?;
+        Ok(client
+            .query_opt(&stmt, &[&tenant, &id])
+            .await?
+            .as_ref()
+            .map(user_from_row))
+    }
+
+    async fn users(&self, tenant: &str) -> Result<Vec<StoredUser>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!("SELECT {USER_COLUMNS} FROM users WHERE tenant = $1 ORDER BY created, id"),
+                &[&tenant],
+            )
+            .await?;
+        Ok(rows.iter().map(user_from_row).collect())
+    }
+
+    async fn set_user_disabled(&self, tenant: &str, id: &str, disabled: bool) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE users SET disabled = $3 WHERE tenant = $1 AND id = $2",
+                &[&tenant, &id, &disabled],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+}
