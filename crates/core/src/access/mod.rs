@@ -213,4 +213,6 @@ fn narrow(reach: &Reach, patient: &ResourceId) -> Reach {
 }
 
 #[cfg(test)]
+mod doc;
+#[cfg(test)]
 mod tests;
