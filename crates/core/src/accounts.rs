@@ -282,7 +282,10 @@ impl<S: Store> Vault<S> {
             _ => Vec::new(),
         };
         let context = claims["patient"].as_str().and_then(|p| ResourceId::parse(p).ok());
-        Ok(Ok(Access::decide(&subject, &scopes, related, context.as_ref())))
+        let consents = self.consents().await?;
+        let now = self.clock.now().millis();
+        Ok(Ok(Access::decide(&subject, &scopes, related, context.as_ref())
+            .with_consent(consents, subject.practitioner.clone(), now)))
     }
 
     /// The public keys that verify access tokens, as a JWK Set.

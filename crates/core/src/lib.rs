@@ -6,6 +6,7 @@
 pub mod access;
 mod accounts;
 mod bundle;
+mod consent;
 mod crud;
 mod error;
 mod export;

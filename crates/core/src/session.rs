@@ -83,6 +83,7 @@ impl<S: Store> Session<'_, S> {
                 target_ids: patients.iter().map(|p| p.as_str().to_owned()).collect(),
             });
         }
+        conds.extend(self.access.consent_conds(rtype));
         Ok(conds)
     }
 

@@ -1,3 +1,4 @@
+use crate::consent::ConsentBook;
 use crate::keys::KeyCache;
 use crate::relationships::{AccessPolicy, RelationshipCache};
 use carevault_crypto::{CursorKey, IndexKey, KeyFile, RandomSource};
@@ -18,6 +19,7 @@ pub struct Vault<S: Store> {
     pub(crate) key_cache: KeyCache,
     pub(crate) policy: AccessPolicy,
     pub(crate) relationships: RelationshipCache,
+    pub(crate) consent_book: ConsentBook,
 }
 
 impl<S: Store> Vault<S> {
@@ -43,6 +45,7 @@ impl<S: Store> Vault<S> {
             key_cache: KeyCache::default(),
             policy: AccessPolicy::default(),
             relationships: RelationshipCache::default(),
+            consent_book: ConsentBook::default(),
         })
     }
 

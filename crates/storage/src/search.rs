@@ -161,6 +161,11 @@ pub enum Cond {
         system: Option<String>,
         code: Option<String>,
     },
+    /// Any of these `(system, code)` pairs (security labels); never drives a query.
+    TokenAny {
+        param: String,
+        codes: Vec<(String, String)>,
+    },
     StringPrefix {
         param: String,
         prefix: String,
@@ -225,6 +230,8 @@ pub enum Cond {
     Id(Vec<String>),
     Not(Box<Cond>),
     Any(Vec<Cond>),
+    /// Every condition holds (inside `Not` or `Any`; a query's own list is already AND).
+    All(Vec<Cond>),
 }
 
 /// What a page is ordered by.

@@ -304,6 +304,27 @@ impl Sql {
                     s.text_arg(system);
                 }
             }),
+            Cond::TokenAny { param, codes } => {
+                if codes.is_empty() {
+                    self.push("1 = 0");
+                    return;
+                }
+                self.exists(Table::Token, param, |s| {
+                    s.push(" AND (");
+                    for (i, (system, code)) in codes.iter().enumerate() {
+                        if i > 0 {
+                            s.push(" OR ");
+                        }
+                        // Never a driver, so never the joined alias `d`.
+                        s.push("(x.code = ");
+                        s.text_arg(code);
+                        s.push(" AND x.system = ");
+                        s.text_arg(system);
+                        s.push(")");
+                    }
+                    s.push(")");
+                })
+            }
             Cond::StringPrefix { param, prefix } => self.exists(Table::String, param, |s| {
                 s.push(" AND x.norm LIKE ");
                 s.arg(Arg::Text(format!("{}%", like_escape(prefix))));
@@ -425,6 +446,20 @@ impl Sql {
             Cond::Not(inner) => {
                 self.push("NOT (");
                 self.cond(inner);
+                self.push(")");
+            }
+            Cond::All(list) => {
+                if list.is_empty() {
+                    self.push("1 = 1");
+                    return;
+                }
+                self.push("(");
+                for (i, c) in list.iter().enumerate() {
+                    if i > 0 {
+                        self.push(" AND ");
+                    }
+                    self.cond(c);
+                }
                 self.push(")");
             }
             Cond::Any(list) => {

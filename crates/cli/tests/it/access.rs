@@ -410,3 +410,120 @@ async fn staff_see_what_their_role_and_relationships_allow() {
         assert!(e.contains("at least 12"), "{e}");
     }
 }
+
+fn privacy_consent(patient: &str, provision: Value) -> Value {
+    json!({"resourceType": "Consent", "status": "active",
+           "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+           "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+           "patient": {"reference": format!("Patient/{patient}")},
+           "provision": provision})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_narrows_staff_and_a_revocation_holds_on_the_next_request() {
+    for backend in backends("consent_narrows_staff_and_a_revocation_holds_on_the_next_request").await {
+        let app = spawn_app(&backend).await;
+        let w = world(&app).await;
+        let b = backend.name();
+        let psy = app
+            .create(&json!({
+                "resourceType": "Observation", "status": "final",
+                "meta": {"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "PSY"}]},
+                "code": {"coding": [{"system": "http://loinc.org", "code": "psy-1"}]},
+                "subject": {"reference": format!("Patient/{}", w.pb)}
+            }))
+            .await;
+        let dr = format!("Practitioner/{}", w.dr1);
+        let t = app.account_token("osler", "physician", &["--practitioner", &dr], "user/*.cruds", "15m");
+
+        // sensitive data is closed without a consent that names it
+        assert_eq!(
+            get(&app, &t, &format!("Observation/{psy}")).await.status,
+            StatusCode::NOT_FOUND,
+            "{b}"
+        );
+        let seen = ids(
+            &get(&app, &t, &format!("Observation?subject=Patient/{}", w.pb))
+                .await
+                .json(),
+            "Observation",
+        );
+        assert_eq!(seen, set(&w.obs[1].iter().collect::<Vec<_>>()), "{b}");
+        // ... while the patient sees their own record whole
+        let link = format!("Patient/{}", w.pb);
+        let tb = app.account_token("bergstrom", "patient", &["--patient", &link], "patient/*.rs", "15m");
+        assert_eq!(
+            get(&app, &tb, &format!("Observation/{psy}")).await.status,
+            StatusCode::OK,
+            "{b}"
+        );
+
+        // B permits PSY to dr1: visible on the next request
+        let permit = privacy_consent(
+            &w.pb,
+            json!({"type": "permit",
+                   "actor": [{"role": {"text": "treating"}, "reference": {"reference": dr}}],
+                   "securityLabel": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "PSY"}]}),
+        );
+        app.create(&permit).await;
+        assert_eq!(
+            get(&app, &t, &format!("Observation/{psy}")).await.status,
+            StatusCode::OK,
+            "{b}"
+        );
+        // A denies dr1 everything: gone on the next request, back after the revocation
+        let deny = privacy_consent(
+            &w.pa,
+            json!({"type": "deny", "actor": [{"role": {"text": "any"}, "reference": {"reference": dr}}]}),
+        );
+        let consent_id = app.create(&deny).await;
+        assert_eq!(
+            get(&app, &t, &format!("Patient/{}", w.pa)).await.status,
+            StatusCode::NOT_FOUND,
+            "{b}"
+        );
+        let all = get(&app, &t, "Observation?_count=100").await.json();
+        assert!(
+            ids(&all, "Observation").is_disjoint(&set(&w.obs[0].iter().collect::<Vec<_>>())),
+            "{b}"
+        );
+        let has = get(&app, &t, "Patient?_has:Observation:subject:code=lab-0")
+            .await
+            .json();
+        assert!(
+            ids(&has, "Patient").is_empty(),
+            "{b}: no _has oracle through a denied patient"
+        );
+        let mut revoked = deny.clone();
+        revoked["id"] = json!(consent_id);
+        revoked["status"] = json!("inactive");
+        assert_eq!(
+            app.put(&format!("Consent/{consent_id}"), &revoked).await.status,
+            StatusCode::OK
+        );
+        assert_eq!(
+            get(&app, &t, &format!("Patient/{}", w.pa)).await.status,
+            StatusCode::OK,
+            "{b}"
+        );
+
+        // a nested deny by class: A hides observations from everyone, the rest stays
+        let by_class = privacy_consent(
+            &w.pa,
+            json!({"type": "permit", "provision": [
+                {"type": "deny", "class": [{"system": "http://hl7.org/fhir/resource-types", "code": "Observation"}]}
+            ]}),
+        );
+        app.create(&by_class).await;
+        let all = get(&app, &t, "Observation?_count=100").await.json();
+        assert!(
+            ids(&all, "Observation").is_disjoint(&set(&w.obs[0].iter().collect::<Vec<_>>())),
+            "{b}"
+        );
+        assert_eq!(
+            get(&app, &t, &format!("Patient/{}", w.pa)).await.status,
+            StatusCode::OK,
+            "{b}"
+        );
+    }
+}

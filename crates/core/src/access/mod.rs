@@ -12,6 +12,32 @@ pub use scope::{ClinicalScope, Level, Perms, Scope, ScopeError, ScopeSet};
 
 use carevault_domain::{ResourceId, ResourceType};
 
+/// Security labels (`meta.security`) of sensitive data: hidden from staff unless the
+/// patient's consent permits them by name (v3-ActCode sensitivity codes, and the restricted
+/// and very restricted confidentiality codes).
+pub const SENSITIVE_LABELS: &[(&str, &str)] = &[
+    ("http://terminology.hl7.org/CodeSystem/v3-ActCode", "ETH"),
+    ("http://terminology.hl7.org/CodeSystem/v3-ActCode", "GDIS"),
+    ("http://terminology.hl7.org/CodeSystem/v3-ActCode", "HIV"),
+    ("http://terminology.hl7.org/CodeSystem/v3-ActCode", "PSY"),
+    ("http://terminology.hl7.org/CodeSystem/v3-ActCode", "SCA"),
+    ("http://terminology.hl7.org/CodeSystem/v3-ActCode", "SDV"),
+    ("http://terminology.hl7.org/CodeSystem/v3-ActCode", "SEX"),
+    ("http://terminology.hl7.org/CodeSystem/v3-ActCode", "STD"),
+    ("http://terminology.hl7.org/CodeSystem/v3-ActCode", "TBOO"),
+    ("http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "R"),
+    ("http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "V"),
+];
+
+/// The consents a decision applies, with the caller as they see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ConsentView {
+    pub consents: std::sync::Arc<Vec<crate::consent::PatientConsent>>,
+    pub practitioner: Option<ResourceId>,
+    pub purpose: &'static str,
+    pub now: i64,
+}
+
 /// Which patients' compartments a caller reaches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reach {
@@ -61,6 +87,7 @@ pub struct Access {
     role: Option<Role>,
     reach: Reach,
     grants: Vec<Grant>,
+    consent: Option<ConsentView>,
 }
 
 /// How a type's reads are limited for a caller.
@@ -85,7 +112,55 @@ impl Access {
                 perms: Perms::ALL,
                 filter: Vec::new(),
             }],
+            consent: None,
         }
+    }
+
+    /// The purpose of use a role acts for (v3-ActReason), as consent rules see it.
+    pub fn purpose(&self) -> &'static str {
+        match self.role {
+            Some(Role::Physician | Role::Nurse | Role::LabTechnician | Role::Pharmacist) => "TREAT",
+            Some(Role::Analyst) => "HRESCH",
+            Some(Role::Patient) => "PATRQT",
+            Some(Role::Receptionist | Role::Admin | Role::Auditor) => "HOPERAT",
+            None => "HOPERAT",
+        }
+    }
+
+    /// Applies the patients' consents to this decision (staff only: patients see their own
+    /// record whole, and the system credential loads data).
+    pub(crate) fn with_consent(
+        mut self,
+        consents: std::sync::Arc<Vec<crate::consent::PatientConsent>>,
+        practitioner: Option<ResourceId>,
+        now: i64,
+    ) -> Access {
+        if self.role.is_some_and(|r| r != Role::Patient) {
+            self.consent = Some(ConsentView {
+                consents,
+                practitioner,
+                purpose: self.purpose(),
+                now,
+            });
+        }
+        self
+    }
+
+    /// The conditions the patients' consents put on a query of `rtype`.
+    pub(crate) fn consent_conds(&self, rtype: ResourceType) -> Vec<carevault_storage::Cond> {
+        let (Some(view), Some(role)) = (&self.consent, self.role) else {
+            return Vec::new();
+        };
+        if Kind::of(rtype) != Kind::Compartment {
+            return Vec::new();
+        }
+        let who = crate::consent::ConsentActor {
+            role,
+            practitioner: view.practitioner.as_ref(),
+            purpose: view.purpose,
+            now: view.now,
+        };
+        crate::consent::conditions(&view.consents, &who, rtype, self.compartment_limit(rtype))
     }
 
     /// The decision for `subject` holding `scopes`. `related` is the set of patients the
@@ -137,6 +212,7 @@ impl Access {
             role: Some(role),
             reach: reach.unwrap_or(Reach::Patients(Vec::new())),
             grants,
+            consent: None,
         }
     }
 
