@@ -67,6 +67,44 @@ pub struct AddArgs {
 }
 
 #[derive(Args)]
+pub struct EmergencyArgs {
+    #[command(subcommand)]
+    pub command: EmergencyCommand,
+}
+
+#[derive(Subcommand)]
+pub enum EmergencyCommand {
+    /// List break-the-glass grants, newest first.
+    List(EmergencyListArgs),
+    /// Record the privacy officer's verdict on a grant.
+    Review(EmergencyReviewArgs),
+}
+
+#[derive(Args)]
+pub struct EmergencyListArgs {
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Only grants nobody has reviewed yet.
+    #[arg(long)]
+    pub unreviewed: bool,
+}
+
+#[derive(Args)]
+pub struct EmergencyReviewArgs {
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// The grant id (from `emergency list`).
+    #[arg(long)]
+    pub id: String,
+    /// appropriate or inappropriate.
+    #[arg(long)]
+    pub verdict: String,
+    /// The auditor account recording the verdict.
+    #[arg(long)]
+    pub reviewer: String,
+}
+
+#[derive(Args)]
 pub struct TokenArgs {
     #[arg(long)]
     pub data_dir: PathBuf,
@@ -182,6 +220,63 @@ pub async fn token(a: TokenArgs) -> Result<ExitCode, CliError> {
         other => core_err(other),
     })?;
     println!("{token}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn emergency(args: EmergencyArgs) -> Result<ExitCode, CliError> {
+    match args.command {
+        EmergencyCommand::List(a) => {
+            let settings = Settings::load(&a.data_dir, FlagSettings::default())?;
+            let vault = open_vault(&settings).await?;
+            // The operator's own machine: the list is read as the system.
+            let system = carevault_core::access::Access::unchecked_system();
+            let grants = vault
+                .session(&system)
+                .emergency_grants(None, a.unreviewed)
+                .await
+                .map_err(core_err)?;
+            println!("id\tuser\tpatient\tstart\tend\treview\treason");
+            for g in grants {
+                let review = g
+                    .review
+                    .map_or("unreviewed".to_owned(), |(who, v, _)| format!("{v} by {who}"));
+                println!(
+                    "{}\t{}\tPatient/{}\t{}\t{}\t{review}\t{}",
+                    g.id,
+                    g.user_id,
+                    g.patient,
+                    g.started.to_fhir(),
+                    g.expires.to_fhir(),
+                    g.reason.replace(['\t', '\n'], " ")
+                );
+            }
+        }
+        EmergencyCommand::Review(a) => {
+            let settings = Settings::load(&a.data_dir, FlagSettings::default())?;
+            let vault = open_vault(&settings).await?;
+            // The reviewer acts through a one-minute token of their own, so the verdict is
+            // recorded under their account and their role is checked like any request's.
+            let name = Username::parse(&a.reviewer).map_err(core_err)?;
+            let scopes = ScopeSet::parse("user/AuditEvent.rs").map_err(|e| CliError::new(e.to_string()))?;
+            let token = vault.mint_token(&name, &scopes, 60).await.map_err(|e| match e {
+                carevault_core::CoreError::NotFound => CliError::new("no such reviewer account"),
+                other => core_err(other),
+            })?;
+            let access = vault
+                .authenticate(&token)
+                .await
+                .map_err(core_err)?
+                .map_err(|_| CliError::new("the reviewer account cannot act"))?;
+            vault
+                .session(&access)
+                .review_emergency(&a.id, &a.verdict)
+                .await
+                .map_err(|e| match e {
+                    carevault_core::CoreError::NotFound => CliError::new("no such grant awaiting review"),
+                    other => core_err(other),
+                })?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -42,6 +42,8 @@ enum Command {
     User(accounts::UserArgs),
     /// Mint a signed access token for an account (for automation; at most 24 hours).
     Token(accounts::TokenArgs),
+    /// Break-the-glass grants: list them, record the privacy officer's review.
+    Emergency(accounts::EmergencyArgs),
 }
 
 /// A failure the CLI reports in one line and exits non-zero on.
@@ -78,6 +80,7 @@ fn main() -> ExitCode {
             Command::Generate(a) => generate::run(a),
             Command::User(a) => accounts::user(a).await,
             Command::Token(a) => accounts::token(a).await,
+            Command::Emergency(a) => accounts::emergency(a).await,
         }
     });
     match result {

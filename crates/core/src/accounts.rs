@@ -277,15 +277,30 @@ impl<S: Store> Vault<S> {
             patient: parse(&user.patient),
             practitioner: parse(&user.practitioner),
         };
-        let related = match (&subject.practitioner, role.needs_relationship()) {
+        let mut related = match (&subject.practitioner, role.needs_relationship()) {
             (Some(p), true) => self.related_patients(p).await?,
             _ => Vec::new(),
         };
+        let now = self.clock.now().millis();
+        let emergency: Vec<ResourceId> = if role.needs_relationship() {
+            self.store
+                .active_emergencies(self.tenant.as_str(), &user.id, now)
+                .await?
+                .iter()
+                .filter_map(|p| ResourceId::parse(p).ok())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for p in &emergency {
+            if !related.contains(p) {
+                related.push(p.clone());
+            }
+        }
         let context = claims["patient"].as_str().and_then(|p| ResourceId::parse(p).ok());
         let consents = self.consents().await?;
-        let now = self.clock.now().millis();
         Ok(Ok(Access::decide(&subject, &scopes, related, context.as_ref())
-            .with_consent(consents, subject.practitioner.clone(), now)))
+            .with_consent(consents, subject.practitioner.clone(), emergency, now)))
     }
 
     /// The public keys that verify access tokens, as a JWK Set.

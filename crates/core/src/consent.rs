@@ -259,11 +259,13 @@ pub(crate) fn conditions(
     who: &ConsentActor<'_>,
     rtype: ResourceType,
     reach: Option<&[ResourceId]>,
+    emergency: &[ResourceId],
 ) -> Vec<Cond> {
     let mut groups: BTreeMap<String, (Cond, Vec<String>)> = BTreeMap::new();
-    let mut with_rules: Vec<String> = Vec::new();
+    // Patients under break-the-glass: no consent rule and no label limits this caller.
+    let mut with_rules: Vec<String> = emergency.iter().map(|p| p.as_str().to_owned()).collect();
     for c in consents {
-        if reach.is_some_and(|r| !r.contains(&c.patient)) {
+        if reach.is_some_and(|r| !r.contains(&c.patient)) || emergency.contains(&c.patient) {
             continue;
         }
         let mut rules = Vec::new();

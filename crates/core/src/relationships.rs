@@ -21,6 +21,8 @@ pub struct AccessPolicy {
     pub encounter_days: i64,
     /// How long a practitioner's relationships are reused before being looked up again.
     pub relationship_cache_millis: i64,
+    /// How long a break-the-glass grant lasts.
+    pub emergency_minutes: i64,
 }
 
 impl Default for AccessPolicy {
@@ -28,6 +30,7 @@ impl Default for AccessPolicy {
         Self {
             encounter_days: 14,
             relationship_cache_millis: 5_000,
+            emergency_minutes: crate::emergency::DEFAULT_EMERGENCY_MINUTES,
         }
     }
 }

@@ -32,6 +32,7 @@ pub fn router(state: AppState) -> Router {
             get(handlers::export::status).delete(handlers::export::cancel),
         )
         .route("/$export-file/{job}/{n}", get(handlers::export::file))
+        .route("/$emergency-access", get(handlers::emergency::list))
         .route(
             "/{rtype}",
             get(handlers::search::search_type)
@@ -49,7 +50,10 @@ pub fn router(state: AppState) -> Router {
                 .patch(handlers::patch::patch),
         )
         .route("/{rtype}/{id}/_history", get(handlers::history::instance))
-        .route("/{rtype}/{id}/{rest}", get(handlers::compartment::patient_scoped))
+        .route(
+            "/{rtype}/{id}/{rest}",
+            get(handlers::compartment::patient_scoped).post(handlers::emergency::start),
+        )
         .route("/{rtype}/{id}/_history/{vid}", get(handlers::read::vread))
         .method_not_allowed_fallback(handlers::fallback::method_not_allowed)
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));

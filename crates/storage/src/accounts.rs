@@ -26,7 +26,25 @@ pub struct StoredUser {
     pub created: i64,
 }
 
-/// Accounts of the people who sign in.
+/// One break-the-glass grant: a clinician's time-boxed emergency access to one patient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEmergency {
+    pub id: String,
+    pub tenant: String,
+    pub user_id: String,
+    pub patient: String,
+    pub started: i64,
+    pub expires: i64,
+    /// The stated reason, sealed under the patient's data key `reason_key_id`.
+    pub reason_sealed: Vec<u8>,
+    pub reason_key_id: i64,
+    /// When a privacy officer reviewed it, who, and the verdict.
+    pub reviewed_at: Option<i64>,
+    pub reviewer: Option<String>,
+    pub verdict: Option<String>,
+}
+
+/// Accounts of the people who sign in, and their emergency-access grants.
 pub trait AccountStore: Send + Sync {
     /// Adds an account; a username already taken in the tenant is `StoreError::Conflict`.
     fn insert_user(&self, user: StoredUser) -> impl Future<Output = Result<(), StoreError>> + Send;
@@ -50,8 +68,40 @@ pub trait AccountStore: Send + Sync {
         id: &str,
         disabled: bool,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    fn insert_emergency(&self, e: StoredEmergency) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Patients `user_id` has emergency access to at `now`.
+    fn active_emergencies(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        now: i64,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+
+    /// Grants, newest first: of one patient, or all; only unreviewed ones if asked.
+    fn emergencies(
+        &self,
+        tenant: &str,
+        patient: Option<&str>,
+        unreviewed_only: bool,
+    ) -> impl Future<Output = Result<Vec<StoredEmergency>, StoreError>> + Send;
+
+    /// Records a review; `false` when there is no such grant or it was reviewed already.
+    fn review_emergency(
+        &self,
+        tenant: &str,
+        id: &str,
+        reviewer: &str,
+        verdict: &str,
+        at: i64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
 /// The columns every query of `users` selects, in `StoredUser` order.
 pub(crate) const USER_COLUMNS: &str = "id, tenant, username_tag, username_sealed, username_key_id, role, patient, \
      practitioner, password_hash, disabled, created";
+
+/// The columns every query of `emergency_access` selects, in `StoredEmergency` order.
+pub(crate) const EMERGENCY_COLUMNS: &str = "id, tenant, user_id, patient, started, expires, reason_sealed, \
+     reason_key_id, reviewed_at, reviewer, verdict";

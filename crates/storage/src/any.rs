@@ -4,7 +4,7 @@ use crate::postgres::PgStore;
 use crate::sqlite::SqliteStore;
 use crate::{
     AccountStore, ChangeSet, HistoryQuery, KeyStore, NewKey, ResourceKey, ResourceStore, SearchHit, SearchQuery,
-    StoreError, StoredKey, StoredUser, StoredVersion, TokenStore,
+    StoreError, StoredEmergency, StoredKey, StoredUser, StoredVersion, TokenStore,
 };
 
 /// Either backend. Each method forwards to the one in use.
@@ -172,5 +172,33 @@ impl AccountStore for AnyStore {
 
     async fn set_user_disabled(&self, tenant: &str, id: &str, disabled: bool) -> Result<bool, StoreError> {
         forward!(self, s => s.set_user_disabled(tenant, id, disabled))
+    }
+
+    async fn insert_emergency(&self, e: StoredEmergency) -> Result<(), StoreError> {
+        forward!(self, s => s.insert_emergency(e))
+    }
+
+    async fn active_emergencies(&self, tenant: &str, user_id: &str, now: i64) -> Result<Vec<String>, StoreError> {
+        forward!(self, s => s.active_emergencies(tenant, user_id, now))
+    }
+
+    async fn emergencies(
+        &self,
+        tenant: &str,
+        patient: Option<&str>,
+        unreviewed_only: bool,
+    ) -> Result<Vec<StoredEmergency>, StoreError> {
+        forward!(self, s => s.emergencies(tenant, patient, unreviewed_only))
+    }
+
+    async fn review_emergency(
+        &self,
+        tenant: &str,
+        id: &str,
+        reviewer: &str,
+        verdict: &str,
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        forward!(self, s => s.review_emergency(tenant, id, reviewer, verdict, at))
     }
 }

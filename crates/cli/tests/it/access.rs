@@ -527,3 +527,174 @@ async fn consent_narrows_staff_and_a_revocation_holds_on_the_next_request() {
         );
     }
 }
+
+fn grants(v: &Value) -> Vec<Value> {
+    v["parameter"].as_array().cloned().unwrap_or_default()
+}
+
+fn part<'a>(grant: &'a Value, name: &str) -> &'a Value {
+    grant["part"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn break_the_glass_is_time_boxed_alerted_reviewed_and_shown_to_the_patient() {
+    for backend in backends("break_the_glass_is_time_boxed_alerted_reviewed_and_shown_to_the_patient").await {
+        let app = spawn_app(&backend).await;
+        let w = world(&app).await;
+        let b = backend.name();
+        let dr2 = app.create(&json!({"resourceType": "Practitioner"})).await;
+        let t = app.account_token(
+            "cushing",
+            "physician",
+            &["--practitioner", &format!("Practitioner/{dr2}")],
+            "user/*.rs",
+            "15m",
+        );
+        let c_obs = format!("Observation/{}", w.obs[2][0]);
+        assert_eq!(get(&app, &t, &c_obs).await.status, StatusCode::NOT_FOUND, "{b}");
+
+        let ask = |reason: &str| json!({"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": reason}]});
+        let path = format!("Patient/{}/$break-the-glass", w.pc);
+        let r = app.request_as(&t, Method::POST, &path, Some(&ask("now"))).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{b}: a reason is required");
+        let reason = "collapsed in the waiting room, Castellanos-canary";
+        let r = app.request_as(&t, Method::POST, &path, Some(&ask(reason))).await;
+        assert_eq!(r.status, StatusCode::OK, "{b}: {}", String::from_utf8_lossy(&r.body));
+        let g = grants(&r.json()).remove(0);
+        let id = part(&g, "id")["valueString"].as_str().unwrap().to_owned();
+        let start = part(&g, "start")["valueInstant"].as_str().unwrap().to_owned();
+        let end = part(&g, "end")["valueInstant"].as_str().unwrap().to_owned();
+        let minutes = |s: &str| {
+            let t = s.split('T').nth(1).unwrap();
+            let h: i64 = t[0..2].parse().unwrap();
+            let m: i64 = t[3..5].parse().unwrap();
+            h * 60 + m
+        };
+        assert_eq!(
+            (minutes(&end) - minutes(&start)).rem_euclid(24 * 60),
+            60,
+            "{b}: an hour by default"
+        );
+
+        // the very next request reaches the patient
+        assert_eq!(get(&app, &t, &c_obs).await.status, StatusCode::OK, "{b}");
+        // a receptionist cannot break the glass
+        let tr = app.account_token("front", "receptionist", &[], "user/*.rs", "15m");
+        let r = app.request_as(&tr, Method::POST, &path, Some(&ask(reason))).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{b}");
+
+        // alerted in the log, with opaque ids and never the reason
+        let log = app.log_text();
+        assert!(
+            log.contains("break-the-glass") && log.contains(&id),
+            "{b}: no alert in the log"
+        );
+        assert!(
+            !log.contains("Castellanos-canary"),
+            "{b}: the reason leaked into the log"
+        );
+
+        // the patient sees it; another patient does not
+        let tc = app.account_token(
+            "castellanos",
+            "patient",
+            &["--patient", &format!("Patient/{}", w.pc)],
+            "patient/*.rs",
+            "15m",
+        );
+        let mine = get(&app, &tc, "$emergency-access").await.json();
+        assert_eq!(grants(&mine).len(), 1, "{b}");
+        assert_eq!(part(&grants(&mine)[0], "reason")["valueString"], reason);
+        let ta = app.account_token(
+            "alvarez",
+            "patient",
+            &["--patient", &format!("Patient/{}", w.pa)],
+            "patient/*.rs",
+            "15m",
+        );
+        assert!(
+            grants(&get(&app, &ta, "$emergency-access").await.json()).is_empty(),
+            "{b}"
+        );
+        assert_eq!(
+            get(&app, &ta, &format!("$emergency-access?patient=Patient/{}", w.pc))
+                .await
+                .status,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            get(&app, &t, "$emergency-access").await.status,
+            StatusCode::FORBIDDEN,
+            "{b}"
+        );
+
+        // the privacy officer reviews it once
+        let pending = app.cli(&["emergency", "list", "--unreviewed"]).unwrap();
+        assert!(pending.contains(&id), "{b}: {pending}");
+        let pw = app.data.path().join("aud.pw");
+        std::fs::write(&pw, "a long enough password\n").unwrap();
+        app.cli(&[
+            "user",
+            "add",
+            "--username",
+            "privacy",
+            "--role",
+            "auditor",
+            "--password-file",
+            pw.to_str().unwrap(),
+        ])
+        .unwrap();
+        let e = app
+            .cli(&[
+                "emergency",
+                "review",
+                "--id",
+                &id,
+                "--verdict",
+                "appropriate",
+                "--reviewer",
+                "cushing",
+            ])
+            .unwrap_err();
+        assert!(e.contains("privacy officer"), "{b}: {e}");
+        app.cli(&[
+            "emergency",
+            "review",
+            "--id",
+            &id,
+            "--verdict",
+            "appropriate",
+            "--reviewer",
+            "privacy",
+        ])
+        .unwrap();
+        assert!(
+            !app.cli(&["emergency", "list", "--unreviewed"]).unwrap().contains(&id),
+            "{b}"
+        );
+        assert!(
+            app.cli(&[
+                "emergency",
+                "review",
+                "--id",
+                &id,
+                "--verdict",
+                "inappropriate",
+                "--reviewer",
+                "privacy"
+            ])
+            .is_err(),
+            "{b}: reviewed once"
+        );
+        let seen = get(&app, &tc, "$emergency-access").await.json();
+        assert_eq!(
+            part(part(&grants(&seen)[0], "review"), "verdict")["valueCode"],
+            "appropriate"
+        );
+    }
+}

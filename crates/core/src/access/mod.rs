@@ -33,6 +33,9 @@ pub const SENSITIVE_LABELS: &[(&str, &str)] = &[
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ConsentView {
     pub consents: std::sync::Arc<Vec<crate::consent::PatientConsent>>,
+    /// Patients reached by break-the-glass: their consents and sensitivity labels do not
+    /// limit this caller until the grant expires.
+    pub emergency: Vec<ResourceId>,
     pub practitioner: Option<ResourceId>,
     pub purpose: &'static str,
     pub now: i64,
@@ -133,11 +136,13 @@ impl Access {
         mut self,
         consents: std::sync::Arc<Vec<crate::consent::PatientConsent>>,
         practitioner: Option<ResourceId>,
+        emergency: Vec<ResourceId>,
         now: i64,
     ) -> Access {
         if self.role.is_some_and(|r| r != Role::Patient) {
             self.consent = Some(ConsentView {
                 consents,
+                emergency,
                 practitioner,
                 purpose: self.purpose(),
                 now,
@@ -160,7 +165,13 @@ impl Access {
             purpose: view.purpose,
             now: view.now,
         };
-        crate::consent::conditions(&view.consents, &who, rtype, self.compartment_limit(rtype))
+        crate::consent::conditions(
+            &view.consents,
+            &who,
+            rtype,
+            self.compartment_limit(rtype),
+            &view.emergency,
+        )
     }
 
     /// The decision for `subject` holding `scopes`. `related` is the set of patients the
@@ -226,6 +237,19 @@ impl Access {
                 .any(|g| g.rtype.is_none() && g.perms == Perms::ALL && g.filter.is_empty())
     }
 
+    /// The patient a patient account is (its only reach).
+    pub fn own_patient(&self) -> Option<&ResourceId> {
+        match (&self.role, &self.reach) {
+            (Some(Role::Patient), Reach::Patients(p)) => p.first(),
+            _ => None,
+        }
+    }
+
+    /// The role behind the decision (`None` for the system credential).
+    pub fn role(&self) -> Option<Role> {
+        self.role
+    }
+
     pub fn actor(&self) -> &Actor {
         &self.actor
     }
@@ -288,6 +312,8 @@ fn narrow(reach: &Reach, patient: &ResourceId) -> Reach {
     }
 }
 
+#[cfg(test)]
+mod clock_tests;
 #[cfg(test)]
 mod doc;
 #[cfg(test)]

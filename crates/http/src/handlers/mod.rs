@@ -5,6 +5,7 @@ pub(crate) mod compartment;
 pub(crate) mod conditional;
 pub(crate) mod create;
 pub(crate) mod delete;
+pub(crate) mod emergency;
 pub(crate) mod export;
 pub(crate) mod fallback;
 pub(crate) mod history;

@@ -1,8 +1,8 @@
 //! Accounts on PostgreSQL.
 
 use super::{PgStore, map_err};
-use crate::accounts::USER_COLUMNS;
-use crate::{AccountStore, StoreError, StoredUser};
+use crate::accounts::{EMERGENCY_COLUMNS, USER_COLUMNS};
+use crate::{AccountStore, StoreError, StoredEmergency, StoredUser};
 use tokio_postgres::Row;
 
 fn user_from_row(r: &Row) -> StoredUser {
@@ -18,6 +18,22 @@ fn user_from_row(r: &Row) -> StoredUser {
         password_hash: r.get(8),
         disabled: r.get(9),
         created: r.get(10),
+    }
+}
+
+fn emergency_from_row(r: &Row) -> StoredEmergency {
+    StoredEmergency {
+        id: r.get(0),
+        tenant: r.get(1),
+        user_id: r.get(2),
+        patient: r.get(3),
+        started: r.get(4),
+        expires: r.get(5),
+        reason_sealed: r.get(6),
+        reason_key_id: r.get(7),
+        reviewed_at: r.get(8),
+        reviewer: r.get(9),
+        verdict: r.get(10),
     }
 }
 
@@ -91,6 +107,83 @@ impl AccountStore for PgStore {
             .execute(
                 "UPDATE users SET disabled = $3 WHERE tenant = $1 AND id = $2",
                 &[&tenant, &id, &disabled],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn insert_emergency(&self, e: StoredEmergency) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO emergency_access ({EMERGENCY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                ),
+                &[
+                    &e.id,
+                    &e.tenant,
+                    &e.user_id,
+                    &e.patient,
+                    &e.started,
+                    &e.expires,
+                    &e.reason_sealed,
+                    &e.reason_key_id,
+                    &e.reviewed_at,
+                    &e.reviewer,
+                    &e.verdict,
+                ],
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn active_emergencies(&self, tenant: &str, user_id: &str, now: i64) -> Result<Vec<String>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT DISTINCT patient FROM emergency_access
+                 WHERE tenant = $1 AND user_id = $2 AND expires > $3 AND started <= $3",
+            )
+            .await?;
+        let rows = client.query(&stmt, &[&tenant, &user_id, &now]).await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn emergencies(
+        &self,
+        tenant: &str,
+        patient: Option<&str>,
+        unreviewed_only: bool,
+    ) -> Result<Vec<StoredEmergency>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {EMERGENCY_COLUMNS} FROM emergency_access
+                     WHERE tenant = $1 AND ($2::TEXT IS NULL OR patient = $2) AND (NOT $3 OR reviewed_at IS NULL)
+                     ORDER BY started DESC, id"
+                ),
+                &[&tenant, &patient, &unreviewed_only],
+            )
+            .await?;
+        Ok(rows.iter().map(emergency_from_row).collect())
+    }
+
+    async fn review_emergency(
+        &self,
+        tenant: &str,
+        id: &str,
+        reviewer: &str,
+        verdict: &str,
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE emergency_access SET reviewed_at = $3, reviewer = $4, verdict = $5
+                 WHERE tenant = $1 AND id = $2 AND reviewed_at IS NULL",
+                &[&tenant, &id, &at, &reviewer, &verdict],
             )
             .await?;
         Ok(n == 1)

@@ -165,6 +165,22 @@ CREATE TABLE users (
     created         BIGINT NOT NULL,
     UNIQUE (tenant, username_tag)
 );
+-- Break-the-glass grants: time-boxed, each a review item until a privacy officer rules on it.
+CREATE TABLE emergency_access (
+    id            TEXT    PRIMARY KEY,
+    tenant        TEXT    NOT NULL,
+    user_id       TEXT    NOT NULL,
+    patient       TEXT    NOT NULL,
+    started       BIGINT NOT NULL,
+    expires       BIGINT NOT NULL,
+    reason_sealed BYTEA    NOT NULL,
+    reason_key_id BIGINT NOT NULL,
+    reviewed_at   BIGINT,
+    reviewer      TEXT,
+    verdict       TEXT
+);
+CREATE INDEX emergency_access_by_user ON emergency_access (tenant, user_id, expires);
+CREATE INDEX emergency_access_by_patient ON emergency_access (tenant, patient, started);
 "#,
     ),
 ];

@@ -1,8 +1,8 @@
 //! Accounts on SQLite.
 
 use super::SqliteStore;
-use crate::accounts::USER_COLUMNS;
-use crate::{AccountStore, StoreError, StoredUser};
+use crate::accounts::{EMERGENCY_COLUMNS, USER_COLUMNS};
+use crate::{AccountStore, StoreError, StoredEmergency, StoredUser};
 use rusqlite::{OptionalExtension, Row, params};
 
 fn user_from_row(r: &Row<'_>) -> rusqlite::Result<StoredUser> {
@@ -18,6 +18,22 @@ fn user_from_row(r: &Row<'_>) -> rusqlite::Result<StoredUser> {
         password_hash: r.get(8)?,
         disabled: r.get(9)?,
         created: r.get(10)?,
+    })
+}
+
+fn emergency_from_row(r: &Row<'_>) -> rusqlite::Result<StoredEmergency> {
+    Ok(StoredEmergency {
+        id: r.get(0)?,
+        tenant: r.get(1)?,
+        user_id: r.get(2)?,
+        patient: r.get(3)?,
+        started: r.get(4)?,
+        expires: r.get(5)?,
+        reason_sealed: r.get(6)?,
+        reason_key_id: r.get(7)?,
+        reviewed_at: r.get(8)?,
+        reviewer: r.get(9)?,
+        verdict: r.get(10)?,
     })
 }
 
@@ -101,6 +117,91 @@ impl AccountStore for SqliteStore {
                 let n = conn
                     .prepare_cached("UPDATE users SET disabled = ?3 WHERE tenant = ?1 AND id = ?2")?
                     .execute(params![tenant, id, disabled])?;
+                Ok(n == 1)
+            })
+            .await
+    }
+
+    async fn insert_emergency(&self, e: StoredEmergency) -> Result<(), StoreError> {
+        self.pool
+            .write(move |conn| {
+                conn.prepare_cached(&format!(
+                    "INSERT INTO emergency_access ({EMERGENCY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+                ))?
+                .execute(params![
+                    e.id,
+                    e.tenant,
+                    e.user_id,
+                    e.patient,
+                    e.started,
+                    e.expires,
+                    e.reason_sealed,
+                    e.reason_key_id,
+                    e.reviewed_at,
+                    e.reviewer,
+                    e.verdict
+                ])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn active_emergencies(&self, tenant: &str, user_id: &str, now: i64) -> Result<Vec<String>, StoreError> {
+        let (tenant, user_id) = (tenant.to_owned(), user_id.to_owned());
+        self.pool
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT DISTINCT patient FROM emergency_access
+                     WHERE tenant = ?1 AND user_id = ?2 AND expires > ?3 AND started <= ?3",
+                )?;
+                let rows = stmt.query_map(params![tenant, user_id, now], |r| r.get(0))?;
+                Ok(rows.collect::<Result<Vec<String>, _>>()?)
+            })
+            .await
+    }
+
+    async fn emergencies(
+        &self,
+        tenant: &str,
+        patient: Option<&str>,
+        unreviewed_only: bool,
+    ) -> Result<Vec<StoredEmergency>, StoreError> {
+        let (tenant, patient) = (tenant.to_owned(), patient.map(str::to_owned));
+        self.pool
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT {EMERGENCY_COLUMNS} FROM emergency_access
+                     WHERE tenant = ?1 AND (?2 IS NULL OR patient = ?2) AND (NOT ?3 OR reviewed_at IS NULL)
+                     ORDER BY started DESC, id"
+                ))?;
+                let rows = stmt.query_map(params![tenant, patient, unreviewed_only], emergency_from_row)?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
+    async fn review_emergency(
+        &self,
+        tenant: &str,
+        id: &str,
+        reviewer: &str,
+        verdict: &str,
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        let (tenant, id, reviewer, verdict) = (
+            tenant.to_owned(),
+            id.to_owned(),
+            reviewer.to_owned(),
+            verdict.to_owned(),
+        );
+        self.pool
+            .write(move |conn| {
+                let n = conn
+                    .prepare_cached(
+                        "UPDATE emergency_access SET reviewed_at = ?3, reviewer = ?4, verdict = ?5
+                         WHERE tenant = ?1 AND id = ?2 AND reviewed_at IS NULL",
+                    )?
+                    .execute(params![tenant, id, at, reviewer, verdict])?;
                 Ok(n == 1)
             })
             .await

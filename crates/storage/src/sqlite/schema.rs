@@ -179,6 +179,22 @@ CREATE TABLE users (
     created         INTEGER NOT NULL,
     UNIQUE (tenant, username_tag)
 );
+-- Break-the-glass grants: time-boxed, each a review item until a privacy officer rules on it.
+CREATE TABLE emergency_access (
+    id            TEXT    PRIMARY KEY,
+    tenant        TEXT    NOT NULL,
+    user_id       TEXT    NOT NULL,
+    patient       TEXT    NOT NULL,
+    started       INTEGER NOT NULL,
+    expires       INTEGER NOT NULL,
+    reason_sealed BLOB    NOT NULL,
+    reason_key_id INTEGER NOT NULL,
+    reviewed_at   INTEGER,
+    reviewer      TEXT,
+    verdict       TEXT
+);
+CREATE INDEX emergency_access_by_user ON emergency_access (tenant, user_id, expires);
+CREATE INDEX emergency_access_by_patient ON emergency_access (tenant, patient, started);
 "#,
     ),
 ];

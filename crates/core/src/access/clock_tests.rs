@@ -1,0 +1,125 @@
+//! Time-dependent access with an injected clock: token expiry, break-the-glass expiry and
+//! relationship windows, without sleeping. Runs on a real SQLite file.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use crate::access::{Access, Reach, ScopeSet};
+use crate::{NewAccount, ReadOutcome, Username, Vault};
+use carevault_crypto::{KeyFile, Password, SystemRandomSource};
+use carevault_domain::{FixedClock, Resource, ResourceId, ResourceType, TenantId, Timestamp};
+use carevault_storage::AnyStore;
+use carevault_storage::sqlite::SqliteStore;
+use serde_json::json;
+use std::sync::Arc;
+
+const MINUTE: i64 = 60_000;
+
+async fn vault(dir: &std::path::Path, clock: FixedClock) -> Vault<AnyStore> {
+    let store = AnyStore::Sqlite(SqliteStore::open(&dir.join("t.db")).unwrap());
+    let rng = SystemRandomSource::new();
+    let keys = KeyFile::parse(&KeyFile::generate(&rng).unwrap()).unwrap();
+    Vault::new(
+        store,
+        Arc::new(keys),
+        Arc::new(rng),
+        Arc::new(clock),
+        TenantId::default_tenant(),
+    )
+    .unwrap()
+}
+
+async fn create(v: &Vault<AnyStore>, body: serde_json::Value) -> ResourceId {
+    let system = Access::unchecked_system();
+    let r = Resource::parse(&serde_json::to_vec(&body).unwrap()).unwrap();
+    v.session(&system).create(r).await.unwrap().resource.id
+}
+
+async fn account(v: &Vault<AnyStore>, name: &str, role: crate::access::Role, practitioner: Option<ResourceId>) {
+    v.add_user(NewAccount {
+        username: Username::parse(name).unwrap(),
+        role,
+        patient: None,
+        practitioner,
+        password: Password::new("a long enough password".into()),
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_grants_and_windows_expire_on_the_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = FixedClock::new(Timestamp::parse("2026-06-01T10:00:00Z").unwrap());
+    let v = vault(dir.path(), clock.clone()).await;
+    let dr = create(&v, json!({"resourceType": "Practitioner"})).await;
+    let p = create(&v, json!({"resourceType": "Patient"})).await;
+    let obs = create(
+        &v,
+        json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+               "subject": {"reference": format!("Patient/{p}")}}),
+    )
+    .await;
+    // An encounter that ended at 09:00 today: a relationship for 14 days.
+    create(
+        &v,
+        json!({"resourceType": "Encounter", "status": "finished", "class": {"code": "AMB"},
+               "subject": {"reference": format!("Patient/{p}")},
+               "participant": [{"individual": {"reference": format!("Practitioner/{dr}")}}],
+               "period": {"start": "2026-06-01T08:00:00Z", "end": "2026-06-01T09:00:00Z"}}),
+    )
+    .await;
+    let dr2 = create(&v, json!({"resourceType": "Practitioner"})).await;
+    account(&v, "osler", crate::access::Role::Physician, Some(dr.clone())).await;
+    account(&v, "cushing", crate::access::Role::Physician, Some(dr2.clone())).await;
+    let scopes = ScopeSet::parse("user/*.rs").unwrap();
+    let name = Username::parse("osler").unwrap();
+    let token = v.mint_token(&name, &scopes, 15 * 60).await.unwrap();
+
+    let access = v.authenticate(&token).await.unwrap().unwrap();
+    assert_eq!(access.reach(), &Reach::Patients(vec![p.clone()]));
+    let read = |a: Access| {
+        let v = &v;
+        let obs = obs.clone();
+        async move { v.session(&a).read(ResourceType::Observation, &obs).await.unwrap() }
+    };
+    assert!(matches!(read(access).await, ReadOutcome::Found(_)));
+
+    // 15 minutes later the token is dead.
+    clock.advance_millis(15 * MINUTE);
+    assert!(v.authenticate(&token).await.unwrap().is_err(), "expired");
+
+    // 15 days on, a fresh token no longer reaches the patient: the window closed.
+    clock.advance_millis(15 * 24 * 60 * MINUTE);
+    let token = v.mint_token(&name, &scopes, 15 * 60).await.unwrap();
+    let access = v.authenticate(&token).await.unwrap().unwrap();
+    assert_eq!(access.reach(), &Reach::Patients(Vec::new()));
+    assert!(matches!(read(access).await, ReadOutcome::NotFound));
+
+    // Break the glass as the other physician: 60 minutes of access, then none.
+    let other = Username::parse("cushing").unwrap();
+    let token = v.mint_token(&other, &scopes, 24 * 60 * 60).await.unwrap();
+    let access = v.authenticate(&token).await.unwrap().unwrap();
+    assert!(matches!(read(access.clone()).await, ReadOutcome::NotFound));
+    let grant = v
+        .session(&access)
+        .break_the_glass(&p, "unconscious in the emergency room")
+        .await
+        .unwrap();
+    assert_eq!(grant.expires.millis() - grant.started.millis(), 60 * MINUTE);
+    let access = v.authenticate(&token).await.unwrap().unwrap();
+    assert!(matches!(read(access).await, ReadOutcome::Found(_)));
+    clock.advance_millis(59 * MINUTE);
+    let access = v.authenticate(&token).await.unwrap().unwrap();
+    assert!(matches!(read(access).await, ReadOutcome::Found(_)));
+    clock.advance_millis(MINUTE);
+    let access = v.authenticate(&token).await.unwrap().unwrap();
+    assert!(
+        matches!(read(access).await, ReadOutcome::NotFound),
+        "the grant has expired"
+    );
+    // It stays on record for review.
+    let system = Access::unchecked_system();
+    let grants = v.session(&system).emergency_grants(Some(&p), true).await.unwrap();
+    assert_eq!(grants.len(), 1);
+    assert_eq!(grants[0].reason, "unconscious in the emergency room");
+}

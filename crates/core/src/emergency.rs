@@ -1,0 +1,191 @@
+//! Break-the-glass: a clinician without a care relationship asks for emergency access to one
+//! patient, with a reason. The grant is time-boxed (60 minutes by default), raises a security
+//! alert in the log, waits as a review item for the privacy officer, and is shown to the
+//! patient. While it lasts, the patient's compartment is in the clinician's reach and the
+//! patient's consent rules and sensitivity labels do not hold it back (purpose ETREAT).
+
+use crate::access::{Access, Actor, Role};
+use crate::keys::Row;
+use crate::{CoreError, ReadOutcome, Session};
+use carevault_domain::{ResourceId, ResourceType, Timestamp};
+use carevault_storage::{Store, StoredEmergency};
+
+/// How long a grant lasts unless the policy says otherwise.
+pub const DEFAULT_EMERGENCY_MINUTES: i64 = 60;
+
+/// A grant as reviewers and the patient see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmergencyGrant {
+    pub id: String,
+    /// The clinician's account id.
+    pub user_id: String,
+    pub patient: String,
+    pub started: Timestamp,
+    pub expires: Timestamp,
+    pub reason: String,
+    /// `(reviewer account, verdict, when)` once reviewed.
+    pub review: Option<(String, String, Timestamp)>,
+}
+
+/// The verdicts a review may give.
+pub const VERDICTS: [&str; 2] = ["appropriate", "inappropriate"];
+
+impl<S: Store> Session<'_, S> {
+    /// Starts emergency access to `patient` for the calling clinician.
+    pub async fn break_the_glass(&self, patient: &ResourceId, reason: &str) -> Result<EmergencyGrant, CoreError> {
+        let Actor::User { user_id, role } = self.access().actor() else {
+            return Err(CoreError::Forbidden(
+                "break-the-glass is for clinicians' own accounts".into(),
+            ));
+        };
+        if !role.needs_relationship() {
+            return Err(CoreError::Forbidden(format!("a {role} account cannot break the glass")));
+        }
+        let reason = reason.trim();
+        if reason.chars().count() < 10 || reason.chars().count() > 1000 {
+            return Err(CoreError::Invalid("give a reason of 10 to 1000 characters".into()));
+        }
+        let system = Access::unchecked_system();
+        if !matches!(
+            self.session(&system).read(ResourceType::Patient, patient).await?,
+            ReadOutcome::Found(_)
+        ) {
+            return Err(CoreError::NotFound);
+        }
+        let mut raw = [0u8; 16];
+        self.rng.fill(&mut raw)?;
+        let id = ResourceId::from_random(raw).as_str().to_owned();
+        let (key_id, dek) = self.key_for_scope(patient.as_str()).await?;
+        let row = Row {
+            rtype: "EmergencyAccess",
+            id: &id,
+            version: 0,
+            patient: patient.as_str(),
+            key_id,
+        };
+        let sealed = self.seal_with(&dek, &row, reason.as_bytes())?;
+        let now = self.clock.now().millis();
+        let expires = now + self.policy.emergency_minutes * 60_000;
+        self.store
+            .insert_emergency(StoredEmergency {
+                id: id.clone(),
+                tenant: self.tenant.as_str().to_owned(),
+                user_id: user_id.clone(),
+                patient: patient.as_str().to_owned(),
+                started: now,
+                expires,
+                reason_sealed: sealed,
+                reason_key_id: key_id,
+                reviewed_at: None,
+                reviewer: None,
+                verdict: None,
+            })
+            .await?;
+        tracing::warn!(
+            target: "carevault::security",
+            alert = "break-the-glass",
+            grant = %id,
+            user = %user_id,
+            patient = %patient,
+            expires = %Timestamp::from_millis(expires).to_fhir(),
+            "emergency access granted; awaiting review"
+        );
+        Ok(EmergencyGrant {
+            id,
+            user_id: user_id.clone(),
+            patient: patient.as_str().to_owned(),
+            started: Timestamp::from_millis(now),
+            expires: Timestamp::from_millis(expires),
+            reason: reason.to_owned(),
+            review: None,
+        })
+    }
+
+    /// Emergency grants: a patient sees those on their own record; the auditor (privacy
+    /// officer) sees all, or one patient's, or only those awaiting review.
+    pub async fn emergency_grants(
+        &self,
+        patient: Option<&ResourceId>,
+        unreviewed_only: bool,
+    ) -> Result<Vec<EmergencyGrant>, CoreError> {
+        let patient = match (self.access().role(), self.access().own_patient()) {
+            (Some(Role::Patient), Some(own)) => match patient {
+                Some(p) if p != own => return Err(CoreError::NotFound),
+                _ => Some(own.clone()),
+            },
+            (Some(Role::Auditor) | None, _) => patient.cloned(),
+            _ => {
+                return Err(CoreError::Forbidden(
+                    "only the patient and the privacy officer see these".into(),
+                ));
+            }
+        };
+        let rows = self
+            .store
+            .emergencies(
+                self.tenant.as_str(),
+                patient.as_ref().map(ResourceId::as_str),
+                unreviewed_only,
+            )
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let row = Row {
+                rtype: "EmergencyAccess",
+                id: &r.id,
+                version: 0,
+                patient: &r.patient,
+                key_id: r.reason_key_id,
+            };
+            let reason =
+                String::from_utf8(self.open(&row, &r.reason_sealed).await?).map_err(|_| CoreError::Integrity)?;
+            let review = match (r.reviewer, r.verdict, r.reviewed_at) {
+                (Some(who), Some(v), Some(at)) => Some((who, v, Timestamp::from_millis(at))),
+                _ => None,
+            };
+            out.push(EmergencyGrant {
+                id: r.id,
+                user_id: r.user_id,
+                patient: r.patient,
+                started: Timestamp::from_millis(r.started),
+                expires: Timestamp::from_millis(r.expires),
+                reason,
+                review,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Records the privacy officer's verdict on a grant (once).
+    pub async fn review_emergency(&self, id: &str, verdict: &str) -> Result<(), CoreError> {
+        let reviewer = match self.access().actor() {
+            Actor::User {
+                user_id,
+                role: Role::Auditor,
+            } => user_id.clone(),
+            Actor::System => "system".to_owned(),
+            Actor::User { .. } => {
+                return Err(CoreError::Forbidden(
+                    "only the privacy officer reviews emergency access".into(),
+                ));
+            }
+        };
+        if !VERDICTS.contains(&verdict) {
+            return Err(CoreError::Invalid(format!(
+                "a verdict is one of {}",
+                VERDICTS.join(", ")
+            )));
+        }
+        let now = self.clock.now().millis();
+        if self
+            .store
+            .review_emergency(self.tenant.as_str(), id, &reviewer, verdict, now)
+            .await?
+        {
+            tracing::info!(target: "carevault::security", grant = %id, verdict, "emergency access reviewed");
+            Ok(())
+        } else {
+            Err(CoreError::NotFound)
+        }
+    }
+}
