@@ -86,13 +86,20 @@ impl<S: Store> Session<'_, S> {
         current: Option<&StoredVersion>,
     ) -> Result<Result<Pending, StoredResource>, CoreError> {
         let live = current.filter(|c| !c.is_deleted());
+        let masks = self.access().masks(rtype);
         if let Some(cur) = live {
             let existing = self.open_version(rtype, cur).await?;
             if let Ok(old) = Resource::parse(&existing.body) {
+                // A caller who sees masked fields sends them back masked: keep the stored values.
+                if !masks.is_empty() {
+                    let mut v = resource.json().clone();
+                    crate::access::mask::unmask(masks, &mut v, old.json());
+                    resource = Resource::from_value(v).map_err(|e| CoreError::Invalid(e.to_string()))?;
+                }
                 let mut candidate = resource.clone();
                 candidate.set_id(id);
                 if candidate.same_content(&old) {
-                    return Ok(Err(existing));
+                    return Ok(Err(self.masked(existing)));
                 }
             }
         }
@@ -137,13 +144,14 @@ impl<S: Store> Session<'_, S> {
                 search_rows,
             },
             written: Written {
-                resource: StoredResource {
+                // What the caller is shown of what it wrote: masked like any read.
+                resource: self.masked(StoredResource {
                     rtype,
                     id: id.clone(),
                     version,
                     last_updated: now,
                     body: plaintext,
-                },
+                }),
                 created: current.is_none(),
                 changed: true,
             },
@@ -391,7 +399,17 @@ impl<S: Store> Session<'_, S> {
         }
     }
 
+    /// A read as the caller sees it (field masks applied).
     pub async fn read(&self, rtype: ResourceType, id: &ResourceId) -> Result<ReadOutcome, CoreError> {
+        Ok(match self.read_raw(rtype, id).await? {
+            ReadOutcome::Found(r) => ReadOutcome::Found(self.masked(r)),
+            other => other,
+        })
+    }
+
+    /// A read with the caller's access decided but without its field masks: for re-checking
+    /// search matches and patching, never for output.
+    pub(crate) async fn read_raw(&self, rtype: ResourceType, id: &ResourceId) -> Result<ReadOutcome, CoreError> {
         self.require(rtype, Perms::READ)?;
         if !self.visible(rtype, id, Perms::READ).await? {
             return Ok(ReadOutcome::NotFound);
@@ -450,7 +468,7 @@ impl<S: Store> Session<'_, S> {
                 version: v.version,
                 last_updated: Timestamp::from_millis(v.last_updated),
             }),
-            Some(v) => Ok(ReadOutcome::Found(self.open_version(rtype, &v).await?)),
+            Some(v) => Ok(ReadOutcome::Found(self.masked(self.open_version(rtype, &v).await?))),
         }
     }
 }

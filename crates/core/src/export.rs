@@ -297,7 +297,7 @@ impl<S: Store> Session<'_, S> {
                 query.after = Some((Vec::new(), last.rid));
                 let last_page = hits.len() < PAGE as usize;
                 let ids: Vec<String> = hits.iter().map(|h| h.id.clone()).collect();
-                for r in self.read_many(t, &ids).await? {
+                for r in self.read_many(t, &ids).await?.into_iter().map(|r| self.masked(r)) {
                     if r.body.contains(&b'\n') {
                         let v: Value = serde_json::from_slice(&r.body).map_err(|_| CoreError::Integrity)?;
                         lines.extend(serde_json::to_vec(&v).map_err(|_| CoreError::Integrity)?);

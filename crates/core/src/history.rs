@@ -144,7 +144,7 @@ impl<S: Store> Session<'_, S> {
             let body = if row.is_deleted() {
                 None
             } else {
-                Some(self.open_version(rtype, row).await?.body)
+                Some(self.masked(self.open_version(rtype, row).await?).body)
             };
             entries.push(HistoryEntry {
                 rtype,

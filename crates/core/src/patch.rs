@@ -17,6 +17,13 @@ impl<S: Store> Session<'_, S> {
         patch: &Value,
         if_match: Option<VersionId>,
     ) -> Result<Written, CoreError> {
+        if !self.access().masks(rtype).is_empty() {
+            // A patch (its `test` operations above all) would read the masked fields.
+            return Err(CoreError::Forbidden(format!(
+                "this token sees {} resources masked: send the whole resource with PUT",
+                rtype.as_str()
+            )));
+        }
         let current = self.patch_base(rtype, id, if_match).await?;
         let resource = self.patched(rtype, id, &current, patch)?;
         let version = VersionId::new(current.version).map_err(|_| CoreError::Integrity)?;
@@ -30,7 +37,7 @@ impl<S: Store> Session<'_, S> {
         id: &ResourceId,
         if_match: Option<VersionId>,
     ) -> Result<StoredResource, CoreError> {
-        let current = match self.read(rtype, id).await? {
+        let current = match self.read_raw(rtype, id).await? {
             ReadOutcome::Found(r) => r,
             ReadOutcome::Deleted { version, last_updated } => {
                 return Err(CoreError::Gone {

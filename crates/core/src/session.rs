@@ -160,6 +160,14 @@ impl<S: Store> Session<'_, S> {
         self.read_many(rtype, &keep).await
     }
 
+    /// `r` as the caller may see it: the role's field masks applied.
+    pub(crate) fn masked(&self, mut r: crate::StoredResource) -> crate::StoredResource {
+        if let Some(body) = crate::access::mask::apply(self.access.masks(r.rtype), &r.body) {
+            r.body = body;
+        }
+        r
+    }
+
     /// A write of `body` as `rtype` keeps the resource inside what the caller reaches.
     pub(crate) fn check_write_target(
         &self,

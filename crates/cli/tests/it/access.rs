@@ -343,6 +343,63 @@ async fn staff_see_what_their_role_and_relationships_allow() {
         let rev = get(&app, &t, "Patient?_revinclude=Observation:subject").await.json();
         assert!(ids(&rev, "Observation").is_empty(), "{b}: includes obey the role");
 
+        // ... and sees identifiers masked everywhere, but keeps them when it writes back
+        let mrn = app
+            .create(&json!({"resourceType": "Patient", "name": [{"family": "Dunmore"}],
+                            "identifier": [{"system": "urn:mrn", "value": "MRN-0042-7781"}]}))
+            .await;
+        let shown = get(&app, &t, &format!("Patient/{mrn}")).await.json();
+        assert_eq!(shown["identifier"][0]["value"], "•••••••••7781", "{b}");
+        assert_eq!(shown["meta"]["security"][0]["code"], "MASKED", "{b}");
+        let found = get(&app, &t, "Patient?identifier=urn:mrn|MRN-0042-7781").await;
+        let found = found.json();
+        assert_eq!(
+            ids(&found, "Patient"),
+            set(&[&mrn]),
+            "{b}: the full value still finds it"
+        );
+        assert!(
+            !String::from_utf8_lossy(&serde_json::to_vec(&found).unwrap()).contains("0042-7781"),
+            "{b}"
+        );
+        let hist = get(&app, &t, &format!("Patient/{mrn}/_history")).await;
+        assert!(
+            !String::from_utf8_lossy(&hist.body).contains("0042-7781"),
+            "{b}: history is masked too"
+        );
+        let mut edited = shown.clone();
+        edited["telecom"] = json!([{"system": "phone", "value": "555-0101"}]);
+        let r = app
+            .request_as(&t, Method::PUT, &format!("Patient/{mrn}"), Some(&edited))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{b}: {}", String::from_utf8_lossy(&r.body));
+        assert!(
+            !String::from_utf8_lossy(&r.body).contains("0042-7781"),
+            "{b}: the echo is masked"
+        );
+        let stored = app.get(&format!("Patient/{mrn}")).await.json();
+        assert_eq!(
+            stored["identifier"][0]["value"], "MRN-0042-7781",
+            "{b}: the identifier survived"
+        );
+        assert_eq!(stored["telecom"][0]["value"], "555-0101", "{b}");
+        assert!(stored["meta"].get("security").is_none(), "{b}: no MASKED label stored");
+        let patch = json!([{"op": "test", "path": "/identifier/0/value", "value": "MRN-0042-7781"}]);
+        let r = app
+            .client
+            .patch(app.url(&format!("Patient/{mrn}")))
+            .bearer_auth(&t)
+            .header("content-type", "application/json-patch+json")
+            .body(serde_json::to_vec(&patch).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::FORBIDDEN,
+            "{b}: no patch oracle on masked fields"
+        );
+
         // an administrator manages the directory and reads no patient data
         let t = app.account_token("root", "admin", &[], "user/*.cruds", "15m");
         assert_eq!(get(&app, &t, "Patient").await.status, StatusCode::FORBIDDEN, "{b}");

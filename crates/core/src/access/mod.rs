@@ -4,6 +4,7 @@
 //! integration token, [`Access::unchecked_system`]), and the record store is reachable only
 //! through a [`crate::Session`] that holds one.
 
+pub mod mask;
 mod role;
 mod scope;
 
@@ -243,6 +244,11 @@ impl Access {
             (Some(Role::Patient), Reach::Patients(p)) => p.first(),
             _ => None,
         }
+    }
+
+    /// The masks this caller's reads of `rtype` go through.
+    pub fn masks(&self, rtype: ResourceType) -> &'static [mask::Mask] {
+        self.role.map_or(&[], |r| r.masks(rtype))
     }
 
     /// The role behind the decision (`None` for the system credential).

@@ -126,7 +126,7 @@ impl<S: Store> Session<'_, S> {
             let hits = self.store.search(&q).await?;
             let rids: std::collections::HashMap<String, i64> = hits.iter().map(|h| (h.id.clone(), h.rid)).collect();
             let ids: Vec<String> = hits.into_iter().map(|h| h.id).collect();
-            for r in self.read_many(t, &ids).await? {
+            for r in self.read_many(t, &ids).await?.into_iter().map(|r| self.masked(r)) {
                 if resources.len() as u32 == count
                     && let Some((last_type, last_rid)) = last
                 {

@@ -183,6 +183,7 @@ impl<S: Store> Session<'_, S> {
         let ids: Vec<String> = hits.iter().map(|h| h.id.clone()).collect();
         let mut resources = self.read_many(rtype, &ids).await?;
         resources.retain(|r| recheck(&req.rechecks, &r.body));
+        let resources: Vec<StoredResource> = resources.into_iter().map(|r| self.masked(r)).collect();
         let position = |h: &SearchHit| Some((h.sort.clone(), h.rid));
         let base = |after, backwards| CursorState {
             query: state.query.clone(),
@@ -201,7 +202,12 @@ impl<S: Store> Session<'_, S> {
         };
         let first = Some(self.seal_cursor(rtype, &base(None, false))?);
         let total = total.or_else(|| (!more && state.after.is_none()).then_some(resources.len() as u64));
-        let included = self.includes(rtype, &req, &resources).await?;
+        let included = self
+            .includes(rtype, &req, &resources)
+            .await?
+            .into_iter()
+            .map(|r| self.masked(r))
+            .collect();
         Ok(SearchPage {
             resources,
             included,
@@ -271,7 +277,7 @@ impl<S: Store> Session<'_, S> {
                             let Ok(sid) = carevault_domain::ResourceId::parse(&sid) else {
                                 continue;
                             };
-                            let crate::ReadOutcome::Found(r) = self.read(source, &sid).await? else {
+                            let crate::ReadOutcome::Found(r) = self.read_raw(source, &sid).await? else {
                                 continue;
                             };
                             let Ok(body) = serde_json::from_slice::<Value>(&r.body) else {
@@ -353,7 +359,7 @@ impl<S: Store> Session<'_, S> {
                 let Ok(id) = carevault_domain::ResourceId::parse(&h.id) else {
                     continue;
                 };
-                if let crate::ReadOutcome::Found(r) = self.read(rtype, &id).await?
+                if let crate::ReadOutcome::Found(r) = self.read_raw(rtype, &id).await?
                     && recheck(&req.rechecks, &r.body)
                 {
                     out.push(h.id);
