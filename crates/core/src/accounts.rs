@@ -9,7 +9,9 @@ use carevault_crypto::{IndexKey, Password, TokenSigner, hash_password};
 use carevault_domain::{ResourceId, ResourceType};
 use carevault_storage::{Store, StoredUser};
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::Mutex;
 
 /// The shortest password an account may have.
 pub const MIN_PASSWORD_CHARS: usize = 12;
@@ -80,6 +82,36 @@ fn username_row(id: &str, key_id: i64) -> Row<'_> {
     }
 }
 
+/// Decisions reused per token (by its hash) while the access epoch holds.
+#[derive(Default)]
+pub(crate) struct DecisionCache(
+    Mutex<HashMap<carevault_crypto::TokenHash, (Access, carevault_storage::AccessEpoch, i64)>>,
+);
+
+const MAX_CACHED_DECISIONS: usize = 10_000;
+
+impl DecisionCache {
+    fn get(
+        &self,
+        key: &carevault_crypto::TokenHash,
+        epoch: carevault_storage::AccessEpoch,
+        now: i64,
+    ) -> Option<Access> {
+        let map = self.0.lock().ok()?;
+        let (access, at, until) = map.get(key)?;
+        (*at == epoch && now < *until).then(|| access.clone())
+    }
+
+    fn put(&self, key: carevault_crypto::TokenHash, access: Access, epoch: carevault_storage::AccessEpoch, until: i64) {
+        if let Ok(mut map) = self.0.lock() {
+            if map.len() >= MAX_CACHED_DECISIONS {
+                map.clear();
+            }
+            map.insert(key, (access, epoch, until));
+        }
+    }
+}
+
 /// Why a presented token was not accepted (for the log; the client hears only 401).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenRejection {
@@ -97,8 +129,8 @@ impl<S: Store> Vault<S> {
             .to_vec()
     }
 
-    fn signer(&self) -> Result<TokenSigner, CoreError> {
-        Ok(TokenSigner::derive(&self.keys, self.tenant.as_str())?)
+    fn signer(&self) -> Result<&TokenSigner, CoreError> {
+        Ok(&self.signer)
     }
 
     /// Adds an account and returns its opaque id.
@@ -239,7 +271,32 @@ impl<S: Store> Vault<S> {
     /// The access decision for a presented access token: signature, expiry and tenant
     /// checked, the account looked up (so disabling it holds on the next request), the
     /// care relationships found, the scopes intersected with the role.
+    ///
+    /// A decision is reused for the same token while nothing it depends on has changed: the
+    /// database's access epoch (consents, accounts, break-the-glass grants) is read on every
+    /// call, and a reused decision lives at most until the token expires, a grant in it ends,
+    /// or the relationship cache period passes.
     pub async fn authenticate(&self, token: &str) -> Result<Result<Access, TokenRejection>, CoreError> {
+        let now = self.clock.now().millis();
+        let epoch = self.store.access_epoch(self.tenant.as_str()).await?;
+        let key = carevault_crypto::hash_token(token);
+        if let Some(hit) = self.decisions.get(&key, epoch, now) {
+            return Ok(Ok(hit));
+        }
+        let decided = self.decide_token(token, epoch, now).await?;
+        if let Ok((access, valid_until)) = &decided {
+            self.decisions.put(key, access.clone(), epoch, *valid_until);
+        }
+        Ok(decided.map(|(a, _)| a))
+    }
+
+    /// The full decision for a token, and until when it may be reused.
+    async fn decide_token(
+        &self,
+        token: &str,
+        epoch: carevault_storage::AccessEpoch,
+        now: i64,
+    ) -> Result<Result<(Access, i64), TokenRejection>, CoreError> {
         let Ok(bytes) = self.signer()?.verify(token) else {
             return Ok(Err(TokenRejection::Malformed));
         };
@@ -257,7 +314,7 @@ impl<S: Store> Vault<S> {
         if tid != self.tenant.as_str() {
             return Ok(Err(TokenRejection::Malformed));
         }
-        if exp <= self.clock.now().unix_seconds() {
+        if exp <= now.div_euclid(1000) {
             return Ok(Err(TokenRejection::Expired));
         }
         let Ok(scopes) = ScopeSet::parse(scope) else {
@@ -281,26 +338,33 @@ impl<S: Store> Vault<S> {
             (Some(p), true) => self.related_patients(p).await?,
             _ => Vec::new(),
         };
-        let now = self.clock.now().millis();
-        let emergency: Vec<ResourceId> = if role.needs_relationship() {
+        let grants = if role.needs_relationship() {
             self.store
                 .active_emergencies(self.tenant.as_str(), &user.id, now)
                 .await?
-                .iter()
-                .filter_map(|p| ResourceId::parse(p).ok())
-                .collect()
         } else {
             Vec::new()
         };
-        for p in &emergency {
-            if !related.contains(p) {
-                related.push(p.clone());
+        let mut valid_until = (exp.saturating_mul(1000)).min(now + self.policy.relationship_cache_millis);
+        let mut emergency = Vec::new();
+        for (p, ends) in grants {
+            valid_until = valid_until.min(ends);
+            if let Ok(p) = ResourceId::parse(&p) {
+                if !related.contains(&p) {
+                    related.push(p.clone());
+                }
+                emergency.push(p);
             }
         }
         let context = claims["patient"].as_str().and_then(|p| ResourceId::parse(p).ok());
-        let consents = self.consents().await?;
-        Ok(Ok(Access::decide(&subject, &scopes, related, context.as_ref())
-            .with_consent(consents, subject.practitioner.clone(), emergency, now)))
+        let consents = self.consents_at(epoch.consent).await?;
+        let access = Access::decide(&subject, &scopes, related, context.as_ref()).with_consent(
+            consents,
+            subject.practitioner.clone(),
+            emergency,
+            now,
+        );
+        Ok(Ok((access, valid_until)))
     }
 
     /// The public keys that verify access tokens, as a JWK Set.

@@ -15,7 +15,7 @@
 use crate::access::{Role, SENSITIVE_LABELS};
 use crate::{CoreError, Vault};
 use carevault_domain::{ResourceId, ResourceType, Timestamp};
-use carevault_storage::{Cond, HistoryQuery, SearchQuery, Store};
+use carevault_storage::{Cond, SearchQuery, Store};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -294,22 +294,9 @@ pub(crate) fn conditions(
 const PAGE: u32 = 1000;
 
 impl<S: Store> Vault<S> {
-    /// Every active privacy consent, reloaded when a Consent has changed since the last load.
-    pub(crate) async fn consents(&self) -> Result<Arc<Vec<PatientConsent>>, CoreError> {
-        let newest = self
-            .store
-            .history(&HistoryQuery {
-                tenant: self.tenant.as_str().to_owned(),
-                rtype: Some("Consent".to_owned()),
-                id: None,
-                since: None,
-                before_seq: None,
-                limit: 1,
-                patients: None,
-            })
-            .await?
-            .first()
-            .map_or(0, |v| v.seq);
+    /// Every active privacy consent as of the Consent version `newest` (the access epoch),
+    /// reloaded when a Consent has changed since the last load.
+    pub(crate) async fn consents_at(&self, newest: i64) -> Result<Arc<Vec<PatientConsent>>, CoreError> {
         if let Ok(book) = self.consent_book.0.lock()
             && let Some((epoch, list)) = book.as_ref()
             && *epoch == newest

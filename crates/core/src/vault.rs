@@ -1,7 +1,8 @@
+use crate::accounts::DecisionCache;
 use crate::consent::ConsentBook;
 use crate::keys::KeyCache;
 use crate::relationships::{AccessPolicy, RelationshipCache};
-use carevault_crypto::{CursorKey, IndexKey, KeyFile, RandomSource};
+use carevault_crypto::{CursorKey, IndexKey, KeyFile, RandomSource, TokenSigner};
 use carevault_domain::{Clock, ResourceId, TenantId};
 use carevault_storage::Store;
 use std::sync::Arc;
@@ -20,6 +21,8 @@ pub struct Vault<S: Store> {
     pub(crate) policy: AccessPolicy,
     pub(crate) relationships: RelationshipCache,
     pub(crate) consent_book: ConsentBook,
+    pub(crate) signer: TokenSigner,
+    pub(crate) decisions: DecisionCache,
 }
 
 impl<S: Store> Vault<S> {
@@ -33,6 +36,7 @@ impl<S: Store> Vault<S> {
         let identifier_index = IndexKey::derive(&keys, tenant.as_str(), "identifier");
         let search_index = IndexKey::derive(&keys, tenant.as_str(), "search");
         let cursor_key = CursorKey::derive(&keys, tenant.as_str())?;
+        let signer = TokenSigner::derive(&keys, tenant.as_str())?;
         Ok(Self {
             store,
             keys,
@@ -46,6 +50,8 @@ impl<S: Store> Vault<S> {
             policy: AccessPolicy::default(),
             relationships: RelationshipCache::default(),
             consent_book: ConsentBook::default(),
+            signer,
+            decisions: DecisionCache::default(),
         })
     }
 

@@ -44,6 +44,17 @@ pub struct StoredEmergency {
     pub verdict: Option<String>,
 }
 
+/// See [`AccountStore::access_epoch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AccessEpoch {
+    /// The newest Consent version's seq.
+    pub consent: i64,
+    /// The highest account change stamp.
+    pub accounts: i64,
+    /// How many break-the-glass grants exist.
+    pub emergencies: i64,
+}
+
 /// Accounts of the people who sign in, and their emergency-access grants.
 pub trait AccountStore: Send + Sync {
     /// Adds an account; a username already taken in the tenant is `StoreError::Conflict`.
@@ -71,13 +82,17 @@ pub trait AccountStore: Send + Sync {
 
     fn insert_emergency(&self, e: StoredEmergency) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Patients `user_id` has emergency access to at `now`.
+    /// Patients `user_id` has emergency access to at `now`, each with when that ends.
     fn active_emergencies(
         &self,
         tenant: &str,
         user_id: &str,
         now: i64,
-    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<(String, i64)>, StoreError>> + Send;
+
+    /// A value that changes whenever something access decisions depend on changes in the
+    /// database — a Consent version, an account, a break-the-glass grant — in one round trip.
+    fn access_epoch(&self, tenant: &str) -> impl Future<Output = Result<AccessEpoch, StoreError>> + Send;
 
     /// Grants, newest first: of one patient, or all; only unreviewed ones if asked.
     fn emergencies(

@@ -3,8 +3,8 @@
 use crate::postgres::PgStore;
 use crate::sqlite::SqliteStore;
 use crate::{
-    AccountStore, ChangeSet, HistoryQuery, KeyStore, NewKey, ResourceKey, ResourceStore, SearchHit, SearchQuery,
-    StoreError, StoredEmergency, StoredKey, StoredUser, StoredVersion, TokenStore,
+    AccessEpoch, AccountStore, ChangeSet, HistoryQuery, KeyStore, NewKey, ResourceKey, ResourceStore, SearchHit,
+    SearchQuery, StoreError, StoredEmergency, StoredKey, StoredUser, StoredVersion, TokenStore,
 };
 
 /// Either backend. Each method forwards to the one in use.
@@ -178,8 +178,17 @@ impl AccountStore for AnyStore {
         forward!(self, s => s.insert_emergency(e))
     }
 
-    async fn active_emergencies(&self, tenant: &str, user_id: &str, now: i64) -> Result<Vec<String>, StoreError> {
+    async fn active_emergencies(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        now: i64,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
         forward!(self, s => s.active_emergencies(tenant, user_id, now))
+    }
+
+    async fn access_epoch(&self, tenant: &str) -> Result<AccessEpoch, StoreError> {
+        forward!(self, s => s.access_epoch(tenant))
     }
 
     async fn emergencies(

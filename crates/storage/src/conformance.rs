@@ -229,7 +229,10 @@ fn user(id: &str, tag: &[u8]) -> StoredUser {
 
 /// Accounts, and histories limited to some patients' compartments.
 async fn accounts_suite<S: Store>(s: S) {
+    let e0 = s.access_epoch("default").await.unwrap();
     s.insert_user(user("u1", b"tag-a")).await.unwrap();
+    let e1 = s.access_epoch("default").await.unwrap();
+    assert!(e1.accounts > e0.accounts, "a new account changes the epoch");
     assert!(
         matches!(s.insert_user(user("u2", b"tag-a")).await, Err(StoreError::Conflict)),
         "a username is taken once per tenant"
@@ -242,6 +245,45 @@ async fn accounts_suite<S: Store>(s: S) {
     assert_eq!(s.user_by_id("default", "u1").await.unwrap(), Some(got));
     assert_eq!(s.user_by_id("other", "u1").await.unwrap(), None);
     assert!(s.set_user_disabled("default", "u1", true).await.unwrap());
+    let e2 = s.access_epoch("default").await.unwrap();
+    assert!(e2.accounts > e1.accounts, "disabling changes the epoch");
+    s.insert_emergency(StoredEmergency {
+        id: "g1".into(),
+        tenant: "default".into(),
+        user_id: "u1".into(),
+        patient: "pa".into(),
+        started: 100,
+        expires: 200,
+        reason_sealed: b"sealed".to_vec(),
+        reason_key_id: 1,
+        reviewed_at: None,
+        reviewer: None,
+        verdict: None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.access_epoch("default").await.unwrap().emergencies, e2.emergencies + 1);
+    assert_eq!(
+        s.active_emergencies("default", "u1", 150).await.unwrap(),
+        vec![("pa".to_owned(), 200)]
+    );
+    assert!(
+        s.active_emergencies("default", "u1", 200).await.unwrap().is_empty(),
+        "expired"
+    );
+    assert_eq!(s.emergencies("default", Some("pa"), true).await.unwrap().len(), 1);
+    assert!(
+        s.review_emergency("default", "g1", "u9", "appropriate", 300)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.review_emergency("default", "g1", "u9", "appropriate", 301)
+            .await
+            .unwrap(),
+        "once"
+    );
+    assert!(s.emergencies("default", Some("pa"), true).await.unwrap().is_empty());
     assert!(!s.set_user_disabled("default", "nobody", true).await.unwrap());
     let all = s.users("default").await.unwrap();
     assert_eq!(all.len(), 1);

@@ -15,7 +15,7 @@ mod types;
 #[cfg(test)]
 mod conformance;
 
-pub use accounts::{AccountStore, StoredEmergency, StoredUser};
+pub use accounts::{AccessEpoch, AccountStore, StoredEmergency, StoredUser};
 pub use any::AnyStore;
 pub use error::StoreError;
 pub use export::*;

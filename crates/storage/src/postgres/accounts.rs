@@ -2,7 +2,7 @@
 
 use super::{PgStore, map_err};
 use crate::accounts::{EMERGENCY_COLUMNS, USER_COLUMNS};
-use crate::{AccountStore, StoreError, StoredEmergency, StoredUser};
+use crate::{AccessEpoch, AccountStore, StoreError, StoredEmergency, StoredUser};
 use tokio_postgres::Row;
 
 fn user_from_row(r: &Row) -> StoredUser {
@@ -37,6 +37,17 @@ fn emergency_from_row(r: &Row) -> StoredEmergency {
     }
 }
 
+/// Gives an account the next change stamp of its tenant.
+async fn bump(client: &deadpool_postgres::Client, tenant: &str, id: &str) -> Result<(), StoreError> {
+    client
+        .execute(
+            "UPDATE users SET changed = nextval('users_changed_seq') WHERE tenant = $1 AND id = $2",
+            &[&tenant, &id],
+        )
+        .await?;
+    Ok(())
+}
+
 impl AccountStore for PgStore {
     async fn insert_user(&self, u: StoredUser) -> Result<(), StoreError> {
         let client = self.client().await?;
@@ -59,6 +70,7 @@ impl AccountStore for PgStore {
             )
             .await
             .map_err(map_err)?;
+        bump(&client, &u.tenant, &u.id).await?;
         Ok(())
     }
 
@@ -109,6 +121,7 @@ impl AccountStore for PgStore {
                 &[&tenant, &id, &disabled],
             )
             .await?;
+        bump(&client, tenant, id).await?;
         Ok(n == 1)
     }
 
@@ -138,16 +151,38 @@ impl AccountStore for PgStore {
         Ok(())
     }
 
-    async fn active_emergencies(&self, tenant: &str, user_id: &str, now: i64) -> Result<Vec<String>, StoreError> {
+    async fn active_emergencies(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        now: i64,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
-                "SELECT DISTINCT patient FROM emergency_access
-                 WHERE tenant = $1 AND user_id = $2 AND expires > $3 AND started <= $3",
+                "SELECT patient, MAX(expires) FROM emergency_access
+                 WHERE tenant = $1 AND user_id = $2 AND expires > $3 AND started <= $3 GROUP BY patient",
             )
             .await?;
         let rows = client.query(&stmt, &[&tenant, &user_id, &now]).await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    async fn access_epoch(&self, tenant: &str) -> Result<AccessEpoch, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT (SELECT COALESCE(MAX(seq), 0) FROM resource_versions WHERE tenant = $1 AND rtype = 'Consent'),
+                        (SELECT COALESCE(MAX(changed), 0) FROM users WHERE tenant = $1),
+                        (SELECT count(*) FROM emergency_access WHERE tenant = $1)",
+            )
+            .await?;
+        let r = client.query_one(&stmt, &[&tenant]).await?;
+        Ok(AccessEpoch {
+            consent: r.get(0),
+            accounts: r.get(1),
+            emergencies: r.get(2),
+        })
     }
 
     async fn emergencies(

@@ -163,9 +163,13 @@ CREATE TABLE users (
     password_hash   TEXT    NOT NULL,
     disabled        BOOLEAN NOT NULL DEFAULT false,
     created         BIGINT NOT NULL,
+    -- Raised on every change to an account, so servers notice (see `access_epoch`).
+    changed         BIGINT NOT NULL DEFAULT 0,
     UNIQUE (tenant, username_tag)
 );
 -- Break-the-glass grants: time-boxed, each a review item until a privacy officer rules on it.
+-- Account change stamps: a sequence, so concurrent changes never share a stamp.
+CREATE SEQUENCE users_changed_seq;
 CREATE TABLE emergency_access (
     id            TEXT    PRIMARY KEY,
     tenant        TEXT    NOT NULL,

@@ -2,7 +2,7 @@
 
 use super::SqliteStore;
 use crate::accounts::{EMERGENCY_COLUMNS, USER_COLUMNS};
-use crate::{AccountStore, StoreError, StoredEmergency, StoredUser};
+use crate::{AccessEpoch, AccountStore, StoreError, StoredEmergency, StoredUser};
 use rusqlite::{OptionalExtension, Row, params};
 
 fn user_from_row(r: &Row<'_>) -> rusqlite::Result<StoredUser> {
@@ -37,6 +37,16 @@ fn emergency_from_row(r: &Row<'_>) -> rusqlite::Result<StoredEmergency> {
     })
 }
 
+/// Gives an account the next change stamp of its tenant.
+fn bump(conn: &rusqlite::Connection, tenant: &str, id: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE users SET changed = (SELECT COALESCE(MAX(changed), 0) + 1 FROM users WHERE tenant = ?1)
+         WHERE tenant = ?1 AND id = ?2",
+    )?
+    .execute(params![tenant, id])?;
+    Ok(())
+}
+
 impl AccountStore for SqliteStore {
     async fn insert_user(&self, u: StoredUser) -> Result<(), StoreError> {
         self.pool
@@ -64,6 +74,7 @@ impl AccountStore for SqliteStore {
                     u.disabled,
                     u.created
                 ])?;
+                bump(conn, &u.tenant, &u.id)?;
                 Ok(())
             })
             .await
@@ -117,6 +128,7 @@ impl AccountStore for SqliteStore {
                 let n = conn
                     .prepare_cached("UPDATE users SET disabled = ?3 WHERE tenant = ?1 AND id = ?2")?
                     .execute(params![tenant, id, disabled])?;
+                bump(conn, &tenant, &id)?;
                 Ok(n == 1)
             })
             .await
@@ -146,16 +158,42 @@ impl AccountStore for SqliteStore {
             .await
     }
 
-    async fn active_emergencies(&self, tenant: &str, user_id: &str, now: i64) -> Result<Vec<String>, StoreError> {
+    async fn active_emergencies(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        now: i64,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
         let (tenant, user_id) = (tenant.to_owned(), user_id.to_owned());
         self.pool
             .read(move |conn| {
                 let mut stmt = conn.prepare_cached(
-                    "SELECT DISTINCT patient FROM emergency_access
-                     WHERE tenant = ?1 AND user_id = ?2 AND expires > ?3 AND started <= ?3",
+                    "SELECT patient, MAX(expires) FROM emergency_access
+                     WHERE tenant = ?1 AND user_id = ?2 AND expires > ?3 AND started <= ?3 GROUP BY patient",
                 )?;
-                let rows = stmt.query_map(params![tenant, user_id, now], |r| r.get(0))?;
-                Ok(rows.collect::<Result<Vec<String>, _>>()?)
+                let rows = stmt.query_map(params![tenant, user_id, now], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                Ok(rows.collect::<Result<Vec<(String, i64)>, _>>()?)
+            })
+            .await
+    }
+
+    async fn access_epoch(&self, tenant: &str) -> Result<AccessEpoch, StoreError> {
+        let tenant = tenant.to_owned();
+        self.pool
+            .read(move |conn| {
+                Ok(conn
+                    .prepare_cached(
+                        "SELECT (SELECT COALESCE(MAX(seq), 0) FROM resource_versions WHERE tenant = ?1 AND rtype = 'Consent'),
+                                (SELECT COALESCE(MAX(changed), 0) FROM users WHERE tenant = ?1),
+                                (SELECT count(*) FROM emergency_access WHERE tenant = ?1)",
+                    )?
+                    .query_row(params![tenant], |r| {
+                        Ok(AccessEpoch {
+                            consent: r.get(0)?,
+                            accounts: r.get(1)?,
+                            emergencies: r.get(2)?,
+                        })
+                    })?)
             })
             .await
     }

@@ -177,6 +177,8 @@ CREATE TABLE users (
     password_hash   TEXT    NOT NULL,
     disabled        INTEGER NOT NULL DEFAULT 0,
     created         INTEGER NOT NULL,
+    -- Raised on every change to an account, so servers notice (see `access_epoch`).
+    changed         INTEGER NOT NULL DEFAULT 0,
     UNIQUE (tenant, username_tag)
 );
 -- Break-the-glass grants: time-boxed, each a review item until a privacy officer rules on it.
