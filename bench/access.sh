@@ -58,6 +58,10 @@ PY
         --practitioner "$(cat "$work/dr")" --password-file "$work/pw" > /dev/null
     "$BIN" token --data-dir "$work/data" --user bench --scope "user/*.rs" --ttl 2h > "$work/user-token"
     local args=(--base "$base" --cacert "$work/data/tls-cert.pem" --seconds "$SECS" --concurrency 16)
+    if [ -n "${PROFILE:-}" ]; then
+        "$LOAD" "${args[@]}" --token-file "$work/user-token" query --paths-file "$work/paths" &
+        sleep 2; perf record -F 999 -g -p "$pid" -o "$PROFILE" -- sleep 4 > /dev/null 2>&1 || true; wait
+    fi
     for round in $(seq 1 "$ROUNDS"); do
         echo "round $round"
         printf 'bootstrap token: '; "$LOAD" "${args[@]}" --token-file "$work/data/admin-token" query --paths-file "$work/paths"

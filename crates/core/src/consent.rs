@@ -61,9 +61,34 @@ pub(crate) struct ConsentActor<'a> {
     pub now: i64,
 }
 
+/// The active privacy consents of a tenant, and which belong to each patient.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct ConsentSet {
+    list: Vec<PatientConsent>,
+    by_patient: std::collections::HashMap<String, Vec<usize>>,
+}
+
+impl ConsentSet {
+    fn new(list: Vec<PatientConsent>) -> Self {
+        let mut by_patient: std::collections::HashMap<String, Vec<usize>> = Default::default();
+        for (i, c) in list.iter().enumerate() {
+            by_patient.entry(c.patient.as_str().to_owned()).or_default().push(i);
+        }
+        Self { list, by_patient }
+    }
+
+    fn of(&self, patient: &str) -> impl Iterator<Item = &PatientConsent> {
+        self.by_patient
+            .get(patient)
+            .into_iter()
+            .flatten()
+            .filter_map(|i| self.list.get(*i))
+    }
+}
+
 /// All active privacy consents of the tenant, as of the newest Consent version `epoch`.
 #[derive(Default)]
-pub(crate) struct ConsentBook(Mutex<Option<(i64, Arc<Vec<PatientConsent>>)>>);
+pub(crate) struct ConsentBook(Mutex<Option<(i64, Arc<ConsentSet>)>>);
 
 fn codings(v: &Value) -> impl Iterator<Item = (&str, &str)> {
     v["coding"]
@@ -225,6 +250,19 @@ fn in_compartment(patients: Vec<String>) -> Cond {
 /// decision is permit and it carries no label left hidden: the sensitive labels are hidden
 /// unless a permit names them, so a blanket permit never opens sensitive data.
 fn visible(rules: &[Rule]) -> Cond {
+    let (show, hidden) = decision(rules);
+    if !show {
+        return falsity();
+    }
+    if hidden.is_empty() {
+        truth()
+    } else {
+        Cond::Not(Box::new(has_label(hidden)))
+    }
+}
+
+/// The whole-record decision and the labels left hidden, by the rules of [`visible`].
+fn decision(rules: &[Rule]) -> (bool, Vec<Label>) {
     let mut show = true;
     let mut labels: BTreeMap<(String, String), bool> = SENSITIVE_LABELS
         .iter()
@@ -240,22 +278,55 @@ fn visible(rules: &[Rule]) -> Cond {
             }
         }
     }
-    if !show {
-        return falsity();
+    let hidden = labels.into_iter().filter(|(_, ok)| !ok).map(|(l, _)| l).collect();
+    (show, hidden)
+}
+
+/// What [`conditions`] decides, for one resource known by its compartment patients and its
+/// labels, without the index: each applicable consent of each reached patient must allow
+/// it, and a resource of no such patient must carry no sensitive label.
+pub(crate) fn allows(
+    consents: &ConsentSet,
+    who: &ConsentActor<'_>,
+    rtype: ResourceType,
+    reach: Option<&[ResourceId]>,
+    emergency: &[ResourceId],
+    patients: &[String],
+    labels: &[Label],
+) -> bool {
+    let mut governed = false;
+    for p in patients {
+        if reach.is_some_and(|r| !r.iter().any(|x| x.as_str() == p)) {
+            continue;
+        }
+        if emergency.iter().any(|e| e.as_str() == p) {
+            governed = true;
+            continue;
+        }
+        for c in consents.of(p) {
+            let mut rules = Vec::new();
+            c.root.rules(who, rtype, &mut rules);
+            if rules.is_empty() {
+                continue;
+            }
+            governed = true;
+            let (show, hidden) = decision(&rules);
+            if !show || labels.iter().any(|l| hidden.contains(l)) {
+                return false;
+            }
+        }
     }
-    let hidden: Vec<(String, String)> = labels.into_iter().filter(|(_, ok)| !ok).map(|(l, _)| l).collect();
-    if hidden.is_empty() {
-        truth()
-    } else {
-        Cond::Not(Box::new(has_label(hidden)))
-    }
+    governed
+        || !labels
+            .iter()
+            .any(|(s, c)| SENSITIVE_LABELS.iter().any(|(ss, cc)| s == ss && c == cc))
 }
 
 /// The conditions the consents put on a query of `rtype` by `who`, for resources of the
 /// patients `reach` names (`None` = every patient). Patients whose rules are the same share
 /// one condition.
 pub(crate) fn conditions(
-    consents: &[PatientConsent],
+    consents: &ConsentSet,
     who: &ConsentActor<'_>,
     rtype: ResourceType,
     reach: Option<&[ResourceId]>,
@@ -264,7 +335,7 @@ pub(crate) fn conditions(
     let mut groups: BTreeMap<String, (Cond, Vec<String>)> = BTreeMap::new();
     // Patients under break-the-glass: no consent rule and no label limits this caller.
     let mut with_rules: Vec<String> = emergency.iter().map(|p| p.as_str().to_owned()).collect();
-    for c in consents {
+    for c in &consents.list {
         if reach.is_some_and(|r| !r.contains(&c.patient)) || emergency.contains(&c.patient) {
             continue;
         }
@@ -296,7 +367,7 @@ const PAGE: u32 = 1000;
 impl<S: Store> Vault<S> {
     /// Every active privacy consent as of the Consent version `newest` (the access epoch),
     /// reloaded when a Consent has changed since the last load.
-    pub(crate) async fn consents_at(&self, newest: i64) -> Result<Arc<Vec<PatientConsent>>, CoreError> {
+    pub(crate) async fn consents_at(&self, newest: i64) -> Result<Arc<ConsentSet>, CoreError> {
         if let Ok(book) = self.consent_book.0.lock()
             && let Some((epoch, list)) = book.as_ref()
             && *epoch == newest
@@ -335,7 +406,7 @@ impl<S: Store> Vault<S> {
                 break;
             }
         }
-        let list = Arc::new(list);
+        let list = Arc::new(ConsentSet::new(list));
         if let Ok(mut book) = self.consent_book.0.lock() {
             *book = Some((newest, Arc::clone(&list)));
         }

@@ -101,10 +101,21 @@ impl<S: Store> Session<'_, S> {
     /// Whether the caller may `want` this resource, decided from the index alone (its body is
     /// not read). A resource the caller may not see is reported as absent.
     pub(crate) async fn visible(&self, rtype: ResourceType, id: &ResourceId, want: Perms) -> Result<bool, CoreError> {
-        let guard = self.guard_conds(rtype, want)?;
-        if guard.is_empty() {
+        self.require(rtype, want)?;
+        let open = matches!(self.access.filter(rtype, want), Some(TypeFilter::Open));
+        if self.access.is_unrestricted() || (open && crate::access::Kind::of(rtype) != crate::access::Kind::Compartment)
+        {
             return Ok(true);
         }
+        // The usual decision (patients reached, consent, labels) is made in memory from the
+        // resource's compartment and label rows; a granular scope goes to the index.
+        let Some(facts) = self.store.facts(&self.resource_key(rtype, id)).await? else {
+            return Ok(false);
+        };
+        if let Some(ok) = self.access.allows_resource(rtype, want, &facts.patients, &facts.labels) {
+            return Ok(ok);
+        }
+        let guard = self.guard_conds(rtype, want)?;
         let mut conds = vec![Cond::Id(vec![id.as_str().to_owned()])];
         conds.extend(guard);
         let q = SearchQuery {

@@ -58,6 +58,10 @@ impl ResourceStore for AnyStore {
     async fn apply(&self, changes: ChangeSet) -> Result<(), StoreError> {
         forward!(self, s => s.apply(changes))
     }
+    async fn facts(&self, key: &ResourceKey) -> Result<Option<crate::ResourceFacts>, StoreError> {
+        forward!(self, s => s.facts(key))
+    }
+
     async fn current_many(&self, tenant: &str, rtype: &str, ids: &[String]) -> Result<Vec<StoredVersion>, StoreError> {
         forward!(self, s => s.current_many(tenant, rtype, ids))
     }

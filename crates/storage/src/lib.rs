@@ -49,6 +49,11 @@ pub trait ResourceStore: Send + Sync {
         version: u64,
     ) -> impl Future<Output = Result<Option<StoredVersion>, StoreError>> + Send;
 
+    /// What access decisions need to know of a live resource, from its index rows alone:
+    /// the patients whose compartments hold it and its security labels. `None` when there is
+    /// no live resource.
+    fn facts(&self, key: &ResourceKey) -> impl Future<Output = Result<Option<ResourceFacts>, StoreError>> + Send;
+
     /// Versions newest first, as selected by `query`.
     fn history(&self, query: &HistoryQuery) -> impl Future<Output = Result<Vec<StoredVersion>, StoreError>> + Send;
 

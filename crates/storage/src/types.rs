@@ -72,6 +72,18 @@ pub struct NewVersion {
     pub search_rows: Vec<crate::SearchRow>,
 }
 
+/// See [`crate::ResourceStore::facts`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ResourceFacts {
+    /// Patient ids of its `_compartment` rows.
+    pub patients: Vec<String>,
+    /// `(system, code)` of its `_security` rows.
+    pub labels: Vec<(String, String)>,
+}
+
+/// The index parameter of security labels (`meta.security`).
+pub const SECURITY_PARAM: &str = "_security";
+
 /// Versions written together or not at all.
 #[derive(Debug, Clone, Default)]
 pub struct ChangeSet {

@@ -33,7 +33,7 @@ pub const SENSITIVE_LABELS: &[(&str, &str)] = &[
 /// The consents a decision applies, with the caller as they see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ConsentView {
-    pub consents: std::sync::Arc<Vec<crate::consent::PatientConsent>>,
+    pub consents: std::sync::Arc<crate::consent::ConsentSet>,
     /// Patients reached by break-the-glass: their consents and sensitivity labels do not
     /// limit this caller until the grant expires.
     pub emergency: Vec<ResourceId>,
@@ -135,7 +135,7 @@ impl Access {
     /// record whole, and the system credential loads data).
     pub(crate) fn with_consent(
         mut self,
-        consents: std::sync::Arc<Vec<crate::consent::PatientConsent>>,
+        consents: std::sync::Arc<crate::consent::ConsentSet>,
         practitioner: Option<ResourceId>,
         emergency: Vec<ResourceId>,
         now: i64,
@@ -150,6 +150,48 @@ impl Access {
             });
         }
         self
+    }
+
+    /// Whether the caller may see one resource of `rtype` in these patients' compartments
+    /// with these labels: its reach and the patients' consents, decided in memory (reads by
+    /// id). `None` when the decision needs the index (a granular scope).
+    pub(crate) fn allows_resource(
+        &self,
+        rtype: ResourceType,
+        want: Perms,
+        patients: &[String],
+        labels: &[(String, String)],
+    ) -> Option<bool> {
+        match self.filter(rtype, want)? {
+            TypeFilter::Open => {}
+            TypeFilter::AnyOf(_) => return None,
+        }
+        if let Some(reached) = self.compartment_limit(rtype)
+            && !patients.iter().any(|p| reached.iter().any(|r| r.as_str() == p))
+        {
+            return Some(false);
+        }
+        let (Some(view), Some(role)) = (&self.consent, self.role) else {
+            return Some(true);
+        };
+        if Kind::of(rtype) != Kind::Compartment {
+            return Some(true);
+        }
+        let who = crate::consent::ConsentActor {
+            role,
+            practitioner: view.practitioner.as_ref(),
+            purpose: view.purpose,
+            now: view.now,
+        };
+        Some(crate::consent::allows(
+            &view.consents,
+            &who,
+            rtype,
+            self.compartment_limit(rtype),
+            &view.emergency,
+            patients,
+            labels,
+        ))
     }
 
     /// The conditions the patients' consents put on a query of `rtype`.

@@ -95,7 +95,7 @@ fn composite_rows(p: &carevault_domain::search::SearchParam, body: &Value, out: 
 
 /// The pseudo-parameter that places a resource in a patient's compartment (for compartment
 /// searches and `$everything`), from our table of the R4 patient compartment.
-pub const COMPARTMENT: &str = "_compartment";
+pub const COMPARTMENT: &str = carevault_storage::COMPARTMENT_PARAM;
 
 /// Blind rows of the logical identifiers references carry (`subject.identifier`), for the
 /// `:identifier` modifier: identifiers are identifying wherever they appear.

@@ -260,6 +260,37 @@ impl ResourceStore for PgStore {
             .map(|r| version_from_row(&r)))
     }
 
+    async fn facts(&self, key: &ResourceKey) -> Result<Option<crate::ResourceFacts>, StoreError> {
+        let client = self.client().await?;
+        let cpk = crate::param_key(&key.tenant, &key.rtype, crate::COMPARTMENT_PARAM);
+        let spk = crate::param_key(&key.tenant, &key.rtype, crate::SECURITY_PARAM);
+        // One round trip: the row (if live), then its compartment and label rows.
+        let stmt = client
+            .prepare_cached(
+                "WITH r AS (SELECT rid FROM resources WHERE tenant = $1 AND rtype = $2 AND id = $3 AND NOT deleted)
+                 SELECT 0, '', '' FROM r
+                 UNION ALL SELECT 1, x.target_id, '' FROM search_reference x, r
+                     WHERE x.rid = r.rid AND x.pkey = $4 AND x.target_type = 'Patient'
+                 UNION ALL SELECT 2, t.system, t.code FROM search_token t, r WHERE t.rid = r.rid AND t.pkey = $5",
+            )
+            .await?;
+        let rows = client
+            .query(&stmt, &[&key.tenant, &key.rtype, &key.id, &cpk, &spk])
+            .await?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let mut facts = crate::ResourceFacts::default();
+        for row in rows {
+            match row.get::<_, i32>(0) {
+                1 => facts.patients.push(row.get(1)),
+                2 => facts.labels.push((row.get(1), row.get(2))),
+                _ => {}
+            }
+        }
+        Ok(Some(facts))
+    }
+
     async fn current_many(&self, tenant: &str, rtype: &str, ids: &[String]) -> Result<Vec<StoredVersion>, StoreError> {
         let client = self.client().await?;
         let sql = format!(

@@ -296,6 +296,36 @@ impl ResourceStore for SqliteStore {
             .await
     }
 
+    async fn facts(&self, key: &ResourceKey) -> Result<Option<crate::ResourceFacts>, StoreError> {
+        let key = key.clone();
+        self.pool
+            .read(move |conn| {
+                let rid: Option<i64> = conn
+                    .prepare_cached(
+                        "SELECT rid FROM resources WHERE tenant = ?1 AND rtype = ?2 AND id = ?3 AND deleted = 0",
+                    )?
+                    .query_row(params![key.tenant, key.rtype, key.id], |r| r.get(0))
+                    .optional()?;
+                let Some(rid) = rid else { return Ok(None) };
+                let cpk = crate::param_key(&key.tenant, &key.rtype, crate::COMPARTMENT_PARAM);
+                let spk = crate::param_key(&key.tenant, &key.rtype, crate::SECURITY_PARAM);
+                let mut facts = crate::ResourceFacts::default();
+                let mut stmt = conn.prepare_cached(
+                    "SELECT target_id FROM search_reference WHERE rid = ?1 AND pkey = ?2 AND target_type = 'Patient'",
+                )?;
+                for p in stmt.query_map(params![rid, cpk], |r| r.get(0))? {
+                    facts.patients.push(p?);
+                }
+                let mut stmt =
+                    conn.prepare_cached("SELECT system, code FROM search_token WHERE rid = ?1 AND pkey = ?2")?;
+                for l in stmt.query_map(params![rid, spk], |r| Ok((r.get(0)?, r.get(1)?)))? {
+                    facts.labels.push(l?);
+                }
+                Ok(Some(facts))
+            })
+            .await
+    }
+
     async fn current_many(&self, tenant: &str, rtype: &str, ids: &[String]) -> Result<Vec<StoredVersion>, StoreError> {
         let (tenant, rtype, ids) = (tenant.to_owned(), rtype.to_owned(), ids.to_vec());
         self.pool
