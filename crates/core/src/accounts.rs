@@ -188,7 +188,9 @@ impl<S: Store> Vault<S> {
             disabled: false,
             created: self.clock.now().millis(),
         };
-        match self.store.insert_user(user).await {
+        let inserted = self.store.insert_user(user).await;
+        self.access_changed();
+        match inserted {
             Err(carevault_storage::StoreError::Conflict) => {
                 Err(CoreError::Conflict("that username is already taken".into()))
             }
@@ -230,6 +232,7 @@ impl<S: Store> Vault<S> {
         self.store
             .set_user_disabled(self.tenant.as_str(), &user.id, disabled)
             .await?;
+        self.access_changed();
         Ok(())
     }
 
@@ -278,7 +281,7 @@ impl<S: Store> Vault<S> {
     /// or the relationship cache period passes.
     pub async fn authenticate(&self, token: &str) -> Result<Result<Access, TokenRejection>, CoreError> {
         let now = self.clock.now().millis();
-        let epoch = self.store.access_epoch(self.tenant.as_str()).await?;
+        let epoch = self.access_epoch(now).await?;
         let key = carevault_crypto::hash_token(token);
         if let Some(hit) = self.decisions.get(&key, epoch, now) {
             return Ok(Ok(hit));
@@ -365,6 +368,31 @@ impl<S: Store> Vault<S> {
             now,
         );
         Ok(Ok((access, valid_until)))
+    }
+
+    /// The database's access epoch, read again when the poll period has passed or this
+    /// server changed something decisions depend on.
+    async fn access_epoch(&self, now: i64) -> Result<carevault_storage::AccessEpoch, CoreError> {
+        if let Ok(cached) = self.epoch.lock()
+            && let Some((epoch, at)) = *cached
+            && now - at < self.policy.epoch_poll_millis
+            && now >= at
+        {
+            return Ok(epoch);
+        }
+        let epoch = self.store.access_epoch(self.tenant.as_str()).await?;
+        if let Ok(mut cached) = self.epoch.lock() {
+            *cached = Some((epoch, now));
+        }
+        Ok(epoch)
+    }
+
+    /// Something access decisions depend on changed through this server: the next decision
+    /// reads the epoch again.
+    pub(crate) fn access_changed(&self) {
+        if let Ok(mut cached) = self.epoch.lock() {
+            *cached = None;
+        }
     }
 
     /// The public keys that verify access tokens, as a JWK Set.

@@ -384,7 +384,7 @@ impl<S: Store> Session<'_, S> {
             *written.entry(t).or_insert(0) += 1;
         }
         if !changes.versions.is_empty() {
-            match self.store.apply(changes).await {
+            match self.apply(changes).await {
                 Ok(()) => {}
                 Err(StoreError::Conflict) if entries.iter().any(|e| e.if_match.is_some()) => {
                     return Err(CoreError::PreconditionFailed(

@@ -168,11 +168,10 @@ impl<S: Store> Session<'_, S> {
             Ok(p) => p,
             Err(_) => return Err(CoreError::Conflict("id collision".into())),
         };
-        self.store
-            .apply(ChangeSet {
-                versions: vec![pending.version],
-            })
-            .await?;
+        self.apply(ChangeSet {
+            versions: vec![pending.version],
+        })
+        .await?;
         Ok(pending.written)
     }
 
@@ -279,7 +278,6 @@ impl<S: Store> Session<'_, S> {
                 }
             };
             match self
-                .store
                 .apply(ChangeSet {
                     versions: vec![pending.version],
                 })
@@ -326,7 +324,7 @@ impl<S: Store> Session<'_, S> {
             let Some(cur) = live else { return Ok(None) };
             let v = self.deletion(rtype, id, cur);
             let version = v.version;
-            match self.store.apply(ChangeSet { versions: vec![v] }).await {
+            match self.apply(ChangeSet { versions: vec![v] }).await {
                 Ok(()) => return Ok(Some(version)),
                 Err(carevault_storage::StoreError::Conflict) if if_match.is_some() => {
                     return Err(CoreError::PreconditionFailed(
@@ -366,6 +364,16 @@ impl<S: Store> Session<'_, S> {
             }
         }
         Ok(current)
+    }
+
+    /// Applies a change set; a change to a Consent makes the next decision look again.
+    pub(crate) async fn apply(&self, changes: ChangeSet) -> Result<(), carevault_storage::StoreError> {
+        let consent = changes.versions.iter().any(|v| v.key.rtype == "Consent");
+        let result = self.store.apply(changes).await;
+        if consent {
+            self.access_changed();
+        }
+        result
     }
 
     /// The current version of a resource the caller is about to change, or `None` when it

@@ -81,6 +81,7 @@ impl<S: Store> Session<'_, S> {
                 verdict: None,
             })
             .await?;
+        self.access_changed();
         tracing::warn!(
             target: "carevault::security",
             alert = "break-the-glass",

@@ -23,6 +23,10 @@ pub struct AccessPolicy {
     pub relationship_cache_millis: i64,
     /// How long a break-the-glass grant lasts.
     pub emergency_minutes: i64,
+    /// How often the database's access epoch is read again: changes made through this
+    /// server hold on the next request; changes by another process (the CLI, another
+    /// server on the same PostgreSQL) within this period.
+    pub epoch_poll_millis: i64,
 }
 
 impl Default for AccessPolicy {
@@ -31,6 +35,7 @@ impl Default for AccessPolicy {
             encounter_days: 14,
             relationship_cache_millis: 5_000,
             emergency_minutes: crate::emergency::DEFAULT_EMERGENCY_MINUTES,
+            epoch_poll_millis: 250,
         }
     }
 }

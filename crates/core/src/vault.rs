@@ -23,6 +23,8 @@ pub struct Vault<S: Store> {
     pub(crate) consent_book: ConsentBook,
     pub(crate) signer: TokenSigner,
     pub(crate) decisions: DecisionCache,
+    /// The access epoch last read, and when.
+    pub(crate) epoch: std::sync::Mutex<Option<(carevault_storage::AccessEpoch, i64)>>,
 }
 
 impl<S: Store> Vault<S> {
@@ -52,6 +54,7 @@ impl<S: Store> Vault<S> {
             consent_book: ConsentBook::default(),
             signer,
             decisions: DecisionCache::default(),
+            epoch: std::sync::Mutex::new(None),
         })
     }
 

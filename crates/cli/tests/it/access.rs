@@ -272,13 +272,17 @@ async fn a_patient_sees_their_own_compartment_and_nothing_else() {
         forged.pop();
         forged.push(if t.ends_with('A') { 'B' } else { 'A' });
         assert_eq!(get(&app, &forged, "Observation").await.status, StatusCode::UNAUTHORIZED);
+        // (the CLI is another process: the server notices within its epoch poll, 250 ms)
+        let poll = std::time::Duration::from_millis(300);
         app.cli(&["user", "disable", "--username", "alvarez"]).unwrap();
+        tokio::time::sleep(poll).await;
         assert_eq!(
             get(&app, &t, "Observation").await.status,
             StatusCode::UNAUTHORIZED,
             "{b}"
         );
         app.cli(&["user", "enable", "--username", "alvarez"]).unwrap();
+        tokio::time::sleep(poll).await;
         assert_eq!(get(&app, &t, "Observation").await.status, StatusCode::OK, "{b}");
         let short = app
             .cli(&["token", "--user", "alvarez", "--scope", "patient/*.rs", "--ttl", "1s"])
