@@ -419,10 +419,26 @@ impl<S: Store> Session<'_, S> {
     /// search matches and patching, never for output.
     pub(crate) async fn read_raw(&self, rtype: ResourceType, id: &ResourceId) -> Result<ReadOutcome, CoreError> {
         self.require(rtype, Perms::READ)?;
-        if !self.visible(rtype, id, Perms::READ).await? {
-            return Ok(ReadOutcome::NotFound);
+        let key = self.resource_key(rtype, id);
+        if self.needs_facts(rtype, Perms::READ) {
+            // One round trip: the row with its compartment and label rows; the body is opened
+            // only when those allow it.
+            let Some((v, facts)) = self.store.current_with_facts(&key).await? else {
+                return Ok(ReadOutcome::NotFound);
+            };
+            let allowed = match self
+                .access()
+                .allows_resource(rtype, Perms::READ, &facts.patients, &facts.labels)
+            {
+                Some(ok) => ok,
+                None => self.visible(rtype, id, Perms::READ).await?,
+            };
+            if !allowed || v.is_deleted() {
+                return Ok(ReadOutcome::NotFound);
+            }
+            return Ok(ReadOutcome::Found(self.open_version(rtype, &v).await?));
         }
-        match self.store.current(&self.resource_key(rtype, id)).await? {
+        match self.store.current(&key).await? {
             None => Ok(ReadOutcome::NotFound),
             Some(v) if v.is_deleted() => Ok(ReadOutcome::Deleted {
                 version: v.version,

@@ -98,13 +98,18 @@ impl<S: Store> Session<'_, S> {
         Ok(conds)
     }
 
+    /// Whether deciding on one resource of `rtype` needs its index facts: not for a caller
+    /// limited by nothing, nor for directory data under a plain (not granular) grant.
+    pub(crate) fn needs_facts(&self, rtype: ResourceType, want: Perms) -> bool {
+        let open = matches!(self.access.filter(rtype, want), Some(TypeFilter::Open));
+        !(self.access.is_unrestricted() || (open && crate::access::Kind::of(rtype) != crate::access::Kind::Compartment))
+    }
+
     /// Whether the caller may `want` this resource, decided from the index alone (its body is
     /// not read). A resource the caller may not see is reported as absent.
     pub(crate) async fn visible(&self, rtype: ResourceType, id: &ResourceId, want: Perms) -> Result<bool, CoreError> {
         self.require(rtype, want)?;
-        let open = matches!(self.access.filter(rtype, want), Some(TypeFilter::Open));
-        if self.access.is_unrestricted() || (open && crate::access::Kind::of(rtype) != crate::access::Kind::Compartment)
-        {
+        if !self.needs_facts(rtype, want) {
             return Ok(true);
         }
         // The usual decision (patients reached, consent, labels) is made in memory from the

@@ -62,6 +62,13 @@ impl ResourceStore for AnyStore {
         forward!(self, s => s.facts(key))
     }
 
+    async fn current_with_facts(
+        &self,
+        key: &ResourceKey,
+    ) -> Result<Option<(StoredVersion, crate::ResourceFacts)>, StoreError> {
+        forward!(self, s => s.current_with_facts(key))
+    }
+
     async fn current_many(&self, tenant: &str, rtype: &str, ids: &[String]) -> Result<Vec<StoredVersion>, StoreError> {
         forward!(self, s => s.current_many(tenant, rtype, ids))
     }

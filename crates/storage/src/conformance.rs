@@ -292,13 +292,35 @@ async fn accounts_suite<S: Store>(s: S) {
     // Two observations in two patients' compartments; a history limited to one sees one.
     for (id, patient) in [("h1", "pa"), ("h2", "pb")] {
         let mut v = version(id, 1, Expect::Absent, Op::Create, &[]);
-        v.search_rows = vec![SearchRow::Reference {
-            param: COMPARTMENT_PARAM.into(),
-            target_type: "Patient".into(),
-            target_id: patient.into(),
-        }];
+        v.search_rows = vec![
+            SearchRow::Reference {
+                param: COMPARTMENT_PARAM.into(),
+                target_type: "Patient".into(),
+                target_id: patient.into(),
+            },
+            tok(SECURITY_PARAM, "http://terminology.hl7.org/CodeSystem/v3-ActCode", "PSY"),
+            tok(SECURITY_PARAM, "urn:other", "X"),
+        ];
         s.apply(one(v)).await.unwrap();
     }
+    // What a read by id decides on, with and without the version.
+    let (v, facts) = s.current_with_facts(&key("h1")).await.unwrap().unwrap();
+    assert_eq!(v.key.id, "h1");
+    let want = ResourceFacts {
+        patients: vec!["pa".into()],
+        labels: vec![
+            ("http://terminology.hl7.org/CodeSystem/v3-ActCode".into(), "PSY".into()),
+            ("urn:other".into(), "X".into()),
+        ],
+    };
+    let mut sorted = facts.clone();
+    sorted.labels.sort();
+    assert_eq!(sorted, want);
+    let mut plain = s.facts(&key("h1")).await.unwrap().unwrap();
+    plain.labels.sort();
+    assert_eq!(plain, want);
+    assert_eq!(s.current_with_facts(&key("nope")).await.unwrap(), None);
+    assert_eq!(s.facts(&key("nope")).await.unwrap(), None);
     let q = HistoryQuery {
         tenant: "default".into(),
         rtype: Some("Observation".into()),

@@ -54,6 +54,13 @@ pub trait ResourceStore: Send + Sync {
     /// no live resource.
     fn facts(&self, key: &ResourceKey) -> impl Future<Output = Result<Option<ResourceFacts>, StoreError>> + Send;
 
+    /// The current version with the same facts, in one round trip (reads by id, where the
+    /// facts decide whether the version may be opened at all).
+    fn current_with_facts(
+        &self,
+        key: &ResourceKey,
+    ) -> impl Future<Output = Result<Option<(StoredVersion, ResourceFacts)>, StoreError>> + Send;
+
     /// Versions newest first, as selected by `query`.
     fn history(&self, query: &HistoryQuery) -> impl Future<Output = Result<Vec<StoredVersion>, StoreError>> + Send;
 

@@ -291,6 +291,38 @@ impl ResourceStore for PgStore {
         Ok(Some(facts))
     }
 
+    async fn current_with_facts(
+        &self,
+        key: &ResourceKey,
+    ) -> Result<Option<(StoredVersion, crate::ResourceFacts)>, StoreError> {
+        let client = self.client().await?;
+        let cpk = crate::param_key(&key.tenant, &key.rtype, crate::COMPARTMENT_PARAM);
+        let spk = crate::param_key(&key.tenant, &key.rtype, crate::SECURITY_PARAM);
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS},
+                ARRAY(SELECT x.target_id FROM search_reference x
+                       WHERE x.rid = r.rid AND x.pkey = $4 AND x.target_type = 'Patient'),
+                ARRAY(SELECT t.system FROM search_token t WHERE t.rid = r.rid AND t.pkey = $5 ORDER BY t.system, t.code),
+                ARRAY(SELECT t.code FROM search_token t WHERE t.rid = r.rid AND t.pkey = $5 ORDER BY t.system, t.code)
+             FROM resources r JOIN resource_versions v ON v.seq = r.seq
+             WHERE r.tenant = $1 AND r.rtype = $2 AND r.id = $3"
+        );
+        let stmt = client.prepare_cached(&sql).await?;
+        let Some(row) = client
+            .query_opt(&stmt, &[&key.tenant, &key.rtype, &key.id, &cpk, &spk])
+            .await?
+        else {
+            return Ok(None);
+        };
+        let systems: Vec<String> = row.get(11);
+        let codes: Vec<String> = row.get(12);
+        let facts = crate::ResourceFacts {
+            patients: row.get(10),
+            labels: systems.into_iter().zip(codes).collect(),
+        };
+        Ok(Some((version_from_row(&row), facts)))
+    }
+
     async fn current_many(&self, tenant: &str, rtype: &str, ids: &[String]) -> Result<Vec<StoredVersion>, StoreError> {
         let client = self.client().await?;
         let sql = format!(

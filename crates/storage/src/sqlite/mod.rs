@@ -326,6 +326,52 @@ impl ResourceStore for SqliteStore {
             .await
     }
 
+    async fn current_with_facts(
+        &self,
+        key: &ResourceKey,
+    ) -> Result<Option<(StoredVersion, crate::ResourceFacts)>, StoreError> {
+        let key = key.clone();
+        self.pool
+            .read(move |conn| {
+                let cpk = crate::param_key(&key.tenant, &key.rtype, crate::COMPARTMENT_PARAM);
+                let spk = crate::param_key(&key.tenant, &key.rtype, crate::SECURITY_PARAM);
+                // Lists travel as text joined by the unit separator (0x1F); a label's system
+                // and code by the record separator (0x1E). Neither occurs in ids or codes.
+                let sql = format!(
+                    "SELECT {VERSION_COLUMNS},
+                        (SELECT group_concat(x.target_id, char(31)) FROM search_reference x
+                          WHERE x.rid = r.rid AND x.pkey = ?4 AND x.target_type = 'Patient'),
+                        (SELECT group_concat(t.system || char(30) || t.code, char(31)) FROM search_token t
+                          WHERE t.rid = r.rid AND t.pkey = ?5)
+                     FROM resources r JOIN resource_versions v ON v.seq = r.seq
+                     WHERE r.tenant = ?1 AND r.rtype = ?2 AND r.id = ?3"
+                );
+                Ok(conn
+                    .prepare_cached(&sql)?
+                    .query_row(params![key.tenant, key.rtype, key.id, cpk, spk], |r| {
+                        let v = version_from_row(r)?;
+                        let patients: Option<String> = r.get(10)?;
+                        let labels: Option<String> = r.get(11)?;
+                        let facts = crate::ResourceFacts {
+                            patients: patients
+                                .map(|p| p.split('\u{1f}').map(str::to_owned).collect())
+                                .unwrap_or_default(),
+                            labels: labels
+                                .map(|l| {
+                                    l.split('\u{1f}')
+                                        .filter_map(|x| x.split_once('\u{1e}'))
+                                        .map(|(s, c)| (s.to_owned(), c.to_owned()))
+                                        .collect()
+                                })
+                                .unwrap_or_default(),
+                        };
+                        Ok((v, facts))
+                    })
+                    .optional()?)
+            })
+            .await
+    }
+
     async fn current_many(&self, tenant: &str, rtype: &str, ids: &[String]) -> Result<Vec<StoredVersion>, StoreError> {
         let (tenant, rtype, ids) = (tenant.to_owned(), rtype.to_owned(), ids.to_vec());
         self.pool
