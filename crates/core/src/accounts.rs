@@ -11,7 +11,7 @@ use carevault_storage::{Store, StoredUser};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// The shortest password an account may have.
 pub const MIN_PASSWORD_CHARS: usize = 12;
@@ -85,7 +85,7 @@ fn username_row(id: &str, key_id: i64) -> Row<'_> {
 /// Decisions reused per token (by its hash) while the access epoch holds.
 #[derive(Default)]
 pub(crate) struct DecisionCache(
-    Mutex<HashMap<carevault_crypto::TokenHash, (Access, carevault_storage::AccessEpoch, i64)>>,
+    Mutex<HashMap<carevault_crypto::TokenHash, (Arc<Access>, carevault_storage::AccessEpoch, i64)>>,
 );
 
 const MAX_CACHED_DECISIONS: usize = 10_000;
@@ -96,13 +96,19 @@ impl DecisionCache {
         key: &carevault_crypto::TokenHash,
         epoch: carevault_storage::AccessEpoch,
         now: i64,
-    ) -> Option<Access> {
+    ) -> Option<Arc<Access>> {
         let map = self.0.lock().ok()?;
         let (access, at, until) = map.get(key)?;
         (*at == epoch && now < *until).then(|| access.clone())
     }
 
-    fn put(&self, key: carevault_crypto::TokenHash, access: Access, epoch: carevault_storage::AccessEpoch, until: i64) {
+    fn put(
+        &self,
+        key: carevault_crypto::TokenHash,
+        access: Arc<Access>,
+        epoch: carevault_storage::AccessEpoch,
+        until: i64,
+    ) {
         if let Ok(mut map) = self.0.lock() {
             if map.len() >= MAX_CACHED_DECISIONS {
                 map.clear();
@@ -279,7 +285,7 @@ impl<S: Store> Vault<S> {
     /// database's access epoch (consents, accounts, break-the-glass grants) is read on every
     /// call, and a reused decision lives at most until the token expires, a grant in it ends,
     /// or the relationship cache period passes.
-    pub async fn authenticate(&self, token: &str) -> Result<Result<Access, TokenRejection>, CoreError> {
+    pub async fn authenticate(&self, token: &str) -> Result<Result<Arc<Access>, TokenRejection>, CoreError> {
         let now = self.clock.now().millis();
         let epoch = self.access_epoch(now).await?;
         let key = carevault_crypto::hash_token(token);
@@ -287,10 +293,11 @@ impl<S: Store> Vault<S> {
             return Ok(Ok(hit));
         }
         let decided = self.decide_token(token, epoch, now).await?;
-        if let Ok((access, valid_until)) = &decided {
-            self.decisions.put(key, access.clone(), epoch, *valid_until);
-        }
-        Ok(decided.map(|(a, _)| a))
+        Ok(decided.map(|(access, valid_until)| {
+            let access = Arc::new(access);
+            self.decisions.put(key, Arc::clone(&access), epoch, valid_until);
+            access
+        }))
     }
 
     /// The full decision for a token, and until when it may be reused.

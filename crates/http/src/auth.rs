@@ -51,7 +51,7 @@ pub(crate) async fn require_token(State(state): State<AppState>, mut req: Reques
     };
     match decided {
         Some(access) => {
-            req.extensions_mut().insert(Caller(Arc::new(access)));
+            req.extensions_mut().insert(Caller(access));
             next.run(req).await
         }
         None => ApiError::Unauthorized.into_response(),

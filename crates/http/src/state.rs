@@ -35,6 +35,8 @@ pub struct AppState {
     /// Whether the listener speaks TLS (for URLs the server builds).
     pub tls: bool,
     tokens: Arc<RwLock<HashSet<TokenHash>>>,
+    /// The decision of the bootstrap token, made once.
+    system: Arc<Access>,
 }
 
 impl AppState {
@@ -48,6 +50,7 @@ impl AppState {
             config: Arc::new(config),
             tls,
             tokens: Arc::new(RwLock::new(tokens)),
+            system: Arc::new(Access::unchecked_system()),
         }
     }
 
@@ -58,10 +61,10 @@ impl AppState {
     }
 
     /// The access decision for a bearer token, or `None` when it is not valid.
-    pub(crate) async fn authenticate(&self, presented: &str) -> Option<Access> {
+    pub(crate) async fn authenticate(&self, presented: &str) -> Option<Arc<Access>> {
         if self.token_ok(presented) {
             // The bootstrap integration token: documented as `system/*.cruds`.
-            return Some(Access::unchecked_system());
+            return Some(Arc::clone(&self.system));
         }
         // A signed access token (three dot-separated parts).
         if presented.bytes().filter(|b| *b == b'.').count() != 2 {

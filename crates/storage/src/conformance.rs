@@ -298,7 +298,11 @@ async fn accounts_suite<S: Store>(s: S) {
                 target_type: "Patient".into(),
                 target_id: patient.into(),
             },
-            tok(SECURITY_PARAM, "http://terminology.hl7.org/CodeSystem/v3-ActCode", "PSY"),
+            tok(
+                SECURITY_PARAM,
+                "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                "PSY",
+            ),
             tok(SECURITY_PARAM, "urn:other", "X"),
         ];
         s.apply(one(v)).await.unwrap();

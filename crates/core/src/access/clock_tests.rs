@@ -77,7 +77,7 @@ async fn tokens_grants_and_windows_expire_on_the_clock() {
 
     let access = v.authenticate(&token).await.unwrap().unwrap();
     assert_eq!(access.reach(), &Reach::Patients(vec![p.clone()]));
-    let read = |a: Access| {
+    let read = |a: Arc<Access>| {
         let v = &v;
         let obs = obs.clone();
         async move { v.session(&a).read(ResourceType::Observation, &obs).await.unwrap() }
