@@ -82,11 +82,12 @@ fn username_row(id: &str, key_id: i64) -> Row<'_> {
     }
 }
 
+/// A decision, the epoch it was made at, and until when it may be reused.
+type CachedDecision = (Arc<Access>, carevault_storage::AccessEpoch, i64);
+
 /// Decisions reused per token (by its hash) while the access epoch holds.
 #[derive(Default)]
-pub(crate) struct DecisionCache(
-    Mutex<HashMap<carevault_crypto::TokenHash, (Arc<Access>, carevault_storage::AccessEpoch, i64)>>,
-);
+pub(crate) struct DecisionCache(Mutex<HashMap<carevault_crypto::TokenHash, CachedDecision>>);
 
 const MAX_CACHED_DECISIONS: usize = 10_000;
 

@@ -302,8 +302,7 @@ impl ResourceStore for PgStore {
             "SELECT {VERSION_COLUMNS},
                 ARRAY(SELECT x.target_id FROM search_reference x
                        WHERE x.rid = r.rid AND x.pkey = $4 AND x.target_type = 'Patient'),
-                ARRAY(SELECT t.system FROM search_token t WHERE t.rid = r.rid AND t.pkey = $5 ORDER BY t.system, t.code),
-                ARRAY(SELECT t.code FROM search_token t WHERE t.rid = r.rid AND t.pkey = $5 ORDER BY t.system, t.code)
+                ARRAY(SELECT t.system || chr(30) || t.code FROM search_token t WHERE t.rid = r.rid AND t.pkey = $5)
              FROM resources r JOIN resource_versions v ON v.seq = r.seq
              WHERE r.tenant = $1 AND r.rtype = $2 AND r.id = $3"
         );
@@ -314,11 +313,16 @@ impl ResourceStore for PgStore {
         else {
             return Ok(None);
         };
-        let systems: Vec<String> = row.get(11);
-        let codes: Vec<String> = row.get(12);
+        // A label's system and code joined by the record separator (0x1E), which occurs in
+        // neither.
+        let labels: Vec<String> = row.get(11);
         let facts = crate::ResourceFacts {
             patients: row.get(10),
-            labels: systems.into_iter().zip(codes).collect(),
+            labels: labels
+                .iter()
+                .filter_map(|l| l.split_once('\u{1e}'))
+                .map(|(s, c)| (s.to_owned(), c.to_owned()))
+                .collect(),
         };
         Ok(Some((version_from_row(&row), facts)))
     }
