@@ -759,3 +759,156 @@ async fn break_the_glass_is_time_boxed_alerted_reviewed_and_shown_to_the_patient
         );
     }
 }
+
+/// A response reduced to what must not differ between two servers with different random
+/// parts: status, total, the entries (type, id, mode, resource without `meta.lastUpdated`)
+/// and which paging links exist (their cursors are sealed with random nonces).
+fn normalized(r: &Resp) -> Value {
+    let mut v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+    if v["resourceType"] == "Bundle" {
+        let links: Vec<Value> = v["link"]
+            .as_array()
+            .map(|ls| ls.iter().map(|l| l["relation"].clone()).collect())
+            .unwrap_or_default();
+        v["link"] = json!(links);
+        v.as_object_mut().map(|o| o.remove("id"));
+        v.as_object_mut().map(|o| o.remove("meta"));
+        for e in v["entry"].as_array_mut().into_iter().flatten() {
+            let url = e["fullUrl"].as_str().unwrap_or("").to_owned();
+            e["fullUrl"] = json!(url.rsplit('/').take(2).collect::<Vec<_>>().join("/"));
+            if let Some(m) = e["resource"]["meta"].as_object_mut() {
+                m.remove("lastUpdated");
+            }
+            if let Some(m) = e["response"].as_object_mut() {
+                m.remove("lastModified");
+            }
+        }
+    }
+    json!({"status": r.status.as_u16(), "body": v})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn searches_are_no_oracle_for_a_resource_the_caller_may_not_see() {
+    for backend in backends("searches_are_no_oracle_for_a_resource_the_caller_may_not_see").await {
+        let b = backend.name();
+        let mut apps = Vec::new();
+        for with_hidden in [false, true] {
+            let app = spawn_app(&another(&backend).await).await;
+            let put = |path: &str, body: Value| {
+                let app = &app;
+                let path = path.to_owned();
+                async move {
+                    let r = app.put(&path, &body).await;
+                    assert!(r.status.is_success(), "{path}: {}", String::from_utf8_lossy(&r.body));
+                }
+            };
+            put(
+                "Practitioner/dr-1",
+                json!({"resourceType": "Practitioner", "id": "dr-1"}),
+            )
+            .await;
+            for (id, family) in [("pat-a", "Alvarez"), ("pat-b", "Bergstrom")] {
+                put(
+                    &format!("Patient/{id}"),
+                    json!({"resourceType": "Patient", "id": id, "name": [{"family": family}]}),
+                )
+                .await;
+            }
+            put(
+                "Encounter/enc-a",
+                json!({"resourceType": "Encounter", "id": "enc-a", "status": "in-progress",
+                "class": {"code": "AMB"}, "subject": {"reference": "Patient/pat-a"},
+                "participant": [{"individual": {"reference": "Practitioner/dr-1"}}],
+                "period": {"start": "2020-01-01T00:00:00Z"}}),
+            )
+            .await;
+            for (n, (code, value, date)) in [
+                ("shared", 40, "2019-05-01"),
+                ("shared", 60, "2021-05-01"),
+                ("other", 80, "2022-05-01"),
+            ]
+            .iter()
+            .enumerate()
+            {
+                put(&format!("Observation/obs-a-{n}"), json!({"resourceType": "Observation", "id": format!("obs-a-{n}"),
+                    "status": "final", "code": {"coding": [{"system": "urn:t", "code": code}]},
+                    "subject": {"reference": "Patient/pat-a"}, "encounter": {"reference": "Encounter/enc-a"},
+                    "effectiveDateTime": date,
+                    // A points at the hidden resource (dangling where it does not exist).
+                    "hasMember": [{"reference": "Observation/obs-hidden"}],
+                    "valueQuantity": {"value": value, "unit": "mg", "system": "http://unitsofmeasure.org", "code": "mg"}})).await;
+            }
+            if with_hidden {
+                // B's observation: same code as A's, pointing at A's encounter and observation.
+                put(
+                    "Observation/obs-hidden",
+                    json!({"resourceType": "Observation", "id": "obs-hidden",
+                    "status": "final", "code": {"coding": [{"system": "urn:t", "code": "shared"}]},
+                    "subject": {"reference": "Patient/pat-b"}, "encounter": {"reference": "Encounter/enc-a"},
+                    "derivedFrom": [{"reference": "Observation/obs-a-0"}], "effectiveDateTime": "2020-05-01",
+                    "valueQuantity": {"value": 99, "unit": "mg", "system": "http://unitsofmeasure.org", "code": "mg"}}),
+                )
+                .await;
+            }
+            let t = app.account_token(
+                "osler",
+                "physician",
+                &["--practitioner", "Practitioner/dr-1"],
+                "user/*.rs",
+                "15m",
+            );
+            apps.push((app, t));
+        }
+        let queries = [
+            "Observation",
+            "Observation?_total=accurate",
+            "Observation?_summary=count",
+            "Observation?code=urn:t|shared&_total=accurate",
+            "Observation?code:not=other&_total=accurate",
+            "Observation?value-quantity=gt50",
+            "Observation?value-quantity=ge99",
+            "Observation?date=ge2020-01-01&date=le2020-12-31",
+            "Observation?_sort=-date&_count=2",
+            "Observation?_sort=value-quantity",
+            "Observation?_count=1&_total=accurate",
+            "Observation?encounter=Encounter/enc-a&_total=accurate",
+            "Observation?derived-from=Observation/obs-a-0",
+            "Observation?subject=Patient/pat-b",
+            "Observation?subject.name=Bergstrom",
+            "Observation?encounter.status=in-progress&_total=accurate",
+            "Observation?_has:Observation:derived-from:code=shared",
+            "Observation?_include=Observation:derived-from",
+            "Observation?_include=Observation:has-member",
+            "Observation?_include=Observation:has-member&_include:iterate=Observation:derived-from",
+            "Observation?has-member=Observation/obs-hidden&_total=accurate",
+            "Observation?has-member.value-quantity=99",
+            "Observation?_revinclude=Observation:derived-from",
+            "Encounter?_revinclude=Observation:encounter",
+            "Encounter?_has:Observation:encounter:value-quantity=99",
+            "Patient?_has:Observation:subject:code=shared",
+            "Patient?_has:Observation:subject:date=2020",
+            "Patient?name=Bergstrom",
+            "Patient/pat-a/Observation?_total=accurate",
+            "Patient/pat-a/$everything",
+            "Observation/obs-hidden",
+            "Observation/obs-hidden/_history",
+            "Observation/_history",
+        ];
+        for q in queries {
+            let mut answers = Vec::new();
+            for (app, t) in &apps {
+                answers.push(normalized(&app.request_as(t, Method::GET, q, None).await));
+            }
+            assert_eq!(
+                answers[0], answers[1],
+                "{b}: {q} answers differently when the hidden resource exists"
+            );
+        }
+        // The hidden resource is really there for the system.
+        assert_eq!(
+            apps[1].0.get("Observation/obs-hidden").await.status,
+            StatusCode::OK,
+            "{b}"
+        );
+    }
+}
