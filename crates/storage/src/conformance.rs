@@ -766,3 +766,66 @@ async fn postgres_exports() {
     let url = fresh_pg_schema(&base).await;
     export_suite(postgres::PgStore::connect(&url, 8).await.unwrap()).await;
 }
+
+/// One Observation in patient `pa`'s compartment with a PSY label, written through `s`.
+async fn labelled<S: Store>(s: &S) {
+    let mut v = version("f1", 1, Expect::Absent, Op::Create, &[]);
+    v.search_rows = vec![
+        SearchRow::Reference {
+            param: COMPARTMENT_PARAM.into(),
+            target_type: "Patient".into(),
+            target_id: "pa".into(),
+        },
+        tok(SECURITY_PARAM, "urn:labels", "PSY"),
+    ];
+    s.apply(one(v)).await.unwrap();
+}
+
+fn labelled_facts() -> ResourceFacts {
+    ResourceFacts {
+        patients: vec!["pa".into()],
+        labels: vec![("urn:labels".into(), "PSY".into())],
+    }
+}
+
+/// Rows written before migration v6 have no `facts` column value: reads take them from the
+/// index rows instead, with the same answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_rows_without_facts_read_them_from_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let store = sqlite::SqliteStore::open(&path).unwrap();
+    labelled(&store).await;
+    assert_eq!(
+        store.current_with_facts(&key("f1")).await.unwrap().unwrap().1,
+        labelled_facts()
+    );
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute("UPDATE resources SET facts = NULL", []).unwrap();
+    assert_eq!(
+        store.current_with_facts(&key("f1")).await.unwrap().unwrap().1,
+        labelled_facts()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_rows_without_facts_read_them_from_the_index() {
+    let Ok(base) = std::env::var("CAREVAULT_TEST_POSTGRES_URL") else {
+        eprintln!("NOT RUN: postgres_rows_without_facts_read_them_from_the_index needs CAREVAULT_TEST_POSTGRES_URL");
+        return;
+    };
+    let url = fresh_pg_schema(&base).await;
+    let store = postgres::PgStore::connect(&url, 4).await.unwrap();
+    labelled(&store).await;
+    assert_eq!(
+        store.current_with_facts(&key("f1")).await.unwrap().unwrap().1,
+        labelled_facts()
+    );
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client.execute("UPDATE resources SET facts = NULL", &[]).await.unwrap();
+    assert_eq!(
+        store.current_with_facts(&key("f1")).await.unwrap().unwrap().1,
+        labelled_facts()
+    );
+}

@@ -84,6 +84,39 @@ pub struct ResourceFacts {
 /// The index parameter of security labels (`meta.security`).
 pub const SECURITY_PARAM: &str = "_security";
 
+/// A version's facts as kept on its `resources` row (column `facts`), so a read by id gets
+/// them with the row: entries joined by 0x1F, `p<patient id>` or `l<system>0x1E<code>`.
+/// Neither separator occurs in ids, systems or codes.
+pub(crate) fn encode_facts(rows: &[crate::SearchRow]) -> String {
+    let mut parts = Vec::new();
+    for row in rows {
+        match row {
+            crate::SearchRow::Reference {
+                param,
+                target_type,
+                target_id,
+            } if param == COMPARTMENT_PARAM && target_type == "Patient" => parts.push(format!("p{target_id}")),
+            crate::SearchRow::Token { param, system, code } if param == SECURITY_PARAM => {
+                parts.push(format!("l{system}\u{1e}{code}"));
+            }
+            _ => {}
+        }
+    }
+    parts.join("\u{1f}")
+}
+
+pub(crate) fn decode_facts(s: &str) -> ResourceFacts {
+    let mut facts = ResourceFacts::default();
+    for part in s.split('\u{1f}') {
+        if let Some(p) = part.strip_prefix('p') {
+            facts.patients.push(p.to_owned());
+        } else if let Some((system, code)) = part.strip_prefix('l').and_then(|l| l.split_once('\u{1e}')) {
+            facts.labels.push((system.to_owned(), code.to_owned()));
+        }
+    }
+    facts
+}
+
 /// Versions written together or not at all.
 #[derive(Debug, Clone, Default)]
 pub struct ChangeSet {

@@ -157,12 +157,13 @@ impl ResourceStore for PgStore {
         // is a conflict); an update changes the row it locked above.
         let insert_current = tx
             .prepare_cached(
-                "INSERT INTO resources (rid, tenant, rtype, id, version, seq, deleted) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO resources (rid, tenant, rtype, id, version, seq, deleted, facts)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .await?;
         let update_current = tx
             .prepare_cached(
-                "UPDATE resources SET version = $5, seq = $6, deleted = $7
+                "UPDATE resources SET version = $5, seq = $6, deleted = $7, facts = $8
                  WHERE rid = $1 AND tenant = $2 AND rtype = $3 AND id = $4",
             )
             .await?;
@@ -220,9 +221,10 @@ impl ResourceStore for PgStore {
             } else {
                 &insert_current
             };
+            let facts = crate::types::encode_facts(&v.search_rows);
             tx.execute(
                 current_row,
-                &[&rid, &k.tenant, &k.rtype, &k.id, &version, &seq, &deleted],
+                &[&rid, &k.tenant, &k.rtype, &k.id, &version, &seq, &deleted, &facts],
             )
             .await
             .map_err(map_err)?;
@@ -296,35 +298,23 @@ impl ResourceStore for PgStore {
         key: &ResourceKey,
     ) -> Result<Option<(StoredVersion, crate::ResourceFacts)>, StoreError> {
         let client = self.client().await?;
-        let cpk = crate::param_key(&key.tenant, &key.rtype, crate::COMPARTMENT_PARAM);
-        let spk = crate::param_key(&key.tenant, &key.rtype, crate::SECURITY_PARAM);
         let sql = format!(
-            "SELECT {VERSION_COLUMNS},
-                ARRAY(SELECT x.target_id FROM search_reference x
-                       WHERE x.rid = r.rid AND x.pkey = $4 AND x.target_type = 'Patient'),
-                ARRAY(SELECT t.system || chr(30) || t.code FROM search_token t WHERE t.rid = r.rid AND t.pkey = $5)
-             FROM resources r JOIN resource_versions v ON v.seq = r.seq
+            "SELECT {VERSION_COLUMNS}, r.facts FROM resources r JOIN resource_versions v ON v.seq = r.seq
              WHERE r.tenant = $1 AND r.rtype = $2 AND r.id = $3"
         );
         let stmt = client.prepare_cached(&sql).await?;
-        let Some(row) = client
-            .query_opt(&stmt, &[&key.tenant, &key.rtype, &key.id, &cpk, &spk])
-            .await?
-        else {
+        let Some(row) = client.query_opt(&stmt, &[&key.tenant, &key.rtype, &key.id]).await? else {
             return Ok(None);
         };
-        // A label's system and code joined by the record separator (0x1E), which occurs in
-        // neither.
-        let labels: Vec<String> = row.get(11);
-        let facts = crate::ResourceFacts {
-            patients: row.get(10),
-            labels: labels
-                .iter()
-                .filter_map(|l| l.split_once('\u{1e}'))
-                .map(|(s, c)| (s.to_owned(), c.to_owned()))
-                .collect(),
-        };
-        Ok(Some((version_from_row(&row), facts)))
+        let v = version_from_row(&row);
+        match row.get::<_, Option<String>>(10) {
+            Some(facts) => Ok(Some((v, crate::types::decode_facts(&facts)))),
+            // A row written before the facts column: its index rows say the same.
+            None => {
+                drop(client);
+                Ok(Some((v, self.facts(key).await?.unwrap_or_default())))
+            }
+        }
     }
 
     async fn current_many(&self, tenant: &str, rtype: &str, ids: &[String]) -> Result<Vec<StoredVersion>, StoreError> {

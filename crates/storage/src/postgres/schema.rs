@@ -187,6 +187,14 @@ CREATE INDEX emergency_access_by_user ON emergency_access (tenant, user_id, expi
 CREATE INDEX emergency_access_by_patient ON emergency_access (tenant, patient, started);
 "#,
     ),
+    (
+        6,
+        r#"
+-- A resource's compartment patients and security labels beside its row, so a read by id
+-- is decided with the row it fetches (NULL for rows written before: read from the index).
+ALTER TABLE resources ADD COLUMN facts TEXT;
+"#,
+    ),
 ];
 
 pub(crate) async fn migrate(client: &mut Client) -> Result<(), StoreError> {

@@ -102,9 +102,10 @@ fn apply_changes(conn: &Connection, changes: &ChangeSet) -> Result<(), StoreErro
         ])?;
         // A resource keeps the row id its first version gave it; index rows point there.
         conn.prepare_cached(
-            "INSERT INTO resources (rid, tenant, rtype, id, version, seq, deleted) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+            "INSERT INTO resources (rid, tenant, rtype, id, version, seq, deleted, facts)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
              ON CONFLICT (tenant, rtype, id) DO UPDATE SET version = excluded.version, seq = excluded.seq,
-             deleted = excluded.deleted",
+             deleted = excluded.deleted, facts = excluded.facts",
         )?
         .execute(params![
             rid,
@@ -113,7 +114,8 @@ fn apply_changes(conn: &Connection, changes: &ChangeSet) -> Result<(), StoreErro
             v.key.id,
             v.version as i64,
             seq,
-            v.op == Op::Delete
+            v.op == Op::Delete,
+            crate::types::encode_facts(&v.search_rows)
         ])?;
         if current.is_some() {
             conn.prepare_cached("DELETE FROM identifier_index WHERE tenant = ?1 AND rtype = ?2 AND id = ?3")?
@@ -330,46 +332,28 @@ impl ResourceStore for SqliteStore {
         &self,
         key: &ResourceKey,
     ) -> Result<Option<(StoredVersion, crate::ResourceFacts)>, StoreError> {
-        let key = key.clone();
-        self.pool
+        let k = key.clone();
+        let found = self
+            .pool
             .read(move |conn| {
-                let cpk = crate::param_key(&key.tenant, &key.rtype, crate::COMPARTMENT_PARAM);
-                let spk = crate::param_key(&key.tenant, &key.rtype, crate::SECURITY_PARAM);
-                // Lists travel as text joined by the unit separator (0x1F); a label's system
-                // and code by the record separator (0x1E). Neither occurs in ids or codes.
                 let sql = format!(
-                    "SELECT {VERSION_COLUMNS},
-                        (SELECT group_concat(x.target_id, char(31)) FROM search_reference x
-                          WHERE x.rid = r.rid AND x.pkey = ?4 AND x.target_type = 'Patient'),
-                        (SELECT group_concat(t.system || char(30) || t.code, char(31)) FROM search_token t
-                          WHERE t.rid = r.rid AND t.pkey = ?5)
-                     FROM resources r JOIN resource_versions v ON v.seq = r.seq
+                    "SELECT {VERSION_COLUMNS}, r.facts FROM resources r JOIN resource_versions v ON v.seq = r.seq
                      WHERE r.tenant = ?1 AND r.rtype = ?2 AND r.id = ?3"
                 );
                 Ok(conn
                     .prepare_cached(&sql)?
-                    .query_row(params![key.tenant, key.rtype, key.id, cpk, spk], |r| {
-                        let v = version_from_row(r)?;
-                        let patients: Option<String> = r.get(10)?;
-                        let labels: Option<String> = r.get(11)?;
-                        let facts = crate::ResourceFacts {
-                            patients: patients
-                                .map(|p| p.split('\u{1f}').map(str::to_owned).collect())
-                                .unwrap_or_default(),
-                            labels: labels
-                                .map(|l| {
-                                    l.split('\u{1f}')
-                                        .filter_map(|x| x.split_once('\u{1e}'))
-                                        .map(|(s, c)| (s.to_owned(), c.to_owned()))
-                                        .collect()
-                                })
-                                .unwrap_or_default(),
-                        };
-                        Ok((v, facts))
+                    .query_row(params![k.tenant, k.rtype, k.id], |r| {
+                        Ok((version_from_row(r)?, r.get::<_, Option<String>>(10)?))
                     })
                     .optional()?)
             })
-            .await
+            .await?;
+        match found {
+            None => Ok(None),
+            Some((v, Some(facts))) => Ok(Some((v, crate::types::decode_facts(&facts)))),
+            // A row written before the facts column: its index rows say the same.
+            Some((v, None)) => Ok(Some((v, self.facts(key).await?.unwrap_or_default()))),
+        }
     }
 
     async fn current_many(&self, tenant: &str, rtype: &str, ids: &[String]) -> Result<Vec<StoredVersion>, StoreError> {
