@@ -11,7 +11,7 @@ use carevault_storage::{Store, StoredUser};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 
 /// The shortest password an account may have.
 pub const MIN_PASSWORD_CHARS: usize = 12;
@@ -87,7 +87,7 @@ type CachedDecision = (Arc<Access>, carevault_storage::AccessEpoch, i64);
 
 /// Decisions reused per token (by its hash) while the access epoch holds.
 #[derive(Default)]
-pub(crate) struct DecisionCache(Mutex<HashMap<carevault_crypto::TokenHash, CachedDecision>>);
+pub(crate) struct DecisionCache(RwLock<HashMap<carevault_crypto::TokenHash, CachedDecision>>);
 
 const MAX_CACHED_DECISIONS: usize = 10_000;
 
@@ -98,7 +98,7 @@ impl DecisionCache {
         epoch: carevault_storage::AccessEpoch,
         now: i64,
     ) -> Option<Arc<Access>> {
-        let map = self.0.lock().ok()?;
+        let map = self.0.read().ok()?;
         let (access, at, until) = map.get(key)?;
         (*at == epoch && now < *until).then(|| access.clone())
     }
@@ -110,7 +110,7 @@ impl DecisionCache {
         epoch: carevault_storage::AccessEpoch,
         until: i64,
     ) {
-        if let Ok(mut map) = self.0.lock() {
+        if let Ok(mut map) = self.0.write() {
             if map.len() >= MAX_CACHED_DECISIONS {
                 map.clear();
             }
@@ -381,7 +381,7 @@ impl<S: Store> Vault<S> {
     /// The database's access epoch, read again when the poll period has passed or this
     /// server changed something decisions depend on.
     async fn access_epoch(&self, now: i64) -> Result<carevault_storage::AccessEpoch, CoreError> {
-        if let Ok(cached) = self.epoch.lock()
+        if let Ok(cached) = self.epoch.read()
             && let Some((epoch, at)) = *cached
             && now - at < self.policy.epoch_poll_millis
             && now >= at
@@ -389,7 +389,7 @@ impl<S: Store> Vault<S> {
             return Ok(epoch);
         }
         let epoch = self.store.access_epoch(self.tenant.as_str()).await?;
-        if let Ok(mut cached) = self.epoch.lock() {
+        if let Ok(mut cached) = self.epoch.write() {
             *cached = Some((epoch, now));
         }
         Ok(epoch)
@@ -398,7 +398,7 @@ impl<S: Store> Vault<S> {
     /// Something access decisions depend on changed through this server: the next decision
     /// reads the epoch again.
     pub(crate) fn access_changed(&self) {
-        if let Ok(mut cached) = self.epoch.lock() {
+        if let Ok(mut cached) = self.epoch.write() {
             *cached = None;
         }
     }

@@ -24,7 +24,7 @@ pub struct Vault<S: Store> {
     pub(crate) signer: TokenSigner,
     pub(crate) decisions: DecisionCache,
     /// The access epoch last read, and when.
-    pub(crate) epoch: std::sync::Mutex<Option<(carevault_storage::AccessEpoch, i64)>>,
+    pub(crate) epoch: std::sync::RwLock<Option<(carevault_storage::AccessEpoch, i64)>>,
 }
 
 impl<S: Store> Vault<S> {
@@ -54,7 +54,7 @@ impl<S: Store> Vault<S> {
             consent_book: ConsentBook::default(),
             signer,
             decisions: DecisionCache::default(),
-            epoch: std::sync::Mutex::new(None),
+            epoch: std::sync::RwLock::new(None),
         })
     }
 
