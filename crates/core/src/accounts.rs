@@ -126,10 +126,12 @@ pub enum TokenRejection {
     Expired,
     UnknownAccount,
     Disabled,
+    /// Its session was revoked (logout, `/revoke`, the account disabled).
+    Revoked,
 }
 
 impl<S: Store> Vault<S> {
-    fn username_tag(&self, u: &Username) -> Vec<u8> {
+    pub(crate) fn username_tag(&self, u: &Username) -> Vec<u8> {
         IndexKey::derive(&self.keys, self.tenant.as_str(), "username")
             .tag(u.as_str().as_bytes())
             .0
@@ -239,6 +241,9 @@ impl<S: Store> Vault<S> {
         self.store
             .set_user_disabled(self.tenant.as_str(), &user.id, disabled)
             .await?;
+        if disabled {
+            self.revoke_user_sessions(&user.id).await?;
+        }
         self.access_changed();
         Ok(())
     }
@@ -259,23 +264,38 @@ impl<S: Store> Vault<S> {
         if user.disabled {
             return Err(CoreError::Forbidden("the account is disabled".into()));
         }
-        let now = self.clock.now().unix_seconds();
-        let mut jti = [0u8; 16];
-        self.rng.fill(&mut jti)?;
-        let mut claims = json!({
-            "iss": "carevault",
-            "sub": user.id,
-            "tid": self.tenant.as_str(),
-            "iat": now,
-            "exp": now + ttl_secs,
-            "jti": ResourceId::from_random(jti).as_str(),
-            "scope": scopes.to_string(),
-        });
-        if let Some(p) = &user.patient {
-            claims["patient"] = json!(p);
-        }
-        let bytes = serde_json::to_vec(&claims).map_err(|_| CoreError::Integrity)?;
-        Ok(self.signer()?.sign(&bytes))
+        // A session of its own, so the token can be revoked like any other.
+        let now = self.clock.now();
+        let exp = now.unix_seconds() + ttl_secs;
+        let sid = self.random_id()?;
+        let doc = crate::signin::GrantDocLite::cli(scopes);
+        self.store
+            .insert_session(carevault_storage::StoredSession {
+                id: sid.clone(),
+                tenant: self.tenant.as_str().to_owned(),
+                user_id: Some(user.id.clone()),
+                client_id: crate::signin::CLI_CLIENT.to_owned(),
+                code_hash: None,
+                refresh_hash: None,
+                prev_refresh_hash: None,
+                doc,
+                created: now.millis(),
+                last_active: now.millis(),
+                expires: exp * 1000,
+                generation: 0,
+                revoked: false,
+            })
+            .await?;
+        self.sign_access(&crate::signin::AccessClaims {
+            sub: &user.id,
+            client: false,
+            scopes,
+            patient: user.patient.as_deref(),
+            sid: &sid,
+            cid: crate::signin::CLI_CLIENT,
+            iat: now.unix_seconds(),
+            exp,
+        })
     }
 
     /// The access decision for a presented access token: signature, expiry and tenant
@@ -308,29 +328,49 @@ impl<S: Store> Vault<S> {
         epoch: carevault_storage::AccessEpoch,
         now: i64,
     ) -> Result<Result<(Access, i64), TokenRejection>, CoreError> {
-        let Ok(bytes) = self.signer()?.verify(token) else {
+        let Some(claims) = self.verified_claims(token) else {
             return Ok(Err(TokenRejection::Malformed));
         };
-        let Ok(claims) = serde_json::from_slice::<Value>(&bytes) else {
-            return Ok(Err(TokenRejection::Malformed));
-        };
-        let (Some(sub), Some(exp), Some(tid), Some(scope)) = (
+        let (Some(sub), Some(exp), Some(scope), Some(sid)) = (
             claims["sub"].as_str(),
             claims["exp"].as_i64(),
-            claims["tid"].as_str(),
             claims["scope"].as_str(),
+            claims["sid"].as_str(),
         ) else {
             return Ok(Err(TokenRejection::Malformed));
         };
-        if tid != self.tenant.as_str() {
-            return Ok(Err(TokenRejection::Malformed));
-        }
         if exp <= now.div_euclid(1000) {
             return Ok(Err(TokenRejection::Expired));
         }
         let Ok(scopes) = ScopeSet::parse(scope) else {
             return Ok(Err(TokenRejection::Malformed));
         };
+        // The session: revoked, ended or idle sessions end their tokens too.
+        let Some(session) = self.store.session_by_id(self.tenant.as_str(), sid).await? else {
+            return Ok(Err(TokenRejection::Revoked));
+        };
+        if session.revoked {
+            return Ok(Err(TokenRejection::Revoked));
+        }
+        let idle = crate::signin::GrantDocLite::idle(&session.doc)?;
+        let mut session_end = session.expires;
+        if idle {
+            session_end = session_end.min(session.last_active + self.policy.signin.idle_timeout_secs * 1000);
+        }
+        if now >= session_end {
+            return Ok(Err(TokenRejection::Expired));
+        }
+        if claims["kind"] == "client" {
+            // A backend service acting for itself: its client must still be registered.
+            if session.user_id.is_some() || session.client_id != sub || self.client(sub).await?.is_none() {
+                return Ok(Err(TokenRejection::UnknownAccount));
+            }
+            let until = exp.saturating_mul(1000).min(session_end);
+            return Ok(Ok((Access::for_backend(sub, &scopes), until)));
+        }
+        if session.user_id.as_deref() != Some(sub) {
+            return Ok(Err(TokenRejection::Malformed));
+        }
         let Some(user) = self.store.user_by_id(self.tenant.as_str(), sub).await? else {
             return Ok(Err(TokenRejection::UnknownAccount));
         };
@@ -356,7 +396,9 @@ impl<S: Store> Vault<S> {
         } else {
             Vec::new()
         };
-        let mut valid_until = (exp.saturating_mul(1000)).min(now + self.policy.relationship_cache_millis);
+        let mut valid_until = (exp.saturating_mul(1000))
+            .min(now + self.policy.relationship_cache_millis)
+            .min(session_end);
         let mut emergency = Vec::new();
         for (p, ends) in grants {
             valid_until = valid_until.min(ends);

@@ -165,7 +165,7 @@ impl<S: Store> Session<'_, S> {
                 role: Role::Auditor,
             } => user_id.clone(),
             Actor::System => "system".to_owned(),
-            Actor::User { .. } => {
+            Actor::User { .. } | Actor::Client { .. } => {
                 return Err(CoreError::Forbidden(
                     "only the privacy officer reviews emergency access".into(),
                 ));

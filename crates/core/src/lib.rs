@@ -18,6 +18,7 @@ mod patch;
 mod relationships;
 mod search;
 mod session;
+pub mod signin;
 mod vault;
 
 pub use accounts::{AccountSummary, MAX_TOKEN_TTL_SECS, MIN_PASSWORD_CHARS, NewAccount, TokenRejection, Username};

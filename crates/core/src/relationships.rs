@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 /// What access decisions depend on beyond accounts and scopes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessPolicy {
     /// How many days after an encounter ends its participants keep their relationship.
     pub encounter_days: i64,
@@ -27,6 +27,8 @@ pub struct AccessPolicy {
     /// server hold on the next request; changes by another process (the CLI, another
     /// server on the same PostgreSQL) within this period.
     pub epoch_poll_millis: i64,
+    /// Sign-in sessions, token lifetimes and lockout.
+    pub signin: crate::signin::SignInPolicy,
 }
 
 impl Default for AccessPolicy {
@@ -36,6 +38,7 @@ impl Default for AccessPolicy {
             relationship_cache_millis: 5_000,
             emergency_minutes: crate::emergency::DEFAULT_EMERGENCY_MINUTES,
             epoch_poll_millis: 250,
+            signin: crate::signin::SignInPolicy::default(),
         }
     }
 }

@@ -9,6 +9,7 @@
 //! rotatable (the key id is stored beside every ciphertext).
 
 mod aead;
+mod assertion;
 mod blind;
 mod cursor;
 mod error;
@@ -17,8 +18,10 @@ mod keyfile;
 mod password;
 mod random;
 mod token;
+mod totp;
 
 pub use aead::{DataKey, RowBinding, WrappedKey};
+pub use assertion::{jwks_usable, verify_assertion};
 pub use blind::{BlindTag, IndexKey};
 pub use cursor::CursorKey;
 pub use error::CryptoError;
@@ -27,3 +30,4 @@ pub use keyfile::{Kek, KeyFile, KeyVersion};
 pub use password::{Password, hash_password, verify_password};
 pub use random::{RandomSource, SystemRandomSource};
 pub use token::{TokenHash, constant_time_eq, hash_token, new_token};
+pub use totp::{TOTP_STEP_SECS, TotpSecret, base32_decode, base32_encode};

@@ -53,6 +53,8 @@ pub struct AccessEpoch {
     pub accounts: i64,
     /// How many break-the-glass grants exist.
     pub emergencies: i64,
+    /// The newest sign-in session revocation's stamp.
+    pub sessions: i64,
 }
 
 /// Accounts of the people who sign in, and their emergency-access grants.

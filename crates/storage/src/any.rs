@@ -3,8 +3,9 @@
 use crate::postgres::PgStore;
 use crate::sqlite::SqliteStore;
 use crate::{
-    AccessEpoch, AccountStore, ChangeSet, HistoryQuery, KeyStore, NewKey, ResourceKey, ResourceStore, SearchHit,
-    SearchQuery, StoreError, StoredEmergency, StoredKey, StoredUser, StoredVersion, TokenStore,
+    AccessEpoch, AccountStore, ChangeSet, HistoryQuery, KeyStore, NewKey, OAuthStore, ResourceKey, ResourceStore,
+    Revoke, SearchHit, SearchQuery, SessionMatch, StoreError, StoredClient, StoredEmergency, StoredKey, StoredSecurity,
+    StoredSession, StoredUser, StoredVersion, TokenStore,
 };
 
 /// Either backend. Each method forwards to the one in use.
@@ -220,5 +221,55 @@ impl AccountStore for AnyStore {
         at: i64,
     ) -> Result<bool, StoreError> {
         forward!(self, s => s.review_emergency(tenant, id, reviewer, verdict, at))
+    }
+}
+
+impl OAuthStore for AnyStore {
+    async fn insert_client(&self, c: StoredClient) -> Result<(), StoreError> {
+        forward!(self, s => s.insert_client(c))
+    }
+
+    async fn client_by_id(&self, tenant: &str, id: &str) -> Result<Option<StoredClient>, StoreError> {
+        forward!(self, s => s.client_by_id(tenant, id))
+    }
+
+    async fn clients(&self, tenant: &str) -> Result<Vec<StoredClient>, StoreError> {
+        forward!(self, s => s.clients(tenant))
+    }
+
+    async fn insert_session(&self, session: StoredSession) -> Result<(), StoreError> {
+        forward!(self, s => s.insert_session(session))
+    }
+
+    async fn session_by_id(&self, tenant: &str, id: &str) -> Result<Option<StoredSession>, StoreError> {
+        forward!(self, s => s.session_by_id(tenant, id))
+    }
+
+    async fn session_by_hash(
+        &self,
+        tenant: &str,
+        hash: &[u8],
+    ) -> Result<Option<(StoredSession, SessionMatch)>, StoreError> {
+        forward!(self, s => s.session_by_hash(tenant, hash))
+    }
+
+    async fn update_session(&self, session: StoredSession) -> Result<bool, StoreError> {
+        forward!(self, s => s.update_session(session))
+    }
+
+    async fn revoke_sessions(&self, tenant: &str, which: Revoke<'_>) -> Result<u64, StoreError> {
+        forward!(self, s => s.revoke_sessions(tenant, which))
+    }
+
+    async fn security(&self, tenant: &str, user_id: &str) -> Result<Option<StoredSecurity>, StoreError> {
+        forward!(self, s => s.security(tenant, user_id))
+    }
+
+    async fn put_security(&self, sec: StoredSecurity) -> Result<(), StoreError> {
+        forward!(self, s => s.put_security(sec))
+    }
+
+    async fn delete_ended_sessions(&self, tenant: &str, now: i64) -> Result<u64, StoreError> {
+        forward!(self, s => s.delete_ended_sessions(tenant, now))
     }
 }

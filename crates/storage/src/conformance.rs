@@ -659,6 +659,7 @@ async fn sqlite_conformance() {
     let dir = tempfile::tempdir().unwrap();
     let store = sqlite::SqliteStore::open(&dir.path().join("t.db")).unwrap();
     suite(store.clone()).await;
+    oauth_suite(store.clone()).await;
     accounts_suite(store).await;
 }
 
@@ -685,6 +686,7 @@ async fn postgres_conformance() {
     let url = fresh_pg_schema(&base).await;
     let store = postgres::PgStore::connect(&url, 8).await.unwrap();
     suite(store.clone()).await;
+    oauth_suite(store.clone()).await;
     accounts_suite(store).await;
 }
 
@@ -828,4 +830,112 @@ async fn postgres_rows_without_facts_read_them_from_the_index() {
         store.current_with_facts(&key("f1")).await.unwrap().unwrap().1,
         labelled_facts()
     );
+}
+
+/// Clients, sign-in sessions (code, refresh rotation, compare-and-swap, revocation and the
+/// epoch) and account security rows.
+async fn oauth_suite<S: Store>(s: S) {
+    let client = StoredClient {
+        id: "c1".into(),
+        tenant: "default".into(),
+        doc: r#"{"name":"app"}"#.into(),
+        created: 1,
+        disabled: false,
+    };
+    s.insert_client(client.clone()).await.unwrap();
+    assert!(matches!(
+        s.insert_client(client.clone()).await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(s.client_by_id("default", "c1").await.unwrap(), Some(client.clone()));
+    assert_eq!(s.client_by_id("other", "c1").await.unwrap(), None);
+    assert_eq!(s.clients("default").await.unwrap(), vec![client]);
+
+    let session = StoredSession {
+        id: "s1".into(),
+        tenant: "default".into(),
+        user_id: Some("u7".into()),
+        client_id: "c1".into(),
+        code_hash: Some(b"code".to_vec()),
+        refresh_hash: None,
+        prev_refresh_hash: None,
+        doc: "{}".into(),
+        created: 10,
+        last_active: 10,
+        expires: 1000,
+        generation: 0,
+        revoked: false,
+    };
+    s.insert_session(session.clone()).await.unwrap();
+    assert!(
+        matches!(s.insert_session(session.clone()).await, Err(StoreError::Conflict)),
+        "an id is used once"
+    );
+    let (got, m) = s.session_by_hash("default", b"code").await.unwrap().unwrap();
+    assert_eq!((got, m), (session.clone(), SessionMatch::Code));
+    assert!(s.session_by_hash("other", b"code").await.unwrap().is_none());
+
+    // The code exchanged for a refresh token, then the refresh token rotated.
+    let mut next = session.clone();
+    next.code_hash = None;
+    next.refresh_hash = Some(b"r1".to_vec());
+    next.generation = 1;
+    assert!(s.update_session(next.clone()).await.unwrap());
+    assert!(
+        !s.update_session(next.clone()).await.unwrap(),
+        "a stale generation loses"
+    );
+    next.prev_refresh_hash = next.refresh_hash.take();
+    next.refresh_hash = Some(b"r2".to_vec());
+    next.generation = 2;
+    next.last_active = 20;
+    assert!(s.update_session(next.clone()).await.unwrap());
+    assert!(s.session_by_hash("default", b"code").await.unwrap().is_none());
+    assert_eq!(
+        s.session_by_hash("default", b"r1").await.unwrap().unwrap().1,
+        SessionMatch::PreviousRefresh
+    );
+    assert_eq!(
+        s.session_by_hash("default", b"r2").await.unwrap().unwrap().1,
+        SessionMatch::Refresh
+    );
+    assert_eq!(s.session_by_id("default", "s1").await.unwrap(), Some(next.clone()));
+
+    let e0 = s.access_epoch("default").await.unwrap();
+    assert_eq!(s.revoke_sessions("default", Revoke::User("u7")).await.unwrap(), 1);
+    let e1 = s.access_epoch("default").await.unwrap();
+    assert!(e1.sessions > e0.sessions, "a revocation changes the epoch");
+    assert!(s.session_by_id("default", "s1").await.unwrap().unwrap().revoked);
+    assert_eq!(s.revoke_sessions("default", Revoke::Session("s1")).await.unwrap(), 0);
+    next.generation = 3;
+    assert!(
+        !s.update_session(next).await.unwrap(),
+        "a revoked session stays revoked"
+    );
+
+    // Ended sessions go, but the newest revocation stays so the epoch never steps back.
+    let mut old = session.clone();
+    old.id = "s2".into();
+    old.code_hash = Some(b"code2".to_vec());
+    old.expires = 50;
+    s.insert_session(old).await.unwrap();
+    assert_eq!(s.delete_ended_sessions("default", 2000).await.unwrap(), 1);
+    assert!(s.session_by_id("default", "s1").await.unwrap().is_some());
+    assert_eq!(s.access_epoch("default").await.unwrap().sessions, e1.sessions);
+
+    assert_eq!(s.security("default", "u7").await.unwrap(), None);
+    let mut sec = StoredSecurity {
+        user_id: "u7".into(),
+        tenant: "default".into(),
+        totp_sealed: Some(b"sealed".to_vec()),
+        totp_key_id: 1,
+        totp_last_step: 0,
+        failed: 0,
+        locked_until: 0,
+    };
+    s.put_security(sec.clone()).await.unwrap();
+    sec.failed = 3;
+    sec.locked_until = 99;
+    s.put_security(sec.clone()).await.unwrap();
+    assert_eq!(s.security("default", "u7").await.unwrap(), Some(sec));
 }

@@ -6,6 +6,7 @@ mod accounts;
 mod any;
 mod error;
 mod export;
+mod oauth;
 pub mod postgres;
 mod search;
 mod sql;
@@ -19,6 +20,7 @@ pub use accounts::{AccessEpoch, AccountStore, StoredEmergency, StoredUser};
 pub use any::AnyStore;
 pub use error::StoreError;
 pub use export::*;
+pub use oauth::{OAuthStore, Revoke, SessionMatch, StoredClient, StoredSecurity, StoredSession};
 pub use search::*;
 pub use types::*;
 
@@ -108,6 +110,9 @@ pub trait TokenStore: Send + Sync {
 }
 
 /// Everything a backend provides.
-pub trait Store: ResourceStore + KeyStore + TokenStore + ExportStore + AccountStore + Clone + 'static {}
+pub trait Store:
+    ResourceStore + KeyStore + TokenStore + ExportStore + AccountStore + OAuthStore + Clone + 'static
+{
+}
 
-impl<T: ResourceStore + KeyStore + TokenStore + ExportStore + AccountStore + Clone + 'static> Store for T {}
+impl<T: ResourceStore + KeyStore + TokenStore + ExportStore + AccountStore + OAuthStore + Clone + 'static> Store for T {}

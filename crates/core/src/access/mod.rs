@@ -68,6 +68,10 @@ pub struct Subject {
 pub enum Actor {
     /// The bootstrap integration token or an operator command.
     System,
+    /// A registered backend service acting for itself (SMART Backend Services).
+    Client {
+        client_id: String,
+    },
     User {
         user_id: String,
         role: Role,
@@ -116,6 +120,27 @@ impl Access {
                 perms: Perms::ALL,
                 filter: Vec::new(),
             }],
+            consent: None,
+        }
+    }
+
+    /// A backend service's decision: its `system/` scopes over every patient, and nothing
+    /// from any other level (a backend acts for no user and no patient).
+    pub fn for_backend(client_id: &str, scopes: &ScopeSet) -> Access {
+        Access {
+            actor: Actor::Client {
+                client_id: client_id.to_owned(),
+            },
+            role: None,
+            reach: Reach::All,
+            grants: scopes
+                .clinical(Level::System)
+                .map(|s| Grant {
+                    rtype: s.rtype,
+                    perms: s.perms,
+                    filter: s.filter.clone(),
+                })
+                .collect(),
             consent: None,
         }
     }

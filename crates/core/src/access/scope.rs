@@ -302,6 +302,37 @@ impl ScopeSet {
         self.0.contains(s)
     }
 
+    /// The scopes of `self` that `allowed` covers: a clinical scope is covered by an allowed
+    /// one at the same level on the same type (or `*`) with at least its permissions and no
+    /// constraint it lacks; a context scope only by itself. What is not covered is dropped,
+    /// never widened.
+    pub fn narrowed_to(&self, allowed: &ScopeSet) -> ScopeSet {
+        let covered = |s: &Scope| match s {
+            Scope::Clinical(c) => allowed.0.iter().any(|a| match a {
+                Scope::Clinical(a) => {
+                    a.level == c.level
+                        && (a.rtype.is_none() || a.rtype == c.rtype)
+                        && a.perms.contains(c.perms)
+                        && a.filter.iter().all(|f| c.filter.contains(f))
+                }
+                _ => false,
+            }),
+            other => allowed.0.contains(other),
+        };
+        ScopeSet(self.0.iter().filter(|s| covered(s)).cloned().collect())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether any clinical scope is at another level than `level`.
+    pub fn has_clinical_outside(&self, level: Level) -> bool {
+        self.0
+            .iter()
+            .any(|s| matches!(s, Scope::Clinical(c) if c.level != level))
+    }
+
     /// The clinical scopes at `level`.
     pub fn clinical(&self, level: Level) -> impl Iterator<Item = &ClinicalScope> {
         self.0.iter().filter_map(move |s| match s {

@@ -174,7 +174,8 @@ impl AccountStore for PgStore {
             .prepare_cached(
                 "SELECT (SELECT COALESCE(MAX(seq), 0) FROM resource_versions WHERE tenant = $1 AND rtype = 'Consent'),
                         (SELECT COALESCE(MAX(changed), 0) FROM users WHERE tenant = $1),
-                        (SELECT count(*) FROM emergency_access WHERE tenant = $1)",
+                        (SELECT count(*) FROM emergency_access WHERE tenant = $1),
+                        (SELECT COALESCE(MAX(revoked), 0) FROM oauth_sessions WHERE tenant = $1)",
             )
             .await?;
         let r = client.query_one(&stmt, &[&tenant]).await?;
@@ -182,6 +183,7 @@ impl AccountStore for PgStore {
             consent: r.get(0),
             accounts: r.get(1),
             emergencies: r.get(2),
+            sessions: r.get(3),
         })
     }
 

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod export;
+mod oauth;
 mod schema;
 
 use crate::sql::{Arg, Dialect, Driver, SortType, Sql};

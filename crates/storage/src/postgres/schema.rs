@@ -195,6 +195,49 @@ CREATE INDEX emergency_access_by_patient ON emergency_access (tenant, patient, s
 ALTER TABLE resources ADD COLUMN facts TEXT;
 "#,
     ),
+    (
+        7,
+        r#"
+-- Registered OAuth clients (SMART apps and backend services).
+CREATE TABLE oauth_clients (
+    id       TEXT    PRIMARY KEY,
+    tenant   TEXT    NOT NULL,
+    doc      TEXT    NOT NULL,
+    created  BIGINT NOT NULL,
+    disabled BOOLEAN NOT NULL DEFAULT false
+);
+-- Sign-in sessions: the authorization code and the refresh-token chain, as hashes only.
+-- `revoked` is 0 or a change stamp (the access epoch reads its maximum).
+CREATE SEQUENCE sessions_revoked_seq;
+CREATE TABLE oauth_sessions (
+    id                TEXT    PRIMARY KEY,
+    tenant            TEXT    NOT NULL,
+    user_id           TEXT,
+    client_id         TEXT    NOT NULL,
+    code_hash         BYTEA UNIQUE,
+    refresh_hash      BYTEA UNIQUE,
+    prev_refresh_hash BYTEA UNIQUE,
+    doc               TEXT    NOT NULL,
+    created           BIGINT NOT NULL,
+    last_active       BIGINT NOT NULL,
+    expires           BIGINT NOT NULL,
+    generation        BIGINT NOT NULL DEFAULT 0,
+    revoked           BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX oauth_sessions_by_user ON oauth_sessions (tenant, user_id);
+CREATE INDEX oauth_sessions_by_revoked ON oauth_sessions (tenant, revoked);
+-- Each account's second factor (sealed) and failed sign-in attempts.
+CREATE TABLE user_security (
+    user_id        TEXT    PRIMARY KEY,
+    tenant         TEXT    NOT NULL,
+    totp_sealed    BYTEA,
+    totp_key_id    BIGINT NOT NULL DEFAULT 0,
+    totp_last_step BIGINT NOT NULL DEFAULT 0,
+    failed         BIGINT NOT NULL DEFAULT 0,
+    locked_until   BIGINT NOT NULL DEFAULT 0
+);
+"#,
+    ),
 ];
 
 pub(crate) async fn migrate(client: &mut Client) -> Result<(), StoreError> {

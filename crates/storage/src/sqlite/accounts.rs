@@ -185,13 +185,15 @@ impl AccountStore for SqliteStore {
                     .prepare_cached(
                         "SELECT (SELECT COALESCE(MAX(seq), 0) FROM resource_versions WHERE tenant = ?1 AND rtype = 'Consent'),
                                 (SELECT COALESCE(MAX(changed), 0) FROM users WHERE tenant = ?1),
-                                (SELECT count(*) FROM emergency_access WHERE tenant = ?1)",
+                                (SELECT count(*) FROM emergency_access WHERE tenant = ?1),
+                                (SELECT COALESCE(MAX(revoked), 0) FROM oauth_sessions WHERE tenant = ?1)",
                     )?
                     .query_row(params![tenant], |r| {
                         Ok(AccessEpoch {
                             consent: r.get(0)?,
                             accounts: r.get(1)?,
                             emergencies: r.get(2)?,
+                            sessions: r.get(3)?,
                         })
                     })?)
             })

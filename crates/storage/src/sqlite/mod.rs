@@ -3,6 +3,7 @@
 
 mod accounts;
 mod export;
+mod oauth;
 mod pool;
 mod schema;
 

@@ -207,6 +207,48 @@ CREATE INDEX emergency_access_by_patient ON emergency_access (tenant, patient, s
 ALTER TABLE resources ADD COLUMN facts TEXT;
 "#,
     ),
+    (
+        7,
+        r#"
+-- Registered OAuth clients (SMART apps and backend services).
+CREATE TABLE oauth_clients (
+    id       TEXT    PRIMARY KEY,
+    tenant   TEXT    NOT NULL,
+    doc      TEXT    NOT NULL,
+    created  INTEGER NOT NULL,
+    disabled INTEGER NOT NULL DEFAULT 0
+);
+-- Sign-in sessions: the authorization code and the refresh-token chain, as hashes only.
+-- `revoked` is 0 or a change stamp (the access epoch reads its maximum).
+CREATE TABLE oauth_sessions (
+    id                TEXT    PRIMARY KEY,
+    tenant            TEXT    NOT NULL,
+    user_id           TEXT,
+    client_id         TEXT    NOT NULL,
+    code_hash         BLOB UNIQUE,
+    refresh_hash      BLOB UNIQUE,
+    prev_refresh_hash BLOB UNIQUE,
+    doc               TEXT    NOT NULL,
+    created           INTEGER NOT NULL,
+    last_active       INTEGER NOT NULL,
+    expires           INTEGER NOT NULL,
+    generation        INTEGER NOT NULL DEFAULT 0,
+    revoked           INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX oauth_sessions_by_user ON oauth_sessions (tenant, user_id);
+CREATE INDEX oauth_sessions_by_revoked ON oauth_sessions (tenant, revoked);
+-- Each account's second factor (sealed) and failed sign-in attempts.
+CREATE TABLE user_security (
+    user_id        TEXT    PRIMARY KEY,
+    tenant         TEXT    NOT NULL,
+    totp_sealed    BLOB,
+    totp_key_id    INTEGER NOT NULL DEFAULT 0,
+    totp_last_step INTEGER NOT NULL DEFAULT 0,
+    failed         INTEGER NOT NULL DEFAULT 0,
+    locked_until   INTEGER NOT NULL DEFAULT 0
+);
+"#,
+    ),
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
