@@ -1,10 +1,19 @@
 """Drives a running carevault with the Python clients hospitals use: fhirclient and fhirpy.
 
 Usage: python_clients.py BASE_URL TOKEN   (REQUESTS_CA_BUNDLE must trust the server's cert)
-Each client creates, reads, updates and deletes a Patient; any failure raises.
+Each client creates, reads, updates and deletes a Patient; fhirclient also signs a patient in
+through SMART App Launch (authorization code + PKCE: the script plays the browser on the login
+and consent pages) and reads the patient in context. Any failure raises.
+CAREVAULT_BIN and CAREVAULT_DATA name the binary and data directory (for `user add` and
+`client add`).
 """
 
+import html
+import os
+import re
+import subprocess
 import sys
+import tempfile
 
 import requests
 from fhirclient import client as fc_client
@@ -63,6 +72,77 @@ def fhirpy_crud():
     print("fhirpy: create, read, update, delete OK")
 
 
+def hidden_fields(page):
+    return {m.group(1): html.unescape(m.group(2))
+            for m in re.finditer(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page)}
+
+
+def cli(*args):
+    out = subprocess.run([os.environ["CAREVAULT_BIN"], *args, "--data-dir", os.environ["CAREVAULT_DATA"]],
+                         check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def fhirclient_smart():
+    # A patient with an account, and the app registered by the operator.
+    created = requests.post(f"{BASE}/Patient", json={"resourceType": "Patient", "name": [{"family": "Smart"}]},
+                            headers={"Authorization": "Bearer " + TOKEN, "Content-Type": "application/fhir+json"})
+    check(created.status_code == 201, "fhirclient smart: patient created")
+    pid = created.json()["id"]
+    with tempfile.NamedTemporaryFile("w", suffix=".pw", delete=False) as pw:
+        pw.write("correct horse battery staple\n")
+    cli("user", "add", "--username", "smart.patient", "--role", "patient", "--patient", f"Patient/{pid}",
+        "--password-file", pw.name)
+    os.unlink(pw.name)
+    redirect = "http://127.0.0.1:9/fhirclient-callback"
+    client_id = cli("client", "add", "--name", "fhirclient interop", "--redirect-uri", redirect,
+                    "--scopes", "launch/patient patient/*.rs openid profile fhirUser offline_access")
+
+    # fhirclient discovers the endpoints from the CapabilityStatement and builds the request.
+    smart = fc_client.FHIRClient(settings={
+        "app_id": client_id, "api_base": BASE + "/", "redirect_uri": redirect,
+        "scope": "launch/patient patient/*.read openid fhirUser offline_access",
+    })
+    check(smart.prepare() is False, "fhirclient smart: not authorized yet")
+    url = smart.authorize_url
+    check("code_challenge_method=S256" in url, "fhirclient smart: PKCE S256 in the request")
+
+    # The browser: the login page, the consent screen, the redirect back.
+    browser = requests.Session()
+    login = browser.get(url)
+    check(login.status_code == 200 and "Sign in" in login.text, "fhirclient smart: login page")
+    root = BASE[: -len("/fhir")]
+    form = hidden_fields(login.text)
+    form.update({"username": "smart.patient", "password": "correct horse battery staple", "totp": ""})
+    consent = browser.post(f"{root}/oauth/authorize", data=form)
+    check(consent.status_code == 200 and "Allow access?" in consent.text, "fhirclient smart: consent screen")
+    ticket = hidden_fields(consent.text)["ticket"]
+    back = browser.post(f"{root}/oauth/consent", data={"ticket": ticket, "decision": "approve"},
+                        allow_redirects=False)
+    check(back.status_code == 303 and back.headers["Location"].startswith(redirect), "fhirclient smart: redirect")
+
+    # fhirclient exchanges the code (with its verifier) and reads the patient in context.
+    smart.handle_callback(back.headers["Location"])
+    check(smart.ready, "fhirclient smart: has an access token")
+    check(smart.patient_id == pid, "fhirclient smart: the patient in context")
+    check(smart.patient.name[0].family == "Smart", "fhirclient smart: reads the patient in context")
+    other = FcPatient({"resourceType": "Patient"})
+    other_id = requests.post(f"{BASE}/Patient", json={"resourceType": "Patient"},
+                             headers={"Authorization": "Bearer " + TOKEN,
+                                      "Content-Type": "application/fhir+json"}).json()["id"]
+    try:
+        FcPatient.read(other_id, smart.server)
+        check(False, "fhirclient smart: another patient must not be readable")
+    except Exception as e:  # fhirclient raises on 404
+        check("404" in str(e), f"fhirclient smart: another patient answers 404 ({e})")
+    del other
+    # The refresh token keeps the app signed in.
+    smart.reauthorize()
+    check(smart.ready and smart.patient.name[0].family == "Smart", "fhirclient smart: refresh")
+    print("fhirclient: SMART authorization code + PKCE, patient in context, refresh OK")
+
+
 fhirclient_crud()
+fhirclient_smart()
 fhirpy_crud()
 print(f"python interop: {passed} checks passed", flush=True)

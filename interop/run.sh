@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Interoperability check: starts carevault on a fresh data directory and drives it over
 # HTTPS with Python fhirclient and fhirpy and npm fhir-kit-client (create, read, update,
-# delete). Installs the clients from the registries into target/interop (cached there).
+# delete; fhirclient also through a SMART authorization-code + PKCE sign-in). Installs the clients from the registries into target/interop (cached there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${CAREVAULT_BIN:-target/debug/carevault}
@@ -23,6 +23,7 @@ BASE=$(sed -n 's/.* on //p' "$WORK/out")
 TOKEN=$(cat "$WORK/data/admin-token")
 CERT="$WORK/data/tls-cert.pem"
 
-REQUESTS_CA_BUNDLE="$CERT" "$CACHE/venv/bin/python" interop/python_clients.py "$BASE" "$TOKEN"
+REQUESTS_CA_BUNDLE="$CERT" CAREVAULT_BIN="$BIN" CAREVAULT_DATA="$WORK/data" \
+    "$CACHE/venv/bin/python" interop/python_clients.py "$BASE" "$TOKEN"
 NODE_EXTRA_CA_CERTS="$CERT" node interop/node_client.mjs "$BASE" "$TOKEN"
 echo "interop: all clients passed"

@@ -28,6 +28,22 @@ pub enum UserCommand {
     Disable(NameArgs),
     /// Enable a disabled account again.
     Enable(NameArgs),
+    /// Give an account a new TOTP second factor; the otpauth:// URI goes to --uri-file.
+    Totp(TotpArgs),
+    /// Lift a lock left by failed sign-ins.
+    Unlock(NameArgs),
+}
+
+#[derive(Args)]
+pub struct TotpArgs {
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    #[arg(long)]
+    pub username: String,
+    /// Where to write the otpauth:// URI (created readable by its owner only) for the
+    /// account holder's authenticator app.
+    #[arg(long)]
+    pub uri_file: PathBuf,
 }
 
 #[derive(Args)]
@@ -64,6 +80,43 @@ pub struct AddArgs {
     /// A file holding the password (its first line); never pass a password on the command line.
     #[arg(long)]
     pub password_file: PathBuf,
+    /// Also enroll a TOTP second factor and write its otpauth:// URI to this file (staff
+    /// roles need one to sign in through /oauth/authorize).
+    #[arg(long)]
+    pub totp_uri_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct ClientArgs {
+    #[command(subcommand)]
+    pub command: ClientCommand,
+}
+
+#[derive(Subcommand)]
+pub enum ClientCommand {
+    /// Register an application; prints its client id.
+    Add(ClientAddArgs),
+    /// List registered applications.
+    List(DirArgs),
+}
+
+#[derive(Args)]
+pub struct ClientAddArgs {
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// The name users see on the consent screen.
+    #[arg(long)]
+    pub name: String,
+    /// A redirect URI (https://…, or http:// on the loopback address); repeatable.
+    #[arg(long)]
+    pub redirect_uri: Vec<String>,
+    /// The most this application may ask for, space-separated SMART scopes.
+    #[arg(long)]
+    pub scopes: String,
+    /// The public keys (a JWK Set file) of a confidential client or backend service, which
+    /// authenticates with a signed assertion (private_key_jwt).
+    #[arg(long)]
+    pub jwks_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -175,8 +228,12 @@ pub async fn user(args: UserArgs) -> Result<ExitCode, CliError> {
                     .transpose()?,
                 password,
             };
+            let username = account.username.clone();
             let vault = open_vault(&settings).await?;
             let id = vault.add_user(account).await.map_err(core_err)?;
+            if let Some(path) = &a.totp_uri_file {
+                enroll(&vault, &username, path).await?;
+            }
             println!("{id}");
         }
         UserCommand::List(a) => {
@@ -193,8 +250,93 @@ pub async fn user(args: UserArgs) -> Result<ExitCode, CliError> {
                 println!("{}\t{}\t{}\t{link}\t{state}", u.id, u.username, u.role);
             }
         }
+        UserCommand::Totp(a) => {
+            let settings = Settings::load(&a.data_dir, FlagSettings::default())?;
+            let vault = open_vault(&settings).await?;
+            let name = Username::parse(&a.username).map_err(core_err)?;
+            enroll(&vault, &name, &a.uri_file).await?;
+        }
+        UserCommand::Unlock(a) => {
+            let settings = Settings::load(&a.data_dir, FlagSettings::default())?;
+            let vault = open_vault(&settings).await?;
+            let name = Username::parse(&a.username).map_err(core_err)?;
+            vault.unlock_user(&name).await.map_err(|e| match e {
+                carevault_core::CoreError::NotFound => CliError::new("no such account"),
+                other => core_err(other),
+            })?;
+        }
         UserCommand::Disable(a) => set_disabled(a, true).await?,
         UserCommand::Enable(a) => set_disabled(a, false).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Enrolls a TOTP secret and writes its otpauth:// URI to a new owner-only file.
+async fn enroll(
+    vault: &carevault_core::Vault<carevault_storage::AnyStore>,
+    name: &Username,
+    path: &std::path::Path,
+) -> Result<(), CliError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let secret = vault.enroll_totp(name).await.map_err(|e| match e {
+        carevault_core::CoreError::NotFound => CliError::new("no such account"),
+        other => core_err(other),
+    })?;
+    let uri = zeroize::Zeroizing::new(secret.otpauth_uri("carevault", name.as_str()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| CliError::new(format!("cannot create {}: {e}", path.display())))?;
+    f.write_all(format!("{}\n", uri.as_str()).as_bytes())
+        .map_err(|e| CliError::new(format!("cannot write {}: {e}", path.display())))
+}
+
+pub async fn client(args: ClientArgs) -> Result<ExitCode, CliError> {
+    match args.command {
+        ClientCommand::Add(a) => {
+            let settings = Settings::load(&a.data_dir, FlagSettings::default())?;
+            let scopes = ScopeSet::parse(&a.scopes).map_err(|e| CliError::new(format!("--scopes: {e}")))?;
+            let jwks = match &a.jwks_file {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display())))?;
+                    Some(
+                        serde_json::from_str(&text)
+                            .map_err(|e| CliError::new(format!("{} is not JSON: {e}", path.display())))?,
+                    )
+                }
+                None => None,
+            };
+            let vault = open_vault(&settings).await?;
+            let id = vault
+                .add_client(carevault_core::signin::NewClient {
+                    name: a.name,
+                    redirect_uris: a.redirect_uri,
+                    scopes,
+                    jwks,
+                })
+                .await
+                .map_err(core_err)?;
+            println!("{id}");
+        }
+        ClientCommand::List(a) => {
+            let settings = Settings::load(&a.data_dir, FlagSettings::default())?;
+            let vault = open_vault(&settings).await?;
+            println!("id\tname\tkind\tscopes\tredirect_uris");
+            for c in vault.clients().await.map_err(core_err)? {
+                let kind = if c.confidential() { "confidential" } else { "public" };
+                println!(
+                    "{}\t{}\t{kind}\t{}\t{}",
+                    c.id,
+                    c.name,
+                    c.scopes,
+                    c.redirect_uris.join(" ")
+                );
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

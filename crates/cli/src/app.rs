@@ -47,7 +47,11 @@ pub async fn open_vault(settings: &Settings) -> Result<Arc<Vault<AnyStore>>, Cli
         Arc::new(SystemClock),
         TenantId::default_tenant(),
     )
-    .map_err(|e| CliError::new(format!("cannot derive the search keys: {e}")))?;
+    .map_err(|e| CliError::new(format!("cannot derive the search keys: {e}")))?
+    .with_policy(carevault_core::AccessPolicy {
+        signin: settings.signin.clone(),
+        ..carevault_core::AccessPolicy::default()
+    });
     Ok(Arc::new(vault))
 }
 

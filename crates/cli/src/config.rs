@@ -25,6 +25,17 @@ pub struct FileSettings {
     pub max_body_bytes: Option<usize>,
     pub public_base: Option<String>,
     pub export_ttl_secs: Option<u64>,
+    /// Roles that must give a TOTP code at sign-in (default: every staff role).
+    pub mfa_roles: Option<Vec<String>>,
+    pub access_token_secs: Option<i64>,
+    pub idle_timeout_secs: Option<i64>,
+    pub session_lifetime_secs: Option<i64>,
+    /// Failed sign-ins before an account locks (then the lock doubles with each failure).
+    pub lockout_after: Option<i64>,
+    /// Attempts per minute per address and per account at the sign-in and token endpoints.
+    pub auth_attempts_per_minute: Option<u32>,
+    /// Browser origins allowed to call the API (CORS).
+    pub cors_origins: Option<Vec<String>>,
 }
 
 /// Flags that may override the lower layers.
@@ -51,6 +62,9 @@ pub struct Settings {
     pub public_base: Option<String>,
     /// How long a bulk export's status and files stay available.
     pub export_ttl_secs: u64,
+    pub signin: carevault_core::signin::SignInPolicy,
+    pub auth_attempts_per_minute: u32,
+    pub cors_origins: Vec<String>,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -84,6 +98,7 @@ pub fn read_file_settings(dir: &Path) -> Result<FileSettings, CliError> {
 impl Settings {
     pub fn load(data_dir: &Path, flags: FlagSettings) -> Result<Self, CliError> {
         let file = read_file_settings(data_dir)?;
+        let signin = signin_policy(&file)?;
         let listen = flags
             .listen
             .or_else(|| env("LISTEN"))
@@ -139,8 +154,43 @@ impl Settings {
             max_body_bytes,
             public_base,
             export_ttl_secs,
+            signin,
+            auth_attempts_per_minute: file.auth_attempts_per_minute.unwrap_or(30).max(1),
+            cors_origins: file.cors_origins.clone().unwrap_or_default(),
         })
     }
+}
+
+/// The sign-in policy: defaults, with what `carevault.toml` says.
+fn signin_policy(file: &FileSettings) -> Result<carevault_core::signin::SignInPolicy, CliError> {
+    let mut p = carevault_core::signin::SignInPolicy::default();
+    if let Some(roles) = &file.mfa_roles {
+        p.mfa_roles = roles
+            .iter()
+            .map(|r| {
+                carevault_core::access::Role::parse(r)
+                    .ok_or_else(|| CliError::new(format!("mfa_roles: unknown role {r:?}")))
+            })
+            .collect::<Result<_, _>>()?;
+    }
+    for (value, field, name) in [
+        (file.access_token_secs, &mut p.access_token_secs, "access_token_secs"),
+        (file.idle_timeout_secs, &mut p.idle_timeout_secs, "idle_timeout_secs"),
+        (
+            file.session_lifetime_secs,
+            &mut p.session_lifetime_secs,
+            "session_lifetime_secs",
+        ),
+        (file.lockout_after, &mut p.lockout_after, "lockout_after"),
+    ] {
+        if let Some(v) = value {
+            if v < 1 {
+                return Err(CliError::new(format!("{name} must be at least 1")));
+            }
+            *field = v;
+        }
+    }
+    Ok(p)
 }
 
 /// Logs go to stderr; `CAREVAULT_LOG` sets the filter (e.g. `info`, `carevault_core=debug`).

@@ -38,8 +38,10 @@ enum Command {
     Import(import::ImportArgs),
     /// Write synthetic patients (Synthea-sized records) as transaction bundles, for benchmarks.
     Generate(generate::GenerateArgs),
-    /// Manage accounts: add, list, disable, enable.
+    /// Manage accounts: add, list, disable, enable, totp, unlock.
     User(accounts::UserArgs),
+    /// Register client applications (SMART apps, backend services): add, list.
+    Client(accounts::ClientArgs),
     /// Mint a signed access token for an account (for automation; at most 24 hours).
     Token(accounts::TokenArgs),
     /// Break-the-glass grants: list them, record the privacy officer's review.
@@ -80,6 +82,7 @@ fn main() -> ExitCode {
             Command::Generate(a) => generate::run(a),
             Command::User(a) => accounts::user(a).await,
             Command::Token(a) => accounts::token(a).await,
+            Command::Client(a) => accounts::client(a).await,
             Command::Emergency(a) => accounts::emergency(a).await,
         }
     });

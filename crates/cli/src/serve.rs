@@ -90,6 +90,8 @@ pub async fn serve_vault(
         max_body_bytes: settings.max_body_bytes,
         public_base: settings.public_base.clone(),
         export_ttl_secs: settings.export_ttl_secs,
+        auth_attempts_per_minute: settings.auth_attempts_per_minute,
+        cors_origins: settings.cors_origins.clone(),
     };
     spawn_export_janitor(std::sync::Arc::clone(&vault));
     let state = AppState::new(vault, config, tls.is_some(), tokens);

@@ -32,7 +32,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
-fn bearer(req: &Request) -> Option<&str> {
+pub(crate) fn bearer(req: &Request) -> Option<&str> {
     req.headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -43,6 +43,7 @@ fn bearer(req: &Request) -> Option<&str> {
 pub(crate) async fn require_token(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path();
     if path.ends_with("/metadata") || path.ends_with("/.well-known/smart-configuration") {
+        // Discovery documents: public by design.
         return next.run(req).await;
     }
     let decided = match bearer(&req) {

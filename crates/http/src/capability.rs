@@ -21,7 +21,9 @@ pub(crate) const TYPE_INTERACTIONS: &[&str] = &[
 /// Interactions at the system level.
 pub(crate) const SYSTEM_INTERACTIONS: &[&str] = &["transaction", "batch", "history-system"];
 
-pub(crate) fn capability_statement(date: &str) -> Value {
+/// `root` is the server root where the OAuth endpoints live; `cors` whether any browser
+/// origin is allowed.
+pub(crate) fn capability_statement(date: &str, root: &str, cors: bool) -> Value {
     let resources: Vec<Value> = ResourceType::ALL
         .iter()
         .map(|t| {
@@ -62,8 +64,22 @@ pub(crate) fn capability_statement(date: &str) -> Value {
             "mode": "server",
             "documentation": "Every identifying byte is encrypted at rest under per-patient keys.",
             "security": {
-                "cors": false,
-                "description": "Every endpoint except /metadata requires an API bearer token (Authorization: Bearer …)."
+                "cors": cors,
+                "service": [{"coding": [{
+                    "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                    "code": "SMART-on-FHIR"
+                }]}],
+                "extension": [{
+                    "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                    "extension": [
+                        {"url": "authorize", "valueUri": format!("{root}/oauth/authorize")},
+                        {"url": "token", "valueUri": format!("{root}/oauth/token")},
+                        {"url": "introspect", "valueUri": format!("{root}/oauth/introspect")},
+                        {"url": "revoke", "valueUri": format!("{root}/oauth/revoke")}
+                    ]
+                }],
+                "description": "Every endpoint except /metadata and .well-known/smart-configuration requires a bearer \
+                    token: a SMART access token from /oauth/token, or the operator's integration token."
             },
             "resource": resources,
             "compartment": ["http://hl7.org/fhir/CompartmentDefinition/patient"],

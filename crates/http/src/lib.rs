@@ -5,13 +5,16 @@
 mod auth;
 mod body;
 mod capability;
+mod cors;
 mod error;
 mod handlers;
+mod oauth;
 mod respond;
 mod server;
 mod state;
 
 pub use error::ApiError;
+pub use oauth::Peer;
 pub use server::{TlsFiles, serve, tls_config};
 pub use state::{AppState, HttpConfig};
 
@@ -23,6 +26,7 @@ use axum::routing::get;
 pub fn router(state: AppState) -> Router {
     let fhir = Router::new()
         .route("/metadata", get(handlers::metadata::capability_statement))
+        .route("/.well-known/smart-configuration", get(oauth::smart_configuration))
         .route("/", axum::routing::post(handlers::bundle::process))
         .route("/_history", get(handlers::history::system))
         .route("/$export", get(handlers::export::system))
@@ -62,11 +66,24 @@ pub fn router(state: AppState) -> Router {
         .route("/fhir/", axum::routing::post(handlers::bundle::process))
         .method_not_allowed_fallback(handlers::fallback::method_not_allowed)
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
+    // The authorization server: outside `/fhir`, each endpoint authenticating its own way.
+    let auth_server = Router::new()
+        .route(
+            "/oauth/authorize",
+            get(oauth::authorize_page).post(oauth::authorize_login),
+        )
+        .route("/oauth/consent", axum::routing::post(oauth::consent))
+        .route("/oauth/token", axum::routing::post(oauth::token))
+        .route("/oauth/introspect", axum::routing::post(oauth::introspect))
+        .route("/oauth/revoke", axum::routing::post(oauth::revoke))
+        .route("/oauth/jwks", get(oauth::jwks));
     Router::new()
         .nest("/fhir", fhir)
         .merge(base_slash)
+        .merge(auth_server)
         .fallback(handlers::fallback::not_found)
         .layer(middleware::from_fn(error::log_errors))
         .layer(middleware::from_fn(respond::security_headers))
+        .layer(middleware::from_fn_with_state(state.clone(), cors::cors))
         .with_state(state)
 }

@@ -101,10 +101,19 @@ pub(crate) fn resource_response(
     resp
 }
 
-/// Headers on every response: no caching of PHI, no MIME sniffing, HTTPS only.
+/// Headers on every response: no caching of PHI, no MIME sniffing, HTTPS only, never framed,
+/// no referrer, and a Content-Security-Policy that allows nothing unless a page set its own.
 pub(crate) async fn security_headers(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        );
+    }
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(

@@ -70,7 +70,7 @@ pub async fn serve(
     });
     tokio::pin!(shutdown);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -82,7 +82,12 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        let with_peer =
+            tower::ServiceExt::map_request(app.clone(), move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(crate::Peer(peer));
+                req
+            });
+        let service = TowerToHyperService::new(with_peer);
         let builder = Arc::clone(&builder);
         match &acceptor {
             Some(acceptor) => {

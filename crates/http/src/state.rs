@@ -15,6 +15,11 @@ pub struct HttpConfig {
     pub public_base: Option<String>,
     /// How long a bulk export's status and files stay available, in seconds.
     pub export_ttl_secs: u64,
+    /// Attempts per minute per client address (and per account name) at the sign-in,
+    /// token and revocation endpoints.
+    pub auth_attempts_per_minute: u32,
+    /// Browser origins allowed to call the API (CORS); empty: none.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -23,6 +28,8 @@ impl Default for HttpConfig {
             max_body_bytes: 16 * 1024 * 1024,
             public_base: None,
             export_ttl_secs: 24 * 60 * 60,
+            auth_attempts_per_minute: 30,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -37,6 +44,8 @@ pub struct AppState {
     tokens: Arc<RwLock<HashSet<TokenHash>>>,
     /// The decision of the bootstrap token, made once.
     system: Arc<Access>,
+    /// Attempt limits of the sign-in and token endpoints.
+    pub(crate) limiter: Arc<crate::oauth::Limiter>,
 }
 
 impl AppState {
@@ -45,7 +54,9 @@ impl AppState {
             .into_iter()
             .filter_map(|h| <[u8; 32]>::try_from(h.as_slice()).ok().map(TokenHash))
             .collect();
+        let limiter = Arc::new(crate::oauth::Limiter::new(config.auth_attempts_per_minute));
         Self {
+            limiter,
             vault,
             config: Arc::new(config),
             tls,

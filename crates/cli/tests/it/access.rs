@@ -283,7 +283,16 @@ async fn a_patient_sees_their_own_compartment_and_nothing_else() {
         );
         app.cli(&["user", "enable", "--username", "alvarez"]).unwrap();
         tokio::time::sleep(poll).await;
-        assert_eq!(get(&app, &t, "Observation").await.status, StatusCode::OK, "{b}");
+        // Disabling ended the account's sessions: enabling it again does not revive them.
+        assert_eq!(
+            get(&app, &t, "Observation").await.status,
+            StatusCode::UNAUTHORIZED,
+            "{b}"
+        );
+        let fresh = app
+            .cli(&["token", "--user", "alvarez", "--scope", "patient/*.rs"])
+            .unwrap();
+        assert_eq!(get(&app, &fresh, "Observation").await.status, StatusCode::OK, "{b}");
         let short = app
             .cli(&["token", "--user", "alvarez", "--scope", "patient/*.rs", "--ttl", "1s"])
             .unwrap();

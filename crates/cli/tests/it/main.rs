@@ -16,5 +16,6 @@ mod export;
 mod history;
 mod import;
 mod search;
+mod signin;
 mod tamper;
 mod transactions;
