@@ -23,7 +23,7 @@ one() {
     echo "== $name"
     if [ -n "$db" ]; then "$BIN" init --data-dir "$work/data" --database-url "$db" > /dev/null
     else "$BIN" init --data-dir "$work/data" > /dev/null; fi
-    "$BIN" serve --data-dir "$work/data" --listen 127.0.0.1:0 > "$work/out" 2> "$work/log" &
+    CAREVAULT_OPERATOR_LISTEN=off "$BIN" serve --data-dir "$work/data" --listen 127.0.0.1:0 > "$work/out" 2> "$work/log" &
     local pid=$!
     for _ in $(seq 1 100); do grep -q listening "$work/out" && break; sleep 0.1; done
     local base

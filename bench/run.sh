@@ -21,7 +21,7 @@ one() {
     if [ -n "$db" ]; then "$BIN" init --data-dir "$work/data" --database-url "$db" > /dev/null
     else "$BIN" init --data-dir "$work/data" > /dev/null; fi
     if [ -d "$SYNTHEA" ]; then "$BIN" import --data-dir "$work/data" "$SYNTHEA" | grep Imported; fi
-    "$BIN" serve --data-dir "$work/data" --listen 127.0.0.1:0 > "$work/out" 2> "$work/log" &
+    CAREVAULT_OPERATOR_LISTEN=off "$BIN" serve --data-dir "$work/data" --listen 127.0.0.1:0 > "$work/out" 2> "$work/log" &
     local pid=$!
     for _ in $(seq 1 100); do grep -q listening "$work/out" && break; sleep 0.1; done
     local base

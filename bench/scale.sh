@@ -55,7 +55,7 @@ else
         SELECT 'database bytes per resource: ' || ((SELECT sum(pgsize) FROM dbstat) / (SELECT count(*) FROM resources));"
 fi
 
-"$BIN" serve --data-dir "$work/data" --listen 127.0.0.1:0 > "$work/out" 2> "$work/log" &
+CAREVAULT_OPERATOR_LISTEN=off "$BIN" serve --data-dir "$work/data" --listen 127.0.0.1:0 > "$work/out" 2> "$work/log" &
 pid=$!
 cleanup() {
     kill $pid 2>/dev/null || true

@@ -14,7 +14,7 @@ if [ ! -x "$CACHE/venv/bin/python" ]; then python3 -m venv "$CACHE/venv"; fi
 
 WORK=$(mktemp -d)
 "$BIN" init --data-dir "$WORK/data" > /dev/null
-"$BIN" serve --data-dir "$WORK/data" --listen 127.0.0.1:0 > "$WORK/out" 2> "$WORK/log" &
+CAREVAULT_OPERATOR_LISTEN=off "$BIN" serve --data-dir "$WORK/data" --listen 127.0.0.1:0 > "$WORK/out" 2> "$WORK/log" &
 PID=$!
 trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$WORK"' EXIT
 for _ in $(seq 1 100); do grep -q listening "$WORK/out" && break; sleep 0.1; done

@@ -36,6 +36,10 @@ pub struct FileSettings {
     pub auth_attempts_per_minute: Option<u32>,
     /// Browser origins allowed to call the API (CORS).
     pub cors_origins: Option<Vec<String>>,
+    /// The operator listener's address, or "off".
+    pub operator_listen: Option<String>,
+    /// Client addresses the operator listener answers.
+    pub operator_allow: Option<Vec<String>>,
 }
 
 /// Flags that may override the lower layers.
@@ -65,6 +69,9 @@ pub struct Settings {
     pub signin: carevault_core::signin::SignInPolicy,
     pub auth_attempts_per_minute: u32,
     pub cors_origins: Vec<String>,
+    /// Where the operator endpoints listen (`None`: not at all).
+    pub operator_listen: Option<SocketAddr>,
+    pub operator_allow: Vec<std::net::IpAddr>,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -99,6 +106,27 @@ impl Settings {
     pub fn load(data_dir: &Path, flags: FlagSettings) -> Result<Self, CliError> {
         let file = read_file_settings(data_dir)?;
         let signin = signin_policy(&file)?;
+        let operator_listen = match env("OPERATOR_LISTEN").or_else(|| file.operator_listen.clone()) {
+            Some(v) if v == "off" => None,
+            Some(v) => Some(
+                v.parse::<SocketAddr>()
+                    .map_err(|_| CliError::new(format!("operator_listen `{v}` is not host:port or \"off\"")))?,
+            ),
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 8444))),
+        };
+        let operator_allow = match &file.operator_allow {
+            Some(list) => list
+                .iter()
+                .map(|a| {
+                    a.parse()
+                        .map_err(|_| CliError::new(format!("operator_allow: `{a}` is not an IP address")))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            None => vec![
+                std::net::IpAddr::from([127, 0, 0, 1]),
+                std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+            ],
+        };
         let listen = flags
             .listen
             .or_else(|| env("LISTEN"))
@@ -157,6 +185,8 @@ impl Settings {
             signin,
             auth_attempts_per_minute: file.auth_attempts_per_minute.unwrap_or(30).max(1),
             cors_origins: file.cors_origins.clone().unwrap_or_default(),
+            operator_listen,
+            operator_allow,
         })
     }
 }

@@ -95,6 +95,21 @@ pub async fn serve_vault(
     };
     spawn_export_janitor(std::sync::Arc::clone(&vault));
     let state = AppState::new(vault, config, tls.is_some(), tokens);
+    let operator = match settings.operator_listen {
+        Some(at) => {
+            let l = tokio::net::TcpListener::bind(at)
+                .await
+                .map_err(|e| CliError::new(format!("cannot listen on {at} (operator_listen): {e}")))?;
+            let app = carevault_http::operator_router(
+                state.clone(),
+                carevault_http::OperatorConfig {
+                    allow: settings.operator_allow.clone(),
+                },
+            );
+            Some((l, app))
+        }
+        None => None,
+    };
     let app = router(state);
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
@@ -109,7 +124,17 @@ pub async fn serve_vault(
     let base = format!("{scheme}://{host}:{}/fhir", addr.port());
     tracing::info!(%addr, tls = tls.is_some(), "listening");
     ready(&base);
-    serve(listener, tls, app, shutdown_signal(), Duration::from_secs(30)).await;
+    let main = serve(listener, tls.clone(), app, shutdown_signal(), Duration::from_secs(30));
+    match operator {
+        Some((l, op_app)) => {
+            let at = l.local_addr().map_err(|e| CliError::new(e.to_string()))?;
+            println!("carevault operator endpoints on {scheme}://{at}/operator");
+            tracing::info!(%at, "operator listener");
+            let op = serve(l, tls, op_app, shutdown_signal(), Duration::from_secs(5));
+            tokio::join!(main, op);
+        }
+        None => main.await,
+    }
     Ok(())
 }
 

@@ -8,13 +8,16 @@ mod capability;
 mod cors;
 mod error;
 mod handlers;
+mod metrics;
 mod oauth;
+mod operator;
 mod respond;
 mod server;
 mod state;
 
 pub use error::ApiError;
 pub use oauth::Peer;
+pub use operator::{OperatorConfig, operator_router};
 pub use server::{TlsFiles, serve, tls_config};
 pub use state::{AppState, HttpConfig};
 
@@ -85,5 +88,6 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(error::log_errors))
         .layer(middleware::from_fn(respond::security_headers))
         .layer(middleware::from_fn_with_state(state.clone(), cors::cors))
+        .layer(middleware::from_fn_with_state(state.clone(), metrics::count))
         .with_state(state)
 }

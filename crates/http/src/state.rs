@@ -46,6 +46,7 @@ pub struct AppState {
     system: Arc<Access>,
     /// Attempt limits of the sign-in and token endpoints.
     pub(crate) limiter: Arc<crate::oauth::Limiter>,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {
@@ -57,6 +58,7 @@ impl AppState {
         let limiter = Arc::new(crate::oauth::Limiter::new(config.auth_attempts_per_minute));
         Self {
             limiter,
+            metrics: Arc::default(),
             vault,
             config: Arc::new(config),
             tls,

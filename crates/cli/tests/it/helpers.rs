@@ -119,6 +119,8 @@ pub fn init(backend: &Backend) -> DataDir {
 pub struct TestApp {
     pub data: DataDir,
     pub base: String,
+    /// The operator listener's base (`https://127.0.0.1:PORT/operator`).
+    pub operator: String,
     pub client: Client,
     pub child: Child,
     pub log: PathBuf,
@@ -155,6 +157,7 @@ pub fn start_with_env(data: DataDir, extra: &[&str], envs: &[(&str, &str)]) -> T
         .args(["--listen", "127.0.0.1:0"])
         .args(extra)
         .env("CAREVAULT_LOG", "debug")
+        .env("CAREVAULT_OPERATOR_LISTEN", "127.0.0.1:0")
         .envs(envs.iter().copied())
         .stdout(Stdio::piped())
         .stderr(logfile)
@@ -164,6 +167,9 @@ pub fn start_with_env(data: DataDir, extra: &[&str], envs: &[(&str, &str)]) -> T
     let mut line = String::new();
     let mut reader = BufReader::new(stdout);
     reader.read_line(&mut line).unwrap();
+    let mut op_line = String::new();
+    reader.read_line(&mut op_line).unwrap();
+    let operator = op_line.trim().rsplit(' ').next().unwrap_or_default().to_owned();
     // Keep draining stdout so the server never writes into a closed pipe.
     std::thread::spawn(move || {
         let mut sink = String::new();
@@ -187,6 +193,7 @@ pub fn start_with_env(data: DataDir, extra: &[&str], envs: &[(&str, &str)]) -> T
     TestApp {
         data,
         base,
+        operator,
         client,
         child,
         log,

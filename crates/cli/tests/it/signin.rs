@@ -559,3 +559,100 @@ async fn a_backend_service_gets_a_system_token_with_a_signed_assertion() {
         assert_eq!(body["error"], "invalid_client");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_endpoints_listen_apart_and_only_for_operators() {
+    let app = start(init(&Backend::Sqlite), &[]);
+    assert!(app.operator.starts_with("https://127.0.0.1:"), "{}", app.operator);
+    let b = browser(&app);
+    let op = |path: &str| format!("{}/{path}", app.operator);
+    // Not on the public listener at all.
+    let r = b
+        .get(format!("{}/operator/health", root(&app)))
+        .bearer_auth(&app.data.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    // A token is needed, and not any token: the integration token or an admin account's.
+    assert_eq!(
+        b.get(op("health")).send().await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let r = b.get(op("health")).bearer_auth(&app.data.token).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let dr = app.create(&json!({"resourceType": "Practitioner"})).await;
+    let physician = app.account_token(
+        "house",
+        "physician",
+        &["--practitioner", &format!("Practitioner/{dr}")],
+        "user/*.rs",
+        "5m",
+    );
+    let r = b.get(op("users")).bearer_auth(&physician).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let admin = app.account_token("root.admin", "admin", &[], "user/*.rs", "5m");
+    let users: Value = b
+        .get(op("users"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(users.as_array().unwrap().iter().any(|u| u["username"] == "house"));
+    // Managing accounts and clients.
+    let r = b
+        .post(op("users/house/disable"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = app.request_as(&physician, Method::GET, "Patient", None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "disabled on the next request");
+    let r = b
+        .post(op("clients"))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "Ward board", "redirect_uris": ["https://board.example/cb"], "scopes": "user/*.rs"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let clients: Value = b
+        .get(op("clients"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(clients[0]["name"], "Ward board");
+    // Metrics: counters with fixed labels only.
+    let _ = app.get("Patient?name=Zebedee").await;
+    let text = b
+        .get(op("metrics"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("carevault_http_responses_total{class=\"2xx\"}"), "{text}");
+    assert!(!text.contains("Zebedee") && !text.contains("house"), "{text}");
+
+    // An address outside the allow-list is refused before its token is looked at.
+    let data = init(&Backend::Sqlite);
+    write_config(&data, "operator_allow = [\"192.0.2.7\"]\n");
+    let fenced = start(data, &[]);
+    let r = browser(&fenced)
+        .get(format!("{}/health", fenced.operator))
+        .bearer_auth(&fenced.data.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+}

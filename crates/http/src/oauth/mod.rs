@@ -18,6 +18,8 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
+use crate::metrics::Metrics;
+
 /// The client's address, put on every request by the server loop.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
@@ -83,7 +85,11 @@ fn peer_key(req: &Request) -> String {
 
 /// `Some(response)` when `key` is over its attempt limit.
 fn limited(state: &AppState, key: &str) -> Option<i64> {
-    state.limiter.attempt(key, state.vault.clock().now().millis())
+    let over = state.limiter.attempt(key, state.vault.clock().now().millis());
+    if over.is_some() {
+        Metrics::bump(&state.metrics.rate_limited);
+    }
+    over
 }
 
 fn too_many(wait: i64, html: bool) -> Response {
@@ -180,8 +186,15 @@ pub(crate) async fn authorize_login(State(state): State<AppState>, req: Request)
     }
     let password = Password::new(p.get("password").cloned().unwrap_or_default());
     let code = p.get("totp").map(String::as_str).filter(|c| !c.is_empty());
-    let refused = |m: &str| pages::login(StatusCode::UNAUTHORIZED, &ok.client.name, &ar, Some(m));
-    match state.vault.sign_in(username, &password, code).await {
+    let refused = |m: &str| {
+        Metrics::bump(&state.metrics.sign_ins_refused);
+        pages::login(StatusCode::UNAUTHORIZED, &ok.client.name, &ar, Some(m))
+    };
+    let outcome = state.vault.sign_in(username, &password, code).await;
+    if matches!(outcome, Ok(Ok(_))) {
+        Metrics::bump(&state.metrics.sign_ins_ok);
+    }
+    match outcome {
         Ok(Ok(who)) => match state.vault.login_ticket(&who, &ar, &ok.scopes) {
             Ok(ticket) => pages::consent(&ok.client.name, &ar.redirect_uri, &ticket, &ok.scopes),
             Err(_) => pages::error_page(StatusCode::INTERNAL_SERVER_ERROR, "The sign-in could not be completed."),
@@ -251,8 +264,14 @@ pub(crate) async fn token(State(state): State<AppState>, req: Request) -> Respon
         client_assertion: p.get("client_assertion").cloned(),
     };
     match state.vault.token(&tr, &token_url).await {
-        Ok(answer) => json_response(StatusCode::OK, &serde_json::to_value(answer).unwrap_or_default()),
-        Err(e) => oauth_error(&e),
+        Ok(answer) => {
+            Metrics::bump(&state.metrics.tokens_issued);
+            json_response(StatusCode::OK, &serde_json::to_value(answer).unwrap_or_default())
+        }
+        Err(e) => {
+            Metrics::bump(&state.metrics.token_requests_refused);
+            oauth_error(&e)
+        }
     }
 }
 
