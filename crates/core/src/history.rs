@@ -32,7 +32,9 @@ pub struct HistoryEntry {
 pub struct HistoryPage {
     pub entries: Vec<HistoryEntry>,
     pub next: Option<String>,
-    pub total: u64,
+    /// How many versions the history holds; `None` when consent or sensitivity labels hide
+    /// some rows page by page (a count of all would tell how many are hidden).
+    pub total: Option<u64>,
 }
 
 pub const MAX_PAGE: u32 = 1000;
@@ -129,13 +131,34 @@ impl<S: Store> Session<'_, S> {
             patients,
         };
         let mut rows = self.store.history(&query).await?;
-        let total = self.store.history_count(&query).await?;
         let more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
         let next = if more {
             rows.last().map(|r| self.encode_cursor(r.seq))
         } else {
             None
+        };
+        // The compartment limit is in the query; a patient's consent and sensitivity labels
+        // are decided per resource on its current index rows (as a read would), so a page may
+        // come out shorter than asked and the total is not given.
+        let filtered = match scope {
+            HistoryScope::Type(t) => !self.access().consent_conds(*t).is_empty(),
+            _ => false,
+        };
+        let total = if filtered {
+            let t = match scope {
+                HistoryScope::Type(t) => *t,
+                _ => return Err(CoreError::Integrity),
+            };
+            let mut ids: Vec<String> = rows.iter().map(|r| r.key.id.clone()).collect();
+            ids.sort();
+            ids.dedup();
+            let seen: std::collections::HashSet<String> =
+                self.visible_ids(t, ids, Perms::SEARCH).await?.into_iter().collect();
+            rows.retain(|r| seen.contains(&r.key.id));
+            None
+        } else {
+            Some(self.store.history_count(&query).await?)
         };
         let mut entries = Vec::with_capacity(rows.len());
         for row in &rows {

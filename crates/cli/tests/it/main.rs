@@ -15,6 +15,7 @@ mod errors;
 mod export;
 mod history;
 mod import;
+mod isolation;
 mod search;
 mod signin;
 mod tamper;

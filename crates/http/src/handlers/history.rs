@@ -111,13 +111,16 @@ fn bundle(base: &str, path: &str, q: &str, cursor: Option<&str>, page: &HistoryP
         }
         entries.push(entry);
     }
-    Ok(json!({
+    let mut bundle = json!({
         "resourceType": "Bundle",
         "type": "history",
-        "total": page.total,
         "link": links,
         "entry": entries
-    }))
+    });
+    if let Some(total) = page.total {
+        bundle["total"] = json!(total);
+    }
+    Ok(bundle)
 }
 
 pub(crate) async fn system(
