@@ -184,6 +184,7 @@ impl<S: Store> Session<'_, S> {
                 request,
                 error: None,
                 written: 0,
+                owner: self.access().actor_key(),
             })
             .await?;
         let plan = ExportPlan {
@@ -374,6 +375,10 @@ impl<S: Store> Session<'_, S> {
             .ok_or(CoreError::NotFound)?;
         if j.expires < self.clock.now().millis() {
             self.store.delete_export(tenant, job.as_str()).await?;
+            return Err(CoreError::NotFound);
+        }
+        // Another caller's job does not exist for this one (the system credential sees all).
+        if !self.access().is_unrestricted() && j.owner != self.access().actor_key() {
             return Err(CoreError::NotFound);
         }
         Ok(j)

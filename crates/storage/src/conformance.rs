@@ -702,6 +702,7 @@ async fn export_suite<S: Store>(s: S) {
         request: "$export?_type=Patient".into(),
         error: None,
         written: 0,
+        owner: "user:u1".into(),
     };
     let file = |n: i64, count: i64| ExportFile {
         n,

@@ -41,6 +41,8 @@ pub struct ExportJob {
     pub error: Option<String>,
     /// Resources written so far.
     pub written: i64,
+    /// Who started it (an opaque actor key): only they see its status and files.
+    pub owner: String,
 }
 
 /// One output file: NDJSON of one resource type, sealed.

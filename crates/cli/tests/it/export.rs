@@ -180,6 +180,14 @@ async fn bulk_export_refusals_cancellation_and_expiry() {
         // Cancelling deletes the job and its files.
         let (status, m) = app.export_and_wait("$export?_type=Patient").await;
         let file = m["output"][0]["url"].as_str().unwrap().to_owned();
+        // A job belongs to whoever started it: another caller holding its URLs finds nothing.
+        let other = app.account_token("exporter.two", "auditor", &[], "user/*.rs", "5m");
+        for url in [&status, &file] {
+            let r = app.client.get(url).bearer_auth(&other).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::NOT_FOUND, "{}: {url}", backend.name());
+        }
+        let r = app.client.delete(&status).bearer_auth(&other).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "another caller cannot cancel it");
         let r = app
             .client
             .delete(&status)

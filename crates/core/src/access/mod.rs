@@ -124,6 +124,15 @@ impl Access {
         }
     }
 
+    /// An opaque key of who acts, for ownership of what they start (exports): never a name.
+    pub fn actor_key(&self) -> String {
+        match &self.actor {
+            Actor::System => "system".into(),
+            Actor::User { user_id, .. } => format!("user:{user_id}"),
+            Actor::Client { client_id } => format!("client:{client_id}"),
+        }
+    }
+
     /// A backend service's decision: its `system/` scopes over every patient, and nothing
     /// from any other level (a backend acts for no user and no patient).
     pub fn for_backend(client_id: &str, scopes: &ScopeSet) -> Access {

@@ -4,7 +4,8 @@ use super::{PgStore, map_err};
 use crate::{ExportFile, ExportFileInfo, ExportJob, ExportState, ExportStore, StoreError};
 use tokio_postgres::Row;
 
-const JOB_COLUMNS: &str = "tenant, id, state, created, updated, expires, transaction_time, request, error, written";
+const JOB_COLUMNS: &str =
+    "tenant, id, state, created, updated, expires, transaction_time, request, error, written, owner";
 
 fn job_from_row(r: &Row) -> ExportJob {
     ExportJob {
@@ -18,6 +19,7 @@ fn job_from_row(r: &Row) -> ExportJob {
         request: r.get(7),
         error: r.get(8),
         written: r.get(9),
+        owner: r.get(10),
     }
 }
 
@@ -26,7 +28,7 @@ impl ExportStore for PgStore {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(&format!(
-                "INSERT INTO export_jobs ({JOB_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                "INSERT INTO export_jobs ({JOB_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
             ))
             .await?;
         let state = job.state as i64;
@@ -44,6 +46,7 @@ impl ExportStore for PgStore {
                     &job.request,
                     &job.error,
                     &job.written,
+                    &job.owner,
                 ],
             )
             .await

@@ -226,6 +226,8 @@ CREATE TABLE oauth_sessions (
 );
 CREATE INDEX oauth_sessions_by_user ON oauth_sessions (tenant, user_id);
 CREATE INDEX oauth_sessions_by_revoked ON oauth_sessions (tenant, revoked);
+-- A bulk export's status and files belong to whoever started it.
+ALTER TABLE export_jobs ADD COLUMN owner TEXT NOT NULL DEFAULT '';
 -- Each account's second factor (sealed) and failed sign-in attempts.
 CREATE TABLE user_security (
     user_id        TEXT    PRIMARY KEY,

@@ -4,7 +4,8 @@ use super::SqliteStore;
 use crate::{ExportFile, ExportFileInfo, ExportJob, ExportState, ExportStore, StoreError};
 use rusqlite::{OptionalExtension, Row, params};
 
-const JOB_COLUMNS: &str = "tenant, id, state, created, updated, expires, transaction_time, request, error, written";
+const JOB_COLUMNS: &str =
+    "tenant, id, state, created, updated, expires, transaction_time, request, error, written, owner";
 
 fn job_from_row(r: &Row<'_>) -> rusqlite::Result<ExportJob> {
     Ok(ExportJob {
@@ -18,6 +19,7 @@ fn job_from_row(r: &Row<'_>) -> rusqlite::Result<ExportJob> {
         request: r.get(7)?,
         error: r.get(8)?,
         written: r.get(9)?,
+        owner: r.get(10)?,
     })
 }
 
@@ -26,7 +28,7 @@ impl ExportStore for SqliteStore {
         self.pool
             .write(move |conn| {
                 conn.prepare_cached(&format!(
-                    "INSERT INTO export_jobs ({JOB_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                    "INSERT INTO export_jobs ({JOB_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
                 ))?
                 .execute(params![
                     job.tenant,
@@ -38,7 +40,8 @@ impl ExportStore for SqliteStore {
                     job.transaction_time,
                     job.request,
                     job.error,
-                    job.written
+                    job.written,
+                    job.owner
                 ])?;
                 Ok(())
             })
