@@ -438,3 +438,50 @@ mod tests {
         assert!(ttl_secs("m").is_err());
     }
 }
+
+#[derive(Args)]
+pub struct IntegrationTokenArgs {
+    #[command(subcommand)]
+    pub command: IntegrationTokenCommand,
+}
+
+#[derive(Subcommand)]
+pub enum IntegrationTokenCommand {
+    /// Issue a new integration token, revoke every other one, and write it to DIR/admin-token
+    /// (a running server refuses the old one within a quarter of a second).
+    Rotate(DirArgs),
+}
+
+pub async fn integration_token(args: IntegrationTokenArgs) -> Result<ExitCode, CliError> {
+    use carevault_storage::TokenStore;
+    match args.command {
+        IntegrationTokenCommand::Rotate(a) => {
+            let settings = Settings::load(&a.data_dir, FlagSettings::default())?;
+            let vault = open_vault(&settings).await?;
+            let rng = carevault_crypto::SystemRandomSource::new();
+            let token = carevault_crypto::new_token(&rng).map_err(|e| CliError::new(e.to_string()))?;
+            let hash = carevault_crypto::hash_token(&token).0;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+            let store = vault.unchecked_store();
+            store
+                .insert_token(&hash, "rotated", now)
+                .await
+                .map_err(|e| CliError::new(format!("cannot store the token: {e}")))?;
+            let revoked = store
+                .revoke_tokens_except(&hash)
+                .await
+                .map_err(|e| CliError::new(format!("cannot revoke the old tokens: {e}")))?;
+            let path = a.data_dir.join(crate::config::TOKEN_FILE);
+            let _ = std::fs::remove_file(&path);
+            crate::init::write_private(&path, format!("{token}\n").as_bytes())?;
+            eprintln!(
+                "{revoked} earlier integration token(s) revoked; the new one is in {}",
+                path.display()
+            );
+            println!("{token}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

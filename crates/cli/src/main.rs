@@ -40,6 +40,8 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Manage accounts: add, list, disable, enable, totp, unlock.
     User(accounts::UserArgs),
+    /// The integration (bootstrap) token: rotate it.
+    IntegrationToken(accounts::IntegrationTokenArgs),
     /// Register client applications (SMART apps, backend services): add, list.
     Client(accounts::ClientArgs),
     /// Mint a signed access token for an account (for automation; at most 24 hours).
@@ -83,6 +85,7 @@ fn main() -> ExitCode {
             Command::User(a) => accounts::user(a).await,
             Command::Token(a) => accounts::token(a).await,
             Command::Client(a) => accounts::client(a).await,
+            Command::IntegrationToken(a) => accounts::integration_token(a).await,
             Command::Emergency(a) => accounts::emergency(a).await,
         }
     });

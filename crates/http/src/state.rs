@@ -34,6 +34,9 @@ impl Default for HttpConfig {
     }
 }
 
+/// How often the integration tokens are read again.
+const TOKEN_REFRESH_MILLIS: i64 = 250;
+
 /// Shared state of every handler.
 #[derive(Clone)]
 pub struct AppState {
@@ -41,7 +44,10 @@ pub struct AppState {
     pub config: Arc<HttpConfig>,
     /// Whether the listener speaks TLS (for URLs the server builds).
     pub tls: bool,
-    tokens: Arc<RwLock<HashSet<TokenHash>>>,
+    /// Hashes of the active integration tokens, and when they were read (milliseconds):
+    /// read again at most every `TOKEN_REFRESH_MILLIS`, so a rotation or revocation by the CLI
+    /// holds within that time.
+    tokens: Arc<RwLock<(HashSet<TokenHash>, i64)>>,
     /// The decision of the bootstrap token, made once.
     system: Arc<Access>,
     /// Attempt limits of the sign-in and token endpoints.
@@ -62,26 +68,44 @@ impl AppState {
             vault,
             config: Arc::new(config),
             tls,
-            tokens: Arc::new(RwLock::new(tokens)),
+            tokens: Arc::new(RwLock::new((tokens, i64::MIN))),
             system: Arc::new(Access::unchecked_system()),
         }
     }
 
-    /// Is this bearer token one of the active API tokens?
-    fn token_ok(&self, presented: &str) -> bool {
+    /// Is this bearer token one of the active integration tokens?
+    async fn token_ok(&self, presented: &str) -> bool {
+        let now = self.vault.clock().now().millis();
+        let stale = self
+            .tokens
+            .read()
+            .map(|t| now.saturating_sub(t.1) >= TOKEN_REFRESH_MILLIS)
+            .unwrap_or(true);
+        if stale {
+            use carevault_storage::TokenStore;
+            match self.vault.unchecked_store().active_tokens().await {
+                Ok(hashes) => {
+                    let set = hashes
+                        .into_iter()
+                        .filter_map(|h| <[u8; 32]>::try_from(h.as_slice()).ok().map(TokenHash))
+                        .collect();
+                    if let Ok(mut t) = self.tokens.write() {
+                        *t = (set, now);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "integration tokens could not be read again"),
+            }
+        }
         let h = hash_token(presented);
-        self.tokens.read().map(|t| t.contains(&h)).unwrap_or(false)
+        self.tokens.read().map(|t| t.0.contains(&h)).unwrap_or(false)
     }
 
     /// The access decision for a bearer token, or `None` when it is not valid.
     pub(crate) async fn authenticate(&self, presented: &str) -> Option<Arc<Access>> {
-        if self.token_ok(presented) {
-            // The bootstrap integration token: documented as `system/*.cruds`.
-            return Some(Arc::clone(&self.system));
-        }
-        // A signed access token (three dot-separated parts).
+        // A signed access token has three dot-separated parts; an integration token none.
         if presented.bytes().filter(|b| *b == b'.').count() != 2 {
-            return None;
+            // The bootstrap integration token: documented as `system/*.cruds`.
+            return self.token_ok(presented).await.then(|| Arc::clone(&self.system));
         }
         match self.vault.authenticate(presented).await {
             Ok(Ok(access)) => Some(access),

@@ -116,6 +116,9 @@ impl TokenStore for AnyStore {
     async fn active_tokens(&self) -> Result<Vec<Vec<u8>>, StoreError> {
         forward!(self, s => s.active_tokens())
     }
+    async fn revoke_tokens_except(&self, keep: &[u8]) -> Result<u64, StoreError> {
+        forward!(self, s => s.revoke_tokens_except(keep))
+    }
 }
 
 impl crate::ExportStore for AnyStore {

@@ -174,6 +174,15 @@ async fn suite<S: Store>(s: S) {
     // tokens
     s.insert_token(b"hash", "bootstrap", 0).await.unwrap();
     assert_eq!(s.active_tokens().await.unwrap(), vec![b"hash".to_vec()]);
+    s.insert_token(b"hash2", "rotated", 1).await.unwrap();
+    assert_eq!(s.revoke_tokens_except(b"hash2").await.unwrap(), 1);
+    assert_eq!(s.active_tokens().await.unwrap(), vec![b"hash2".to_vec()]);
+    s.insert_token(b"hash", "bootstrap-again", 2).await.ok();
+    assert_eq!(
+        s.revoke_tokens_except(b"hash2").await.unwrap(),
+        0,
+        "a revoked token stays revoked"
+    );
 
     // concurrent updates with the same expectation: exactly one wins
     s.apply(one(version("race", 1, Expect::Absent, Op::Create, &[])))

@@ -656,3 +656,31 @@ async fn operator_endpoints_listen_apart_and_only_for_operators() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_integration_token_rotates_and_the_old_one_stops_working() {
+    for backend in backends("the_integration_token_rotates_and_the_old_one_stops_working").await {
+        let app = start(init(&backend), &[]);
+        let old = app.data.token.clone();
+        assert_eq!(
+            app.request_as(&old, Method::GET, "Patient", None).await.status,
+            StatusCode::OK
+        );
+        let new = app.cli(&["integration-token", "rotate"]).unwrap();
+        assert_ne!(new, old);
+        let file = std::fs::read_to_string(app.data.path().join("admin-token")).unwrap();
+        assert_eq!(file.trim(), new);
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let b = backend.name();
+        assert_eq!(
+            app.request_as(&old, Method::GET, "Patient", None).await.status,
+            StatusCode::UNAUTHORIZED,
+            "{b}"
+        );
+        assert_eq!(
+            app.request_as(&new, Method::GET, "Patient", None).await.status,
+            StatusCode::OK,
+            "{b}"
+        );
+    }
+}

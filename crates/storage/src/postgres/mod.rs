@@ -604,4 +604,14 @@ impl TokenStore for PgStore {
             .await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
+
+    async fn revoke_tokens_except(&self, keep: &[u8]) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        Ok(client
+            .execute(
+                "UPDATE api_tokens SET revoked = true WHERE NOT revoked AND hash <> $1",
+                &[&keep],
+            )
+            .await?)
+    }
 }

@@ -559,4 +559,17 @@ impl TokenStore for SqliteStore {
             })
             .await
     }
+
+    async fn revoke_tokens_except(&self, keep: &[u8]) -> Result<u64, StoreError> {
+        let keep = keep.to_vec();
+        self.pool
+            .write(move |conn| {
+                let n = conn.execute(
+                    "UPDATE api_tokens SET revoked = 1 WHERE revoked = 0 AND hash <> ?1",
+                    params![keep],
+                )?;
+                Ok(n as u64)
+            })
+            .await
+    }
 }
