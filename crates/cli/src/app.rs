@@ -50,6 +50,9 @@ pub async fn open_vault(settings: &Settings) -> Result<Arc<Vault<AnyStore>>, Cli
     .map_err(|e| CliError::new(format!("cannot derive the search keys: {e}")))?
     .with_policy(carevault_core::AccessPolicy {
         signin: settings.signin.clone(),
+        ward_relationships: settings.ward_relationships,
+        department_relationships: settings.department_relationships,
+        encounter_days: settings.encounter_days,
         ..carevault_core::AccessPolicy::default()
     });
     Ok(Arc::new(vault))

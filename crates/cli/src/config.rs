@@ -36,6 +36,11 @@ pub struct FileSettings {
     pub auth_attempts_per_minute: Option<u32>,
     /// Browser origins allowed to call the API (CORS).
     pub cors_origins: Option<Vec<String>>,
+    /// Whether staff reach the patients admitted to their ward / department.
+    pub ward_relationships: Option<bool>,
+    pub department_relationships: Option<bool>,
+    /// Days after an encounter ends that its participants keep their relationship.
+    pub encounter_days: Option<i64>,
     /// The operator listener's address, or "off".
     pub operator_listen: Option<String>,
     /// Client addresses the operator listener answers.
@@ -67,6 +72,10 @@ pub struct Settings {
     /// How long a bulk export's status and files stay available.
     pub export_ttl_secs: u64,
     pub signin: carevault_core::signin::SignInPolicy,
+    /// Care-relationship settings (the rest of `AccessPolicy` keeps its defaults).
+    pub ward_relationships: bool,
+    pub department_relationships: bool,
+    pub encounter_days: i64,
     pub auth_attempts_per_minute: u32,
     pub cors_origins: Vec<String>,
     /// Where the operator endpoints listen (`None`: not at all).
@@ -183,6 +192,9 @@ impl Settings {
             public_base,
             export_ttl_secs,
             signin,
+            ward_relationships: file.ward_relationships.unwrap_or(true),
+            department_relationships: file.department_relationships.unwrap_or(false),
+            encounter_days: file.encounter_days.unwrap_or(14).max(0),
             auth_attempts_per_minute: file.auth_attempts_per_minute.unwrap_or(30).max(1),
             cors_origins: file.cors_origins.clone().unwrap_or_default(),
             operator_listen,

@@ -385,10 +385,11 @@ impl<S: Store> Vault<S> {
             patient: parse(&user.patient),
             practitioner: parse(&user.practitioner),
         };
-        let mut related = match (&subject.practitioner, role.needs_relationship()) {
-            (Some(p), true) => self.related_patients(p).await?,
-            _ => Vec::new(),
+        let links = match (&subject.practitioner, role.needs_relationship()) {
+            (Some(p), true) => self.care_links(p).await?,
+            _ => crate::relationships::CareLinks::default(),
         };
+        let mut related = links.patients;
         let grants = if role.needs_relationship() {
             self.store
                 .active_emergencies(self.tenant.as_str(), &user.id, now)
@@ -414,6 +415,7 @@ impl<S: Store> Vault<S> {
         let access = Access::decide(&subject, &scopes, related, context.as_ref()).with_consent(
             consents,
             subject.practitioner.clone(),
+            links.organizations,
             emergency,
             now,
         );

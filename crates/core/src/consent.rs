@@ -56,6 +56,8 @@ pub(crate) struct PatientConsent {
 pub(crate) struct ConsentActor<'a> {
     pub role: Role,
     pub practitioner: Option<&'a ResourceId>,
+    /// The organizations of the practitioner's active roles.
+    pub organizations: &'a [ResourceId],
     /// v3-ActReason purpose of use (TREAT for care).
     pub purpose: &'a str,
     pub now: i64,
@@ -189,6 +191,10 @@ impl Provision {
             || who
                 .practitioner
                 .is_some_and(|p| self.actor_refs.iter().any(|r| *r == format!("Practitioner/{p}")))
+            || who
+                .organizations
+                .iter()
+                .any(|o| self.actor_refs.iter().any(|r| *r == format!("Organization/{o}")))
             || self.actor_roles.iter().any(|r| r == who.role.as_str());
         let purpose_ok = self.purposes.is_empty() || self.purposes.iter().any(|p| p == who.purpose);
         let period_ok = self.period.is_none_or(|(lo, hi)| lo <= who.now && who.now < hi);

@@ -2,8 +2,11 @@
 //! patient as a participant of one of the patient's encounters (open, or ended within the
 //! policy's window), a member of an active CareTeam of the patient, a participant of one of
 //! the patient's appointments from today on, or the performer of an active ServiceRequest
-//! for the patient. Found through the search index, then the patient read from the matched
-//! resources; cached per practitioner for a few seconds.
+//! for the patient — or, where the policy says so, assigned (by an active PractitionerRole)
+//! to the ward (Location) or department (Organization) where the patient is now admitted (an
+//! in-progress Encounter there). Found through the search index, then the patient read from
+//! the matched resources; cached per practitioner for a few seconds. The organizations of the
+//! practitioner's roles are kept too: consent rules may name an organization as actor.
 
 use crate::access::Access;
 use crate::{CoreError, Vault};
@@ -29,6 +32,12 @@ pub struct AccessPolicy {
     pub epoch_poll_millis: i64,
     /// Sign-in sessions, token lifetimes and lockout.
     pub signin: crate::signin::SignInPolicy,
+    /// Whether staff assigned to a ward (PractitionerRole.location) reach the patients
+    /// admitted there (Encounter.location, in progress).
+    pub ward_relationships: bool,
+    /// Whether staff of a department (PractitionerRole.organization) reach the patients
+    /// admitted to it (Encounter.serviceProvider, in progress).
+    pub department_relationships: bool,
 }
 
 impl Default for AccessPolicy {
@@ -39,18 +48,34 @@ impl Default for AccessPolicy {
             emergency_minutes: crate::emergency::DEFAULT_EMERGENCY_MINUTES,
             epoch_poll_millis: 250,
             signin: crate::signin::SignInPolicy::default(),
+            ward_relationships: true,
+            department_relationships: false,
         }
     }
 }
 
+/// A practitioner's care links: the patients related to them and the organizations of
+/// their active roles.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CareLinks {
+    pub patients: Vec<ResourceId>,
+    pub organizations: Vec<ResourceId>,
+}
+
 #[derive(Default)]
-pub(crate) struct RelationshipCache(Mutex<HashMap<String, (i64, Vec<ResourceId>)>>);
+pub(crate) struct RelationshipCache(Mutex<HashMap<String, (i64, CareLinks)>>);
 
 const DAY_MILLIS: i64 = 24 * 60 * 60 * 1000;
 
 impl<S: Store> Vault<S> {
     /// The patients `practitioner` has a care relationship with now.
     pub async fn related_patients(&self, practitioner: &ResourceId) -> Result<Vec<ResourceId>, CoreError> {
+        Ok(self.care_links(practitioner).await?.patients)
+    }
+
+    /// The patients `practitioner` has a care relationship with now, and the organizations of
+    /// their active roles.
+    pub async fn care_links(&self, practitioner: &ResourceId) -> Result<CareLinks, CoreError> {
         let now = self.clock.now().millis();
         if let Ok(cache) = self.relationships.0.lock()
             && let Some((at, found)) = cache.get(practitioner.as_str())
@@ -68,12 +93,12 @@ impl<S: Store> Vault<S> {
         Ok(found)
     }
 
-    async fn find_related(&self, practitioner: &ResourceId, now: i64) -> Result<Vec<ResourceId>, CoreError> {
+    async fn find_related(&self, practitioner: &ResourceId, now: i64) -> Result<CareLinks, CoreError> {
         let enc = carevault_domain::query::percent_encode;
         let who = enc(&format!("Practitioner/{practitioner}"));
         let since = enc(&Timestamp::from_millis(now - self.policy.encounter_days * DAY_MILLIS).to_fhir());
         let today = enc(&Timestamp::from_millis(now - now.rem_euclid(DAY_MILLIS)).to_fhir());
-        let queries = [
+        let mut queries = vec![
             (ResourceType::Encounter, format!("participant={who}&date=ge{since}")),
             (ResourceType::CareTeam, format!("participant={who}&status=active")),
             (ResourceType::Appointment, format!("practitioner={who}&date=ge{today}")),
@@ -81,6 +106,54 @@ impl<S: Store> Vault<S> {
         ];
         let system = Access::unchecked_system();
         let session = self.session(&system);
+        // The practitioner's active roles: their wards and departments.
+        let (mut wards, mut organizations) = (Vec::new(), Vec::new());
+        let role_ids: Vec<String> = session
+            .matching_ids(
+                ResourceType::PractitionerRole,
+                &format!("practitioner={who}&active=true"),
+            )
+            .await?
+            .into_iter()
+            .map(|i| i.as_str().to_owned())
+            .collect();
+        for r in session.read_visible(ResourceType::PractitionerRole, &role_ids).await? {
+            let Ok(body) = serde_json::from_slice::<Value>(&r.body) else {
+                continue;
+            };
+            if !role_current(&body, now) {
+                continue;
+            }
+            for l in body["location"].as_array().into_iter().flatten() {
+                if let Some(id) = local_id(&l["reference"], "Location") {
+                    wards.push(id);
+                }
+            }
+            if let Some(id) = local_id(&body["organization"]["reference"], "Organization") {
+                organizations.push(id);
+            }
+        }
+        let refs = |kind: &str, ids: &[ResourceId]| {
+            ids.iter()
+                .map(|i| enc(&format!("{kind}/{i}")))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        if self.policy.ward_relationships && !wards.is_empty() {
+            queries.push((
+                ResourceType::Encounter,
+                format!("location={}&status=in-progress", refs("Location", &wards)),
+            ));
+        }
+        if self.policy.department_relationships && !organizations.is_empty() {
+            queries.push((
+                ResourceType::Encounter,
+                format!(
+                    "service-provider={}&status=in-progress",
+                    refs("Organization", &organizations)
+                ),
+            ));
+        }
         let mut out: Vec<ResourceId> = Vec::new();
         for (rtype, query) in queries {
             let ids: Vec<String> = session
@@ -100,6 +173,28 @@ impl<S: Store> Vault<S> {
                 }
             }
         }
-        Ok(out)
+        organizations.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        organizations.dedup();
+        Ok(CareLinks {
+            patients: out,
+            organizations,
+        })
     }
+}
+
+/// The id of a local reference `Kind/id`.
+fn local_id(reference: &Value, kind: &str) -> Option<ResourceId> {
+    let r = reference.as_str()?.strip_prefix(kind)?.strip_prefix('/')?;
+    ResourceId::parse(r).ok()
+}
+
+/// Whether a PractitionerRole's period (if any) covers `now`.
+fn role_current(body: &Value, now: i64) -> bool {
+    let bound = |k: &str| {
+        body["period"][k]
+            .as_str()
+            .and_then(Timestamp::parse)
+            .map(Timestamp::millis)
+    };
+    bound("start").is_none_or(|s| s <= now) && bound("end").is_none_or(|e| now < e)
 }

@@ -123,3 +123,89 @@ async fn tokens_grants_and_windows_expire_on_the_clock() {
     assert_eq!(grants.len(), 1);
     assert_eq!(grants[0].reason, "unconscious in the emergency room");
 }
+
+/// A nurse on Ward A of Cardiology; one patient admitted there, one on Ward B of the same
+/// department, one discharged from Ward A: (nurse, on A, on B, cardiology).
+async fn ward_world(v: &Vault<AnyStore>) -> (ResourceId, ResourceId, ResourceId, ResourceId) {
+    let ward_a = create(v, json!({"resourceType": "Location", "name": "Ward A"})).await;
+    let ward_b = create(v, json!({"resourceType": "Location", "name": "Ward B"})).await;
+    let cardiology = create(v, json!({"resourceType": "Organization", "name": "Cardiology"})).await;
+    let nurse = create(v, json!({"resourceType": "Practitioner"})).await;
+    create(
+        v,
+        json!({"resourceType": "PractitionerRole", "active": true,
+               "practitioner": {"reference": format!("Practitioner/{nurse}")},
+               "organization": {"reference": format!("Organization/{cardiology}")},
+               "location": [{"reference": format!("Location/{ward_a}")}],
+               "period": {"start": "2026-01-01T00:00:00Z"}}),
+    )
+    .await;
+    let admitted = |ward: &ResourceId, p: &ResourceId, status: &str| {
+        json!({"resourceType": "Encounter", "status": status, "class": {"code": "IMP"},
+               "subject": {"reference": format!("Patient/{p}")},
+               "location": [{"location": {"reference": format!("Location/{ward}")}}],
+               "serviceProvider": {"reference": format!("Organization/{cardiology}")},
+               "period": {"start": "2026-05-30T08:00:00Z"}})
+    };
+    let on_a = create(v, json!({"resourceType": "Patient"})).await;
+    let on_b = create(v, json!({"resourceType": "Patient"})).await;
+    let discharged = create(v, json!({"resourceType": "Patient"})).await;
+    create(v, admitted(&ward_a, &on_a, "in-progress")).await;
+    create(v, admitted(&ward_b, &on_b, "in-progress")).await;
+    create(v, admitted(&ward_a, &discharged, "finished")).await;
+    (nurse, on_a, on_b, cardiology)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ward_staff_reach_admitted_patients_and_consent_may_name_an_organization() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = FixedClock::new(Timestamp::parse("2026-06-01T10:00:00Z").unwrap());
+    let v = vault(dir.path(), clock.clone()).await;
+    let (nurse, on_a, _, cardiology) = ward_world(&v).await;
+    account(&v, "nightingale", crate::access::Role::Nurse, Some(nurse.clone())).await;
+    let name = Username::parse("nightingale").unwrap();
+    let scopes = ScopeSet::parse("user/*.rs").unwrap();
+    let token = v.mint_token(&name, &scopes, 60 * 60).await.unwrap();
+    let access = v.authenticate(&token).await.unwrap().unwrap();
+    assert_eq!(
+        access.reach(),
+        &Reach::Patients(vec![on_a.clone()]),
+        "the ward's admitted patient only: not another ward's, not a discharged one"
+    );
+
+    // A consent that refuses the nurse's organization shuts them out of that patient.
+    create(
+        &v,
+        json!({"resourceType": "Consent", "status": "active",
+               "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+               "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+               "patient": {"reference": format!("Patient/{on_a}")},
+               "provision": {"type": "deny", "actor": [{"role": {"text": "department"},
+                   "reference": {"reference": format!("Organization/{cardiology}")}}]}}),
+    )
+    .await;
+    let access = v.authenticate(&token).await.unwrap().unwrap();
+    assert!(matches!(
+        v.session(&access).read(ResourceType::Patient, &on_a).await.unwrap(),
+        ReadOutcome::NotFound
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn department_relationships_when_the_policy_turns_them_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = FixedClock::new(Timestamp::parse("2026-06-01T10:00:00Z").unwrap());
+    let v = vault(dir.path(), clock).await.with_policy(crate::AccessPolicy {
+        department_relationships: true,
+        ward_relationships: false,
+        ..crate::AccessPolicy::default()
+    });
+    let (nurse, on_a, on_b, cardiology) = ward_world(&v).await;
+    let links = v.care_links(&nurse).await.unwrap();
+    let mut got: Vec<&str> = links.patients.iter().map(ResourceId::as_str).collect();
+    got.sort_unstable();
+    let mut want = vec![on_a.as_str(), on_b.as_str()];
+    want.sort_unstable();
+    assert_eq!(got, want, "every patient admitted to the department, on any ward");
+    assert_eq!(links.organizations, vec![cardiology]);
+}

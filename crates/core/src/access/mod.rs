@@ -38,6 +38,8 @@ pub(crate) struct ConsentView {
     /// limit this caller until the grant expires.
     pub emergency: Vec<ResourceId>,
     pub practitioner: Option<ResourceId>,
+    /// The organizations of the practitioner's active roles (consent actors may name them).
+    pub organizations: Vec<ResourceId>,
     pub purpose: &'static str,
     pub now: i64,
 }
@@ -171,6 +173,7 @@ impl Access {
         mut self,
         consents: std::sync::Arc<crate::consent::ConsentSet>,
         practitioner: Option<ResourceId>,
+        organizations: Vec<ResourceId>,
         emergency: Vec<ResourceId>,
         now: i64,
     ) -> Access {
@@ -179,6 +182,7 @@ impl Access {
                 consents,
                 emergency,
                 practitioner,
+                organizations,
                 purpose: self.purpose(),
                 now,
             });
@@ -214,6 +218,7 @@ impl Access {
         let who = crate::consent::ConsentActor {
             role,
             practitioner: view.practitioner.as_ref(),
+            organizations: &view.organizations,
             purpose: view.purpose,
             now: view.now,
         };
@@ -239,6 +244,7 @@ impl Access {
         let who = crate::consent::ConsentActor {
             role,
             practitioner: view.practitioner.as_ref(),
+            organizations: &view.organizations,
             purpose: view.purpose,
             now: view.now,
         };
