@@ -385,8 +385,12 @@ impl<S: Store> Vault<S> {
             patient: parse(&user.patient),
             practitioner: parse(&user.practitioner),
         };
-        let links = match (&subject.practitioner, role.needs_relationship()) {
-            (Some(p), true) => self.care_links(p).await?,
+        let links = match (&subject.practitioner, &subject.patient, role) {
+            (Some(p), _, r) if r.needs_relationship() => self.care_links(p).await?,
+            (_, Some(own), Role::Patient) => crate::relationships::CareLinks {
+                patients: self.dependents(own).await?,
+                organizations: Vec::new(),
+            },
             _ => crate::relationships::CareLinks::default(),
         };
         let mut related = links.patients;

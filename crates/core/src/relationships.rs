@@ -182,13 +182,67 @@ impl<S: Store> Vault<S> {
     }
 }
 
+/// Relationship codes (v3-RoleCode) that give a related person authority to act for a
+/// patient: guardians, holders of a power of attorney, parents.
+pub const AUTHORITY_CODES: &[&str] = &[
+    "GUARD", "GUADLTM", "POWATT", "DPOWATT", "HPOWATT", "SPOWATT", "PRN", "NPRN", "MTH", "FTH", "NMTH", "NFTH",
+    "ADOPTP", "ADOPTM", "ADOPTF", "STPPRN", "STPMTH", "STPFTH", "PRNFOST", "MTHFOST", "FTHFOST",
+];
+
+impl<S: Store> Vault<S> {
+    /// The patients a patient account acts for: each RelatedPerson its own Patient links to
+    /// (`Patient.link.other`) that is active, holds an authority relationship
+    /// ([`AUTHORITY_CODES`]) and whose `period` (if any) covers now.
+    pub async fn dependents(&self, own: &ResourceId) -> Result<Vec<ResourceId>, CoreError> {
+        let system = Access::unchecked_system();
+        let session = self.session(&system);
+        let crate::ReadOutcome::Found(me) = session.read(ResourceType::Patient, own).await? else {
+            return Ok(Vec::new());
+        };
+        let Ok(me) = serde_json::from_slice::<Value>(&me.body) else {
+            return Ok(Vec::new());
+        };
+        let linked: Vec<String> = me["link"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| local_id(&l["other"]["reference"], "RelatedPerson"))
+            .map(|id| id.as_str().to_owned())
+            .collect();
+        let now = self.clock.now().millis();
+        let mut out = Vec::new();
+        for r in session.read_visible(ResourceType::RelatedPerson, &linked).await? {
+            let Ok(body) = serde_json::from_slice::<Value>(&r.body) else {
+                continue;
+            };
+            let authority = body["relationship"].as_array().into_iter().flatten().any(|cc| {
+                cc["coding"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["code"].as_str().is_some_and(|code| AUTHORITY_CODES.contains(&code)))
+            });
+            if body["active"] == false || !authority || !role_current(&body, now) {
+                continue;
+            }
+            if let Some(p) = local_id(&body["patient"]["reference"], "Patient")
+                && p != *own
+                && !out.contains(&p)
+            {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// The id of a local reference `Kind/id`.
 fn local_id(reference: &Value, kind: &str) -> Option<ResourceId> {
     let r = reference.as_str()?.strip_prefix(kind)?.strip_prefix('/')?;
     ResourceId::parse(r).ok()
 }
 
-/// Whether a PractitionerRole's period (if any) covers `now`.
+/// Whether a resource's `period` (if any) covers `now`.
 fn role_current(body: &Value, now: i64) -> bool {
     let bound = |k: &str| {
         body["period"][k]

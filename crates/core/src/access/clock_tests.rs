@@ -209,3 +209,60 @@ async fn department_relationships_when_the_policy_turns_them_on() {
     assert_eq!(got, want, "every patient admitted to the department, on any ward");
     assert_eq!(links.organizations, vec![cardiology]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patient_acts_for_those_they_hold_authority_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = FixedClock::new(Timestamp::parse("2026-06-01T10:00:00Z").unwrap());
+    let v = vault(dir.path(), clock).await;
+    let child = create(&v, json!({"resourceType": "Patient"})).await;
+    let friend = create(&v, json!({"resourceType": "Patient"})).await;
+    let former = create(&v, json!({"resourceType": "Patient"})).await;
+    let related = |p: &ResourceId, code: &str, extra: serde_json::Value| {
+        let mut r = json!({"resourceType": "RelatedPerson", "patient": {"reference": format!("Patient/{p}")},
+            "relationship": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-RoleCode", "code": code}]}]});
+        for (k, val) in extra.as_object().unwrap() {
+            r[k] = val.clone();
+        }
+        r
+    };
+    let guardian = create(&v, related(&child, "GUARD", json!({"active": true}))).await;
+    let just_a_friend = create(&v, related(&friend, "FRND", json!({}))).await;
+    let lapsed = create(
+        &v,
+        related(&former, "POWATT", json!({"period": {"end": "2026-01-01T00:00:00Z"}})),
+    )
+    .await;
+    let links: Vec<serde_json::Value> = [&guardian, &just_a_friend, &lapsed]
+        .iter()
+        .map(|r| json!({"other": {"reference": format!("RelatedPerson/{r}")}, "type": "seealso"}))
+        .collect();
+    let me = create(&v, json!({"resourceType": "Patient", "link": links})).await;
+    v.add_user(NewAccount {
+        username: Username::parse("parent").unwrap(),
+        role: crate::access::Role::Patient,
+        patient: Some(me.clone()),
+        practitioner: None,
+        password: Password::new("a long enough password".into()),
+    })
+    .await
+    .unwrap();
+    let name = Username::parse("parent").unwrap();
+    let user = v
+        .mint_token(&name, &ScopeSet::parse("user/*.rs").unwrap(), 600)
+        .await
+        .unwrap();
+    let access = v.authenticate(&user).await.unwrap().unwrap();
+    assert_eq!(
+        access.reach(),
+        &Reach::Patients(vec![me.clone(), child.clone()]),
+        "own record and the child's: not a friend's, not a lapsed power of attorney"
+    );
+    // `patient/` scopes stay on the patient's own record.
+    let own_only = v
+        .mint_token(&name, &ScopeSet::parse("patient/*.rs").unwrap(), 600)
+        .await
+        .unwrap();
+    let access = v.authenticate(&own_only).await.unwrap().unwrap();
+    assert_eq!(access.reach(), &Reach::Patients(vec![me]));
+}

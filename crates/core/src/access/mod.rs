@@ -258,7 +258,8 @@ impl Access {
     }
 
     /// The decision for `subject` holding `scopes`. `related` is the set of patients the
-    /// subject has a care relationship with (used by clinical roles); `context` is the patient
+    /// subject has a care relationship with (clinical roles) or acts for (patients: `user/`
+    /// scopes reach them too, `patient/` scopes only the patient's own record); `context` is the patient
     /// chosen at launch, which `patient/` scopes require.
     pub fn decide(
         subject: &Subject,
@@ -269,8 +270,14 @@ impl Access {
         let role = subject.role;
         // The patients each scope level reaches.
         let user_reach = match role {
+            // A patient reaches their own record and, through `related`, the patients they
+            // act for (a RelatedPerson with authority, linked from their own Patient).
             Role::Patient => match &subject.patient {
-                Some(p) => Reach::Patients(vec![p.clone()]),
+                Some(p) => {
+                    let mut mine = vec![p.clone()];
+                    mine.extend(related.iter().filter(|r| *r != p).cloned());
+                    Reach::Patients(mine)
+                }
                 None => Reach::Patients(Vec::new()),
             },
             r if r.needs_relationship() => Reach::Patients(related),
