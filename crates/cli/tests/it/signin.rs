@@ -684,3 +684,125 @@ async fn the_integration_token_rotates_and_the_old_one_stops_working() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clinician_opens_an_app_on_one_of_their_patients() {
+    let app = start(init(&Backend::Sqlite), &[]);
+    let b = browser(&app);
+    let dr = app.create(&json!({"resourceType": "Practitioner"})).await;
+    let mine = app
+        .create(&json!({"resourceType": "Patient", "name": [{"family": "Curie", "given": ["Marie"]}], "birthDate": "1967-11-07"}))
+        .await;
+    let also_mine = app
+        .create(&json!({"resourceType": "Patient", "name": [{"family": "Pasteur"}]}))
+        .await;
+    let stranger = app
+        .create(&json!({"resourceType": "Patient", "name": [{"family": "Stranger"}]}))
+        .await;
+    let start_at = (time::OffsetDateTime::now_utc() - time::Duration::hours(1))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    for p in [&mine, &also_mine] {
+        app.create(
+            &json!({"resourceType": "Encounter", "status": "in-progress", "class": {"code": "AMB"},
+            "subject": {"reference": format!("Patient/{p}")},
+            "participant": [{"individual": {"reference": format!("Practitioner/{dr}")}}],
+            "period": {"start": start_at}}),
+        )
+        .await;
+    }
+    let pw = app.data.path().join("doc.pw");
+    std::fs::write(&pw, "a long enough password\n").unwrap();
+    let uri_file = app.data.path().join("doc.otpauth");
+    app.cli(&[
+        "user",
+        "add",
+        "--username",
+        "lister",
+        "--role",
+        "physician",
+        "--practitioner",
+        &format!("Practitioner/{dr}"),
+        "--password-file",
+        pw.to_str().unwrap(),
+        "--totp-uri-file",
+        uri_file.to_str().unwrap(),
+    ])
+    .unwrap();
+    let uri = std::fs::read_to_string(&uri_file).unwrap();
+    let secret = uri.split("secret=").nth(1).unwrap().split('&').next().unwrap();
+    let secret = carevault_crypto::TotpSecret::from_bytes(carevault_crypto::base32_decode(secret).unwrap());
+    let client = add_app(&app, "launch/patient patient/*.rs");
+    let q = authorize_query(&app, &client, "launch/patient patient/*.rs");
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+
+    let mut issued = Vec::new();
+    for (step, choice) in [(-1, mine.as_str()), (0, stranger.as_str())] {
+        let code = format!("{:06}", secret.code_at(now / 30 + step));
+        let consent = login(&app, &b, &q, "lister", "a long enough password", &code).await;
+        assert_eq!(consent.status, StatusCode::OK, "{}", consent.text);
+        // The picker lists the clinician's patients by name, and nobody else.
+        assert!(
+            consent.text.contains("Marie Curie, born 1967-11-07"),
+            "{}",
+            consent.text
+        );
+        assert!(consent.text.contains("Pasteur") && !consent.text.contains("Stranger"));
+        let ticket = hidden(&consent.text, "ticket");
+        let r = send(
+            &b,
+            b.post(format!("{}/oauth/consent", root(&app))).form(&[
+                ("ticket", ticket.as_str()),
+                ("decision", "approve"),
+                ("patient", choice),
+            ]),
+        )
+        .await;
+        let loc = r.headers["location"].to_str().unwrap().to_owned();
+        let auth_code = loc
+            .split(['?', '&'])
+            .find_map(|kv| kv.strip_prefix("code="))
+            .unwrap()
+            .to_owned();
+        let (status, t) = token_request(
+            &app,
+            &b,
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &auth_code),
+                ("redirect_uri", REDIRECT),
+                ("client_id", &client),
+                ("code_verifier", VERIFIER),
+            ],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{t}");
+        issued.push(t);
+    }
+    // The chosen patient is in context, and the patient/ scopes reach only them.
+    assert_eq!(issued[0]["patient"], mine.as_str());
+    let access = issued[0]["access_token"].as_str().unwrap();
+    assert_eq!(
+        app.request_as(access, Method::GET, &format!("Patient/{mine}"), None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.request_as(access, Method::GET, &format!("Patient/{also_mine}"), None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND,
+        "another of the clinician's patients is outside this launch"
+    );
+    // A patient the clinician does not reach cannot be slipped into the form.
+    assert!(issued[1].get("patient").is_none(), "{}", issued[1]);
+    let access = issued[1]["access_token"].as_str().unwrap();
+    // (patient/ scopes without a patient in context grant nothing at all: 403 for the type)
+    assert_eq!(
+        app.request_as(access, Method::GET, &format!("Patient/{stranger}"), None)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+}

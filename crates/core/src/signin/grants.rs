@@ -247,7 +247,15 @@ impl<S: Store> Vault<S> {
 
     /// The user's answer on the consent screen: the redirect to send the browser to, with a
     /// code (approved) or `access_denied`.
-    pub async fn consent(&self, ticket: &str, approve: bool, fhir_base: &str) -> Result<String, AuthorizeFailure> {
+    /// `patient` is the patient a clinician chose on the consent screen for `launch/patient`
+    /// (it must be one of [`Vault::launch_candidates`]).
+    pub async fn consent(
+        &self,
+        ticket: &str,
+        approve: bool,
+        patient: Option<&str>,
+        fhir_base: &str,
+    ) -> Result<String, AuthorizeFailure> {
         let expired = || AuthorizeFailure::Page("This sign-in has expired; start again from the application.".into());
         let Ok(Some((user_id, req, scopes))) = self.open_ticket(ticket).await else {
             return Err(expired());
@@ -264,7 +272,7 @@ impl<S: Store> Vault<S> {
             params.extend(state);
             return Ok(redirect_with(&req.redirect_uri, &params));
         }
-        let issued = self.issue_code(&user_id, &req, &scopes).await;
+        let issued = self.issue_code(&user_id, &req, &scopes, patient).await;
         let Ok(code) = issued else {
             return Err(AuthorizeFailure::Page(
                 "The sign-in could not be completed; try again later.".into(),
@@ -275,16 +283,31 @@ impl<S: Store> Vault<S> {
         Ok(redirect_with(&req.redirect_uri, &params))
     }
 
-    async fn issue_code(&self, user_id: &str, req: &AuthorizeRequest, scopes: &ScopeSet) -> Result<String, CoreError> {
+    async fn issue_code(
+        &self,
+        user_id: &str,
+        req: &AuthorizeRequest,
+        scopes: &ScopeSet,
+        chosen: Option<&str>,
+    ) -> Result<String, CoreError> {
         let user = self
             .store
             .user_by_id(self.tenant.as_str(), user_id)
             .await?
             .ok_or(CoreError::NotFound)?;
-        // The patient in context: a patient account's own record. Staff pick no patient here
-        // (no launch context yet), so `launch/patient` is dropped for them.
-        let patient = match Role::parse(&user.role) {
-            Some(Role::Patient) if scopes.contains(&Scope::LaunchPatient) => user.patient.clone(),
+        // The patient in context: a patient account's own record; for a clinician, the
+        // patient chosen on the consent screen, if it is one they reach. Otherwise
+        // `launch/patient` is dropped.
+        let patient = match (Role::parse(&user.role), chosen) {
+            (_, _) if !scopes.contains(&Scope::LaunchPatient) => None,
+            (Some(Role::Patient), _) => user.patient.clone(),
+            (Some(_), Some(c)) => {
+                let reached = self.launch_candidates(user_id).await?;
+                reached
+                    .iter()
+                    .find(|(id, _)| id.as_str() == c)
+                    .map(|(id, _)| id.as_str().to_owned())
+            }
             _ => None,
         };
         let scopes = if patient.is_none() {
@@ -330,6 +353,66 @@ impl<S: Store> Vault<S> {
             })
             .await?;
         Ok(code)
+    }
+
+    /// The patients a clinician may open an app on (`launch/patient`): those they have a
+    /// care relationship or an emergency grant with, each with a display name for the
+    /// consent screen. Empty for other roles.
+    pub async fn launch_candidates(&self, user_id: &str) -> Result<Vec<(ResourceId, String)>, CoreError> {
+        let Some(user) = self.store.user_by_id(self.tenant.as_str(), user_id).await? else {
+            return Ok(Vec::new());
+        };
+        let (Some(role), Some(practitioner)) = (
+            Role::parse(&user.role),
+            user.practitioner.as_deref().and_then(|p| ResourceId::parse(p).ok()),
+        ) else {
+            return Ok(Vec::new());
+        };
+        if !role.needs_relationship() || user.disabled {
+            return Ok(Vec::new());
+        }
+        let now = self.clock.now().millis();
+        let mut ids = self.related_patients(&practitioner).await?;
+        for (p, _) in self
+            .store
+            .active_emergencies(self.tenant.as_str(), &user.id, now)
+            .await?
+        {
+            if let Ok(p) = ResourceId::parse(&p)
+                && !ids.contains(&p)
+            {
+                ids.push(p);
+            }
+        }
+        let system = crate::access::Access::unchecked_system();
+        let names: Vec<String> = ids.iter().map(|i| i.as_str().to_owned()).collect();
+        let mut out = Vec::new();
+        for r in self
+            .session(&system)
+            .read_visible(carevault_domain::ResourceType::Patient, &names)
+            .await?
+        {
+            let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+            let name = &body["name"][0];
+            let given = name["given"]
+                .as_array()
+                .map(|g| g.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" "))
+                .unwrap_or_default();
+            let family = name["family"].as_str().unwrap_or_default();
+            let born = body["birthDate"]
+                .as_str()
+                .map(|b| format!(", born {b}"))
+                .unwrap_or_default();
+            let display = format!("{given} {family}").trim().to_owned();
+            let display = if display.is_empty() {
+                "(no name)".to_owned()
+            } else {
+                display
+            };
+            out.push((r.id.clone(), format!("{display}{born}")));
+        }
+        out.sort_by(|a, b| a.1.cmp(&b.1));
+        Ok(out)
     }
 
     pub(crate) fn random_id(&self) -> Result<String, CoreError> {

@@ -114,7 +114,7 @@ async fn sign_in_and_approve(w: &World, req: &AuthorizeRequest) -> String {
     let ok = w.v.check_authorize(req, BASE).await.unwrap();
     let who = w.v.sign_in("ada", &password(), None).await.unwrap().unwrap();
     let ticket = w.v.login_ticket(&who, req, &ok.scopes).unwrap();
-    w.v.consent(&ticket, true, BASE).await.unwrap()
+    w.v.consent(&ticket, true, None, BASE).await.unwrap()
 }
 
 fn exchange(client: &str, code: &str) -> TokenRequest {
@@ -277,13 +277,13 @@ async fn bad_authorization_requests_are_refused_before_sign_in() {
     let ticket =
         w.v.login_ticket(&who, &good, &ScopeSet::parse("patient/*.rs").unwrap())
             .unwrap();
-    let back = w.v.consent(&ticket, false, BASE).await.unwrap();
+    let back = w.v.consent(&ticket, false, None, BASE).await.unwrap();
     assert!(back.contains("error=access_denied") && back.contains("state=st-1"));
     // A ticket is not an access token, and it expires.
     assert!(w.v.authenticate(&ticket).await.unwrap().is_err());
     w.clock.advance_millis(301 * SECOND);
     assert!(matches!(
-        w.v.consent(&ticket, true, BASE).await,
+        w.v.consent(&ticket, true, None, BASE).await,
         Err(AuthorizeFailure::Page(_))
     ));
 }

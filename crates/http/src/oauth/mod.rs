@@ -195,10 +195,19 @@ pub(crate) async fn authorize_login(State(state): State<AppState>, req: Request)
         Metrics::bump(&state.metrics.sign_ins_ok);
     }
     match outcome {
-        Ok(Ok(who)) => match state.vault.login_ticket(&who, &ar, &ok.scopes) {
-            Ok(ticket) => pages::consent(&ok.client.name, &ar.redirect_uri, &ticket, &ok.scopes),
-            Err(_) => pages::error_page(StatusCode::INTERNAL_SERVER_ERROR, "The sign-in could not be completed."),
-        },
+        Ok(Ok(who)) => {
+            // A clinician opening an app with `launch/patient` picks one of their patients.
+            let candidates =
+                if who.role.needs_relationship() && ok.scopes.contains(&carevault_core::access::Scope::LaunchPatient) {
+                    state.vault.launch_candidates(&who.user_id).await.unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
+            match state.vault.login_ticket(&who, &ar, &ok.scopes) {
+                Ok(ticket) => pages::consent(&ok.client.name, &ar.redirect_uri, &ticket, &ok.scopes, &candidates),
+                Err(_) => pages::error_page(StatusCode::INTERNAL_SERVER_ERROR, "The sign-in could not be completed."),
+            }
+        }
         Ok(Err(LoginError::Refused)) => refused("Sign-in failed: check the username, password and code."),
         Ok(Err(LoginError::Locked { .. })) => refused("Too many failed attempts: this account is locked for a while."),
         Ok(Err(LoginError::SecondFactorMissing)) => {
@@ -219,7 +228,12 @@ pub(crate) async fn consent(State(state): State<AppState>, req: Request) -> Resp
     };
     let ticket = p.get("ticket").map(String::as_str).unwrap_or_default();
     let approve = p.get("decision").map(String::as_str) == Some("approve");
-    match state.vault.consent(ticket, approve, &fhir_base(&state, &headers)).await {
+    let patient = p.get("patient").map(String::as_str).filter(|p| !p.is_empty());
+    match state
+        .vault
+        .consent(ticket, approve, patient, &fhir_base(&state, &headers))
+        .await
+    {
         Ok(to) | Err(AuthorizeFailure::Redirect(to)) => redirect(&to),
         Err(AuthorizeFailure::Page(m)) => pages::error_page(StatusCode::BAD_REQUEST, &m),
     }

@@ -147,7 +147,24 @@ fn describe(s: &Scope) -> String {
     }
 }
 
-pub(crate) fn consent(client_name: &str, redirect_uri: &str, ticket: &str, scopes: &ScopeSet) -> Response {
+/// The consent screen; `patients` (id, display) for a clinician choosing the patient in
+/// context.
+pub(crate) fn consent(
+    client_name: &str,
+    redirect_uri: &str,
+    ticket: &str,
+    scopes: &ScopeSet,
+    patients: &[(carevault_domain::ResourceId, String)],
+) -> Response {
+    let picker = if patients.is_empty() {
+        String::new()
+    } else {
+        let options: String = patients
+            .iter()
+            .map(|(id, name)| format!("<option value=\"{}\">{}</option>", esc(id.as_str()), esc(name)))
+            .collect();
+        format!("<p><label>Open with patient <select name=\"patient\" required>{options}</select></label></p>")
+    };
     let items: String = scopes
         .iter()
         .map(|s| format!("<li>{} <code>{}</code></li>", esc(&describe(s)), esc(&s.to_string())))
@@ -155,7 +172,7 @@ pub(crate) fn consent(client_name: &str, redirect_uri: &str, ticket: &str, scope
     let body = format!(
         "<p><strong>{}</strong> asks to:</p><ul>{items}</ul>\
          <p>What you may see is still limited by your role, your care relationships and the patients' consent.</p>\
-         <form method=\"post\" action=\"consent\">{}\
+         <form method=\"post\" action=\"consent\">{}{picker}\
          <p><button type=\"submit\" name=\"decision\" value=\"approve\">Allow</button> \
          <button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></p></form>",
         esc(client_name),
