@@ -25,6 +25,18 @@ pub struct EmergencyGrant {
     pub reason: String,
     /// `(reviewer account, verdict, when)` once reviewed.
     pub review: Option<(String, String, Timestamp)>,
+    /// Who the clinician is, as the patient's report shows them: their role, their
+    /// Practitioner and its name.
+    pub staff: Option<StaffMember>,
+}
+
+/// A member of staff as a report names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaffMember {
+    pub role: Role,
+    pub practitioner: Option<ResourceId>,
+    /// The Practitioner's name ("given family"), when it has one.
+    pub name: Option<String>,
 }
 
 /// The verdicts a review may give.
@@ -99,6 +111,7 @@ impl<S: Store> Session<'_, S> {
             expires: Timestamp::from_millis(expires),
             reason: reason.to_owned(),
             review: None,
+            staff: None,
         })
     }
 
@@ -130,6 +143,7 @@ impl<S: Store> Session<'_, S> {
             )
             .await?;
         let mut out = Vec::with_capacity(rows.len());
+        let mut names = std::collections::HashMap::new();
         for r in rows {
             let row = Row {
                 rtype: "EmergencyAccess",
@@ -144,7 +158,9 @@ impl<S: Store> Session<'_, S> {
                 (Some(who), Some(v), Some(at)) => Some((who, v, Timestamp::from_millis(at))),
                 _ => None,
             };
+            let staff = self.staff_member(&r.user_id, &mut names).await?;
             out.push(EmergencyGrant {
+                staff,
                 id: r.id,
                 user_id: r.user_id,
                 patient: r.patient,
@@ -155,6 +171,57 @@ impl<S: Store> Session<'_, S> {
             });
         }
         Ok(out)
+    }
+
+    /// The account's role and its Practitioner's name (read as the system: staff names are
+    /// not the patient's data), remembered per account for one report.
+    async fn staff_member(
+        &self,
+        user_id: &str,
+        seen: &mut std::collections::HashMap<String, Option<StaffMember>>,
+    ) -> Result<Option<StaffMember>, CoreError> {
+        if let Some(s) = seen.get(user_id) {
+            return Ok(s.clone());
+        }
+        let found = match self.store.user_by_id(self.tenant.as_str(), user_id).await? {
+            Some(u) => {
+                let practitioner = u.practitioner.as_deref().and_then(|p| ResourceId::parse(p).ok());
+                let mut name = None;
+                if let Some(p) = &practitioner {
+                    let system = crate::access::Access::unchecked_system();
+                    if let crate::ReadOutcome::Found(r) = self
+                        .session(&system)
+                        .read(carevault_domain::ResourceType::Practitioner, p)
+                        .await?
+                    {
+                        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+                        let n = &body["name"][0];
+                        let given = n["given"]
+                            .as_array()
+                            .map(|g| g.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(" "))
+                            .unwrap_or_default();
+                        let full = format!(
+                            "{} {} {}",
+                            n["prefix"][0].as_str().unwrap_or_default(),
+                            given,
+                            n["family"].as_str().unwrap_or_default()
+                        );
+                        let full = full.split_whitespace().collect::<Vec<_>>().join(" ");
+                        if !full.is_empty() {
+                            name = Some(full);
+                        }
+                    }
+                }
+                Role::parse(&u.role).map(|role| StaffMember {
+                    role,
+                    practitioner,
+                    name,
+                })
+            }
+            None => None,
+        };
+        seen.insert(user_id.to_owned(), found.clone());
+        Ok(found)
     }
 
     /// Records the privacy officer's verdict on a grant (once).

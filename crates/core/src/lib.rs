@@ -24,7 +24,7 @@ mod vault;
 pub use accounts::{AccountSummary, MAX_TOKEN_TTL_SECS, MIN_PASSWORD_CHARS, NewAccount, TokenRejection, Username};
 pub use bundle::{BundleKind, BundleOutcome, EntryResult, condition_query, parse_etag};
 pub use crud::{ReadOutcome, StoredResource, Written};
-pub use emergency::{DEFAULT_EMERGENCY_MINUTES, EmergencyGrant, VERDICTS};
+pub use emergency::{DEFAULT_EMERGENCY_MINUTES, EmergencyGrant, StaffMember, VERDICTS};
 pub use error::CoreError;
 pub use export::{ExportJobId, ExportLevel, ExportPlan, ExportStatus};
 pub use history::{HistoryEntry, HistoryPage, HistoryScope, MAX_PAGE};

@@ -617,7 +617,9 @@ async fn break_the_glass_is_time_boxed_alerted_reviewed_and_shown_to_the_patient
         let app = spawn_app(&backend).await;
         let w = world(&app).await;
         let b = backend.name();
-        let dr2 = app.create(&json!({"resourceType": "Practitioner"})).await;
+        let dr2 = app
+            .create(&json!({"resourceType": "Practitioner", "name": [{"prefix": ["Dr."], "given": ["Harvey"], "family": "Cushing"}]}))
+            .await;
         let t = app.account_token(
             "cushing",
             "physician",
@@ -680,6 +682,19 @@ async fn break_the_glass_is_time_boxed_alerted_reviewed_and_shown_to_the_patient
         let mine = get(&app, &tc, "$emergency-access").await.json();
         assert_eq!(grants(&mine).len(), 1, "{b}");
         assert_eq!(part(&grants(&mine)[0], "reason")["valueString"], reason);
+        // ... and who it was: the clinician's name and role, not an account id to decode
+        let staff = part(&grants(&mine)[0], "staff").clone();
+        let staff_part = |n: &str| {
+            staff["part"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == n)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(staff_part("name")["valueString"], "Dr. Harvey Cushing", "{b}");
+        assert_eq!(staff_part("role")["valueCode"], "physician", "{b}");
         let ta = app.account_token(
             "alvarez",
             "patient",

@@ -25,6 +25,16 @@ fn grant_parameters(g: &EmergencyGrant) -> Value {
         json!({"name": "end", "valueInstant": g.expires.to_fhir()}),
         json!({"name": "reason", "valueString": g.reason}),
     ];
+    if let Some(s) = &g.staff {
+        let mut staff = vec![json!({"name": "role", "valueCode": s.role.as_str()})];
+        if let Some(p) = &s.practitioner {
+            staff.push(json!({"name": "practitioner", "valueReference": {"reference": format!("Practitioner/{p}")}}));
+        }
+        if let Some(n) = &s.name {
+            staff.push(json!({"name": "name", "valueString": n}));
+        }
+        parts.push(json!({"name": "staff", "part": staff}));
+    }
     if let Some((who, verdict, at)) = &g.review {
         parts.push(json!({"name": "review", "part": [
             {"name": "reviewer", "valueString": who},
