@@ -277,6 +277,18 @@ async fn a_smart_app_signs_a_patient_in_with_pkce_and_reads_only_their_record() 
             .await
             .unwrap();
         assert_eq!(unauth.status(), StatusCode::UNAUTHORIZED);
+        let by_patient = b
+            .post(format!("{}/oauth/introspect", root(&app)))
+            .bearer_auth(&access)
+            .form(&[("token", access.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            by_patient.status(),
+            StatusCode::FORBIDDEN,
+            "introspection is for resource servers"
+        );
         let info: Value = b
             .post(format!("{}/oauth/introspect", root(&app)))
             .bearer_auth(&app.data.token)

@@ -289,15 +289,23 @@ pub(crate) async fn token(State(state): State<AppState>, req: Request) -> Respon
     }
 }
 
-/// `POST /oauth/introspect` (RFC 7662): for resource servers holding a valid bearer token.
+/// `POST /oauth/introspect` (RFC 7662): for resource servers — the integration token, a
+/// backend service's token or an admin account's.
 pub(crate) async fn introspect(State(state): State<AppState>, req: Request) -> Response {
+    use carevault_core::access::{Actor, Role};
     let bearer = crate::auth::bearer(&req).map(str::to_owned);
-    let authorised = match bearer {
-        Some(t) => state.authenticate(&t).await.is_some(),
-        None => false,
+    let caller = match bearer {
+        Some(t) => state.authenticate(&t).await,
+        None => None,
     };
-    if !authorised {
-        return crate::ApiError::Unauthorized.into_response();
+    match caller {
+        None => return crate::ApiError::Unauthorized.into_response(),
+        Some(a)
+            if !(a.is_unrestricted() || a.role() == Some(Role::Admin) || matches!(a.actor(), Actor::Client { .. })) =>
+        {
+            return crate::ApiError::Forbidden("introspection is for resource servers".into()).into_response();
+        }
+        Some(_) => {}
     }
     let Some(p) = form(&state, req).await else {
         return oauth_error(&OAuthError::InvalidRequest("send token as a form parameter".into()));
