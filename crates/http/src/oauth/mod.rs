@@ -266,6 +266,13 @@ pub(crate) async fn token(State(state): State<AppState>, req: Request) -> Respon
             "send the parameters as application/x-www-form-urlencoded".into(),
         ));
     };
+    // Per client as well as per address: a client id (or, for a backend, its assertion's
+    // issuer is checked later) names whose attempts these are.
+    if let Some(client) = p.get("client_id")
+        && let Some(wait) = limited(&state, &format!("client:{client}"))
+    {
+        return too_many(wait, false);
+    }
     let tr = TokenRequest {
         grant_type: p.get("grant_type").cloned().unwrap_or_default(),
         code: p.get("code").cloned(),
