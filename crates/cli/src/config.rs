@@ -41,6 +41,10 @@ pub struct FileSettings {
     pub department_relationships: Option<bool>,
     /// Days after an encounter ends that its participants keep their relationship.
     pub encounter_days: Option<i64>,
+    /// The witness file of signed audit heads (outside the database).
+    pub audit_witness: Option<PathBuf>,
+    /// Seconds between signed audit heads.
+    pub audit_head_secs: Option<u64>,
     /// The operator listener's address, or "off".
     pub operator_listen: Option<String>,
     /// Client addresses the operator listener answers.
@@ -78,6 +82,8 @@ pub struct Settings {
     pub encounter_days: i64,
     pub auth_attempts_per_minute: u32,
     pub cors_origins: Vec<String>,
+    pub audit_witness: PathBuf,
+    pub audit_head_secs: u64,
     /// Where the operator endpoints listen (`None`: not at all).
     pub operator_listen: Option<SocketAddr>,
     pub operator_allow: Vec<std::net::IpAddr>,
@@ -199,6 +205,17 @@ impl Settings {
             cors_origins: file.cors_origins.clone().unwrap_or_default(),
             operator_listen,
             operator_allow,
+            audit_witness: env("AUDIT_WITNESS")
+                .map(PathBuf::from)
+                .or_else(|| file.audit_witness.clone())
+                .unwrap_or_else(|| data_dir.join("audit-witness.jsonl")),
+            audit_head_secs: match env("AUDIT_HEAD_SECS") {
+                Some(v) => v
+                    .parse()
+                    .map_err(|_| CliError::new("CAREVAULT_AUDIT_HEAD_SECS must be a number of seconds"))?,
+                None => file.audit_head_secs.unwrap_or(60),
+            }
+            .max(1),
         })
     }
 }

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod app;
+mod audit;
 mod config;
 mod demo;
 mod demo_data;
@@ -42,6 +43,8 @@ enum Command {
     User(accounts::UserArgs),
     /// The integration (bootstrap) token: rotate it.
     IntegrationToken(accounts::IntegrationTokenArgs),
+    /// The audit log: verify it offline, sign a tree head.
+    Audit(audit::AuditArgs),
     /// Register client applications (SMART apps, backend services): add, list.
     Client(accounts::ClientArgs),
     /// Mint a signed access token for an account (for automation; at most 24 hours).
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
             Command::User(a) => accounts::user(a).await,
             Command::Token(a) => accounts::token(a).await,
             Command::Client(a) => accounts::client(a).await,
+            Command::Audit(a) => audit::run(a).await,
             Command::IntegrationToken(a) => accounts::integration_token(a).await,
             Command::Emergency(a) => accounts::emergency(a).await,
         }

@@ -70,6 +70,32 @@ fn spawn_export_janitor(vault: std::sync::Arc<carevault_core::Vault<carevault_st
     });
 }
 
+/// Signs an audit tree head every `secs` seconds when the log has grown, and appends it to the
+/// witness file.
+fn spawn_head_signer(
+    vault: std::sync::Arc<carevault_core::Vault<carevault_storage::AnyStore>>,
+    witness: std::path::PathBuf,
+    secs: u64,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(secs));
+        let mut last = u64::MAX;
+        loop {
+            tick.tick().await;
+            match vault.sign_head().await {
+                Ok(h) if h.size == last => {}
+                Ok(h) => {
+                    last = h.size;
+                    if let Err(e) = crate::audit::witness(&witness, &h) {
+                        tracing::error!(error = %e, "the witness file could not be written");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "no audit head signed"),
+            }
+        }
+    });
+}
+
 /// Serves an already opened vault until a shutdown signal.
 pub async fn serve_vault(
     settings: Settings,
@@ -94,6 +120,11 @@ pub async fn serve_vault(
         cors_origins: settings.cors_origins.clone(),
     };
     spawn_export_janitor(std::sync::Arc::clone(&vault));
+    spawn_head_signer(
+        std::sync::Arc::clone(&vault),
+        settings.audit_witness.clone(),
+        settings.audit_head_secs,
+    );
     let state = AppState::new(vault, config, tls.is_some(), tokens);
     let operator = match settings.operator_listen {
         Some(at) => {

@@ -5,6 +5,7 @@
 
 pub mod access;
 mod accounts;
+pub mod audit;
 mod bundle;
 mod consent;
 mod crud;

@@ -25,6 +25,8 @@ pub struct Vault<S: Store> {
     pub(crate) decisions: DecisionCache,
     /// The access epoch last read, and when.
     pub(crate) epoch: std::sync::RwLock<Option<(carevault_storage::AccessEpoch, i64)>>,
+    /// The audit log's appender and tree.
+    pub(crate) audit_log: crate::audit::AuditLog,
 }
 
 impl<S: Store> Vault<S> {
@@ -55,6 +57,7 @@ impl<S: Store> Vault<S> {
             signer,
             decisions: DecisionCache::default(),
             epoch: std::sync::RwLock::new(None),
+            audit_log: crate::audit::AuditLog::default(),
         })
     }
 

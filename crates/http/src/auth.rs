@@ -52,8 +52,12 @@ pub(crate) async fn require_token(State(state): State<AppState>, mut req: Reques
     };
     match decided {
         Some(access) => {
-            req.extensions_mut().insert(Caller(access));
-            next.run(req).await
+            let caller = Caller(access);
+            req.extensions_mut().insert(caller.clone());
+            let mut response = next.run(req).await;
+            // For the audit entry, written by the outer layer.
+            response.extensions_mut().insert(caller);
+            response
         }
         None => ApiError::Unauthorized.into_response(),
     }

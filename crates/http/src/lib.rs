@@ -2,6 +2,7 @@
 //! requests into calls on the core `Vault` and its answers into FHIR responses. Every error
 //! leaves as an `OperationOutcome` (see `error.rs` for the one mapping).
 
+mod audit;
 mod auth;
 mod body;
 mod capability;
@@ -88,6 +89,7 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(error::log_errors))
         .layer(middleware::from_fn(respond::security_headers))
         .layer(middleware::from_fn_with_state(state.clone(), cors::cors))
+        .layer(middleware::from_fn_with_state(state.clone(), audit::record))
         .layer(middleware::from_fn_with_state(state.clone(), metrics::count))
         .with_state(state)
 }

@@ -52,7 +52,11 @@ async fn guard(State(s): State<OperatorState>, req: Request, next: Next) -> Resp
         None => None,
     };
     match access {
-        Some(a) if a.is_unrestricted() || a.role() == Some(Role::Admin) => next.run(req).await,
+        Some(a) if a.is_unrestricted() || a.role() == Some(Role::Admin) => {
+            let mut response = next.run(req).await;
+            response.extensions_mut().insert(crate::auth::Caller(a));
+            response
+        }
         Some(_) => ApiError::Forbidden("operator endpoints need the integration token or an admin account".into())
             .into_response(),
         None => ApiError::Unauthorized.into_response(),
@@ -161,6 +165,7 @@ pub fn operator_router(app: AppState, config: OperatorConfig) -> Router {
         .route("/operator/clients", get(clients).post(add_client))
         .route_layer(middleware::from_fn_with_state(state.clone(), guard))
         .fallback(crate::handlers::fallback::not_found)
+        .layer(middleware::from_fn_with_state(state.app.clone(), crate::audit::record))
         .layer(middleware::from_fn(crate::respond::security_headers))
         .with_state(state)
 }

@@ -3,9 +3,9 @@
 use crate::postgres::PgStore;
 use crate::sqlite::SqliteStore;
 use crate::{
-    AccessEpoch, AccountStore, ChangeSet, HistoryQuery, KeyStore, NewKey, OAuthStore, ResourceKey, ResourceStore,
-    Revoke, SearchHit, SearchQuery, SessionMatch, StoreError, StoredClient, StoredEmergency, StoredKey, StoredSecurity,
-    StoredSession, StoredUser, StoredVersion, TokenStore,
+    AccessEpoch, AccountStore, AuditFilter, AuditRecord, AuditStore, ChangeSet, HistoryQuery, KeyStore, NewKey,
+    OAuthStore, ResourceKey, ResourceStore, Revoke, SearchHit, SearchQuery, SessionMatch, StoreError, StoredClient,
+    StoredEmergency, StoredHead, StoredKey, StoredSecurity, StoredSession, StoredUser, StoredVersion, TokenStore,
 };
 
 /// Either backend. Each method forwards to the one in use.
@@ -274,5 +274,31 @@ impl OAuthStore for AnyStore {
 
     async fn delete_ended_sessions(&self, tenant: &str, now: i64) -> Result<u64, StoreError> {
         forward!(self, s => s.delete_ended_sessions(tenant, now))
+    }
+}
+
+impl AuditStore for AnyStore {
+    async fn append_audit(&self, records: Vec<AuditRecord>) -> Result<(), StoreError> {
+        forward!(self, s => s.append_audit(records))
+    }
+
+    async fn audit_size(&self) -> Result<i64, StoreError> {
+        forward!(self, s => s.audit_size())
+    }
+
+    async fn audit_range(&self, from: i64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
+        forward!(self, s => s.audit_range(from, limit))
+    }
+
+    async fn audit_search(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        forward!(self, s => s.audit_search(filter))
+    }
+
+    async fn insert_head(&self, head: StoredHead) -> Result<(), StoreError> {
+        forward!(self, s => s.insert_head(head))
+    }
+
+    async fn heads(&self) -> Result<Vec<StoredHead>, StoreError> {
+        forward!(self, s => s.heads())
     }
 }

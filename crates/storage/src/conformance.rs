@@ -669,6 +669,7 @@ async fn sqlite_conformance() {
     let store = sqlite::SqliteStore::open(&dir.path().join("t.db")).unwrap();
     suite(store.clone()).await;
     oauth_suite(store.clone()).await;
+    audit_suite(store.clone()).await;
     accounts_suite(store).await;
 }
 
@@ -696,6 +697,7 @@ async fn postgres_conformance() {
     let store = postgres::PgStore::connect(&url, 8).await.unwrap();
     suite(store.clone()).await;
     oauth_suite(store.clone()).await;
+    audit_suite(store.clone()).await;
     accounts_suite(store).await;
 }
 
@@ -948,4 +950,94 @@ async fn oauth_suite<S: Store>(s: S) {
     sec.locked_until = 99;
     s.put_security(sec.clone()).await.unwrap();
     assert_eq!(s.security("default", "u7").await.unwrap(), Some(sec));
+}
+
+/// The audit log: appends continue the log exactly or fail whole; ranges, searches, heads.
+async fn audit_suite<S: Store>(s: S) {
+    let rec = |i: i64, patient: Option<&str>| AuditRecord {
+        index: i,
+        recorded: 100 + i,
+        body: format!("{{\"index\":{i}}}").into_bytes(),
+        leaf: vec![i as u8; 32],
+        mac: vec![1; 32],
+        agent: if i % 2 == 0 { "user:a".into() } else { "user:b".into() },
+        patient: patient.map(str::to_owned),
+        subtype: "read".into(),
+        outcome: "0".into(),
+        entity: Some(format!("Patient/p{i}")),
+    };
+    assert_eq!(s.audit_size().await.unwrap(), 0);
+    s.append_audit(vec![rec(0, Some("p1")), rec(1, None)]).await.unwrap();
+    assert!(
+        matches!(s.append_audit(vec![rec(1, None)]).await, Err(StoreError::Conflict)),
+        "a used index"
+    );
+    assert!(
+        matches!(s.append_audit(vec![rec(3, None)]).await, Err(StoreError::Conflict)),
+        "a gap"
+    );
+    assert!(
+        matches!(
+            s.append_audit(vec![rec(2, None), rec(4, None)]).await,
+            Err(StoreError::Conflict)
+        ),
+        "not consecutive"
+    );
+    assert_eq!(s.audit_size().await.unwrap(), 2, "a refused append writes nothing");
+    s.append_audit(vec![rec(2, Some("p1")), rec(3, Some("p2"))])
+        .await
+        .unwrap();
+    let all = s.audit_range(0, 10).await.unwrap();
+    assert_eq!(all.iter().map(|r| r.index).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+    assert_eq!(all[2], rec(2, Some("p1")));
+    assert_eq!(s.audit_range(3, 10).await.unwrap().len(), 1);
+    let mine = s
+        .audit_search(&AuditFilter {
+            patient: Some("p1".into()),
+            limit: 10,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        mine.iter().map(|r| r.index).collect::<Vec<_>>(),
+        vec![2, 0],
+        "newest first"
+    );
+    let b_since = s
+        .audit_search(&AuditFilter {
+            agent: Some("user:b".into()),
+            since: Some(102),
+            limit: 10,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(b_since.iter().map(|r| r.index).collect::<Vec<_>>(), vec![3]);
+    let paged = s
+        .audit_search(&AuditFilter {
+            before: Some(2),
+            limit: 1,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(paged.iter().map(|r| r.index).collect::<Vec<_>>(), vec![1]);
+    let head = StoredHead {
+        size: 4,
+        root: vec![9; 32],
+        at: 5,
+        signature: vec![7; 64],
+    };
+    s.insert_head(head.clone()).await.unwrap();
+    s.insert_head(StoredHead { at: 6, ..head.clone() }).await.unwrap();
+    s.insert_head(StoredHead {
+        size: 2,
+        ..head.clone()
+    })
+    .await
+    .unwrap();
+    let heads = s.heads().await.unwrap();
+    assert_eq!(heads.iter().map(|h| h.size).collect::<Vec<_>>(), vec![2, 4]);
+    assert_eq!(heads[1], head, "a head for a size is written once");
 }

@@ -4,6 +4,7 @@
 
 mod accounts;
 mod any;
+mod audit;
 mod error;
 mod export;
 mod oauth;
@@ -18,6 +19,7 @@ mod conformance;
 
 pub use accounts::{AccessEpoch, AccountStore, StoredEmergency, StoredUser};
 pub use any::AnyStore;
+pub use audit::{AuditFilter, AuditRecord, AuditStore, StoredHead};
 pub use error::StoreError;
 pub use export::*;
 pub use oauth::{OAuthStore, Revoke, SessionMatch, StoredClient, StoredSecurity, StoredSession};
@@ -114,8 +116,11 @@ pub trait TokenStore: Send + Sync {
 
 /// Everything a backend provides.
 pub trait Store:
-    ResourceStore + KeyStore + TokenStore + ExportStore + AccountStore + OAuthStore + Clone + 'static
+    ResourceStore + KeyStore + TokenStore + ExportStore + AccountStore + OAuthStore + AuditStore + Clone + 'static
 {
 }
 
-impl<T: ResourceStore + KeyStore + TokenStore + ExportStore + AccountStore + OAuthStore + Clone + 'static> Store for T {}
+impl<T> Store for T where
+    T: ResourceStore + KeyStore + TokenStore + ExportStore + AccountStore + OAuthStore + AuditStore + Clone + 'static
+{
+}

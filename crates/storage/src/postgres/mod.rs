@@ -2,6 +2,7 @@
 //! each change set in one transaction.
 
 mod accounts;
+mod audit;
 mod export;
 mod oauth;
 mod schema;

@@ -240,6 +240,35 @@ CREATE TABLE user_security (
 );
 "#,
     ),
+    (
+        8,
+        r#"
+-- The audit log: append-only, numbered from 0 (the Merkle tree's leaves), each entry with its
+-- leaf hash and keyed MAC, and the search columns an auditor filters on (opaque ids, codes).
+CREATE TABLE audit_log (
+    idx      BIGINT PRIMARY KEY,
+    recorded BIGINT NOT NULL,
+    body     BYTEA NOT NULL,
+    leaf     BYTEA NOT NULL,
+    mac      BYTEA NOT NULL,
+    agent    TEXT NOT NULL,
+    patient  TEXT,
+    subtype  TEXT NOT NULL,
+    outcome  TEXT NOT NULL,
+    entity   TEXT
+);
+CREATE INDEX audit_log_by_patient ON audit_log (patient, idx);
+CREATE INDEX audit_log_by_agent ON audit_log (agent, idx);
+CREATE INDEX audit_log_by_recorded ON audit_log (recorded);
+-- Signed tree heads.
+CREATE TABLE audit_heads (
+    size      BIGINT PRIMARY KEY,
+    root      BYTEA NOT NULL,
+    at        BIGINT NOT NULL,
+    signature BYTEA NOT NULL
+);
+"#,
+    ),
 ];
 
 pub(crate) async fn migrate(client: &mut Client) -> Result<(), StoreError> {

@@ -2,6 +2,7 @@
 //! acknowledged write survives `kill -9` and power loss.
 
 mod accounts;
+mod audit;
 mod export;
 mod oauth;
 mod pool;

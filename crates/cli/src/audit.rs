@@ -1,0 +1,122 @@
+//! `carevault audit verify|head`: check the audit log offline, and sign a tree head now.
+//! Heads are also appended to the witness file (`audit_witness`, outside the database).
+
+use crate::CliError;
+use crate::app::open_vault;
+use crate::config::{FlagSettings, Settings};
+use carevault_core::audit::{SignedHead, WitnessHead, verify_log};
+use clap::{Args, Subcommand};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    pub command: AuditCommand,
+}
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Verify the whole log: every entry, every signed head, the witness file's heads.
+    Verify(VerifyArgs),
+    /// Sign a tree head over the log as it stands (also appended to the witness file).
+    Head(HeadArgs),
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// The witness file (default: the `audit_witness` setting).
+    #[arg(long)]
+    pub witness: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct HeadArgs {
+    #[arg(long)]
+    pub data_dir: PathBuf,
+}
+
+/// Reads the witness file's heads; a missing file holds none.
+pub fn read_witness(path: &Path) -> Result<Vec<WitnessHead>, CliError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .enumerate()
+            .map(|(i, l)| {
+                WitnessHead::parse_line(l)
+                    .ok_or_else(|| CliError::new(format!("{}: line {} is not a tree head", path.display(), i + 1)))
+            })
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(CliError::new(format!("cannot read {}: {e}", path.display()))),
+    }
+}
+
+/// Appends a head to the witness file and syncs it.
+pub fn witness(path: &Path, head: &SignedHead) -> Result<(), CliError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let w = WitnessHead {
+        size: head.size,
+        root: head.root,
+        at: head.at,
+        signature: head.signature.clone(),
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| CliError::new(format!("cannot open the witness file {}: {e}", path.display())))?;
+    f.write_all(format!("{}\n", w.to_line(&head.public_key)).as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| CliError::new(format!("cannot write the witness file {}: {e}", path.display())))
+}
+
+pub async fn run(args: AuditArgs) -> Result<ExitCode, CliError> {
+    match args.command {
+        AuditCommand::Verify(a) => {
+            let settings = Settings::load(&a.data_dir, FlagSettings::default())?;
+            let path = a.witness.unwrap_or_else(|| settings.audit_witness.clone());
+            let heads = read_witness(&path)?;
+            let vault = open_vault(&settings).await?;
+            let report = verify_log(vault.unchecked_store(), vault.keys(), &heads)
+                .await
+                .map_err(|e| CliError::new(format!("cannot read the audit log: {e}")))?;
+            println!(
+                "{} entries, {} signed heads, {} witness heads checked",
+                report.entries, report.heads_checked, report.witness_checked
+            );
+            if report.ok() {
+                println!("the audit log is intact");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                if let Some(first) = report.first_bad {
+                    println!("first bad entry: {first}");
+                }
+                for p in &report.problems {
+                    println!("- {p}");
+                }
+                Ok(ExitCode::FAILURE)
+            }
+        }
+        AuditCommand::Head(a) => {
+            let settings = Settings::load(&a.data_dir, FlagSettings::default())?;
+            let vault = open_vault(&settings).await?;
+            let head = vault
+                .sign_head()
+                .await
+                .map_err(|e| CliError::new(format!("cannot sign a head: {e}")))?;
+            witness(&settings.audit_witness, &head)?;
+            println!(
+                "size {} root {}",
+                head.size,
+                head.root.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

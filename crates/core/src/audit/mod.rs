@@ -1,0 +1,263 @@
+//! The audit log: one entry per interaction, shaped as a FHIR AuditEvent (IHE BALP: type and
+//! subtype, action, recorded time, outcome, the agent with its opaque id, role, client and
+//! network address, the source, the entities — resource, patient, a keyed hash of the query
+//! — and the purpose of use). No PHI: patients and users appear by opaque id, search terms
+//! only as keyed hashes.
+//!
+//! Entries are the leaves of an RFC 6962 Merkle tree. One appender task per server numbers
+//! them, computes each leaf hash and keyed MAC, and writes every entry waiting at that moment
+//! in one store call (group commit); a request's entry is durable before its response leaves.
+//! Signed tree heads (`sign_head`) commit to the tree; `verify` checks the whole log offline.
+
+mod entry;
+mod verify;
+
+pub use entry::{AuditAgent, AuditDraft, Outcome};
+pub use verify::{VerifyReport, WitnessHead, verify_log};
+
+use crate::{CoreError, Vault};
+use carevault_crypto::merkle::{self, Frontier, Hash};
+use carevault_crypto::{HeadSigner, IndexKey};
+use carevault_storage::{AuditRecord, Store, StoreError, StoredHead};
+use std::sync::{Arc, Mutex, OnceLock};
+use tokio::sync::{mpsc, oneshot};
+
+/// The keyed MAC key of entries (and of search terms in them): one log per database.
+pub(crate) fn mac_key(keys: &carevault_crypto::KeyFile) -> IndexKey {
+    IndexKey::derive(keys, "*", "audit-log")
+}
+
+type Reply = oneshot::Sender<Result<i64, CoreError>>;
+
+/// The running appender: its queue, and the tree over everything appended.
+#[derive(Default)]
+pub(crate) struct AuditLog {
+    queue: OnceLock<mpsc::UnboundedSender<(AuditDraft, Reply)>>,
+    frontier: Arc<Mutex<Option<Frontier>>>,
+}
+
+/// A signed tree head as served and witnessed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedHead {
+    pub size: u64,
+    pub root: Hash,
+    pub at: i64,
+    pub signature: Vec<u8>,
+    pub public_key: [u8; 32],
+}
+
+/// Most entries written in one store call.
+const BATCH: usize = 512;
+
+async fn load_frontier<S: Store>(store: &S) -> Result<Frontier, CoreError> {
+    let mut f = Frontier::new();
+    loop {
+        let page = store.audit_range(f.size() as i64, 10_000).await?;
+        if page.is_empty() {
+            return Ok(f);
+        }
+        for r in page {
+            let leaf: Hash = r.leaf.as_slice().try_into().map_err(|_| CoreError::Integrity)?;
+            f.push(leaf);
+        }
+    }
+}
+
+async fn appender<S: Store>(
+    store: S,
+    key: IndexKey,
+    frontier: Arc<Mutex<Option<Frontier>>>,
+    mut rx: mpsc::UnboundedReceiver<(AuditDraft, Reply)>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut jobs = vec![first];
+        while jobs.len() < BATCH {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let result = append_batch(&store, &key, &frontier, &jobs).await;
+        for (i, (_, reply)) in jobs.into_iter().enumerate() {
+            let _ = reply.send(match &result {
+                Ok(first) => Ok(first + i as i64),
+                Err(_) => Err(CoreError::Store(StoreError::backend(
+                    "audit",
+                    "the audit log could not be written",
+                ))),
+            });
+        }
+        if let Err(e) = result {
+            tracing::error!(error = %e, "audit entries could not be written; their requests fail");
+        }
+    }
+}
+
+/// Numbers, hashes and writes one batch; retries once from the store's size when another
+/// writer appended first.
+async fn append_batch<S: Store>(
+    store: &S,
+    key: &IndexKey,
+    frontier: &Arc<Mutex<Option<Frontier>>>,
+    jobs: &[(AuditDraft, Reply)],
+) -> Result<i64, CoreError> {
+    for _ in 0..3 {
+        let current = frontier.lock().ok().and_then(|f| f.clone());
+        let mut f = match current {
+            Some(f) => f,
+            None => load_frontier(store).await?,
+        };
+        let start = f.size() as i64;
+        let mut records = Vec::with_capacity(jobs.len());
+        for (i, (draft, _)) in jobs.iter().enumerate() {
+            let index = start + i as i64;
+            let body = draft.render(index);
+            let leaf = merkle::leaf_hash(&body);
+            f.push(leaf);
+            records.push(AuditRecord {
+                index,
+                recorded: draft.recorded,
+                mac: key.mac(&body),
+                leaf: leaf.to_vec(),
+                agent: draft.agent.who.clone(),
+                patient: draft.patient.clone(),
+                subtype: draft.subtype.clone(),
+                outcome: draft.outcome.code().to_owned(),
+                entity: draft.entity.clone(),
+                body,
+            });
+        }
+        match store.append_audit(records).await {
+            Ok(()) => {
+                if let Ok(mut g) = frontier.lock() {
+                    *g = Some(f);
+                }
+                return Ok(start);
+            }
+            Err(StoreError::Conflict) => {
+                // Someone else appended: read the tree again and renumber.
+                if let Ok(mut g) = frontier.lock() {
+                    *g = None;
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(CoreError::Conflict(
+        "the audit log kept moving under this server".into(),
+    ))
+}
+
+impl<S: Store> Vault<S> {
+    /// Appends one entry and waits until it is durable; its index in the log.
+    pub async fn audit(&self, draft: AuditDraft) -> Result<i64, CoreError> {
+        let tx = self.audit_log.queue.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(appender(
+                self.store.clone(),
+                mac_key(&self.keys),
+                Arc::clone(&self.audit_log.frontier),
+                rx,
+            ));
+            tx
+        });
+        let (reply, wait) = oneshot::channel();
+        tx.send((draft, reply))
+            .map_err(|_| CoreError::Store(StoreError::WorkerGone))?;
+        wait.await.map_err(|_| CoreError::Store(StoreError::WorkerGone))?
+    }
+
+    /// A keyed hash of a search's terms, for the entry's `query` (never the terms).
+    pub fn audit_query_tag(&self, query: &str) -> String {
+        mac_key(&self.keys).mac(format!("query|{query}").as_bytes())[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// The current tree, read from the store when this server has not appended yet or
+    /// another writer has.
+    async fn tree(&self) -> Result<Frontier, CoreError> {
+        let size = self.store.audit_size().await?;
+        let known = self.audit_log.frontier.lock().ok().and_then(|f| f.clone());
+        match known {
+            Some(f) if f.size() as i64 == size => Ok(f),
+            _ => {
+                let f = load_frontier(&self.store).await?;
+                if let Ok(mut g) = self.audit_log.frontier.lock() {
+                    *g = Some(f.clone());
+                }
+                Ok(f)
+            }
+        }
+    }
+
+    /// Signs a head over the whole log as it stands and stores it.
+    pub async fn sign_head(&self) -> Result<SignedHead, CoreError> {
+        let f = self.tree().await?;
+        let signer = HeadSigner::derive(&self.keys)?;
+        let root = f.root();
+        let at = self.clock.now().millis();
+        let signature = signer.sign(f.size(), &root, at);
+        self.store
+            .insert_head(StoredHead {
+                size: f.size() as i64,
+                root: root.to_vec(),
+                at,
+                signature: signature.clone(),
+            })
+            .await?;
+        Ok(SignedHead {
+            size: f.size(),
+            root,
+            at,
+            signature,
+            public_key: signer.public_key(),
+        })
+    }
+
+    /// The public key that verifies tree heads.
+    pub fn head_public_key(&self) -> Result<[u8; 32], CoreError> {
+        Ok(HeadSigner::derive(&self.keys)?.public_key())
+    }
+
+    /// Every leaf hash of the first `size` entries (for proofs).
+    async fn leaves(&self, size: u64) -> Result<Vec<Hash>, CoreError> {
+        let mut out: Vec<Hash> = Vec::with_capacity(size as usize);
+        while (out.len() as u64) < size {
+            let want = (size - out.len() as u64).min(10_000) as u32;
+            let page = self.store.audit_range(out.len() as i64, want).await?;
+            if page.is_empty() {
+                return Err(CoreError::NotFound);
+            }
+            for r in page {
+                out.push(r.leaf.as_slice().try_into().map_err(|_| CoreError::Integrity)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The inclusion proof of entry `index` in the tree of `size` entries.
+    pub async fn inclusion_proof(&self, index: u64, size: u64) -> Result<(Hash, Vec<Hash>), CoreError> {
+        if index >= size {
+            return Err(CoreError::Invalid("index must be below size".into()));
+        }
+        let leaves = self.leaves(size).await?;
+        let proof = merkle::inclusion_proof(index as usize, &leaves).ok_or(CoreError::NotFound)?;
+        Ok((leaves[index as usize], proof))
+    }
+
+    /// The consistency proof between the trees of `first` and `second` entries.
+    pub async fn consistency_proof(&self, first: u64, second: u64) -> Result<Vec<Hash>, CoreError> {
+        if first == 0 || first > second {
+            return Err(CoreError::Invalid("0 < first ≤ second".into()));
+        }
+        let leaves = self.leaves(second).await?;
+        merkle::consistency_proof(first as usize, &leaves).ok_or(CoreError::NotFound)
+    }
+
+    /// The signed heads stored, smallest first.
+    pub async fn heads(&self) -> Result<Vec<StoredHead>, CoreError> {
+        Ok(self.store.heads().await?)
+    }
+}

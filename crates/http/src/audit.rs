@@ -1,0 +1,152 @@
+//! Every request leaves one audit entry, durable before the response is sent; if the entry
+//! cannot be written, the response is replaced by a 500 (no audit, no data). The entry names
+//! the caller by opaque id, the interaction by its FHIR code, the resource and patient by id,
+//! and the search by a keyed hash of its terms.
+
+use crate::auth::Caller;
+use crate::oauth::Peer;
+use crate::{ApiError, AppState};
+use axum::extract::{Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use carevault_core::audit::{AuditAgent, AuditDraft, Outcome};
+use carevault_domain::ResourceType;
+
+/// The interaction, its action code, the entity and the patient, from the method and path.
+fn classify(method: &Method, path: &str) -> (String, char, Option<String>, Option<String>) {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let is_type = |s: &str| s.parse::<ResourceType>().is_ok();
+    let op = |name: &str| format!("operation:{}", name.trim_start_matches('$'));
+    match segs.as_slice() {
+        ["oauth", what, ..] => {
+            let sub = match (*what, method) {
+                ("authorize", &Method::POST) => "login".to_owned(),
+                ("authorize", _) => "login-page".to_owned(),
+                (other, _) => (*other).to_owned(),
+            };
+            (sub, 'E', None, None)
+        }
+        ["operator", rest @ ..] => {
+            let action = if method == Method::GET { 'R' } else { 'U' };
+            (
+                format!("operator:{}", rest.first().copied().unwrap_or("")),
+                action,
+                None,
+                None,
+            )
+        }
+        ["fhir"] | ["fhir", ""] => ("transaction".into(), 'E', None, None),
+        ["fhir", "metadata"] => ("capabilities".into(), 'R', None, None),
+        ["fhir", ".well-known", ..] => ("capabilities".into(), 'R', None, None),
+        ["fhir", "_history"] => ("history-system".into(), 'R', None, None),
+        ["fhir", o] if o.starts_with('$') => (op(o), 'E', None, None),
+        ["fhir", o, ..] if o.starts_with('$') => (op(o), 'E', None, None),
+        ["fhir", t] if is_type(t) => {
+            let (sub, action) = match *method {
+                Method::POST => ("create", 'C'),
+                Method::PUT => ("update", 'U'),
+                Method::DELETE => ("delete", 'D'),
+                _ => ("search-type", 'R'),
+            };
+            (sub.into(), action, Some((*t).to_owned()), None)
+        }
+        ["fhir", t, "_history"] if is_type(t) => ("history-type".into(), 'R', Some((*t).to_owned()), None),
+        ["fhir", t, "_search"] if is_type(t) => ("search-type".into(), 'R', Some((*t).to_owned()), None),
+        ["fhir", t, o] if is_type(t) && o.starts_with('$') => (op(o), 'E', Some((*t).to_owned()), None),
+        ["fhir", t, id, rest @ ..] if is_type(t) => {
+            let entity = Some(format!("{t}/{id}"));
+            let patient = (*t == "Patient").then(|| (*id).to_owned());
+            let (sub, action) = match (method, rest) {
+                (&Method::GET, []) => ("read".to_owned(), 'R'),
+                (&Method::PUT, []) => ("update".to_owned(), 'U'),
+                (&Method::PATCH, []) => ("patch".to_owned(), 'U'),
+                (&Method::DELETE, []) => ("delete".to_owned(), 'D'),
+                (_, ["_history"]) => ("history-instance".to_owned(), 'R'),
+                (_, ["_history", _]) => ("vread".to_owned(), 'R'),
+                (_, [o, ..]) if o.starts_with('$') => (op(o), 'E'),
+                (_, [_compartment_type]) => ("search-type".to_owned(), 'R'),
+                _ => ("other".to_owned(), 'E'),
+            };
+            (sub, action, entity, patient)
+        }
+        _ => ("other".into(), 'E', None, None),
+    }
+}
+
+pub(crate) async fn record(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().filter(|q| !q.is_empty()).map(str::to_owned);
+    let address = req.extensions().get::<Peer>().map(|p| p.0.ip().to_string());
+    let response = next.run(req).await;
+    let (subtype, action, entity, patient) = classify(&method, &path);
+    let caller = response.extensions().get::<Caller>().cloned();
+    let agent = match &caller {
+        Some(c) => AuditAgent {
+            who: c.actor_key(),
+            role: c.role().map(|r| r.as_str().to_owned()),
+            client: match c.actor() {
+                carevault_core::access::Actor::Client { client_id } => Some(client_id.clone()),
+                _ => None,
+            },
+            address,
+        },
+        None => AuditAgent {
+            who: "anonymous".into(),
+            role: None,
+            client: None,
+            address,
+        },
+    };
+    // Forms carry credentials: only FHIR search terms are hashed into the entry.
+    let query_tag = match (&query, path.starts_with("/fhir")) {
+        (Some(q), true) => Some(state.vault.audit_query_tag(q)),
+        _ => None,
+    };
+    let draft = AuditDraft {
+        recorded: state.vault.clock().now().millis(),
+        subtype,
+        action,
+        outcome: Outcome::from_status(response.status().as_u16()),
+        agent,
+        entity,
+        patient,
+        query_tag,
+        purpose: caller.as_ref().map(|c| c.purpose().to_owned()),
+    };
+    match state.vault.audit(draft).await {
+        Ok(_) => response,
+        Err(e) => ApiError::Internal(format!("audit: {e}")).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interactions_are_named_from_the_route() {
+        let c = |m: Method, p: &str| {
+            let (s, a, e, pt) = classify(&m, p);
+            (s, a, e, pt)
+        };
+        assert_eq!(
+            c(Method::GET, "/fhir/Patient/abc"),
+            ("read".into(), 'R', Some("Patient/abc".into()), Some("abc".into()))
+        );
+        assert_eq!(c(Method::GET, "/fhir/Observation/x/_history/2").0, "vread");
+        assert_eq!(c(Method::GET, "/fhir/Observation/_history").0, "history-type");
+        assert_eq!(
+            c(Method::POST, "/fhir/Observation"),
+            ("create".into(), 'C', Some("Observation".into()), None)
+        );
+        assert_eq!(c(Method::GET, "/fhir/Observation").0, "search-type");
+        assert_eq!(c(Method::GET, "/fhir/Patient/p1/Observation").3, Some("p1".into()));
+        assert_eq!(c(Method::GET, "/fhir/Patient/p1/$everything").0, "operation:everything");
+        assert_eq!(c(Method::POST, "/fhir").0, "transaction");
+        assert_eq!(c(Method::POST, "/oauth/authorize").0, "login");
+        assert_eq!(c(Method::DELETE, "/fhir/Patient/p1").1, 'D');
+        assert_eq!(c(Method::PATCH, "/fhir/Patient/p1").0, "patch");
+    }
+}

@@ -1,0 +1,73 @@
+//! The audit log at the storage boundary: append-only entries (numbered from 0, the leaves of
+//! the Merkle tree) with their leaf hash and a keyed MAC, and the signed tree heads. The
+//! store never computes a hash; it keeps what the core gives it, and refuses an append that
+//! does not continue the log exactly (another writer appended first: `Conflict`).
+
+use crate::StoreError;
+use std::future::Future;
+
+/// One entry of the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// Position in the log (the leaf index).
+    pub index: i64,
+    pub recorded: i64,
+    /// The entry: a FHIR AuditEvent as canonical JSON, carrying its own index.
+    pub body: Vec<u8>,
+    /// RFC 6962 leaf hash of `body`.
+    pub leaf: Vec<u8>,
+    /// HMAC of `body` under the audit key: a changed entry is found without a signed head.
+    pub mac: Vec<u8>,
+    /// Search columns (opaque ids and codes only).
+    pub agent: String,
+    pub patient: Option<String>,
+    pub subtype: String,
+    pub outcome: String,
+    pub entity: Option<String>,
+}
+
+/// A signed tree head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredHead {
+    pub size: i64,
+    pub root: Vec<u8>,
+    pub at: i64,
+    pub signature: Vec<u8>,
+}
+
+/// What an auditor's search of the log filters on; every field optional, all must hold.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub agent: Option<String>,
+    pub patient: Option<String>,
+    pub subtype: Option<String>,
+    pub outcome: Option<String>,
+    pub entity: Option<String>,
+    /// Only entries with an index below this (paging, newest first).
+    pub before: Option<i64>,
+    pub limit: u32,
+}
+
+pub trait AuditStore: Send + Sync {
+    /// Appends `records`, whose indexes must continue the log (the first one equal to its
+    /// current size, then consecutive); otherwise `StoreError::Conflict` and nothing written.
+    fn append_audit(&self, records: Vec<AuditRecord>) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// How many entries the log holds.
+    fn audit_size(&self) -> impl Future<Output = Result<i64, StoreError>> + Send;
+
+    /// Up to `limit` entries from index `from` on, in index order.
+    fn audit_range(&self, from: i64, limit: u32) -> impl Future<Output = Result<Vec<AuditRecord>, StoreError>> + Send;
+
+    /// Entries matching `filter`, newest first.
+    fn audit_search(&self, filter: &AuditFilter) -> impl Future<Output = Result<Vec<AuditRecord>, StoreError>> + Send;
+
+    fn insert_head(&self, head: StoredHead) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Every signed head, smallest first.
+    fn heads(&self) -> impl Future<Output = Result<Vec<StoredHead>, StoreError>> + Send;
+}
+
+pub(crate) const AUDIT_COLUMNS: &str = "idx, recorded, body, leaf, mac, agent, patient, subtype, outcome, entity";

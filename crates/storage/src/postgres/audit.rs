@@ -1,0 +1,164 @@
+//! The audit log on PostgreSQL. Appends take a transaction-scoped advisory lock, so two
+//! servers on one database never interleave their entries.
+
+use super::{PgStore, map_err};
+use crate::audit::AUDIT_COLUMNS;
+use crate::{AuditFilter, AuditRecord, AuditStore, StoreError, StoredHead};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+/// The advisory lock key of audit appends.
+const AUDIT_LOCK: i64 = 0x6361_7265_5661_7564; // "careVaud"
+
+fn record_from_row(r: &Row) -> AuditRecord {
+    AuditRecord {
+        index: r.get(0),
+        recorded: r.get(1),
+        body: r.get(2),
+        leaf: r.get(3),
+        mac: r.get(4),
+        agent: r.get(5),
+        patient: r.get(6),
+        subtype: r.get(7),
+        outcome: r.get(8),
+        entity: r.get(9),
+    }
+}
+
+impl AuditStore for PgStore {
+    async fn append_audit(&self, records: Vec<AuditRecord>) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])
+            .await
+            .map_err(map_err)?;
+        let size: i64 = tx
+            .query_one("SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_log", &[])
+            .await
+            .map_err(map_err)?
+            .get(0);
+        if !records.iter().enumerate().all(|(i, r)| r.index == size + i as i64) {
+            return Err(StoreError::Conflict);
+        }
+        let stmt = tx
+            .prepare_cached(&format!(
+                "INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            ))
+            .await
+            .map_err(map_err)?;
+        for r in &records {
+            tx.execute(
+                &stmt,
+                &[
+                    &r.index,
+                    &r.recorded,
+                    &r.body,
+                    &r.leaf,
+                    &r.mac,
+                    &r.agent,
+                    &r.patient,
+                    &r.subtype,
+                    &r.outcome,
+                    &r.entity,
+                ],
+            )
+            .await
+            .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn audit_size(&self) -> Result<i64, StoreError> {
+        let client = self.client().await?;
+        Ok(client
+            .query_one("SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_log", &[])
+            .await
+            .map_err(map_err)?
+            .get(0))
+    }
+
+    async fn audit_range(&self, from: i64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE idx >= $1 ORDER BY idx LIMIT $2"),
+                &[&from, &i64::from(limit)],
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(rows.iter().map(record_from_row).collect())
+    }
+
+    async fn audit_search(&self, f: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        let client = self.client().await?;
+        let mut sql = format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE true");
+        let mut ints: Vec<(String, &'static str, i64)> = Vec::new();
+        let mut texts: Vec<(&'static str, String)> = Vec::new();
+        if let Some(v) = f.since {
+            ints.push(("recorded".into(), ">=", v));
+        }
+        if let Some(v) = f.until {
+            ints.push(("recorded".into(), "<", v));
+        }
+        if let Some(v) = f.before {
+            ints.push(("idx".into(), "<", v));
+        }
+        for (col, v) in [
+            ("agent", &f.agent),
+            ("patient", &f.patient),
+            ("subtype", &f.subtype),
+            ("outcome", &f.outcome),
+            ("entity", &f.entity),
+        ] {
+            if let Some(v) = v {
+                texts.push((col, v.clone()));
+            }
+        }
+        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
+        for (col, op, v) in &ints {
+            params.push(v);
+            sql.push_str(&format!(" AND {col} {op} ${}", params.len()));
+        }
+        for (col, v) in &texts {
+            params.push(v);
+            sql.push_str(&format!(" AND {col} = ${}", params.len()));
+        }
+        sql.push_str(&format!(" ORDER BY idx DESC LIMIT {}", f.limit.max(1)));
+        let rows = client.query(&sql, &params).await.map_err(map_err)?;
+        Ok(rows.iter().map(record_from_row).collect())
+    }
+
+    async fn insert_head(&self, h: StoredHead) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO audit_heads (size, root, at, signature) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (size) DO NOTHING",
+                &[&h.size, &h.root, &h.at, &h.signature],
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn heads(&self) -> Result<Vec<StoredHead>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT size, root, at, signature FROM audit_heads ORDER BY size", &[])
+            .await
+            .map_err(map_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| StoredHead {
+                size: r.get(0),
+                root: r.get(1),
+                at: r.get(2),
+                signature: r.get(3),
+            })
+            .collect())
+    }
+}

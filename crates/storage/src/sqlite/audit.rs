@@ -1,0 +1,141 @@
+//! The audit log on SQLite.
+
+use super::SqliteStore;
+use crate::audit::AUDIT_COLUMNS;
+use crate::{AuditFilter, AuditRecord, AuditStore, StoreError, StoredHead};
+use rusqlite::types::Value as V;
+use rusqlite::{Row, params, params_from_iter};
+
+fn record_from_row(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
+    Ok(AuditRecord {
+        index: r.get(0)?,
+        recorded: r.get(1)?,
+        body: r.get(2)?,
+        leaf: r.get(3)?,
+        mac: r.get(4)?,
+        agent: r.get(5)?,
+        patient: r.get(6)?,
+        subtype: r.get(7)?,
+        outcome: r.get(8)?,
+        entity: r.get(9)?,
+    })
+}
+
+impl AuditStore for SqliteStore {
+    async fn append_audit(&self, records: Vec<AuditRecord>) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.pool
+            .write(move |conn| {
+                let size: i64 = conn
+                    .prepare_cached("SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_log")?
+                    .query_row([], |r| r.get(0))?;
+                let consecutive = records.iter().enumerate().all(|(i, r)| r.index == size + i as i64);
+                if !consecutive {
+                    return Err(StoreError::Conflict);
+                }
+                let mut stmt = conn.prepare_cached(&format!(
+                    "INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                ))?;
+                for r in &records {
+                    stmt.execute(params![
+                        r.index, r.recorded, r.body, r.leaf, r.mac, r.agent, r.patient, r.subtype, r.outcome, r.entity
+                    ])?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn audit_size(&self) -> Result<i64, StoreError> {
+        self.pool
+            .read(|conn| {
+                Ok(conn
+                    .prepare_cached("SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_log")?
+                    .query_row([], |r| r.get(0))?)
+            })
+            .await
+    }
+
+    async fn audit_range(&self, from: i64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
+        self.pool
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE idx >= ?1 ORDER BY idx LIMIT ?2"
+                ))?;
+                let rows = stmt.query_map(params![from, i64::from(limit)], record_from_row)?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
+    async fn audit_search(&self, f: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        let f = f.clone();
+        self.pool
+            .read(move |conn| {
+                let mut sql = format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE 1 = 1");
+                let mut args: Vec<V> = Vec::new();
+                let mut cond = |sql: &mut String, col: &str, op: &str, v: V| {
+                    args.push(v);
+                    sql.push_str(&format!(" AND {col} {op} ?{}", args.len()));
+                };
+                if let Some(v) = f.since {
+                    cond(&mut sql, "recorded", ">=", V::Integer(v));
+                }
+                if let Some(v) = f.until {
+                    cond(&mut sql, "recorded", "<", V::Integer(v));
+                }
+                for (col, v) in [
+                    ("agent", &f.agent),
+                    ("patient", &f.patient),
+                    ("subtype", &f.subtype),
+                    ("outcome", &f.outcome),
+                    ("entity", &f.entity),
+                ] {
+                    if let Some(v) = v {
+                        cond(&mut sql, col, "=", V::Text(v.clone()));
+                    }
+                }
+                if let Some(v) = f.before {
+                    cond(&mut sql, "idx", "<", V::Integer(v));
+                }
+                sql.push_str(&format!(" ORDER BY idx DESC LIMIT {}", f.limit.max(1)));
+                let mut stmt = conn.prepare(&sql)?;
+                let rows = stmt.query_map(params_from_iter(args.iter()), record_from_row)?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
+    async fn insert_head(&self, h: StoredHead) -> Result<(), StoreError> {
+        self.pool
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "INSERT INTO audit_heads (size, root, at, signature) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (size) DO NOTHING",
+                )?
+                .execute(params![h.size, h.root, h.at, h.signature])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn heads(&self) -> Result<Vec<StoredHead>, StoreError> {
+        self.pool
+            .read(|conn| {
+                let mut stmt =
+                    conn.prepare_cached("SELECT size, root, at, signature FROM audit_heads ORDER BY size")?;
+                let rows = stmt.query_map([], |r| {
+                    Ok(StoredHead {
+                        size: r.get(0)?,
+                        root: r.get(1)?,
+                        at: r.get(2)?,
+                        signature: r.get(3)?,
+                    })
+                })?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+}
