@@ -6,6 +6,7 @@
 mod helpers;
 
 mod access;
+mod audit;
 
 mod canary;
 mod capability;

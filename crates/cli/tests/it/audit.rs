@@ -1,0 +1,423 @@
+//! The audit log over real HTTPS, on both backends: every interaction leaves exactly one
+//! entry with the right interaction, action and outcome; no planted PHI reaches an entry or
+//! the witness file; and the offline verifier catches every kind of tampering done to the
+//! tables directly, naming the first bad entry.
+
+use crate::helpers::*;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::process::Command;
+
+/// Direct access to the audit tables, as an attacker with the database would have.
+enum Db {
+    Sqlite(std::path::PathBuf),
+    Postgres(tokio_postgres::Client),
+}
+
+/// An audit row: index, body, leaf, mac, agent, patient, subtype, outcome, entity.
+type Row = (
+    i64,
+    Vec<u8>,
+    Vec<u8>,
+    Vec<u8>,
+    String,
+    Option<String>,
+    String,
+    String,
+    Option<String>,
+);
+type HeadRow = (i64, Vec<u8>, i64, Vec<u8>);
+
+impl Db {
+    async fn open(app: &TestApp) -> Db {
+        match &app.data.backend {
+            Backend::Sqlite => Db::Sqlite(app.data.path().join("carevault.db")),
+            Backend::Postgres { url, .. } => {
+                let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+                tokio::spawn(conn);
+                Db::Postgres(client)
+            }
+        }
+    }
+
+    async fn rows(&self) -> Vec<Row> {
+        let sql = "SELECT idx, body, leaf, mac, agent, patient, subtype, outcome, entity FROM audit_log ORDER BY idx";
+        match self {
+            Db::Sqlite(p) => {
+                let c = rusqlite::Connection::open(p).unwrap();
+                let mut stmt = c.prepare(sql).unwrap();
+                stmt.query_map([], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                        r.get(8)?,
+                    ))
+                })
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+            }
+            Db::Postgres(c) => c
+                .query(sql, &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    (
+                        r.get(0),
+                        r.get(1),
+                        r.get(2),
+                        r.get(3),
+                        r.get(4),
+                        r.get(5),
+                        r.get(6),
+                        r.get(7),
+                        r.get(8),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    async fn heads(&self) -> Vec<HeadRow> {
+        let sql = "SELECT size, root, at, signature FROM audit_heads ORDER BY size";
+        match self {
+            Db::Sqlite(p) => {
+                let c = rusqlite::Connection::open(p).unwrap();
+                let mut stmt = c.prepare(sql).unwrap();
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect()
+            }
+            Db::Postgres(c) => c
+                .query(sql, &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+                .collect(),
+        }
+    }
+
+    /// Replaces both tables' contents.
+    async fn restore(&self, rows: &[Row], heads: &[HeadRow]) {
+        self.exec("DELETE FROM audit_log").await;
+        self.exec("DELETE FROM audit_heads").await;
+        for r in rows {
+            self.insert(r).await;
+        }
+        for h in heads {
+            match self {
+                Db::Sqlite(p) => {
+                    rusqlite::Connection::open(p)
+                        .unwrap()
+                        .execute(
+                            "INSERT INTO audit_heads (size, root, at, signature) VALUES (?1, ?2, ?3, ?4)",
+                            rusqlite::params![h.0, h.1, h.2, h.3],
+                        )
+                        .unwrap();
+                }
+                Db::Postgres(c) => {
+                    c.execute(
+                        "INSERT INTO audit_heads (size, root, at, signature) VALUES ($1, $2, $3, $4)",
+                        &[&h.0, &h.1, &h.2, &h.3],
+                    )
+                    .await
+                    .unwrap();
+                }
+            }
+        }
+    }
+
+    async fn insert(&self, r: &Row) {
+        let sql = "INSERT INTO audit_log (idx, recorded, body, leaf, mac, agent, patient, subtype, outcome, entity)
+                   VALUES ($1, 0, $2, $3, $4, $5, $6, $7, $8, $9)";
+        match self {
+            Db::Sqlite(p) => {
+                rusqlite::Connection::open(p)
+                    .unwrap()
+                    .execute(
+                        &sql.replace('$', "?"),
+                        rusqlite::params![r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8],
+                    )
+                    .unwrap();
+            }
+            Db::Postgres(c) => {
+                c.execute(sql, &[&r.0, &r.1, &r.2, &r.3, &r.4, &r.5, &r.6, &r.7, &r.8])
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    async fn exec(&self, sql: &str) {
+        match self {
+            Db::Sqlite(p) => {
+                rusqlite::Connection::open(p).unwrap().execute_batch(sql).unwrap();
+            }
+            Db::Postgres(c) => {
+                c.batch_execute(sql).await.unwrap();
+            }
+        }
+    }
+
+    /// Overwrites one entry's body (and, if asked, its leaf hash) with `body`.
+    async fn set_body(&self, idx: i64, body: &[u8], leaf: Option<&[u8]>) {
+        match self {
+            Db::Sqlite(p) => {
+                let c = rusqlite::Connection::open(p).unwrap();
+                c.execute(
+                    "UPDATE audit_log SET body = ?1 WHERE idx = ?2",
+                    rusqlite::params![body, idx],
+                )
+                .unwrap();
+                if let Some(l) = leaf {
+                    c.execute(
+                        "UPDATE audit_log SET leaf = ?1 WHERE idx = ?2",
+                        rusqlite::params![l, idx],
+                    )
+                    .unwrap();
+                }
+            }
+            Db::Postgres(c) => {
+                c.execute("UPDATE audit_log SET body = $1 WHERE idx = $2", &[&body, &idx])
+                    .await
+                    .unwrap();
+                if let Some(l) = leaf {
+                    c.execute("UPDATE audit_log SET leaf = $1 WHERE idx = $2", &[&l, &idx])
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+    }
+}
+
+/// `carevault audit verify`: whether it passed, and the first bad entry it names.
+fn verify(app: &TestApp) -> (bool, Option<i64>, String) {
+    let out = Command::new(BIN)
+        .args(["audit", "verify", "--data-dir"])
+        .arg(app.data.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let first = text
+        .lines()
+        .find_map(|l| l.strip_prefix("first bad entry: "))
+        .map(|n| n.trim().parse().unwrap());
+    (
+        out.status.success(),
+        first,
+        text + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+fn leaf(body: &[u8]) -> Vec<u8> {
+    let mut c = ring::digest::Context::new(&ring::digest::SHA256);
+    c.update(&[0]);
+    c.update(body);
+    c.finish().as_ref().to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_interaction_is_recorded_once_without_phi_and_tampering_is_caught() {
+    for backend in backends("every_interaction_is_recorded_once_without_phi_and_tampering_is_caught").await {
+        let mut app = start(init(&backend), &[]);
+        let b = backend.name();
+        let db = Db::open(&app).await;
+        let before = db.rows().await.len();
+
+        // A workload touching every kind of interaction, each checked against the one entry
+        // it must leave.
+        let canary = json!({"resourceType": "Patient", "name": [{"family": "Quixotlewitz", "given": ["Zebulon"]}],
+            "identifier": [{"system": "urn:mrn", "value": "MRN-CANARY-7731"}], "birthDate": "1911-02-03",
+            "telecom": [{"system": "phone", "value": "+1-555-0177-333"}]});
+        let r = app.request(Method::POST, "Patient", Some(&canary), &[]).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{b}");
+        let pid = r.json()["id"].as_str().unwrap().to_owned();
+        let steps: Vec<(Method, String, Option<Value>, &str, char, &str)> = vec![
+            (Method::GET, format!("Patient/{pid}"), None, "read", 'R', "0"),
+            (
+                Method::GET,
+                format!("Patient/{pid}/_history/1"),
+                None,
+                "vread",
+                'R',
+                "0",
+            ),
+            (
+                Method::GET,
+                "Patient?name=Quixotlewitz".into(),
+                None,
+                "search-type",
+                'R',
+                "0",
+            ),
+            (
+                Method::GET,
+                format!("Patient/{pid}/_history"),
+                None,
+                "history-instance",
+                'R',
+                "0",
+            ),
+            (Method::GET, "Patient/_history".into(), None, "history-type", 'R', "0"),
+            (
+                Method::PUT,
+                format!("Patient/{pid}"),
+                Some(json!({"resourceType": "Patient", "id": pid, "active": true})),
+                "update",
+                'U',
+                "0",
+            ),
+            (Method::GET, "Patient/no-such-patient".into(), None, "read", 'R', "4"),
+            (
+                Method::GET,
+                format!("Patient/{pid}/$everything"),
+                None,
+                "operation:everything",
+                'E',
+                "0",
+            ),
+            (Method::GET, "metadata".into(), None, "capabilities", 'R', "0"),
+            (Method::DELETE, format!("Patient/{pid}"), None, "delete", 'D', "0"),
+        ];
+        for (i, (m, path, body, subtype, action, outcome)) in steps.iter().enumerate() {
+            let n = db.rows().await.len();
+            let r = app.request(m.clone(), path, body.as_ref(), &[]).await;
+            let rows = db.rows().await;
+            assert_eq!(
+                rows.len(),
+                n + 1,
+                "{b}: step {i} {m} {path} left {} entries",
+                rows.len() - n
+            );
+            let e: Value = serde_json::from_slice(&rows[n].1).unwrap();
+            assert_eq!(e["subtype"][0]["code"], *subtype, "{b}: {m} {path}");
+            assert_eq!(e["action"], action.to_string(), "{b}: {m} {path}");
+            assert_eq!(e["outcome"], *outcome, "{b}: {m} {path} answered {}", r.status);
+            // (the CapabilityStatement is public: no credential is looked at for it)
+            let who = if *subtype == "capabilities" {
+                "anonymous"
+            } else {
+                "system"
+            };
+            assert_eq!(e["agent"][0]["who"]["identifier"]["value"], who, "{b}: {e}");
+        }
+        // A request without a valid token is recorded too, as anonymous and refused.
+        let n = db.rows().await.len();
+        let r = app.client.get(app.url(&format!("Patient/{pid}"))).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        let rows = db.rows().await;
+        assert_eq!(rows.len(), n + 1, "{b}");
+        let e: Value = serde_json::from_slice(&rows[n].1).unwrap();
+        assert_eq!(
+            (
+                e["agent"][0]["who"]["identifier"]["value"].as_str(),
+                e["outcome"].as_str()
+            ),
+            (Some("anonymous"), Some("4"))
+        );
+        assert!(rows.len() > before + steps.len());
+
+        // A signed head, in the database and in the witness file; the log verifies.
+        let head = app.cli(&["audit", "head"]).unwrap();
+        assert!(head.starts_with("size "), "{head}");
+        app.terminate();
+        let witness = std::fs::read_to_string(app.data.path().join("audit-witness.jsonl")).unwrap();
+        let (ok, _, text) = verify(&app);
+        assert!(ok, "{b}: {text}");
+
+        // No planted value anywhere in the log or the witness file.
+        let rows = db.rows().await;
+        let all: String = rows
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.1).into_owned())
+            .collect::<Vec<_>>()
+            .join("\n");
+        for c in [
+            "Quixotlewitz",
+            "Zebulon",
+            "MRN-CANARY-7731",
+            "1911-02-03",
+            "555-0177",
+            "quixotlewitz",
+        ] {
+            assert!(
+                !all.contains(c) && !witness.contains(c),
+                "{b}: {c} reached the audit log"
+            );
+        }
+
+        // The tamper matrix: each mutation made directly in the tables, then the verifier.
+        let heads = db.heads().await;
+        let size = rows.len() as i64;
+        let cases: Vec<(&str, i64)> = vec![
+            ("modify", 3),
+            ("modify with its leaf recomputed", 4),
+            ("delete", 5),
+            ("insert", 3),
+            ("reorder", 2),
+            ("truncate the tail", size - 2),
+            ("truncate the tail and its heads", size - 2),
+        ];
+        for (case, want) in cases {
+            match case {
+                "modify" => {
+                    let mut body = rows[3].1.clone();
+                    body.extend_from_slice(b" ");
+                    db.set_body(3, &body, None).await;
+                }
+                "modify with its leaf recomputed" => {
+                    let body = String::from_utf8(rows[4].1.clone())
+                        .unwrap()
+                        .replace("\"0\"", "\"4\"")
+                        .into_bytes();
+                    db.set_body(4, &body, Some(&leaf(&body))).await;
+                }
+                "delete" => db.exec("DELETE FROM audit_log WHERE idx = 5").await,
+                "insert" => {
+                    db.exec(&format!("DELETE FROM audit_log WHERE idx >= 3")).await;
+                    let mut forged = rows[2].clone();
+                    forged.0 = 3;
+                    db.insert(&forged).await;
+                    for r in &rows[3..] {
+                        let mut moved = r.clone();
+                        moved.0 += 1;
+                        db.insert(&moved).await;
+                    }
+                }
+                "reorder" => {
+                    db.exec("DELETE FROM audit_log WHERE idx IN (2, 3)").await;
+                    let (mut a, mut c) = (rows[3].clone(), rows[2].clone());
+                    a.0 = 2;
+                    c.0 = 3;
+                    db.insert(&a).await;
+                    db.insert(&c).await;
+                }
+                "truncate the tail" => {
+                    db.exec(&format!("DELETE FROM audit_log WHERE idx >= {}", size - 2))
+                        .await
+                }
+                _ => {
+                    db.exec(&format!("DELETE FROM audit_log WHERE idx >= {}", size - 2))
+                        .await;
+                    db.exec("DELETE FROM audit_heads").await;
+                }
+            }
+            let (ok, first, text) = verify(&app);
+            assert!(!ok, "{b}: {case} was not detected:\n{text}");
+            assert_eq!(first, Some(want), "{b}: {case}:\n{text}");
+            db.restore(&rows, &heads).await;
+            let (ok, _, text) = verify(&app);
+            assert!(ok, "{b}: restored after {case}:\n{text}");
+        }
+    }
+}
