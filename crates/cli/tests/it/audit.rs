@@ -27,6 +27,8 @@ type Row = (
     Option<String>,
 );
 type HeadRow = (i64, Vec<u8>, i64, Vec<u8>);
+/// A request and the entry it must leave: method, path, body, interaction, action, outcome.
+type Step = (Method, String, Option<Value>, &'static str, char, &'static str);
 
 impl Db {
     async fn open(app: &TestApp) -> Db {
@@ -242,7 +244,7 @@ async fn every_interaction_is_recorded_once_without_phi_and_tampering_is_caught(
         let r = app.request(Method::POST, "Patient", Some(&canary), &[]).await;
         assert_eq!(r.status, StatusCode::CREATED, "{b}");
         let pid = r.json()["id"].as_str().unwrap().to_owned();
-        let steps: Vec<(Method, String, Option<Value>, &str, char, &str)> = vec![
+        let steps: Vec<Step> = vec![
             (Method::GET, format!("Patient/{pid}"), None, "read", 'R', "0"),
             (
                 Method::GET,
@@ -384,7 +386,7 @@ async fn every_interaction_is_recorded_once_without_phi_and_tampering_is_caught(
                 }
                 "delete" => db.exec("DELETE FROM audit_log WHERE idx = 5").await,
                 "insert" => {
-                    db.exec(&format!("DELETE FROM audit_log WHERE idx >= 3")).await;
+                    db.exec("DELETE FROM audit_log WHERE idx >= 3").await;
                     let mut forged = rows[2].clone();
                     forged.0 = 3;
                     db.insert(&forged).await;
