@@ -6,7 +6,6 @@ use crate::app::open_vault;
 use crate::config::{FlagSettings, Settings};
 use carevault_core::audit::{SignedHead, WitnessHead, verify_log};
 use clap::{Args, Subcommand};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -58,21 +57,7 @@ pub fn read_witness(path: &Path) -> Result<Vec<WitnessHead>, CliError> {
 
 /// Appends a head to the witness file and syncs it.
 pub fn witness(path: &Path, head: &SignedHead) -> Result<(), CliError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let w = WitnessHead {
-        size: head.size,
-        root: head.root,
-        at: head.at,
-        signature: head.signature.clone(),
-    };
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| CliError::new(format!("cannot open the witness file {}: {e}", path.display())))?;
-    f.write_all(format!("{}\n", w.to_line(&head.public_key)).as_bytes())
-        .and_then(|()| f.sync_all())
+    carevault_http::witness::append(path, head)
         .map_err(|e| CliError::new(format!("cannot write the witness file {}: {e}", path.display())))
 }
 

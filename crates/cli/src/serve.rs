@@ -118,6 +118,7 @@ pub async fn serve_vault(
         export_ttl_secs: settings.export_ttl_secs,
         auth_attempts_per_minute: settings.auth_attempts_per_minute,
         cors_origins: settings.cors_origins.clone(),
+        audit_witness: Some(settings.audit_witness.clone()),
     };
     spawn_export_janitor(std::sync::Arc::clone(&vault));
     spawn_head_signer(

@@ -16,6 +16,9 @@ pub struct StoredResource {
     pub version: u64,
     pub last_updated: Timestamp,
     pub body: Vec<u8>,
+    /// The patient whose compartment (and key) the resource belongs to, if any: for the
+    /// audit entry, never for decisions.
+    pub patient: Option<String>,
 }
 
 /// The result of a read: present, deleted (with the deleting version) or never there.
@@ -73,6 +76,7 @@ impl<S: Store> Session<'_, S> {
             version: v.version,
             last_updated: Timestamp::from_millis(v.last_updated),
             body,
+            patient: (!v.patient.is_empty()).then(|| v.patient.clone()),
         })
     }
 
@@ -151,6 +155,7 @@ impl<S: Store> Session<'_, S> {
                     version,
                     last_updated: now,
                     body: plaintext,
+                    patient: (!scope.is_empty()).then(|| scope.to_owned()),
                 }),
                 created: current.is_none(),
                 changed: true,

@@ -175,7 +175,7 @@ impl<S: Store> Session<'_, S> {
 
     /// The account's role and its Practitioner's name (read as the system: staff names are
     /// not the patient's data), remembered per account for one report.
-    async fn staff_member(
+    pub(crate) async fn staff_member(
         &self,
         user_id: &str,
         seen: &mut std::collections::HashMap<String, Option<StaffMember>>,

@@ -74,13 +74,49 @@ fn classify(method: &Method, path: &str) -> (String, char, Option<String>, Optio
     }
 }
 
+/// The patient a response's resources belong to, noted by the handler for the entry.
+#[derive(Debug, Clone)]
+pub(crate) struct AuditPatient(pub String);
+
+/// Notes the patient of the resources a response carries, when they all belong to one.
+pub(crate) fn note_patients<'a>(
+    response: &mut Response,
+    resources: impl Iterator<Item = &'a carevault_core::StoredResource>,
+) {
+    let mut one: Option<&str> = None;
+    for r in resources {
+        match (one, r.patient.as_deref()) {
+            (_, None) => {}
+            (None, Some(p)) => one = Some(p),
+            (Some(a), Some(p)) if a == p => {}
+            (Some(_), Some(_)) => return,
+        }
+    }
+    if let Some(p) = one {
+        response.extensions_mut().insert(AuditPatient(p.to_owned()));
+    }
+}
+
 pub(crate) async fn record(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().filter(|q| !q.is_empty()).map(str::to_owned);
     let address = req.extensions().get::<Peer>().map(|p| p.0.ip().to_string());
     let response = next.run(req).await;
-    let (subtype, action, entity, patient) = classify(&method, &path);
+    let (subtype, action, entity, path_patient) = classify(&method, &path);
+    let mut patient = response
+        .extensions()
+        .get::<AuditPatient>()
+        .map(|p| p.0.clone())
+        .or(path_patient);
+    // A request about one resource that did not return it (refused, absent, deleted) still
+    // names the patient whose record it touched, from the index (never shown to the caller).
+    if patient.is_none()
+        && let Some((t, id)) = entity.as_deref().and_then(|e| e.split_once('/'))
+        && let Ok(t) = t.parse::<ResourceType>()
+    {
+        patient = state.vault.audit_patient_of(t, id).await;
+    }
     let caller = response.extensions().get::<Caller>().cloned();
     let agent = match &caller {
         Some(c) => AuditAgent {

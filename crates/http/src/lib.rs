@@ -15,6 +15,7 @@ mod operator;
 mod respond;
 mod server;
 mod state;
+pub mod witness;
 
 pub use error::ApiError;
 pub use oauth::Peer;
@@ -41,6 +42,14 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/$export-file/{job}/{n}", get(handlers::export::file))
         .route("/$emergency-access", get(handlers::emergency::list))
+        .route("/$audit", get(handlers::audit_log::search))
+        .route("/$access-report", get(handlers::audit_log::access_report))
+        .route(
+            "/$audit-head",
+            get(handlers::audit_log::head).post(handlers::audit_log::sign_head),
+        )
+        .route("/$audit-proof", get(handlers::audit_log::proof))
+        .route("/$audit-consistency", get(handlers::audit_log::consistency))
         .route(
             "/{rtype}",
             get(handlers::search::search_type)

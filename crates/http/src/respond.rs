@@ -98,6 +98,7 @@ pub(crate) fn resource_response(
         set(h, header::LOCATION, &loc);
         set(h, header::CONTENT_LOCATION, &loc);
     }
+    crate::audit::note_patients(&mut resp, std::iter::once(r));
     resp
 }
 

@@ -20,6 +20,8 @@ pub struct HttpConfig {
     pub auth_attempts_per_minute: u32,
     /// Browser origins allowed to call the API (CORS); empty: none.
     pub cors_origins: Vec<String>,
+    /// The witness file heads signed on demand are appended to.
+    pub audit_witness: Option<std::path::PathBuf>,
 }
 
 impl Default for HttpConfig {
@@ -30,6 +32,7 @@ impl Default for HttpConfig {
             export_ttl_secs: 24 * 60 * 60,
             auth_attempts_per_minute: 30,
             cors_origins: Vec::new(),
+            audit_witness: None,
         }
     }
 }

@@ -423,3 +423,181 @@ async fn every_interaction_is_recorded_once_without_phi_and_tampering_is_caught(
         }
     }
 }
+
+fn unhex(s: &str) -> [u8; 32] {
+    let v: Vec<u8> = (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    v.try_into().unwrap()
+}
+
+fn param<'a>(p: &'a Value, name: &str) -> &'a Value {
+    p["parameter"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == name)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_privacy_officer_searches_the_log_and_the_patient_sees_who_looked() {
+    for backend in backends("the_privacy_officer_searches_the_log_and_the_patient_sees_who_looked").await {
+        let app = start(init(&backend), &[]);
+        let b = backend.name();
+        let patient = app
+            .create(&json!({"resourceType": "Patient", "name": [{"family": "Okafor"}]}))
+            .await;
+        let obs = app
+            .create(
+                &json!({"resourceType": "Observation", "status": "final", "code": {"text": "BP"},
+                "subject": {"reference": format!("Patient/{patient}")}}),
+            )
+            .await;
+        let dr = app
+            .create(&json!({"resourceType": "Practitioner", "name": [{"given": ["Ada"], "family": "Yonath"}]}))
+            .await;
+        let doc = app.account_token(
+            "yonath",
+            "physician",
+            &["--practitioner", &format!("Practitioner/{dr}")],
+            "user/*.rs",
+            "15m",
+        );
+        // Without a relationship: refused, then break the glass and read.
+        assert_eq!(
+            app.request_as(&doc, Method::GET, &format!("Observation/{obs}"), None)
+                .await
+                .status,
+            StatusCode::NOT_FOUND
+        );
+        let ask = json!({"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": "arrived unconscious"}]});
+        let r = app
+            .request_as(
+                &doc,
+                Method::POST,
+                &format!("Patient/{patient}/$break-the-glass"),
+                Some(&ask),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{b}");
+        assert_eq!(
+            app.request_as(&doc, Method::GET, &format!("Observation/{obs}"), None)
+                .await
+                .status,
+            StatusCode::OK
+        );
+
+        // The patient's report: the physician by name and role, the data kind, the emergency.
+        let me = app.account_token(
+            "okafor",
+            "patient",
+            &["--patient", &format!("Patient/{patient}")],
+            "patient/*.rs",
+            "15m",
+        );
+        let report = app.request_as(&me, Method::GET, "$access-report", None).await;
+        assert_eq!(report.status, StatusCode::OK, "{b}");
+        let report = report.json();
+        let lines: Vec<&Value> = report["parameter"].as_array().unwrap().iter().collect();
+        let part = |l: &Value, n: &str| l["part"].as_array().unwrap().iter().find(|p| p["name"] == n).cloned();
+        let read = lines
+            .iter()
+            .find(|l| {
+                part(l, "what").is_some_and(|w| w["valueCode"] == "Observation")
+                    && part(l, "outcome").unwrap()["valueCode"] == "0"
+            })
+            .unwrap_or_else(|| panic!("{b}: no read of the observation in {report}"));
+        assert_eq!(part(read, "who").unwrap()["valueString"], "Ada Yonath", "{b}");
+        assert_eq!(part(read, "role").unwrap()["valueCode"], "physician", "{b}");
+        assert_eq!(
+            part(read, "emergency").unwrap()["valueBoolean"],
+            true,
+            "{b}: break-the-glass stands out"
+        );
+        // The patient's own reads are not listed; their report is theirs alone.
+        let doc_report = app.request_as(&doc, Method::GET, "$access-report", None).await;
+        assert_eq!(doc_report.status, StatusCode::FORBIDDEN, "{b}");
+
+        // The privacy officer searches by patient, agent and interaction; others may not.
+        let officer = app.account_token("officer", "auditor", &[], "user/*.rs", "15m");
+        assert_eq!(
+            app.request_as(&doc, Method::GET, "$audit", None).await.status,
+            StatusCode::FORBIDDEN
+        );
+        let found = app
+            .request_as(
+                &officer,
+                Method::GET,
+                &format!("$audit?patient=Patient/{patient}&subtype=read&outcome=4"),
+                None,
+            )
+            .await;
+        assert_eq!(found.status, StatusCode::OK, "{b}");
+        let entries = found.json()["entry"].as_array().unwrap().clone();
+        assert!(!entries.is_empty(), "{b}: the refused read is on record");
+        assert!(entries.iter().all(|e| e["resource"]["outcome"] == "4"));
+        let ndjson = app
+            .request_as(&officer, Method::GET, "$audit?_format=ndjson&_count=5", None)
+            .await;
+        assert_eq!(
+            ndjson.header("content-type").as_deref(),
+            Some("application/fhir+ndjson")
+        );
+        assert_eq!(String::from_utf8_lossy(&ndjson.body).lines().count(), 5, "{b}");
+
+        // A head on demand, and proofs that check against it.
+        let head = app.request_as(&officer, Method::POST, "$audit-head", None).await;
+        assert_eq!(head.status, StatusCode::OK, "{b}");
+        let head = head.json();
+        let size: u64 = param(&head, "size")["valueInteger64"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let root = unhex(param(&head, "root")["valueString"].as_str().unwrap());
+        let p = app
+            .request_as(
+                &officer,
+                Method::GET,
+                &format!("$audit-proof?index=3&size={size}"),
+                None,
+            )
+            .await
+            .json();
+        let leaf = unhex(param(&p, "leaf")["valueString"].as_str().unwrap());
+        let nodes: Vec<[u8; 32]> = p["parameter"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["name"] == "node")
+            .map(|x| unhex(x["valueString"].as_str().unwrap()))
+            .collect();
+        assert!(
+            carevault_crypto::merkle::verify_inclusion(3, size, &leaf, &nodes, &root),
+            "{b}"
+        );
+        let c = app
+            .request_as(
+                &officer,
+                Method::GET,
+                &format!("$audit-consistency?first=2&second={size}"),
+                None,
+            )
+            .await
+            .json();
+        let cnodes: Vec<[u8; 32]> = c["parameter"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["name"] == "node")
+            .map(|x| unhex(x["valueString"].as_str().unwrap()))
+            .collect();
+        assert!(!cnodes.is_empty());
+        let witness = std::fs::read_to_string(app.data.path().join("audit-witness.jsonl")).unwrap();
+        assert!(
+            witness.contains(&format!("\"size\":{size}")),
+            "{b}: the head is witnessed"
+        );
+    }
+}

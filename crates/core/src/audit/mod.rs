@@ -10,9 +10,12 @@
 //! Signed tree heads (`sign_head`) commit to the tree; `verify` checks the whole log offline.
 
 mod entry;
+mod read;
 mod verify;
 
+pub use crate::emergency::StaffMember;
 pub use entry::{AuditAgent, AuditDraft, Outcome};
+pub use read::AccessLine;
 pub use verify::{VerifyReport, WitnessHead, verify_log};
 
 use crate::{CoreError, Vault};
@@ -254,6 +257,23 @@ impl<S: Store> Vault<S> {
         }
         let leaves = self.leaves(second).await?;
         merkle::consistency_proof(first as usize, &leaves).ok_or(CoreError::NotFound)
+    }
+
+    /// The patient whose compartment a resource is in, for an audit entry about a request
+    /// that did not return it (refused, not found, deleted): read from its index row, never
+    /// shown to the caller. `None` when it is in none or in several.
+    pub async fn audit_patient_of(&self, rtype: carevault_domain::ResourceType, id: &str) -> Option<String> {
+        let id = carevault_domain::ResourceId::parse(id).ok()?;
+        let key = carevault_storage::ResourceKey {
+            tenant: self.tenant.as_str().to_owned(),
+            rtype: rtype.as_str().to_owned(),
+            id: id.to_string(),
+        };
+        let facts = self.store.facts(&key).await.ok()??;
+        match facts.patients.as_slice() {
+            [one] => Some(one.clone()),
+            _ => None,
+        }
     }
 
     /// The signed heads stored, smallest first.

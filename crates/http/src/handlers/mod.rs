@@ -1,5 +1,6 @@
 //! One file per FHIR interaction.
 
+pub(crate) mod audit_log;
 pub(crate) mod bundle;
 pub(crate) mod compartment;
 pub(crate) mod conditional;

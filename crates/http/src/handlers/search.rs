@@ -167,8 +167,7 @@ pub(crate) async fn run(
         .await?;
     let base = base_url(state, headers);
     let body = searchset(&base, rtype, &page)?;
-    Ok(fhir_json_response(
-        StatusCode::OK,
-        serde_json::to_vec(&body).unwrap_or_default(),
-    ))
+    let mut response = fhir_json_response(StatusCode::OK, serde_json::to_vec(&body).unwrap_or_default());
+    crate::audit::note_patients(&mut response, page.resources.iter());
+    Ok(response)
 }
