@@ -1,14 +1,11 @@
-//! The audit log on PostgreSQL. Appends take a transaction-scoped advisory lock, so two
-//! servers on one database never interleave their entries.
+//! The audit log on PostgreSQL. An append is one statement that inserts only if it continues
+//! the log; the primary key stops two writers from taking the same indexes.
 
 use super::{PgStore, map_err};
 use crate::audit::AUDIT_COLUMNS;
 use crate::{AuditFilter, AuditRecord, AuditStore, StoreError, StoredHead};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
-
-/// The advisory lock key of audit appends.
-const AUDIT_LOCK: i64 = 0x6361_7265_5661_7564; // "careVaud"
 
 fn record_from_row(r: &Row) -> AuditRecord {
     AuditRecord {
@@ -30,46 +27,41 @@ impl AuditStore for PgStore {
         if records.is_empty() {
             return Ok(());
         }
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(map_err)?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])
-            .await
-            .map_err(map_err)?;
-        let size: i64 = tx
-            .query_one("SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_log", &[])
-            .await
-            .map_err(map_err)?
-            .get(0);
-        if !records.iter().enumerate().all(|(i, r)| r.index == size + i as i64) {
+        // One statement, one round trip: the rows go in only if they continue the log; two
+        // writers racing for the same indexes collide on the primary key (a `Conflict`).
+        let first = records[0].index;
+        if !records.iter().enumerate().all(|(i, r)| r.index == first + i as i64) {
             return Err(StoreError::Conflict);
         }
-        let stmt = tx
+        let col = |f: fn(&AuditRecord) -> i64| records.iter().map(f).collect::<Vec<i64>>();
+        let bytes = |f: fn(&AuditRecord) -> &Vec<u8>| records.iter().map(|r| f(r).clone()).collect::<Vec<Vec<u8>>>();
+        let text = |f: fn(&AuditRecord) -> &String| records.iter().map(|r| f(r).clone()).collect::<Vec<String>>();
+        let opt = |f: fn(&AuditRecord) -> &Option<String>| {
+            records.iter().map(|r| f(r).clone()).collect::<Vec<Option<String>>>()
+        };
+        let (idx, recorded) = (col(|r| r.index), col(|r| r.recorded));
+        let (body, leaf, mac) = (bytes(|r| &r.body), bytes(|r| &r.leaf), bytes(|r| &r.mac));
+        let (agent, subtype, outcome) = (text(|r| &r.agent), text(|r| &r.subtype), text(|r| &r.outcome));
+        let (patient, entity) = (opt(|r| &r.patient), opt(|r| &r.entity));
+        let client = self.client().await?;
+        let stmt = client
             .prepare_cached(&format!(
-                "INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                "INSERT INTO audit_log ({AUDIT_COLUMNS})
+                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bytea[], $5::bytea[],
+                                      $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])
+                 WHERE (SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_log) = $11"
             ))
             .await
             .map_err(map_err)?;
-        for r in &records {
-            tx.execute(
-                &stmt,
-                &[
-                    &r.index,
-                    &r.recorded,
-                    &r.body,
-                    &r.leaf,
-                    &r.mac,
-                    &r.agent,
-                    &r.patient,
-                    &r.subtype,
-                    &r.outcome,
-                    &r.entity,
-                ],
-            )
-            .await
-            .map_err(map_err)?;
+        let params: [&(dyn ToSql + Sync); 11] = [
+            &idx, &recorded, &body, &leaf, &mac, &agent, &patient, &subtype, &outcome, &entity, &first,
+        ];
+        let n = client.execute(&stmt, &params).await.map_err(map_err)?;
+        if n as usize == records.len() {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict)
         }
-        tx.commit().await.map_err(map_err)?;
-        Ok(())
     }
 
     async fn audit_size(&self) -> Result<i64, StoreError> {
