@@ -65,3 +65,32 @@ pub async fn active_tokens(vault: &Vault<AnyStore>) -> Result<Vec<Vec<u8>>, CliE
         .await
         .map_err(|e| CliError::new(format!("cannot read API tokens: {e}")))
 }
+
+/// Records an operator command in the audit log (agent `operator`, the command as the
+/// interaction). A command whose entry cannot be written fails.
+pub async fn record_operator(dir: &Path, command: &str, ok: bool) -> Result<(), CliError> {
+    use carevault_core::audit::{AuditAgent, AuditDraft, Outcome};
+    let settings = crate::config::Settings::load(dir, crate::config::FlagSettings::default())?;
+    let vault = open_vault(&settings).await?;
+    let draft = AuditDraft {
+        recorded: vault.clock().now().millis(),
+        subtype: format!("cli:{command}"),
+        action: if command.ends_with("-list") { 'R' } else { 'E' },
+        outcome: if ok { Outcome::Success } else { Outcome::MinorFailure },
+        agent: AuditAgent {
+            who: "operator".into(),
+            role: None,
+            client: None,
+            address: None,
+        },
+        entity: None,
+        patient: None,
+        query_tag: None,
+        purpose: Some("HOPERAT".into()),
+    };
+    vault
+        .audit(draft)
+        .await
+        .map(|_| ())
+        .map_err(|e| CliError::new(format!("the audit log could not be written: {e}")))
+}

@@ -53,6 +53,40 @@ enum Command {
     Emergency(accounts::EmergencyArgs),
 }
 
+/// The data directory and name of an operator command (one that reads or changes accounts,
+/// clients, tokens, grants or the log), for its audit entry.
+fn operator_command(cmd: &Command) -> Option<(PathBuf, String)> {
+    use accounts::{ClientCommand, EmergencyCommand, IntegrationTokenCommand, UserCommand};
+    Some(match cmd {
+        Command::User(a) => match &a.command {
+            UserCommand::Add(x) => (x.data_dir.clone(), "user-add".into()),
+            UserCommand::List(x) => (x.data_dir.clone(), "user-list".into()),
+            UserCommand::Disable(x) => (x.data_dir.clone(), "user-disable".into()),
+            UserCommand::Enable(x) => (x.data_dir.clone(), "user-enable".into()),
+            UserCommand::Totp(x) => (x.data_dir.clone(), "user-totp".into()),
+            UserCommand::Unlock(x) => (x.data_dir.clone(), "user-unlock".into()),
+        },
+        Command::Token(a) => (a.data_dir.clone(), "token".into()),
+        Command::Client(a) => match &a.command {
+            ClientCommand::Add(x) => (x.data_dir.clone(), "client-add".into()),
+            ClientCommand::List(x) => (x.data_dir.clone(), "client-list".into()),
+        },
+        Command::IntegrationToken(a) => match &a.command {
+            IntegrationTokenCommand::Rotate(x) => (x.data_dir.clone(), "integration-token-rotate".into()),
+        },
+        Command::Emergency(a) => match &a.command {
+            EmergencyCommand::List(x) => (x.data_dir.clone(), "emergency-list".into()),
+            EmergencyCommand::Review(x) => (x.data_dir.clone(), "emergency-review".into()),
+        },
+        Command::Audit(a) => match &a.command {
+            audit::AuditCommand::Head(x) => (x.data_dir.clone(), "audit-head".into()),
+            // Verification only reads: it must not change the log (or a copy) it examines.
+            audit::AuditCommand::Verify(_) => return None,
+        },
+        _ => return None,
+    })
+}
+
 /// A failure the CLI reports in one line and exits non-zero on.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -78,8 +112,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let operator = operator_command(&cli.command);
     let result = runtime.block_on(async move {
-        match cli.command {
+        let result = match cli.command {
             Command::Init(a) => init::run(a).await,
             Command::Serve(a) => serve::run(a).await,
             Command::Demo(a) => demo::run(a).await,
@@ -91,6 +126,14 @@ fn main() -> ExitCode {
             Command::Audit(a) => audit::run(a).await,
             Command::IntegrationToken(a) => accounts::integration_token(a).await,
             Command::Emergency(a) => accounts::emergency(a).await,
+        };
+        // Operator commands are recorded in the audit log like requests are.
+        match operator {
+            Some((dir, name)) => match app::record_operator(&dir, &name, result.is_ok()).await {
+                Ok(()) => result,
+                Err(e) => result.and(Err(e)),
+            },
+            None => result,
         }
     });
     match result {

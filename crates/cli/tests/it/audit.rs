@@ -601,3 +601,105 @@ async fn the_privacy_officer_searches_the_log_and_the_patient_sees_who_looked() 
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_ins_tokens_operations_and_operator_commands_are_recorded_too() {
+    for backend in backends("sign_ins_tokens_operations_and_operator_commands_are_recorded_too").await {
+        let app = start(init(&backend), &[]);
+        let b = backend.name();
+        let db = Db::open(&app).await;
+        let last = || async { serde_json::from_slice::<Value>(&db.rows().await.last().unwrap().1).unwrap() };
+        let expect = |e: &Value, subtype: &str, action: &str, outcome: &str| {
+            assert_eq!(
+                (
+                    e["subtype"][0]["code"].as_str(),
+                    e["action"].as_str(),
+                    e["outcome"].as_str()
+                ),
+                (Some(subtype), Some(action), Some(outcome)),
+                "{b}: {e}"
+            );
+        };
+        let p = app.create(&json!({"resourceType": "Patient"})).await;
+        // Operator commands (the CLI), as the operator.
+        let dr = app.create(&json!({"resourceType": "Practitioner"})).await;
+        let t = app.account_token(
+            "house",
+            "physician",
+            &["--practitioner", &format!("Practitioner/{dr}")],
+            "user/*.rs",
+            "5m",
+        );
+        let e = last().await;
+        expect(&e, "cli:token", "E", "0");
+        assert_eq!(e["agent"][0]["who"]["identifier"]["value"], "operator");
+        let rows = db.rows().await;
+        assert!(
+            rows.iter().any(|r| r.6 == "cli:user-add"),
+            "{b}: the account's creation is on record"
+        );
+        // A token request refused, a sign-in page refused.
+        let r = app
+            .client
+            .post(format!("{}/oauth/token", app.base.strip_suffix("/fhir").unwrap()))
+            .form(&[("grant_type", "client_credentials"), ("client_id", "nobody")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        expect(&last().await, "token", "E", "4");
+        // A transaction, a patch, break-the-glass, an export kick-off, a consent.
+        let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {"resourceType": "Basic", "code": {"text": "x"}}, "request": {"method": "POST", "url": "Basic"}}]});
+        assert_eq!(app.post("", &tx).await.status, StatusCode::OK);
+        expect(&last().await, "transaction", "E", "0");
+        let r = app
+            .client
+            .patch(app.url(&format!("Patient/{p}")))
+            .bearer_auth(&app.data.token)
+            .header("content-type", "application/json-patch+json")
+            .body(r#"[{"op": "add", "path": "/active", "value": true}]"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let e = last().await;
+        expect(&e, "patch", "U", "0");
+        assert_eq!(e["entity"][1]["what"]["reference"], format!("Patient/{p}"));
+        let ask = json!({"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": "collapsed at the desk"}]});
+        let r = app
+            .request_as(&t, Method::POST, &format!("Patient/{p}/$break-the-glass"), Some(&ask))
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+        let e = last().await;
+        expect(&e, "operation:break-the-glass", "E", "0");
+        assert_eq!(e["agent"][0]["role"][0]["text"], "physician");
+        let r = app
+            .request(
+                Method::GET,
+                "$export?_type=Patient",
+                None,
+                &[("prefer", "respond-async")],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED);
+        expect(&last().await, "operation:export", "E", "0");
+        let consent = json!({"resourceType": "Consent", "status": "active",
+            "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+            "category": [{"text": "privacy"}], "patient": {"reference": format!("Patient/{p}")}});
+        assert_eq!(app.post("Consent", &consent).await.status, StatusCode::CREATED);
+        let e = last().await;
+        expect(&e, "create", "C", "0");
+        assert_eq!(
+            e["entity"][1]["what"]["reference"],
+            format!("Patient/{p}"),
+            "{b}: the consent's patient"
+        );
+        // There is no way to delete the log; the attempt is itself on record.
+        let r = app.delete("$audit").await;
+        assert!(r.status.is_client_error(), "{b}");
+        expect(&last().await, "operation:audit", "E", "4");
+        let (ok, _, text) = verify(&app);
+        assert!(ok, "{b}: {text}");
+    }
+}
