@@ -67,6 +67,7 @@ fn operator_command(cmd: &Command) -> Option<(PathBuf, String)> {
             UserCommand::Unlock(x) => (x.data_dir.clone(), "user-unlock".into()),
         },
         Command::Token(a) => (a.data_dir.clone(), "token".into()),
+        Command::Import(a) => (a.data_dir.clone(), "import".into()),
         Command::Client(a) => match &a.command {
             ClientCommand::Add(x) => (x.data_dir.clone(), "client-add".into()),
             ClientCommand::List(x) => (x.data_dir.clone(), "client-list".into()),
