@@ -270,21 +270,13 @@ impl<S: Store> Vault<S> {
         let sid = self.random_id()?;
         let doc = crate::signin::GrantDocLite::cli(scopes);
         self.store
-            .insert_session(carevault_storage::StoredSession {
-                id: sid.clone(),
-                tenant: self.tenant.as_str().to_owned(),
-                user_id: Some(user.id.clone()),
-                client_id: crate::signin::CLI_CLIENT.to_owned(),
-                code_hash: None,
-                refresh_hash: None,
-                prev_refresh_hash: None,
+            .insert_session(self.new_session(
+                sid.clone(),
+                Some(user.id.clone()),
+                crate::signin::CLI_CLIENT,
                 doc,
-                created: now.millis(),
-                last_active: now.millis(),
-                expires: exp * 1000,
-                generation: 0,
-                revoked: false,
-            })
+                exp * 1000,
+            ))
             .await?;
         self.sign_access(&crate::signin::AccessClaims {
             sub: &user.id,

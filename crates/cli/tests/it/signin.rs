@@ -139,6 +139,38 @@ fn add_patient_user(app: &TestApp, name: &str, patient: &str) {
     .unwrap();
 }
 
+/// Adds a physician account with a TOTP second factor (its URI written to an owner-only
+/// file); the secret, as the authenticator app would hold it.
+fn physician_with_totp(app: &TestApp, name: &str, practitioner: &str) -> carevault_crypto::TotpSecret {
+    let pw = app.data.path().join(format!("{name}.pw"));
+    std::fs::write(&pw, "a long enough password\n").unwrap();
+    let uri_file = app.data.path().join(format!("{name}.otpauth"));
+    app.cli(&[
+        "user",
+        "add",
+        "--username",
+        name,
+        "--role",
+        "physician",
+        "--practitioner",
+        &format!("Practitioner/{practitioner}"),
+        "--password-file",
+        pw.to_str().unwrap(),
+        "--totp-uri-file",
+        uri_file.to_str().unwrap(),
+    ])
+    .unwrap();
+    let uri = std::fs::read_to_string(&uri_file).unwrap();
+    assert!(
+        uri.starts_with(&format!("otpauth://totp/carevault:{name}?secret=")),
+        "{uri}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&uri_file).unwrap().permissions().mode() & 0o077, 0);
+    let secret = uri.split("secret=").nth(1).unwrap().split('&').next().unwrap();
+    carevault_crypto::TotpSecret::from_bytes(carevault_crypto::base32_decode(secret).unwrap())
+}
+
 fn add_app(app: &TestApp, scopes: &str) -> String {
     app.cli(&[
         "client",
@@ -359,30 +391,7 @@ async fn staff_need_a_second_factor_and_failed_sign_ins_lock_the_account() {
     let app = start(data, &[]);
     let b = browser(&app);
     let dr = app.create(&json!({"resourceType": "Practitioner"})).await;
-    let pw = app.data.path().join("osler.pw");
-    std::fs::write(&pw, "a long enough password\n").unwrap();
-    let uri_file = app.data.path().join("osler.otpauth");
-    app.cli(&[
-        "user",
-        "add",
-        "--username",
-        "osler",
-        "--role",
-        "physician",
-        "--practitioner",
-        &format!("Practitioner/{dr}"),
-        "--password-file",
-        pw.to_str().unwrap(),
-        "--totp-uri-file",
-        uri_file.to_str().unwrap(),
-    ])
-    .unwrap();
-    let uri = std::fs::read_to_string(&uri_file).unwrap();
-    assert!(uri.starts_with("otpauth://totp/carevault:osler?secret="), "{uri}");
-    use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&uri_file).unwrap().permissions().mode() & 0o077, 0);
-    let secret = uri.split("secret=").nth(1).unwrap().split('&').next().unwrap();
-    let secret = carevault_crypto::TotpSecret::from_bytes(carevault_crypto::base32_decode(secret).unwrap());
+    let secret = physician_with_totp(&app, "osler", &dr);
     let client = add_app(&app, "user/*.rs openid fhirUser");
     let q = authorize_query(&app, &client, "user/*.rs");
 
@@ -723,27 +732,7 @@ async fn a_clinician_opens_an_app_on_one_of_their_patients() {
         )
         .await;
     }
-    let pw = app.data.path().join("doc.pw");
-    std::fs::write(&pw, "a long enough password\n").unwrap();
-    let uri_file = app.data.path().join("doc.otpauth");
-    app.cli(&[
-        "user",
-        "add",
-        "--username",
-        "lister",
-        "--role",
-        "physician",
-        "--practitioner",
-        &format!("Practitioner/{dr}"),
-        "--password-file",
-        pw.to_str().unwrap(),
-        "--totp-uri-file",
-        uri_file.to_str().unwrap(),
-    ])
-    .unwrap();
-    let uri = std::fs::read_to_string(&uri_file).unwrap();
-    let secret = uri.split("secret=").nth(1).unwrap().split('&').next().unwrap();
-    let secret = carevault_crypto::TotpSecret::from_bytes(carevault_crypto::base32_decode(secret).unwrap());
+    let secret = physician_with_totp(&app, "lister", &dr);
     let client = add_app(&app, "launch/patient patient/*.rs");
     let q = authorize_query(&app, &client, "launch/patient patient/*.rs");
     let now = time::OffsetDateTime::now_utc().unix_timestamp();

@@ -337,19 +337,14 @@ impl<S: Store> Vault<S> {
         };
         self.store
             .insert_session(StoredSession {
-                id: self.random_id()?,
-                tenant: self.tenant.as_str().to_owned(),
-                user_id: Some(user.id),
-                client_id: req.client_id.clone(),
                 code_hash: Some(hash_token(&code).0.to_vec()),
-                refresh_hash: None,
-                prev_refresh_hash: None,
-                doc: doc.to_json()?,
-                created: now,
-                last_active: now,
-                expires: now + p.session_lifetime_secs * 1000,
-                generation: 0,
-                revoked: false,
+                ..self.new_session(
+                    self.random_id()?,
+                    Some(user.id),
+                    &req.client_id,
+                    doc.to_json()?,
+                    now + p.session_lifetime_secs * 1000,
+                )
             })
             .await?;
         Ok(code)
@@ -415,6 +410,33 @@ impl<S: Store> Vault<S> {
         Ok(out)
     }
 
+    /// A new, active session row starting now.
+    pub(crate) fn new_session(
+        &self,
+        id: String,
+        user_id: Option<String>,
+        client_id: &str,
+        doc: String,
+        expires: i64,
+    ) -> StoredSession {
+        let now = self.clock.now().millis();
+        StoredSession {
+            id,
+            tenant: self.tenant.as_str().to_owned(),
+            user_id,
+            client_id: client_id.to_owned(),
+            code_hash: None,
+            refresh_hash: None,
+            prev_refresh_hash: None,
+            doc,
+            created: now,
+            last_active: now,
+            expires,
+            generation: 0,
+            revoked: false,
+        }
+    }
+
     pub(crate) fn random_id(&self) -> Result<String, CoreError> {
         let mut raw = [0u8; 16];
         self.rng.fill(&mut raw)?;
@@ -448,32 +470,26 @@ impl<S: Store> Vault<S> {
                 // The assertion's id becomes a session id: a replay collides with it.
                 let digest = hash_token(&format!("{}|{jti}", client.id));
                 let id = format!("assertion-{}", URL_SAFE_NO_PAD.encode(&digest.0[..18]));
-                let now = self.clock.now().millis();
                 let noted = self
                     .store
                     .insert_session(StoredSession {
-                        id,
-                        tenant: self.tenant.as_str().to_owned(),
-                        user_id: None,
-                        client_id: client.id.clone(),
-                        code_hash: None,
-                        refresh_hash: None,
-                        prev_refresh_hash: None,
-                        doc: GrantDoc {
-                            scope: String::new(),
-                            patient: None,
-                            challenge: None,
-                            redirect_uri: None,
-                            code_expires: 0,
-                            code_used: true,
-                            idle: false,
-                        }
-                        .to_json()?,
-                        created: now,
-                        last_active: now,
-                        expires: exp * 1000,
-                        generation: 0,
                         revoked: true,
+                        ..self.new_session(
+                            id,
+                            None,
+                            &client.id,
+                            GrantDoc {
+                                scope: String::new(),
+                                patient: None,
+                                challenge: None,
+                                redirect_uri: None,
+                                code_expires: 0,
+                                code_used: true,
+                                idle: false,
+                            }
+                            .to_json()?,
+                            exp * 1000,
+                        )
                     })
                     .await;
                 match noted {
@@ -644,21 +660,13 @@ impl<S: Store> Vault<S> {
             code_used: true,
             idle: false,
         };
-        let session = StoredSession {
-            id: self.random_id()?,
-            tenant: self.tenant.as_str().to_owned(),
-            user_id: None,
-            client_id: client.id.clone(),
-            code_hash: None,
-            refresh_hash: None,
-            prev_refresh_hash: None,
-            doc: doc.to_json()?,
-            created: now,
-            last_active: now,
-            expires: now + p.access_token_secs * 1000,
-            generation: 0,
-            revoked: false,
-        };
+        let session = self.new_session(
+            self.random_id()?,
+            None,
+            &client.id,
+            doc.to_json()?,
+            now + p.access_token_secs * 1000,
+        );
         self.store.insert_session(session.clone()).await?;
         self.answer(&session, &doc, scopes, None)
     }
