@@ -175,6 +175,7 @@ impl<S: Store> Session<'_, S> {
         };
         self.apply(ChangeSet {
             versions: vec![pending.version],
+            audit: None,
         })
         .await?;
         Ok(pending.written)
@@ -285,6 +286,7 @@ impl<S: Store> Session<'_, S> {
             match self
                 .apply(ChangeSet {
                     versions: vec![pending.version],
+                    audit: None,
                 })
                 .await
             {
@@ -329,7 +331,13 @@ impl<S: Store> Session<'_, S> {
             let Some(cur) = live else { return Ok(None) };
             let v = self.deletion(rtype, id, cur);
             let version = v.version;
-            match self.apply(ChangeSet { versions: vec![v] }).await {
+            match self
+                .apply(ChangeSet {
+                    versions: vec![v],
+                    audit: None,
+                })
+                .await
+            {
                 Ok(()) => return Ok(Some(version)),
                 Err(carevault_storage::StoreError::Conflict) if if_match.is_some() => {
                     return Err(CoreError::PreconditionFailed(
@@ -371,10 +379,40 @@ impl<S: Store> Session<'_, S> {
         Ok(current)
     }
 
-    /// Applies a change set; a change to a Consent makes the next decision look again.
-    pub(crate) async fn apply(&self, changes: ChangeSet) -> Result<(), carevault_storage::StoreError> {
+    /// Applies a change set; a change to a Consent makes the next decision look again. The
+    /// request's pending audit entry (if the HTTP layer set one) is committed with the first
+    /// change set, filled in with the caller and the resource written.
+    pub(crate) async fn apply(&self, mut changes: ChangeSet) -> Result<(), carevault_storage::StoreError> {
         let consent = changes.versions.iter().any(|v| v.key.rtype == "Consent");
+        let pending = crate::audit::pending().map(|mut d| {
+            let a = self.access();
+            d.agent.who = a.actor_key();
+            d.agent.role = a.role().map(|r| r.as_str().to_owned());
+            if let crate::access::Actor::Client { client_id } = a.actor() {
+                d.agent.client = Some(client_id.clone());
+            }
+            d.purpose = Some(a.purpose().to_owned());
+            if let [v] = changes.versions.as_slice() {
+                d.entity = Some(format!("{}/{}", v.key.rtype, v.key.id));
+            }
+            if d.patient.is_none() {
+                d.patient = changes
+                    .versions
+                    .iter()
+                    .find(|v| !v.patient.is_empty())
+                    .map(|v| v.patient.clone());
+            }
+            d
+        });
+        if let Some(d) = &pending {
+            changes.audit = Some(crate::audit::maker(crate::audit::mac_key(&self.keys), d.clone()));
+        }
         let result = self.store.apply(changes).await;
+        if result.is_ok()
+            && let Some(d) = pending
+        {
+            crate::audit::committed(d);
+        }
         if consent {
             self.access_changed();
         }

@@ -102,8 +102,36 @@ pub(crate) async fn record(State(state): State<AppState>, req: Request, next: Ne
     let path = req.uri().path().to_owned();
     let query = req.uri().query().filter(|q| !q.is_empty()).map(str::to_owned);
     let address = req.extensions().get::<Peer>().map(|p| p.0.ip().to_string());
-    let response = next.run(req).await;
     let (subtype, action, entity, path_patient) = classify(&method, &path);
+    // A FHIR write commits its entry in its own transaction: the core fills in the caller
+    // and the resource and writes the entry with the change set.
+    let writes =
+        path.starts_with("/fhir") && matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
+    let response = if writes {
+        let draft = AuditDraft {
+            recorded: state.vault.clock().now().millis(),
+            subtype: subtype.clone(),
+            action,
+            outcome: Outcome::Success,
+            agent: AuditAgent {
+                who: "anonymous".into(),
+                role: None,
+                client: None,
+                address: address.clone(),
+            },
+            entity: entity.clone(),
+            patient: path_patient.clone(),
+            query_tag: None,
+            purpose: None,
+        };
+        let (response, committed) = carevault_core::audit::with_pending(draft, next.run(req)).await;
+        if committed.is_some() {
+            return response;
+        }
+        response
+    } else {
+        next.run(req).await
+    };
     let mut patient = response
         .extensions()
         .get::<AuditPatient>()

@@ -3,9 +3,10 @@
 use crate::postgres::PgStore;
 use crate::sqlite::SqliteStore;
 use crate::{
-    AccessEpoch, AccountStore, AuditFilter, AuditRecord, AuditStore, ChangeSet, HistoryQuery, KeyStore, NewKey,
-    OAuthStore, ResourceKey, ResourceStore, Revoke, SearchHit, SearchQuery, SessionMatch, StoreError, StoredClient,
-    StoredEmergency, StoredHead, StoredKey, StoredSecurity, StoredSession, StoredUser, StoredVersion, TokenStore,
+    AccessEpoch, AccountStore, AuditFilter, AuditMaker, AuditRecord, AuditStore, ChangeSet, HistoryQuery, KeyStore,
+    NewKey, OAuthStore, ResourceKey, ResourceStore, Revoke, SearchHit, SearchQuery, SessionMatch, StoreError,
+    StoredClient, StoredEmergency, StoredHead, StoredKey, StoredSecurity, StoredSession, StoredUser, StoredVersion,
+    TokenStore,
 };
 
 /// Either backend. Each method forwards to the one in use.
@@ -278,8 +279,8 @@ impl OAuthStore for AnyStore {
 }
 
 impl AuditStore for AnyStore {
-    async fn append_audit(&self, records: Vec<AuditRecord>) -> Result<(), StoreError> {
-        forward!(self, s => s.append_audit(records))
+    async fn append_audit(&self, makers: Vec<AuditMaker>) -> Result<i64, StoreError> {
+        forward!(self, s => s.append_audit(makers))
     }
 
     async fn audit_size(&self) -> Result<i64, StoreError> {

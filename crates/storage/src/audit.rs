@@ -26,6 +26,18 @@ pub struct AuditRecord {
     pub entity: Option<String>,
 }
 
+/// Makes an entry once the store has given it its index (the entry's body carries its own
+/// position, so it is rendered, hashed and MACed in the core only then). Called inside the
+/// store's transaction.
+#[derive(Clone)]
+pub struct AuditMaker(pub std::sync::Arc<dyn Fn(i64) -> AuditRecord + Send + Sync>);
+
+impl std::fmt::Debug for AuditMaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditMaker(..)")
+    }
+}
+
 /// A signed tree head.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredHead {
@@ -51,9 +63,9 @@ pub struct AuditFilter {
 }
 
 pub trait AuditStore: Send + Sync {
-    /// Appends `records`, whose indexes must continue the log (the first one equal to its
-    /// current size, then consecutive); otherwise `StoreError::Conflict` and nothing written.
-    fn append_audit(&self, records: Vec<AuditRecord>) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Appends one entry per maker, numbered from the log's current size in one transaction
+    /// (two writers never interleave); the first index.
+    fn append_audit(&self, makers: Vec<AuditMaker>) -> impl Future<Output = Result<i64, StoreError>> + Send;
 
     /// How many entries the log holds.
     fn audit_size(&self) -> impl Future<Output = Result<i64, StoreError>> + Send;

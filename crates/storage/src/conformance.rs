@@ -34,7 +34,10 @@ fn version(id: &str, v: u64, expect: Expect, op: Op, tags: &[&[u8]]) -> NewVersi
 }
 
 fn one(v: NewVersion) -> ChangeSet {
-    ChangeSet { versions: vec![v] }
+    ChangeSet {
+        versions: vec![v],
+        audit: None,
+    }
 }
 
 async fn suite<S: Store>(s: S) {
@@ -95,6 +98,7 @@ async fn suite<S: Store>(s: S) {
 
     // a change set is atomic: the bad second entry undoes the good first one
     let bad = ChangeSet {
+        audit: None,
         versions: vec![
             version("b", 1, Expect::Absent, Op::Create, &[]),
             version("a", 9, Expect::Version(7), Op::Update, &[]),
@@ -966,27 +970,19 @@ async fn audit_suite<S: Store>(s: S) {
         outcome: "0".into(),
         entity: Some(format!("Patient/p{i}")),
     };
+    let maker = |patient: Option<&'static str>| AuditMaker(std::sync::Arc::new(move |i: i64| rec(i, patient)));
     assert_eq!(s.audit_size().await.unwrap(), 0);
-    s.append_audit(vec![rec(0, Some("p1")), rec(1, None)]).await.unwrap();
-    assert!(
-        matches!(s.append_audit(vec![rec(1, None)]).await, Err(StoreError::Conflict)),
-        "a used index"
-    );
-    assert!(
-        matches!(s.append_audit(vec![rec(3, None)]).await, Err(StoreError::Conflict)),
-        "a gap"
-    );
-    assert!(
-        matches!(
-            s.append_audit(vec![rec(2, None), rec(4, None)]).await,
-            Err(StoreError::Conflict)
-        ),
-        "not consecutive"
-    );
-    assert_eq!(s.audit_size().await.unwrap(), 2, "a refused append writes nothing");
-    s.append_audit(vec![rec(2, Some("p1")), rec(3, Some("p2"))])
-        .await
-        .unwrap();
+    assert_eq!(s.append_audit(vec![maker(Some("p1")), maker(None)]).await.unwrap(), 0);
+    // Numbered by the store, continuing the log; inside a write's change set too.
+    assert_eq!(s.append_audit(vec![maker(Some("p1"))]).await.unwrap(), 2);
+    let mut with_write = one(version("audited", 1, Expect::Absent, Op::Create, &[]));
+    with_write.audit = Some(maker(Some("p2")));
+    s.apply(with_write).await.unwrap();
+    // A change set that fails writes neither its versions nor its entry.
+    let mut failing = one(version("audited", 1, Expect::Absent, Op::Create, &[]));
+    failing.audit = Some(maker(None));
+    assert!(matches!(s.apply(failing).await, Err(StoreError::Conflict)));
+    assert_eq!(s.audit_size().await.unwrap(), 4);
     let all = s.audit_range(0, 10).await.unwrap();
     assert_eq!(all.iter().map(|r| r.index).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
     assert_eq!(all[2], rec(2, Some("p1")));

@@ -121,6 +121,8 @@ pub(crate) fn decode_facts(s: &str) -> ResourceFacts {
 #[derive(Debug, Clone, Default)]
 pub struct ChangeSet {
     pub versions: Vec<NewVersion>,
+    /// The audit entry of the request making this change, committed with it.
+    pub audit: Option<crate::AuditMaker>,
 }
 
 /// Selects versions for a history: all, one type, or one resource; `since` bounds the

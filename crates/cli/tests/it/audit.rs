@@ -687,9 +687,16 @@ async fn sign_ins_tokens_operations_and_operator_commands_are_recorded_too() {
         let consent = json!({"resourceType": "Consent", "status": "active",
             "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
             "category": [{"text": "privacy"}], "patient": {"reference": format!("Patient/{p}")}});
-        assert_eq!(app.post("Consent", &consent).await.status, StatusCode::CREATED);
+        let created = app.post("Consent", &consent).await;
+        assert_eq!(created.status, StatusCode::CREATED);
         let e = last().await;
         expect(&e, "create", "C", "0");
+        // Committed with the write itself: it names the resource the write created.
+        assert_eq!(
+            e["entity"][0]["what"]["reference"],
+            format!("Consent/{}", created.json()["id"].as_str().unwrap()),
+            "{b}"
+        );
         assert_eq!(
             e["entity"][1]["what"]["reference"],
             format!("Patient/{p}"),

@@ -21,7 +21,7 @@ pub use verify::{VerifyReport, WitnessHead, verify_log};
 use crate::{CoreError, Vault};
 use carevault_crypto::merkle::{self, Frontier, Hash};
 use carevault_crypto::{HeadSigner, IndexKey};
-use carevault_storage::{AuditRecord, Store, StoreError, StoredHead};
+use carevault_storage::{AuditMaker, AuditRecord, Store, StoreError, StoredHead};
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::{mpsc, oneshot};
 
@@ -32,11 +32,11 @@ pub(crate) fn mac_key(keys: &carevault_crypto::KeyFile) -> IndexKey {
 
 type Reply = oneshot::Sender<Result<i64, CoreError>>;
 
-/// The running appender: its queue, and the tree over everything appended.
+/// The running appender, and the tree's frontier as far as it has been read.
 #[derive(Default)]
 pub(crate) struct AuditLog {
     queue: OnceLock<mpsc::UnboundedSender<(AuditDraft, Reply)>>,
-    frontier: Arc<Mutex<Option<Frontier>>>,
+    frontier: Arc<Mutex<Frontier>>,
 }
 
 /// A signed tree head as served and witnessed.
@@ -52,26 +52,29 @@ pub struct SignedHead {
 /// Most entries written in one store call.
 const BATCH: usize = 512;
 
-async fn load_frontier<S: Store>(store: &S) -> Result<Frontier, CoreError> {
-    let mut f = Frontier::new();
-    loop {
-        let page = store.audit_range(f.size() as i64, 10_000).await?;
-        if page.is_empty() {
-            return Ok(f);
-        }
-        for r in page {
-            let leaf: Hash = r.leaf.as_slice().try_into().map_err(|_| CoreError::Integrity)?;
-            f.push(leaf);
-        }
+/// The stored form of an entry once it has its index.
+fn record(key: &IndexKey, draft: &AuditDraft, index: i64) -> AuditRecord {
+    let body = draft.render(index);
+    AuditRecord {
+        index,
+        recorded: draft.recorded,
+        mac: key.mac(&body),
+        leaf: merkle::leaf_hash(&body).to_vec(),
+        agent: draft.agent.who.clone(),
+        patient: draft.patient.clone(),
+        subtype: draft.subtype.clone(),
+        outcome: draft.outcome.code().to_owned(),
+        entity: draft.entity.clone(),
+        body,
     }
 }
 
-async fn appender<S: Store>(
-    store: S,
-    key: IndexKey,
-    frontier: Arc<Mutex<Option<Frontier>>>,
-    mut rx: mpsc::UnboundedReceiver<(AuditDraft, Reply)>,
-) {
+/// A maker the store calls with the entry's index, inside its transaction.
+pub(crate) fn maker(key: IndexKey, draft: AuditDraft) -> AuditMaker {
+    AuditMaker(Arc::new(move |index| record(&key, &draft, index)))
+}
+
+async fn appender<S: Store>(store: S, key: IndexKey, mut rx: mpsc::UnboundedReceiver<(AuditDraft, Reply)>) {
     while let Some(first) = rx.recv().await {
         let mut jobs = vec![first];
         while jobs.len() < BATCH {
@@ -80,7 +83,11 @@ async fn appender<S: Store>(
                 Err(_) => break,
             }
         }
-        let result = append_batch(&store, &key, &frontier, &jobs).await;
+        let makers = jobs.iter().map(|(d, _)| maker(key.clone(), d.clone())).collect();
+        let result = store.append_audit(makers).await;
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "audit entries could not be written; their requests fail");
+        }
         for (i, (_, reply)) in jobs.into_iter().enumerate() {
             let _ = reply.send(match &result {
                 Ok(first) => Ok(first + i as i64),
@@ -90,65 +97,38 @@ async fn appender<S: Store>(
                 ))),
             });
         }
-        if let Err(e) = result {
-            tracing::error!(error = %e, "audit entries could not be written; their requests fail");
-        }
     }
 }
 
-/// Numbers, hashes and writes one batch; retries once from the store's size when another
-/// writer appended first.
-async fn append_batch<S: Store>(
-    store: &S,
-    key: &IndexKey,
-    frontier: &Arc<Mutex<Option<Frontier>>>,
-    jobs: &[(AuditDraft, Reply)],
-) -> Result<i64, CoreError> {
-    for _ in 0..3 {
-        let current = frontier.lock().ok().and_then(|f| f.clone());
-        let mut f = match current {
-            Some(f) => f,
-            None => load_frontier(store).await?,
-        };
-        let start = f.size() as i64;
-        let mut records = Vec::with_capacity(jobs.len());
-        for (i, (draft, _)) in jobs.iter().enumerate() {
-            let index = start + i as i64;
-            let body = draft.render(index);
-            let leaf = merkle::leaf_hash(&body);
-            f.push(leaf);
-            records.push(AuditRecord {
-                index,
-                recorded: draft.recorded,
-                mac: key.mac(&body),
-                leaf: leaf.to_vec(),
-                agent: draft.agent.who.clone(),
-                patient: draft.patient.clone(),
-                subtype: draft.subtype.clone(),
-                outcome: draft.outcome.code().to_owned(),
-                entity: draft.entity.clone(),
-                body,
-            });
-        }
-        match store.append_audit(records).await {
-            Ok(()) => {
-                if let Ok(mut g) = frontier.lock() {
-                    *g = Some(f);
-                }
-                return Ok(start);
-            }
-            Err(StoreError::Conflict) => {
-                // Someone else appended: read the tree again and renumber.
-                if let Ok(mut g) = frontier.lock() {
-                    *g = None;
-                }
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(CoreError::Conflict(
-        "the audit log kept moving under this server".into(),
-    ))
+tokio::task_local! {
+    /// The entry of the request being served, when it may be committed with a write.
+    static PENDING: std::cell::RefCell<Option<(AuditDraft, bool)>>;
+}
+
+/// Runs `f` (a request's handler) with `draft` as its pending audit entry: the first change
+/// set the request commits carries it (with the caller and patient filled in), in the same
+/// transaction. Returns whether it was so committed — if not, the caller appends it itself.
+pub async fn with_pending<F: std::future::Future>(draft: AuditDraft, f: F) -> (F::Output, Option<AuditDraft>) {
+    PENDING
+        .scope(std::cell::RefCell::new(Some((draft, false))), async move {
+            let out = f.await;
+            let committed = PENDING.with(|p| p.borrow().as_ref().filter(|(_, done)| *done).map(|(d, _)| d.clone()));
+            (out, committed)
+        })
+        .await
+}
+
+/// The pending entry, if the request has one not yet committed.
+pub(crate) fn pending() -> Option<AuditDraft> {
+    PENDING
+        .try_with(|p| p.borrow().as_ref().filter(|(_, done)| !*done).map(|(d, _)| d.clone()))
+        .ok()
+        .flatten()
+}
+
+/// Marks the pending entry committed (with what it became).
+pub(crate) fn committed(draft: AuditDraft) {
+    let _ = PENDING.try_with(|p| *p.borrow_mut() = Some((draft, true)));
 }
 
 impl<S: Store> Vault<S> {
@@ -161,12 +141,7 @@ impl<S: Store> Vault<S> {
         }
         let tx = self.audit_log.queue.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(appender(
-                self.store.clone(),
-                mac_key(&self.keys),
-                Arc::clone(&self.audit_log.frontier),
-                rx,
-            ));
+            tokio::spawn(appender(self.store.clone(), mac_key(&self.keys), rx));
             tx
         });
         let (reply, wait) = oneshot::channel();
@@ -183,21 +158,28 @@ impl<S: Store> Vault<S> {
             .collect()
     }
 
-    /// The current tree, read from the store when this server has not appended yet or
-    /// another writer has.
+    /// The tree over the whole log: the frontier kept in memory, caught up with the entries
+    /// written since it was last read.
     async fn tree(&self) -> Result<Frontier, CoreError> {
-        let size = self.store.audit_size().await?;
-        let known = self.audit_log.frontier.lock().ok().and_then(|f| f.clone());
-        match known {
-            Some(f) if f.size() as i64 == size => Ok(f),
-            _ => {
-                let f = load_frontier(&self.store).await?;
-                if let Ok(mut g) = self.audit_log.frontier.lock() {
-                    *g = Some(f.clone());
+        let mut f = self.audit_log.frontier.lock().map(|f| f.clone()).unwrap_or_default();
+        loop {
+            let page = self.store.audit_range(f.size() as i64, 10_000).await?;
+            if page.is_empty() {
+                break;
+            }
+            for r in page {
+                if r.index != f.size() as i64 {
+                    return Err(CoreError::Integrity);
                 }
-                Ok(f)
+                f.push(r.leaf.as_slice().try_into().map_err(|_| CoreError::Integrity)?);
             }
         }
+        if let Ok(mut g) = self.audit_log.frontier.lock()
+            && g.size() < f.size()
+        {
+            *g = f.clone();
+        }
+        Ok(f)
     }
 
     /// Signs a head over the whole log as it stands and stores it.

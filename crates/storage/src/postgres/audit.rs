@@ -1,9 +1,9 @@
-//! The audit log on PostgreSQL. An append is one statement that inserts only if it continues
-//! the log; the primary key stops two writers from taking the same indexes.
+//! The audit log on PostgreSQL. Appends — by themselves or inside a write's transaction —
+//! take a transaction-scoped advisory lock, read the log's size and insert in one statement.
 
 use super::{PgStore, map_err};
 use crate::audit::AUDIT_COLUMNS;
-use crate::{AuditFilter, AuditRecord, AuditStore, StoreError, StoredHead};
+use crate::{AuditFilter, AuditMaker, AuditRecord, AuditStore, StoreError, StoredHead};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
@@ -22,46 +22,63 @@ fn record_from_row(r: &Row) -> AuditRecord {
     }
 }
 
+/// The advisory lock that orders audit appends (the transaction holds it until it ends).
+const AUDIT_LOCK: i64 = 0x6361_7265_5661_7564;
+
+/// Numbers and inserts entries inside `tx`: the lock, the log's size, one insert for all.
+pub(crate) async fn insert_made(
+    tx: &deadpool_postgres::Transaction<'_>,
+    makers: &[AuditMaker],
+) -> Result<i64, StoreError> {
+    if makers.is_empty() {
+        return Ok(0);
+    }
+    // The lock first, in a statement of its own: the next statement's snapshot then sees
+    // every entry committed before the lock was granted.
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])
+        .await
+        .map_err(map_err)?;
+    let first: i64 = tx
+        .query_one("SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_log", &[])
+        .await
+        .map_err(map_err)?
+        .get(0);
+    let records: Vec<AuditRecord> = makers
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.0)(first + i as i64))
+        .collect();
+    let col = |f: fn(&AuditRecord) -> i64| records.iter().map(f).collect::<Vec<i64>>();
+    let bytes = |f: fn(&AuditRecord) -> &Vec<u8>| records.iter().map(|r| f(r).clone()).collect::<Vec<Vec<u8>>>();
+    let text = |f: fn(&AuditRecord) -> &String| records.iter().map(|r| f(r).clone()).collect::<Vec<String>>();
+    let opt =
+        |f: fn(&AuditRecord) -> &Option<String>| records.iter().map(|r| f(r).clone()).collect::<Vec<Option<String>>>();
+    let (idx, recorded) = (col(|r| r.index), col(|r| r.recorded));
+    let (body, leaf, mac) = (bytes(|r| &r.body), bytes(|r| &r.leaf), bytes(|r| &r.mac));
+    let (agent, subtype, outcome) = (text(|r| &r.agent), text(|r| &r.subtype), text(|r| &r.outcome));
+    let (patient, entity) = (opt(|r| &r.patient), opt(|r| &r.entity));
+    let stmt = tx
+        .prepare_cached(&format!(
+            "INSERT INTO audit_log ({AUDIT_COLUMNS})
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bytea[], $5::bytea[],
+                                  $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])"
+        ))
+        .await
+        .map_err(map_err)?;
+    let params: [&(dyn ToSql + Sync); 10] = [
+        &idx, &recorded, &body, &leaf, &mac, &agent, &patient, &subtype, &outcome, &entity,
+    ];
+    tx.execute(&stmt, &params).await.map_err(map_err)?;
+    Ok(first)
+}
+
 impl AuditStore for PgStore {
-    async fn append_audit(&self, records: Vec<AuditRecord>) -> Result<(), StoreError> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        // One statement, one round trip: the rows go in only if they continue the log; two
-        // writers racing for the same indexes collide on the primary key (a `Conflict`).
-        let first = records[0].index;
-        if !records.iter().enumerate().all(|(i, r)| r.index == first + i as i64) {
-            return Err(StoreError::Conflict);
-        }
-        let col = |f: fn(&AuditRecord) -> i64| records.iter().map(f).collect::<Vec<i64>>();
-        let bytes = |f: fn(&AuditRecord) -> &Vec<u8>| records.iter().map(|r| f(r).clone()).collect::<Vec<Vec<u8>>>();
-        let text = |f: fn(&AuditRecord) -> &String| records.iter().map(|r| f(r).clone()).collect::<Vec<String>>();
-        let opt = |f: fn(&AuditRecord) -> &Option<String>| {
-            records.iter().map(|r| f(r).clone()).collect::<Vec<Option<String>>>()
-        };
-        let (idx, recorded) = (col(|r| r.index), col(|r| r.recorded));
-        let (body, leaf, mac) = (bytes(|r| &r.body), bytes(|r| &r.leaf), bytes(|r| &r.mac));
-        let (agent, subtype, outcome) = (text(|r| &r.agent), text(|r| &r.subtype), text(|r| &r.outcome));
-        let (patient, entity) = (opt(|r| &r.patient), opt(|r| &r.entity));
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(&format!(
-                "INSERT INTO audit_log ({AUDIT_COLUMNS})
-                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bytea[], $5::bytea[],
-                                      $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])
-                 WHERE (SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_log) = $11"
-            ))
-            .await
-            .map_err(map_err)?;
-        let params: [&(dyn ToSql + Sync); 11] = [
-            &idx, &recorded, &body, &leaf, &mac, &agent, &patient, &subtype, &outcome, &entity, &first,
-        ];
-        let n = client.execute(&stmt, &params).await.map_err(map_err)?;
-        if n as usize == records.len() {
-            Ok(())
-        } else {
-            Err(StoreError::Conflict)
-        }
+    async fn append_audit(&self, makers: Vec<AuditMaker>) -> Result<i64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        let first = insert_made(&tx, &makers).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(first)
     }
 
     async fn audit_size(&self) -> Result<i64, StoreError> {

@@ -2,7 +2,7 @@
 //! each change set in one transaction.
 
 mod accounts;
-mod audit;
+pub(crate) mod audit;
 mod export;
 mod oauth;
 mod schema;
@@ -248,6 +248,9 @@ impl ResourceStore for PgStore {
             }
         }
         insert_search_rows(&tx, &changes, &rids).await?;
+        if let Some(maker) = &changes.audit {
+            audit::insert_made(&tx, std::slice::from_ref(maker)).await?;
+        }
         tx.commit().await.map_err(map_err)
     }
 

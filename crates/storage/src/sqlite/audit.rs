@@ -2,7 +2,7 @@
 
 use super::SqliteStore;
 use crate::audit::AUDIT_COLUMNS;
-use crate::{AuditFilter, AuditRecord, AuditStore, StoreError, StoredHead};
+use crate::{AuditFilter, AuditMaker, AuditRecord, AuditStore, StoreError, StoredHead};
 use rusqlite::types::Value as V;
 use rusqlite::{Row, params, params_from_iter};
 
@@ -21,31 +21,26 @@ fn record_from_row(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
     })
 }
 
+/// Numbers and inserts entries inside the writer's transaction; the first index.
+pub(crate) fn insert_made(conn: &rusqlite::Connection, makers: &[AuditMaker]) -> Result<i64, StoreError> {
+    let first: i64 = conn
+        .prepare_cached("SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_log")?
+        .query_row([], |r| r.get(0))?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+    ))?;
+    for (i, m) in makers.iter().enumerate() {
+        let r = (m.0)(first + i as i64);
+        stmt.execute(params![
+            r.index, r.recorded, r.body, r.leaf, r.mac, r.agent, r.patient, r.subtype, r.outcome, r.entity
+        ])?;
+    }
+    Ok(first)
+}
+
 impl AuditStore for SqliteStore {
-    async fn append_audit(&self, records: Vec<AuditRecord>) -> Result<(), StoreError> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        self.pool
-            .write(move |conn| {
-                let size: i64 = conn
-                    .prepare_cached("SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_log")?
-                    .query_row([], |r| r.get(0))?;
-                let consecutive = records.iter().enumerate().all(|(i, r)| r.index == size + i as i64);
-                if !consecutive {
-                    return Err(StoreError::Conflict);
-                }
-                let mut stmt = conn.prepare_cached(&format!(
-                    "INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
-                ))?;
-                for r in &records {
-                    stmt.execute(params![
-                        r.index, r.recorded, r.body, r.leaf, r.mac, r.agent, r.patient, r.subtype, r.outcome, r.entity
-                    ])?;
-                }
-                Ok(())
-            })
-            .await
+    async fn append_audit(&self, makers: Vec<AuditMaker>) -> Result<i64, StoreError> {
+        self.pool.write(move |conn| insert_made(conn, &makers)).await
     }
 
     async fn audit_size(&self) -> Result<i64, StoreError> {

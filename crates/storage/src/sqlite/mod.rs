@@ -2,7 +2,7 @@
 //! acknowledged write survives `kill -9` and power loss.
 
 mod accounts;
-mod audit;
+pub(crate) mod audit;
 mod export;
 mod oauth;
 mod pool;
@@ -136,6 +136,9 @@ fn apply_changes(conn: &Connection, changes: &ChangeSet) -> Result<(), StoreErro
         for row in &v.search_rows {
             insert_search_row(conn, &v.key, rid, row)?;
         }
+    }
+    if let Some(maker) = &changes.audit {
+        audit::insert_made(conn, std::slice::from_ref(maker))?;
     }
     Ok(())
 }
