@@ -34,20 +34,49 @@ pub(crate) async fn insert_made(
         return Ok(0);
     }
     // The lock first, in a statement of its own: the next statement's snapshot then sees
-    // every entry committed before the lock was granted.
+    // every entry committed before the lock was granted. Appends outside write transactions
+    // do not take it, so the insert may still collide with one: it is then retried from a
+    // savepoint, and the write itself never fails for it.
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])
         .await
         .map_err(map_err)?;
-    let first: i64 = tx
-        .query_one("SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_log", &[])
-        .await
-        .map_err(map_err)?
-        .get(0);
-    let records: Vec<AuditRecord> = makers
-        .iter()
-        .enumerate()
-        .map(|(i, m)| (m.0)(first + i as i64))
-        .collect();
+    for _ in 0..16 {
+        tx.batch_execute("SAVEPOINT audit_entry").await.map_err(map_err)?;
+        let first: i64 = tx
+            .query_one("SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_log", &[])
+            .await
+            .map_err(map_err)?
+            .get(0);
+        let records: Vec<AuditRecord> = makers
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.0)(first + i as i64))
+            .collect();
+        match insert_records(tx, &records, None).await {
+            Ok(_) => {
+                tx.batch_execute("RELEASE SAVEPOINT audit_entry")
+                    .await
+                    .map_err(map_err)?;
+                return Ok(first);
+            }
+            Err(StoreError::Conflict) => {
+                tx.batch_execute("ROLLBACK TO SAVEPOINT audit_entry")
+                    .await
+                    .map_err(map_err)?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::Conflict)
+}
+
+/// Inserts `records` in one statement; with `expect`, only if the log's size is still that
+/// (the number of rows inserted says whether it was).
+async fn insert_records<C: deadpool_postgres::GenericClient>(
+    client: &C,
+    records: &[AuditRecord],
+    expect: Option<i64>,
+) -> Result<u64, StoreError> {
     let col = |f: fn(&AuditRecord) -> i64| records.iter().map(f).collect::<Vec<i64>>();
     let bytes = |f: fn(&AuditRecord) -> &Vec<u8>| records.iter().map(|r| f(r).clone()).collect::<Vec<Vec<u8>>>();
     let text = |f: fn(&AuditRecord) -> &String| records.iter().map(|r| f(r).clone()).collect::<Vec<String>>();
@@ -57,28 +86,56 @@ pub(crate) async fn insert_made(
     let (body, leaf, mac) = (bytes(|r| &r.body), bytes(|r| &r.leaf), bytes(|r| &r.mac));
     let (agent, subtype, outcome) = (text(|r| &r.agent), text(|r| &r.subtype), text(|r| &r.outcome));
     let (patient, entity) = (opt(|r| &r.patient), opt(|r| &r.entity));
-    let stmt = tx
+    let check = if expect.is_some() {
+        " WHERE (SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_log) = $11"
+    } else {
+        ""
+    };
+    let stmt = client
         .prepare_cached(&format!(
             "INSERT INTO audit_log ({AUDIT_COLUMNS})
              SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bytea[], $5::bytea[],
-                                  $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])"
+                                  $6::text[], $7::text[], $8::text[], $9::text[], $10::text[]){check}"
         ))
         .await
         .map_err(map_err)?;
-    let params: [&(dyn ToSql + Sync); 10] = [
+    let first = expect.unwrap_or(0);
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![
         &idx, &recorded, &body, &leaf, &mac, &agent, &patient, &subtype, &outcome, &entity,
     ];
-    tx.execute(&stmt, &params).await.map_err(map_err)?;
-    Ok(first)
+    if expect.is_some() {
+        params.push(&first);
+    }
+    client.execute(&stmt, &params).await.map_err(map_err)
 }
 
 impl AuditStore for PgStore {
     async fn append_audit(&self, makers: Vec<AuditMaker>) -> Result<i64, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(map_err)?;
-        let first = insert_made(&tx, &makers).await?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(first)
+        if makers.is_empty() {
+            return Ok(0);
+        }
+        // Without a transaction: read the size, insert only if it still holds (a write's
+        // transaction or another server may have appended meanwhile: the check or the primary
+        // key says so) and try again from the new size. Two round trips when uncontended.
+        let client = self.client().await?;
+        for _ in 0..16 {
+            let first: i64 = client
+                .query_one("SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_log", &[])
+                .await
+                .map_err(map_err)?
+                .get(0);
+            let records: Vec<AuditRecord> = makers
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (m.0)(first + i as i64))
+                .collect();
+            match insert_records(&client, &records, Some(first)).await {
+                Ok(n) if n as usize == records.len() => return Ok(first),
+                Ok(_) | Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Conflict)
     }
 
     async fn audit_size(&self) -> Result<i64, StoreError> {
