@@ -114,24 +114,34 @@ impl AuditStore for PgStore {
         if makers.is_empty() {
             return Ok(0);
         }
-        // Without a transaction: read the size, insert only if it still holds (a write's
-        // transaction or another server may have appended meanwhile: the check or the primary
-        // key says so) and try again from the new size. Two round trips when uncontended.
+        // Without a transaction: insert at the size last seen, only if it still holds (a
+        // write's transaction or another server may have appended meanwhile: the check or the
+        // primary key says so), else read the size and try again. One round trip when this
+        // server is the only one appending.
+        use std::sync::atomic::Ordering;
         let client = self.client().await?;
+        let mut guess = self.audit_next.load(Ordering::Relaxed);
         for _ in 0..16 {
-            let first: i64 = client
-                .query_one("SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_log", &[])
-                .await
-                .map_err(map_err)?
-                .get(0);
+            let first = if guess >= 0 {
+                guess
+            } else {
+                client
+                    .query_one("SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_log", &[])
+                    .await
+                    .map_err(map_err)?
+                    .get(0)
+            };
             let records: Vec<AuditRecord> = makers
                 .iter()
                 .enumerate()
                 .map(|(i, m)| (m.0)(first + i as i64))
                 .collect();
             match insert_records(&client, &records, Some(first)).await {
-                Ok(n) if n as usize == records.len() => return Ok(first),
-                Ok(_) | Err(StoreError::Conflict) => continue,
+                Ok(n) if n as usize == records.len() => {
+                    self.audit_next.store(first + n as i64, Ordering::Relaxed);
+                    return Ok(first);
+                }
+                Ok(_) | Err(StoreError::Conflict) => guess = -1,
                 Err(e) => return Err(e),
             }
         }

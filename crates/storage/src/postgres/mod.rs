@@ -21,6 +21,9 @@ use tokio_postgres::{NoTls, Row};
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// The audit log's next index as this server last saw it (-1: unknown): an append tries
+    /// it first and reads the log's size only when it was wrong.
+    audit_next: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 fn map_err(e: tokio_postgres::Error) -> StoreError {
@@ -48,7 +51,10 @@ impl PgStore {
             .map_err(|e| StoreError::backend("pool", e))?;
         let mut client = pool.get().await.map_err(|e| StoreError::backend("connect", e))?;
         schema::migrate(&mut client).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            audit_next: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(-1)),
+        })
     }
 
     /// `VACUUM (ANALYZE)` of this store's tables after a bulk load: fresh statistics (without
