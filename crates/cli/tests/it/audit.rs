@@ -537,6 +537,16 @@ async fn the_privacy_officer_searches_the_log_and_the_patient_sees_who_looked() 
         let entries = found.json()["entry"].as_array().unwrap().clone();
         assert!(!entries.is_empty(), "{b}: the refused read is on record");
         assert!(entries.iter().all(|e| e["resource"]["outcome"] == "4"));
+        let typed = app
+            .request_as(&officer, Method::GET, "$audit?type=rest&_count=3", None)
+            .await
+            .json();
+        assert_eq!(typed["entry"].as_array().unwrap().len(), 3, "{b}");
+        let other = app
+            .request_as(&officer, Method::GET, "$audit?type=login", None)
+            .await
+            .json();
+        assert!(other["entry"].as_array().unwrap().is_empty(), "{b}");
         let ndjson = app
             .request_as(&officer, Method::GET, "$audit?_format=ndjson&_count=5", None)
             .await;
