@@ -103,6 +103,11 @@ pub(crate) async fn record(State(state): State<AppState>, req: Request, next: Ne
     let query = req.uri().query().filter(|q| !q.is_empty()).map(str::to_owned);
     let address = req.extensions().get::<Peer>().map(|p| p.0.ip().to_string());
     let (subtype, action, entity, path_patient) = classify(&method, &path);
+    // Forms carry credentials: only FHIR search terms are hashed into the entry.
+    let query_tag = match (&query, path.starts_with("/fhir")) {
+        (Some(q), true) => Some(state.vault.audit_query_tag(q)),
+        _ => None,
+    };
     // A FHIR write commits its entry in its own transaction: the core fills in the caller
     // and the resource and writes the entry with the change set.
     let writes =
@@ -121,14 +126,14 @@ pub(crate) async fn record(State(state): State<AppState>, req: Request, next: Ne
             },
             entity: entity.clone(),
             patient: path_patient.clone(),
-            query_tag: None,
+            query_tag: query_tag.clone(),
             purpose: None,
         };
-        let (response, committed) = carevault_core::audit::with_pending(draft, next.run(req)).await;
-        if committed.is_some() {
-            return response;
+        match carevault_core::audit::with_pending(draft, next.run(req)).await {
+            // Its entry went in with the write.
+            (response, Some(_)) => return response,
+            (response, None) => response,
         }
-        response
     } else {
         next.run(req).await
     };
@@ -162,11 +167,6 @@ pub(crate) async fn record(State(state): State<AppState>, req: Request, next: Ne
             client: None,
             address,
         },
-    };
-    // Forms carry credentials: only FHIR search terms are hashed into the entry.
-    let query_tag = match (&query, path.starts_with("/fhir")) {
-        (Some(q), true) => Some(state.vault.audit_query_tag(q)),
-        _ => None,
     };
     let draft = AuditDraft {
         recorded: state.vault.clock().now().millis(),

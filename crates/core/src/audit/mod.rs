@@ -4,10 +4,13 @@
 //! — and the purpose of use). No PHI: patients and users appear by opaque id, search terms
 //! only as keyed hashes.
 //!
-//! Entries are the leaves of an RFC 6962 Merkle tree. One appender task per server numbers
-//! them, computes each leaf hash and keyed MAC, and writes every entry waiting at that moment
-//! in one store call (group commit); a request's entry is durable before its response leaves.
-//! Signed tree heads (`sign_head`) commit to the tree; `verify` checks the whole log offline.
+//! Entries are the leaves of an RFC 6962 Merkle tree. The store numbers them inside its
+//! transaction and calls back (`AuditMaker`) to render each entry with its index, hash it and
+//! MAC it. A write's entry goes into the write's own change set (`with_pending`); every other
+//! entry goes through one appender task per server, which writes every entry waiting at that
+//! moment in one store call (group commit). Either way the entry is durable before the
+//! response leaves. Signed tree heads (`sign_head`) commit to the tree; `verify` checks the
+//! whole log offline.
 
 mod entry;
 mod read;
