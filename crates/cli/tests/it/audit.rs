@@ -537,6 +537,9 @@ async fn the_privacy_officer_searches_the_log_and_the_patient_sees_who_looked() 
         let entries = found.json()["entry"].as_array().unwrap().clone();
         assert!(!entries.is_empty(), "{b}: the refused read is on record");
         assert!(entries.iter().all(|e| e["resource"]["outcome"] == "4"));
+        // A date that does not start with two ASCII letters is refused, never a panic.
+        let odd = app.request_as(&officer, Method::GET, "$audit?date=x%C3%A9", None).await;
+        assert_eq!(odd.status, StatusCode::BAD_REQUEST, "{b}");
         let typed = app
             .request_as(&officer, Method::GET, "$audit?type=rest&_count=3", None)
             .await

@@ -49,7 +49,11 @@ pub(crate) async fn search(
     for (k, v) in pairs(query.as_deref())? {
         match k.as_str() {
             "date" => {
-                let (op, rest) = v.split_at(v.len().min(2));
+                // (a prefix is two ASCII letters; anything else is taken as a bare instant)
+                let (op, rest) = match (v.get(..2), v.get(2..)) {
+                    (Some(op), Some(rest)) => (op, rest),
+                    _ => ("", v.as_str()),
+                };
                 match op {
                     "ge" => f.since = Some(instant(rest)?),
                     "gt" => f.since = Some(instant(rest)? + 1),
