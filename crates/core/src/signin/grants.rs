@@ -121,20 +121,10 @@ fn redirect_with(uri: &str, params: &[(&str, &str)]) -> String {
         out.push(sep);
         out.push_str(k);
         out.push('=');
-        out.push_str(&url_encode(v));
+        out.push_str(&carevault_domain::query::percent_encode(v));
         sep = '&';
     }
     out
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-pub fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn pkce_ok(s: &str) -> bool {

@@ -16,9 +16,7 @@ mod tests;
 
 pub use clients::{ClientInfo, NewClient};
 pub(crate) use grants::{AccessClaims, CLI_CLIENT, GrantDoc};
-pub use grants::{
-    AuthorizeFailure, AuthorizeRequest, Consented, IntrospectAnswer, TokenAnswer, TokenRequest, url_encode,
-};
+pub use grants::{AuthorizeFailure, AuthorizeRequest, Consented, IntrospectAnswer, TokenAnswer, TokenRequest};
 pub use login::{LoginError, SignedIn};
 pub use policy::SignInPolicy;
 
