@@ -87,6 +87,7 @@ pub async fn record_operator(dir: &Path, command: &str, ok: bool) -> Result<(), 
         patient: None,
         query_tag: None,
         purpose: Some("HOPERAT".into()),
+        detail: Vec::new(),
     };
     vault
         .audit(draft)

@@ -72,8 +72,8 @@ pub async fn run(args: AuditArgs) -> Result<ExitCode, CliError> {
                 .await
                 .map_err(|e| CliError::new(format!("cannot read the audit log: {e}")))?;
             println!(
-                "{} entries, {} signed heads, {} witness heads checked",
-                report.entries, report.heads_checked, report.witness_checked
+                "{} entries ({} emptied by retention), {} signed heads, {} witness heads checked",
+                report.entries, report.pruned, report.heads_checked, report.witness_checked
             );
             if report.ok() {
                 println!("the audit log is intact");

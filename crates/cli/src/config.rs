@@ -45,6 +45,8 @@ pub struct FileSettings {
     pub audit_witness: Option<PathBuf>,
     /// Seconds between signed audit heads.
     pub audit_head_secs: Option<u64>,
+    /// Days an audit entry is kept before retention empties it (default 2,192: six years).
+    pub audit_retention_days: Option<u64>,
     /// The operator listener's address, or "off".
     pub operator_listen: Option<String>,
     /// Client addresses the operator listener answers.
@@ -60,6 +62,9 @@ pub struct FlagSettings {
     pub tls_key: Option<PathBuf>,
     pub insecure_http: bool,
 }
+
+/// Six years (HIPAA's period for security documentation), leap days included.
+pub const DEFAULT_AUDIT_RETENTION_DAYS: u64 = 6 * 365 + 2;
 
 /// The validated settings of a running server or tool.
 #[derive(Debug, Clone)]
@@ -84,6 +89,7 @@ pub struct Settings {
     pub cors_origins: Vec<String>,
     pub audit_witness: PathBuf,
     pub audit_head_secs: u64,
+    pub audit_retention_days: u64,
     /// Where the operator endpoints listen (`None`: not at all).
     pub operator_listen: Option<SocketAddr>,
     pub operator_allow: Vec<std::net::IpAddr>,
@@ -214,6 +220,13 @@ impl Settings {
                     .parse()
                     .map_err(|_| CliError::new("CAREVAULT_AUDIT_HEAD_SECS must be a number of seconds"))?,
                 None => file.audit_head_secs.unwrap_or(60),
+            }
+            .max(1),
+            audit_retention_days: match env("AUDIT_RETENTION_DAYS") {
+                Some(v) => v
+                    .parse()
+                    .map_err(|_| CliError::new("CAREVAULT_AUDIT_RETENTION_DAYS must be a number of days"))?,
+                None => file.audit_retention_days.unwrap_or(DEFAULT_AUDIT_RETENTION_DAYS),
             }
             .max(1),
         })

@@ -96,6 +96,20 @@ fn spawn_head_signer(
     });
 }
 
+/// Empties audit entries past their retention period, at start and every hour.
+fn spawn_audit_retention(vault: std::sync::Arc<carevault_core::Vault<carevault_storage::AnyStore>>, days: u64) {
+    let keep_millis = i64::try_from(days.saturating_mul(86_400_000)).unwrap_or(i64::MAX);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            if let Err(e) = vault.prune_audit(keep_millis).await {
+                tracing::warn!(error = %e, "audit retention did not run");
+            }
+        }
+    });
+}
+
 /// Serves an already opened vault until a shutdown signal.
 pub async fn serve_vault(
     settings: Settings,
@@ -126,6 +140,7 @@ pub async fn serve_vault(
         settings.audit_witness.clone(),
         settings.audit_head_secs,
     );
+    spawn_audit_retention(std::sync::Arc::clone(&vault), settings.audit_retention_days);
     let state = AppState::new(vault, config, tls.is_some(), tokens);
     let operator = match settings.operator_listen {
         Some(at) => {

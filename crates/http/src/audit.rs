@@ -128,6 +128,7 @@ pub(crate) async fn record(State(state): State<AppState>, req: Request, next: Ne
             patient: path_patient.clone(),
             query_tag: query_tag.clone(),
             purpose: None,
+            detail: Vec::new(),
         };
         match carevault_core::audit::with_pending(draft, next.run(req)).await {
             // Its entry went in with the write.
@@ -178,6 +179,7 @@ pub(crate) async fn record(State(state): State<AppState>, req: Request, next: Ne
         patient,
         query_tag,
         purpose: caller.as_ref().map(|c| c.purpose().to_owned()),
+        detail: Vec::new(),
     };
     match state.vault.audit(draft).await {
         Ok(_) => response,

@@ -283,6 +283,10 @@ impl AuditStore for AnyStore {
         forward!(self, s => s.append_audit(makers))
     }
 
+    async fn prune_audit(&self, from: i64, through: i64, record: AuditMaker) -> Result<i64, StoreError> {
+        forward!(self, s => s.prune_audit(from, through, record))
+    }
+
     async fn audit_size(&self) -> Result<i64, StoreError> {
         forward!(self, s => s.audit_size())
     }

@@ -76,10 +76,23 @@ pub trait AuditStore: Send + Sync {
     /// Entries matching `filter`, newest first.
     fn audit_search(&self, filter: &AuditFilter) -> impl Future<Output = Result<Vec<AuditRecord>, StoreError>> + Send;
 
+    /// Retention: entries `from..through` lose their content (body and search columns) but
+    /// keep their index, time, leaf hash and MAC, so the tree over the log is unchanged; in
+    /// the same transaction `record` (the entry saying so) is appended. Its index.
+    fn prune_audit(
+        &self,
+        from: i64,
+        through: i64,
+        record: AuditMaker,
+    ) -> impl Future<Output = Result<i64, StoreError>> + Send;
+
     fn insert_head(&self, head: StoredHead) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Every signed head, smallest first.
     fn heads(&self) -> impl Future<Output = Result<Vec<StoredHead>, StoreError>> + Send;
 }
+
+/// What a pruned entry loses besides its body: only its index, time, leaf hash and MAC stay.
+pub(crate) const PRUNE_SET: &str = "agent = '', patient = NULL, subtype = '', outcome = '', entity = NULL";
 
 pub(crate) const AUDIT_COLUMNS: &str = "idx, recorded, body, leaf, mac, agent, patient, subtype, outcome, entity";

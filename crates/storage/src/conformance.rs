@@ -1036,4 +1036,25 @@ async fn audit_suite<S: Store>(s: S) {
     let heads = s.heads().await.unwrap();
     assert_eq!(heads.iter().map(|h| h.size).collect::<Vec<_>>(), vec![2, 4]);
     assert_eq!(heads[1], head, "a head for a size is written once");
+
+    // Retention empties a range (index, time, leaf hash and MAC stay) and appends its own
+    // entry in the same transaction; the emptied entries leave the auditor's searches.
+    assert_eq!(s.prune_audit(0, 2, maker(None)).await.unwrap(), 4);
+    let all = s.audit_range(0, 10).await.unwrap();
+    assert_eq!(all.len(), 5);
+    for r in &all[..2] {
+        let kept = rec(r.index, None);
+        assert!(r.body.is_empty() && r.agent.is_empty() && r.patient.is_none() && r.entity.is_none());
+        assert_eq!((r.recorded, &r.leaf, &r.mac), (kept.recorded, &kept.leaf, &kept.mac));
+    }
+    assert_eq!(all[2], rec(2, Some("p1")), "entries past the range are untouched");
+    let mine = s
+        .audit_search(&AuditFilter {
+            patient: Some("p1".into()),
+            limit: 10,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(mine.iter().map(|r| r.index).collect::<Vec<_>>(), vec![2]);
 }

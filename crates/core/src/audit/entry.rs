@@ -65,6 +65,8 @@ pub struct AuditDraft {
     pub query_tag: Option<String>,
     /// v3-ActReason purpose of use.
     pub purpose: Option<String>,
+    /// Details of an event about the log itself (name, value): opaque numbers only.
+    pub detail: Vec<(String, String)>,
 }
 
 impl AuditDraft {
@@ -98,6 +100,14 @@ impl AuditDraft {
                 ent["description"] = json!(format!("query hmac {q}"));
             }
             entities.push(ent);
+        }
+        if !self.detail.is_empty() {
+            let detail: Vec<Value> = self
+                .detail
+                .iter()
+                .map(|(k, v)| json!({"type": k, "valueString": v}))
+                .collect();
+            entities.push(json!({"what": {"display": "audit log"}, "detail": detail}));
         }
         if let Some(p) = &self.patient {
             entities.push(json!({

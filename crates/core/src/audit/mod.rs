@@ -16,6 +16,9 @@ mod entry;
 mod read;
 mod verify;
 
+#[cfg(test)]
+mod retention_tests;
+
 pub use crate::emergency::StaffMember;
 pub use entry::{AuditAgent, AuditDraft, Outcome};
 pub use read::AccessLine;
@@ -24,6 +27,7 @@ pub use verify::{VerifyReport, WitnessHead, verify_log};
 use crate::{CoreError, Vault};
 use carevault_crypto::merkle::{self, Frontier, Hash};
 use carevault_crypto::{HeadSigner, IndexKey};
+use carevault_domain::Timestamp;
 use carevault_storage::{AuditMaker, AuditRecord, Store, StoreError, StoredHead};
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::{mpsc, oneshot};
@@ -264,6 +268,81 @@ impl<S: Store> Vault<S> {
             [one] => Some(one.clone()),
             _ => None,
         }
+    }
+
+    /// How many entries, from the first, retention has emptied (they form a prefix: found by
+    /// bisection).
+    pub async fn audit_pruned(&self) -> Result<i64, CoreError> {
+        let (mut lo, mut hi) = (0i64, self.store.audit_size().await?);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let pruned = self
+                .store
+                .audit_range(mid, 1)
+                .await?
+                .first()
+                .is_some_and(|r| r.body.is_empty());
+            if pruned {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+
+    /// Retention: empties the entries recorded more than `keep_millis` ago (the oldest, up to
+    /// the first younger one), keeping their leaf hashes so the tree and every signed head
+    /// still verify. Each chunk emptied is itself recorded, in the same transaction, with the
+    /// range it covers. How many entries were emptied.
+    pub async fn prune_audit(&self, keep_millis: i64) -> Result<u64, CoreError> {
+        const CHUNK: i64 = 10_000;
+        let cutoff = self.clock.now().millis().saturating_sub(keep_millis);
+        let from = self.audit_pruned().await?;
+        let mut through = from;
+        'scan: loop {
+            let page = self.store.audit_range(through, 1_000).await?;
+            if page.is_empty() {
+                break;
+            }
+            for r in page {
+                if r.recorded >= cutoff {
+                    break 'scan;
+                }
+                through = r.index + 1;
+            }
+        }
+        let mut at = from;
+        while at < through {
+            let end = (at + CHUNK).min(through);
+            let draft = AuditDraft {
+                recorded: self.clock.now().millis(),
+                subtype: "audit-retention".into(),
+                action: 'D',
+                outcome: Outcome::Success,
+                agent: AuditAgent {
+                    who: "system".into(),
+                    ..AuditAgent::default()
+                },
+                entity: None,
+                patient: None,
+                query_tag: None,
+                purpose: Some("HOPERAT".into()),
+                detail: vec![
+                    ("pruned-from".into(), at.to_string()),
+                    ("pruned-until".into(), end.to_string()),
+                    ("recorded-before".into(), Timestamp::from_millis(cutoff).to_fhir()),
+                ],
+            };
+            self.store
+                .prune_audit(at, end, maker(mac_key(&self.keys), draft))
+                .await?;
+            at = end;
+        }
+        if through > from {
+            tracing::info!(entries = through - from, "audit entries past their retention emptied");
+        }
+        Ok((through - from) as u64)
     }
 
     /// The signed heads stored, smallest first.

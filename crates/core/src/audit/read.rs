@@ -38,6 +38,7 @@ impl<S: Store> Session<'_, S> {
             .audit_search(filter)
             .await?
             .into_iter()
+            .filter(|r| !r.body.is_empty())
             .map(|r| r.body)
             .collect())
     }
@@ -63,7 +64,7 @@ impl<S: Store> Session<'_, S> {
             .await?;
         let mut names = std::collections::HashMap::new();
         let mut out = Vec::new();
-        for r in rows.into_iter().filter(|r| r.agent != me) {
+        for r in rows.into_iter().filter(|r| r.agent != me && !r.body.is_empty()) {
             let body: Value = serde_json::from_slice(&r.body).unwrap_or_default();
             let when = body["recorded"]
                 .as_str()

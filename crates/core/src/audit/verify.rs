@@ -57,6 +57,8 @@ pub struct VerifyReport {
     pub entries: u64,
     pub heads_checked: usize,
     pub witness_checked: usize,
+    /// Entries emptied by retention (a prefix of the log; their leaf hashes are kept).
+    pub pruned: u64,
     /// The first entry found wrong or missing, if any.
     pub first_bad: Option<u64>,
     pub problems: Vec<String>,
@@ -100,6 +102,9 @@ pub async fn verify_log<S: Store>(
     }
     let mut f = Frontier::new();
     let mut expected: i64 = 0;
+    // Retention: emptied entries must be a prefix, every one covered by a retention entry.
+    let mut pruned: u64 = 0;
+    let mut covered: Vec<(u64, u64)> = Vec::new();
     loop {
         let page = store.audit_range(expected, 5_000).await?;
         if page.is_empty() {
@@ -114,8 +119,30 @@ pub async fn verify_log<S: Store>(
                 );
             }
             let i = r.index as u64;
+            if r.body.is_empty() {
+                // Emptied by retention: its leaf hash stands for it.
+                if pruned == i {
+                    pruned = i + 1;
+                } else {
+                    report.bad(i, format!("entry {i} was emptied after entries that were kept"));
+                }
+                match <Hash>::try_from(r.leaf.as_slice()) {
+                    Ok(leaf) => f.push(leaf),
+                    Err(_) => {
+                        report.bad(i, format!("entry {i} was emptied and its leaf hash is malformed"));
+                        f.push(merkle::leaf_hash(&[]));
+                    }
+                }
+                expected = r.index + 1;
+                if let Some(slot) = roots.get_mut(&f.size()) {
+                    *slot = Some(f.root());
+                }
+                continue;
+            }
             if !key.verify(&r.body, &r.mac) {
                 report.bad(i, format!("entry {i} was changed (its MAC does not match)"));
+            } else if let Some(range) = retention_range(&r.body) {
+                covered.push(range);
             }
             let leaf = merkle::leaf_hash(&r.body);
             if r.leaf != leaf {
@@ -136,6 +163,13 @@ pub async fn verify_log<S: Store>(
         }
     }
     report.entries = f.size();
+    report.pruned = pruned;
+    if let Some(first) = first_uncovered(pruned, &mut covered) {
+        report.bad(
+            first,
+            format!("entry {first} was emptied without a retention entry saying so"),
+        );
+    }
     for h in &heads {
         report.heads_checked += 1;
         let size = h.size.max(0) as u64;
@@ -165,6 +199,38 @@ pub async fn verify_log<S: Store>(
         check_root(&mut report, &roots, w.size, &w.root, "witness head");
     }
     Ok(report)
+}
+
+/// The range `[from, until)` a retention entry says it emptied.
+fn retention_range(body: &[u8]) -> Option<(u64, u64)> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    if v["subtype"][0]["code"] != "audit-retention" {
+        return None;
+    }
+    let details = v["entity"].as_array()?.iter().find_map(|e| e["detail"].as_array())?;
+    let value = |name: &str| -> Option<u64> {
+        details
+            .iter()
+            .find(|d| d["type"] == name)?
+            .get("valueString")?
+            .as_str()?
+            .parse()
+            .ok()
+    };
+    Some((value("pruned-from")?, value("pruned-until")?))
+}
+
+/// The first of the `pruned` leading entries no retention entry covers.
+fn first_uncovered(pruned: u64, covered: &mut [(u64, u64)]) -> Option<u64> {
+    covered.sort_unstable();
+    let mut next = 0u64;
+    for &(from, until) in covered.iter() {
+        if from > next {
+            break;
+        }
+        next = next.max(until);
+    }
+    (next < pruned).then_some(next)
 }
 
 fn check_root(report: &mut VerifyReport, roots: &BTreeMap<u64, Option<Hash>>, size: u64, root: &Hash, what: &str) {

@@ -2,7 +2,7 @@
 //! take a transaction-scoped advisory lock, read the log's size and insert in one statement.
 
 use super::{PgStore, map_err};
-use crate::audit::AUDIT_COLUMNS;
+use crate::audit::{AUDIT_COLUMNS, PRUNE_SET};
 use crate::{AuditFilter, AuditMaker, AuditRecord, AuditStore, StoreError, StoredHead};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -146,6 +146,22 @@ impl AuditStore for PgStore {
             }
         }
         Err(StoreError::Conflict)
+    }
+
+    async fn prune_audit(&self, from: i64, through: i64, record: AuditMaker) -> Result<i64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        tx.execute(
+            &format!(
+                "UPDATE audit_log SET body = ''::bytea, {PRUNE_SET} WHERE idx >= $1 AND idx < $2 AND length(body) > 0"
+            ),
+            &[&from, &through],
+        )
+        .await
+        .map_err(map_err)?;
+        let at = insert_made(&tx, std::slice::from_ref(&record)).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(at)
     }
 
     async fn audit_size(&self) -> Result<i64, StoreError> {

@@ -1,7 +1,7 @@
 //! The audit log on SQLite.
 
 use super::SqliteStore;
-use crate::audit::AUDIT_COLUMNS;
+use crate::audit::{AUDIT_COLUMNS, PRUNE_SET};
 use crate::{AuditFilter, AuditMaker, AuditRecord, AuditStore, StoreError, StoredHead};
 use rusqlite::types::Value as V;
 use rusqlite::{Row, params, params_from_iter};
@@ -41,6 +41,18 @@ pub(crate) fn insert_made(conn: &rusqlite::Connection, makers: &[AuditMaker]) ->
 impl AuditStore for SqliteStore {
     async fn append_audit(&self, makers: Vec<AuditMaker>) -> Result<i64, StoreError> {
         self.pool.write(move |conn| insert_made(conn, &makers)).await
+    }
+
+    async fn prune_audit(&self, from: i64, through: i64, record: AuditMaker) -> Result<i64, StoreError> {
+        self.pool
+            .write(move |conn| {
+                conn.prepare_cached(&format!(
+                    "UPDATE audit_log SET body = x'', {PRUNE_SET} WHERE idx >= ?1 AND idx < ?2 AND length(body) > 0"
+                ))?
+                .execute(params![from, through])?;
+                insert_made(conn, std::slice::from_ref(&record))
+            })
+            .await
     }
 
     async fn audit_size(&self) -> Result<i64, StoreError> {
