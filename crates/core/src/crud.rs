@@ -379,12 +379,10 @@ impl<S: Store> Session<'_, S> {
         Ok(current)
     }
 
-    /// Applies a change set; a change to a Consent makes the next decision look again. The
-    /// request's pending audit entry (if the HTTP layer set one) is committed with the first
-    /// change set, filled in with the caller and the resource written.
-    pub(crate) async fn apply(&self, mut changes: ChangeSet) -> Result<(), carevault_storage::StoreError> {
-        let consent = changes.versions.iter().any(|v| v.key.rtype == "Consent");
-        let pending = crate::audit::pending().map(|mut d| {
+    /// The request's pending audit entry, if it has one not yet committed, filled in with
+    /// the caller: to be committed with the request's first write.
+    pub(crate) fn pending_audit(&self) -> Option<crate::audit::AuditDraft> {
+        crate::audit::pending().map(|mut d| {
             let a = self.access();
             d.agent.who = a.actor_key();
             d.agent.role = a.role().map(|r| r.as_str().to_owned());
@@ -392,6 +390,16 @@ impl<S: Store> Session<'_, S> {
                 d.agent.client = Some(client_id.clone());
             }
             d.purpose = Some(a.purpose().to_owned());
+            d
+        })
+    }
+
+    /// Applies a change set; a change to a Consent makes the next decision look again. The
+    /// request's pending audit entry (if the HTTP layer set one) is committed with the first
+    /// change set, filled in with the caller and the resource written.
+    pub(crate) async fn apply(&self, mut changes: ChangeSet) -> Result<(), carevault_storage::StoreError> {
+        let consent = changes.versions.iter().any(|v| v.key.rtype == "Consent");
+        let pending = self.pending_audit().map(|mut d| {
             if let [v] = changes.versions.as_slice() {
                 d.entity = Some(format!("{}/{}", v.key.rtype, v.key.id));
             }

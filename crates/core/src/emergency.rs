@@ -78,21 +78,36 @@ impl<S: Store> Session<'_, S> {
         let sealed = self.seal_with(&dek, &row, reason.as_bytes())?;
         let now = self.clock.now().millis();
         let expires = now + self.policy.emergency_minutes * 60_000;
+        // The request's audit entry goes in with the grant, in one transaction.
+        let pending = self.pending_audit().map(|mut d| {
+            d.entity = Some(format!("Patient/{patient}"));
+            d.patient = Some(patient.as_str().to_owned());
+            d
+        });
+        let audit = pending
+            .as_ref()
+            .map(|d| crate::audit::maker(crate::audit::mac_key(&self.keys), d.clone()));
         self.store
-            .insert_emergency(StoredEmergency {
-                id: id.clone(),
-                tenant: self.tenant.as_str().to_owned(),
-                user_id: user_id.clone(),
-                patient: patient.as_str().to_owned(),
-                started: now,
-                expires,
-                reason_sealed: sealed,
-                reason_key_id: key_id,
-                reviewed_at: None,
-                reviewer: None,
-                verdict: None,
-            })
+            .insert_emergency(
+                StoredEmergency {
+                    id: id.clone(),
+                    tenant: self.tenant.as_str().to_owned(),
+                    user_id: user_id.clone(),
+                    patient: patient.as_str().to_owned(),
+                    started: now,
+                    expires,
+                    reason_sealed: sealed,
+                    reason_key_id: key_id,
+                    reviewed_at: None,
+                    reviewer: None,
+                    verdict: None,
+                },
+                audit,
+            )
             .await?;
+        if let Some(d) = pending {
+            crate::audit::committed(d);
+        }
         self.access_changed();
         tracing::warn!(
             target: "carevault::security",

@@ -82,7 +82,13 @@ pub trait AccountStore: Send + Sync {
         disabled: bool,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    fn insert_emergency(&self, e: StoredEmergency) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Stores a grant; with `audit`, the entry recording it is appended in the same
+    /// transaction.
+    fn insert_emergency(
+        &self,
+        e: StoredEmergency,
+        audit: Option<crate::AuditMaker>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Patients `user_id` has emergency access to at `now`, each with when that ends.
     fn active_emergencies(

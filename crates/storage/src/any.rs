@@ -190,8 +190,8 @@ impl AccountStore for AnyStore {
         forward!(self, s => s.set_user_disabled(tenant, id, disabled))
     }
 
-    async fn insert_emergency(&self, e: StoredEmergency) -> Result<(), StoreError> {
-        forward!(self, s => s.insert_emergency(e))
+    async fn insert_emergency(&self, e: StoredEmergency, audit: Option<AuditMaker>) -> Result<(), StoreError> {
+        forward!(self, s => s.insert_emergency(e, audit))
     }
 
     async fn active_emergencies(

@@ -260,19 +260,22 @@ async fn accounts_suite<S: Store>(s: S) {
     assert!(s.set_user_disabled("default", "u1", true).await.unwrap());
     let e2 = s.access_epoch("default").await.unwrap();
     assert!(e2.accounts > e1.accounts, "disabling changes the epoch");
-    s.insert_emergency(StoredEmergency {
-        id: "g1".into(),
-        tenant: "default".into(),
-        user_id: "u1".into(),
-        patient: "pa".into(),
-        started: 100,
-        expires: 200,
-        reason_sealed: b"sealed".to_vec(),
-        reason_key_id: 1,
-        reviewed_at: None,
-        reviewer: None,
-        verdict: None,
-    })
+    s.insert_emergency(
+        StoredEmergency {
+            id: "g1".into(),
+            tenant: "default".into(),
+            user_id: "u1".into(),
+            patient: "pa".into(),
+            started: 100,
+            expires: 200,
+            reason_sealed: b"sealed".to_vec(),
+            reason_key_id: 1,
+            reviewed_at: None,
+            reviewer: None,
+            verdict: None,
+        },
+        None,
+    )
     .await
     .unwrap();
     assert_eq!(s.access_epoch("default").await.unwrap().emergencies, e2.emergencies + 1);

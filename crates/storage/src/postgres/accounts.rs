@@ -125,10 +125,10 @@ impl AccountStore for PgStore {
         Ok(n == 1)
     }
 
-    async fn insert_emergency(&self, e: StoredEmergency) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
+    async fn insert_emergency(&self, e: StoredEmergency, audit: Option<crate::AuditMaker>) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        tx.execute(
                 &format!(
                     "INSERT INTO emergency_access ({EMERGENCY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
                 ),
@@ -148,7 +148,10 @@ impl AccountStore for PgStore {
             )
             .await
             .map_err(map_err)?;
-        Ok(())
+        if let Some(maker) = &audit {
+            super::audit::insert_made(&tx, std::slice::from_ref(maker)).await?;
+        }
+        tx.commit().await.map_err(map_err)
     }
 
     async fn active_emergencies(

@@ -134,7 +134,7 @@ impl AccountStore for SqliteStore {
             .await
     }
 
-    async fn insert_emergency(&self, e: StoredEmergency) -> Result<(), StoreError> {
+    async fn insert_emergency(&self, e: StoredEmergency, audit: Option<crate::AuditMaker>) -> Result<(), StoreError> {
         self.pool
             .write(move |conn| {
                 conn.prepare_cached(&format!(
@@ -153,6 +153,9 @@ impl AccountStore for SqliteStore {
                     e.reviewer,
                     e.verdict
                 ])?;
+                if let Some(maker) = &audit {
+                    super::audit::insert_made(conn, std::slice::from_ref(maker))?;
+                }
                 Ok(())
             })
             .await
