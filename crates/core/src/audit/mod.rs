@@ -42,7 +42,8 @@ type Reply = oneshot::Sender<Result<i64, CoreError>>;
 /// The running appender, and the tree's frontier as far as it has been read.
 #[derive(Default)]
 pub(crate) struct AuditLog {
-    queue: OnceLock<mpsc::UnboundedSender<(AuditDraft, Reply)>>,
+    queue: OnceLock<mpsc::UnboundedSender<(AuditMaker, Reply)>>,
+    key: OnceLock<IndexKey>,
     frontier: Arc<Mutex<Frontier>>,
 }
 
@@ -59,29 +60,28 @@ pub struct SignedHead {
 /// Most entries written in one store call.
 const BATCH: usize = 512;
 
-/// The stored form of an entry once it has its index.
-fn record(key: &IndexKey, draft: &AuditDraft, index: i64) -> AuditRecord {
-    let body = draft.render(index);
-    AuditRecord {
-        index,
-        recorded: draft.recorded,
-        mac: key.mac(&body),
-        leaf: merkle::leaf_hash(&body).to_vec(),
-        agent: draft.agent.who.clone(),
-        patient: draft.patient.clone(),
-        subtype: draft.subtype.clone(),
-        outcome: draft.outcome.code().to_owned(),
-        entity: draft.entity.clone(),
-        body,
-    }
-}
-
-/// A maker the store calls with the entry's index, inside its transaction.
+/// A maker the store calls with the entry's index, inside its transaction: the entry is
+/// rendered now, so that only the index, a hash and a MAC are left for the store's writer.
 pub(crate) fn maker(key: IndexKey, draft: AuditDraft) -> AuditMaker {
-    AuditMaker(Arc::new(move |index| record(&key, &draft, index)))
+    let rendered = draft.rendered();
+    AuditMaker(Arc::new(move |index| {
+        let body = rendered.with_index(index);
+        AuditRecord {
+            index,
+            recorded: draft.recorded,
+            mac: key.mac(&body),
+            leaf: merkle::leaf_hash(&body).to_vec(),
+            agent: draft.agent.who.clone(),
+            patient: draft.patient.clone(),
+            subtype: draft.subtype.clone(),
+            outcome: draft.outcome.code().to_owned(),
+            entity: draft.entity.clone(),
+            body,
+        }
+    }))
 }
 
-async fn appender<S: Store>(store: S, key: IndexKey, mut rx: mpsc::UnboundedReceiver<(AuditDraft, Reply)>) {
+async fn appender<S: Store>(store: S, mut rx: mpsc::UnboundedReceiver<(AuditMaker, Reply)>) {
     while let Some(first) = rx.recv().await {
         let mut jobs = vec![first];
         while jobs.len() < BATCH {
@@ -90,12 +90,12 @@ async fn appender<S: Store>(store: S, key: IndexKey, mut rx: mpsc::UnboundedRece
                 Err(_) => break,
             }
         }
-        let makers = jobs.iter().map(|(d, _)| maker(key.clone(), d.clone())).collect();
+        let (makers, replies): (Vec<AuditMaker>, Vec<Reply>) = jobs.into_iter().unzip();
         let result = store.append_audit(makers).await;
         if let Err(e) = &result {
             tracing::error!(error = %e, "audit entries could not be written; their requests fail");
         }
-        for (i, (_, reply)) in jobs.into_iter().enumerate() {
+        for (i, reply) in replies.into_iter().enumerate() {
             let _ = reply.send(match &result {
                 Ok(first) => Ok(first + i as i64),
                 Err(_) => Err(CoreError::Store(StoreError::backend(
@@ -148,11 +148,12 @@ impl<S: Store> Vault<S> {
         }
         let tx = self.audit_log.queue.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(appender(self.store.clone(), mac_key(&self.keys), rx));
+            tokio::spawn(appender(self.store.clone(), rx));
             tx
         });
+        let key = self.audit_log.key.get_or_init(|| mac_key(&self.keys));
         let (reply, wait) = oneshot::channel();
-        tx.send((draft, reply))
+        tx.send((maker(key.clone(), draft), reply))
             .map_err(|_| CoreError::Store(StoreError::WorkerGone))?;
         wait.await.map_err(|_| CoreError::Store(StoreError::WorkerGone))?
     }

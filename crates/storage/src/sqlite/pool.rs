@@ -17,6 +17,14 @@ type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Finish) + Send>;
 
 const MAX_GROUP: usize = 256;
 
+/// The checkpointer is woken once the writer has changed this many rows since it last woke
+/// it, and otherwise looks every `CHECKPOINT_AFTER` whether anything was committed: not
+/// after every commit. A stream of small commits (one audit entry per read) would otherwise
+/// have every hot page copied and the database file synced again after each one; a bulk
+/// import changes this many rows every few commits.
+const CHECKPOINT_ROWS: u64 = 4_096;
+const CHECKPOINT_AFTER: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// WAL pages after which the writer checkpoints by itself (SQLite's default is 1,000): only
 /// reached when the checkpoint thread cannot keep up. Under a sustained bulk import the WAL
 /// is never fully copied between commits, so it is not restarted and grows past this (560 MB
@@ -56,9 +64,11 @@ impl Pool {
         super::schema::migrate(&mut writer_conn)?;
         let checkpointer = open_connection(path)?;
         let (committed, commits) = std::sync::mpsc::sync_channel::<()>(1);
+        let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let seen = Arc::clone(&count);
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpointer, commits))
+            .spawn(move || checkpoint_loop(checkpointer, commits, &seen))
             .map_err(|e| StoreError::backend("spawn checkpointer", e))?;
         let mut pool = Vec::with_capacity(readers);
         for _ in 0..readers.max(1) {
@@ -67,7 +77,7 @@ impl Pool {
         let (tx, rx) = mpsc::unbounded_channel::<Job>();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(writer_conn, rx, committed))
+            .spawn(move || writer_loop(writer_conn, rx, committed, &count))
             .map_err(|e| StoreError::backend("spawn writer", e))?;
         Ok(Arc::new(Self {
             writer: tx,
@@ -129,18 +139,34 @@ impl Pool {
     }
 }
 
-/// Copies committed WAL pages into the database file after each commit the writer reports,
-/// while the writer goes on with the next group (a bulk import at scale is bound by these
-/// writes). Passive: it never blocks the writer or a reader.
-fn checkpoint_loop(conn: Connection, commits: std::sync::mpsc::Receiver<()>) {
-    while commits.recv().is_ok() {
+/// Copies committed WAL pages into the database file when the writer has changed enough
+/// rows, and at most `CHECKPOINT_AFTER` after any other commit, while the writer goes on with
+/// the next group (a bulk import at scale is bound by these writes). Passive: it never
+/// blocks the writer or a reader.
+fn checkpoint_loop(conn: Connection, commits: std::sync::mpsc::Receiver<()>, count: &std::sync::atomic::AtomicU64) {
+    use std::sync::mpsc::RecvTimeoutError;
+    let mut done = 0;
+    loop {
+        match commits.recv_timeout(CHECKPOINT_AFTER) {
+            Ok(()) => {}
+            Err(RecvTimeoutError::Timeout) if count.load(Ordering::Relaxed) != done => {}
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        done = count.load(Ordering::Relaxed);
         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
             tracing::warn!(error = %e, "sqlite checkpoint failed; the writer will checkpoint instead");
         }
     }
 }
 
-fn writer_loop(conn: Connection, mut rx: mpsc::UnboundedReceiver<Job>, committed: std::sync::mpsc::SyncSender<()>) {
+fn writer_loop(
+    conn: Connection,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    committed: std::sync::mpsc::SyncSender<()>,
+    count: &std::sync::atomic::AtomicU64,
+) {
+    let mut woke_at = conn.total_changes();
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_GROUP {
@@ -178,8 +204,12 @@ fn writer_loop(conn: Connection, mut rx: mpsc::UnboundedReceiver<Job>, committed
         if commit_error.is_some() {
             let _ = conn.execute_batch("ROLLBACK");
         } else {
-            // Wakes the checkpointer; if it is busy a wake-up is already pending.
-            let _ = committed.try_send(());
+            count.fetch_add(1, Ordering::Relaxed);
+            if conn.total_changes().saturating_sub(woke_at) >= CHECKPOINT_ROWS {
+                // Wakes the checkpointer; if it is busy a wake-up is already pending.
+                let _ = committed.try_send(());
+                woke_at = conn.total_changes();
+            }
         }
         for finish in finishes {
             finish(commit_error.clone());
