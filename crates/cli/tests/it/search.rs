@@ -788,7 +788,26 @@ async fn summaries_reference_identifiers_and_iterated_revincludes() {
         assert!(r["meta"]["tag"].to_string().contains("SUBSETTED"));
         let b = app.get(&format!("Patient?_id={p}&_summary=false")).await.json();
         assert!(b["entry"][0]["resource"].get("text").is_some());
-        assert_eq!(app.get("Patient?_summary=text").await.status, StatusCode::BAD_REQUEST);
+        // _summary=text: the narrative, id, meta and the mandatory elements only.
+        let b = app.get(&format!("Patient?_id={p}&_summary=text")).await.json();
+        let r = &b["entry"][0]["resource"];
+        assert!(
+            r.get("text").is_some() && r.get("name").is_none() && r.get("gender").is_none(),
+            "{r}"
+        );
+        assert_eq!(r["id"], p.as_str());
+        assert!(r["meta"]["tag"].to_string().contains("SUBSETTED"));
+        let o = app
+            .create(
+                &json!({"resourceType": "Observation", "status": "final", "code": {"text": "pulse"},
+                "subject": {"reference": format!("Patient/{p}")}, "valueQuantity": {"value": 70}}),
+            )
+            .await;
+        let b = app.get(&format!("Observation?_id={o}&_summary=text")).await.json();
+        let r = &b["entry"][0]["resource"];
+        assert!(r.get("status").is_some() && r.get("code").is_some(), "{r}");
+        assert!(r.get("subject").is_none() && r.get("valueQuantity").is_none(), "{r}");
+        assert_eq!(app.get("Patient?_summary=words").await.status, StatusCode::BAD_REQUEST);
 
         // :identifier matches the reference's own identifier, not the resolved resource.
         let logical = app

@@ -155,3 +155,28 @@ async fn a_retention_entry_cannot_be_forged_to_cover_a_deletion() {
         report.problems
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_runs_again_over_its_own_earlier_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let clock = FixedClock::new(Timestamp::parse("2020-01-01T00:00:00Z").unwrap());
+    let v = vault(&db, clock.clone()).await;
+    for n in 0..10 {
+        v.audit(draft(&v, n)).await.unwrap();
+    }
+    clock.advance_millis(100 * DAY);
+    assert_eq!(v.prune_audit(50 * DAY).await.unwrap(), 10);
+    // The first retention entry (index 10) and five more entries age past the period too.
+    for n in 11..16 {
+        v.audit(draft(&v, n)).await.unwrap();
+    }
+    clock.advance_millis(100 * DAY);
+    v.audit(draft(&v, 16)).await.unwrap();
+    assert_eq!(v.prune_audit(50 * DAY).await.unwrap(), 6);
+    let store = v.unchecked_store();
+    assert_eq!(v.audit_pruned().await.unwrap(), 16);
+    let report = verify_log(store, v.keys(), &[]).await.unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!((report.entries, report.pruned), (18, 16));
+}

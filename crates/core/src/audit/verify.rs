@@ -164,7 +164,7 @@ pub async fn verify_log<S: Store>(
     }
     report.entries = f.size();
     report.pruned = pruned;
-    if let Some(first) = first_uncovered(pruned, &mut covered) {
+    if let Some(first) = first_uncovered(pruned, &covered) {
         report.bad(
             first,
             format!("entry {first} was emptied without a retention entry saying so"),
@@ -220,17 +220,12 @@ fn retention_range(body: &[u8]) -> Option<(u64, u64)> {
     Some((value("pruned-from")?, value("pruned-until")?))
 }
 
-/// The first of the `pruned` leading entries no retention entry covers.
-fn first_uncovered(pruned: u64, covered: &mut [(u64, u64)]) -> Option<u64> {
-    covered.sort_unstable();
-    let mut next = 0u64;
-    for &(from, until) in covered.iter() {
-        if from > next {
-            break;
-        }
-        next = next.max(until);
-    }
-    (next < pruned).then_some(next)
+/// The first of the `pruned` leading entries no retention entry covers. Retention only ever
+/// extends the emptied prefix, so a retention entry vouches for every entry before its
+/// `until`: the newest one covers the older ones too, once they are emptied in their turn.
+fn first_uncovered(pruned: u64, covered: &[(u64, u64)]) -> Option<u64> {
+    let until = covered.iter().map(|&(_, until)| until).max().unwrap_or(0);
+    (until < pruned).then_some(until)
 }
 
 fn check_root(report: &mut VerifyReport, roots: &BTreeMap<u64, Option<Hash>>, size: u64, root: &Hash, what: &str) {

@@ -228,11 +228,8 @@ impl Parser<'_> {
                     "false" => {}
                     "true" => req.elements = Some(super::summary::summary_elements(self.rtype)),
                     "data" => req.without_text = true,
-                    _ => {
-                        return Err(bad(
-                            "_summary supports true, data, count and false (text is not supported)",
-                        ));
-                    }
+                    "text" => req.elements = Some(super::summary::text_elements(self.rtype)),
+                    _ => return Err(bad("_summary supports true, text, data, count and false")),
                 },
                 "_elements" => {
                     req.elements = Some(
