@@ -20,6 +20,8 @@ mod relationships;
 mod search;
 mod session;
 pub mod signin;
+#[cfg(test)]
+mod test_vault;
 mod vault;
 
 pub use accounts::{AccountSummary, MAX_TOKEN_TTL_SECS, MIN_PASSWORD_CHARS, NewAccount, TokenRejection, Username};

@@ -5,27 +5,16 @@
 
 use crate::access::{Access, Reach, ScopeSet};
 use crate::{NewAccount, ReadOutcome, Username, Vault};
-use carevault_crypto::{KeyFile, Password, SystemRandomSource};
-use carevault_domain::{FixedClock, Resource, ResourceId, ResourceType, TenantId, Timestamp};
+use carevault_crypto::Password;
+use carevault_domain::{FixedClock, Resource, ResourceId, ResourceType, Timestamp};
 use carevault_storage::AnyStore;
-use carevault_storage::sqlite::SqliteStore;
 use serde_json::json;
 use std::sync::Arc;
 
 const MINUTE: i64 = 60_000;
 
 async fn vault(dir: &std::path::Path, clock: FixedClock) -> Vault<AnyStore> {
-    let store = AnyStore::Sqlite(SqliteStore::open(&dir.join("t.db")).unwrap());
-    let rng = SystemRandomSource::new();
-    let keys = KeyFile::parse(&KeyFile::generate(&rng).unwrap()).unwrap();
-    Vault::new(
-        store,
-        Arc::new(keys),
-        Arc::new(rng),
-        Arc::new(clock),
-        TenantId::default_tenant(),
-    )
-    .unwrap()
+    crate::test_vault::sqlite_vault(&dir.join("t.db"), clock).await
 }
 
 async fn create(v: &Vault<AnyStore>, body: serde_json::Value) -> ResourceId {

@@ -6,26 +6,13 @@
 
 use super::{AuditAgent, AuditDraft, Outcome, WitnessHead, verify_log};
 use crate::Vault;
-use carevault_crypto::{KeyFile, SystemRandomSource};
-use carevault_domain::{FixedClock, TenantId, Timestamp};
-use carevault_storage::sqlite::SqliteStore;
+use carevault_domain::{FixedClock, Timestamp};
 use carevault_storage::{AnyStore, AuditStore};
-use std::sync::Arc;
 
 const DAY: i64 = 86_400_000;
 
 async fn vault(path: &std::path::Path, clock: FixedClock) -> Vault<AnyStore> {
-    let store = AnyStore::Sqlite(SqliteStore::open(path).unwrap());
-    let rng = SystemRandomSource::new();
-    let keys = KeyFile::parse(&KeyFile::generate(&rng).unwrap()).unwrap();
-    Vault::new(
-        store,
-        Arc::new(keys),
-        Arc::new(rng),
-        Arc::new(clock),
-        TenantId::default_tenant(),
-    )
-    .unwrap()
+    crate::test_vault::sqlite_vault(path, clock).await
 }
 
 fn draft(v: &Vault<AnyStore>, n: usize) -> AuditDraft {

@@ -10,12 +10,10 @@ use crate::access::{Access, Role, ScopeSet};
 use crate::{NewAccount, Username, Vault};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use carevault_crypto::{KeyFile, Password, SystemRandomSource, hash_token};
-use carevault_domain::{FixedClock, Resource, ResourceId, TenantId, Timestamp};
+use carevault_crypto::{Password, hash_token};
+use carevault_domain::{FixedClock, Resource, ResourceId, Timestamp};
 use carevault_storage::AnyStore;
-use carevault_storage::sqlite::SqliteStore;
 use serde_json::json;
-use std::sync::Arc;
 
 const BASE: &str = "https://ehr.test/fhir";
 const TOKEN_URL: &str = "https://ehr.test/oauth/token";
@@ -24,17 +22,7 @@ const SECOND: i64 = 1000;
 const VERIFIER: &str = "a-pkce-verifier-that-is-long-enough-0123456789abcdef";
 
 async fn vault(dir: &std::path::Path, clock: FixedClock) -> Vault<AnyStore> {
-    let store = AnyStore::Sqlite(SqliteStore::open(&dir.join("t.db")).unwrap());
-    let rng = SystemRandomSource::new();
-    let keys = KeyFile::parse(&KeyFile::generate(&rng).unwrap()).unwrap();
-    Vault::new(
-        store,
-        Arc::new(keys),
-        Arc::new(rng),
-        Arc::new(clock),
-        TenantId::default_tenant(),
-    )
-    .unwrap()
+    crate::test_vault::sqlite_vault(&dir.join("t.db"), clock).await
 }
 
 fn password() -> Password {
