@@ -95,57 +95,179 @@ pub fn root(leaves: &[Hash]) -> Hash {
     f.root()
 }
 
+/// Where a proof gets the hash of the subtree over leaves `[a, b)` (RFC 6962 MTH of that
+/// range).
+pub trait RangeHash {
+    fn range(&self, a: u64, b: u64) -> Hash;
+}
+
+/// Every leaf at hand.
+struct Leaves<'a>(&'a [Hash]);
+
+impl RangeHash for Leaves<'_> {
+    fn range(&self, a: u64, b: u64) -> Hash {
+        root(&self.0[a as usize..b as usize])
+    }
+}
+
 /// The inclusion proof of leaf `index` in the tree over `leaves` (RFC 6962 PATH).
 pub fn inclusion_proof(index: usize, leaves: &[Hash]) -> Option<Vec<Hash>> {
-    if index >= leaves.len() {
+    inclusion_proof_from(index as u64, leaves.len() as u64, &Leaves(leaves))
+}
+
+/// The inclusion proof of leaf `index` in the tree of `size` leaves, subtree hashes from `h`.
+pub fn inclusion_proof_from(index: u64, size: u64, h: &impl RangeHash) -> Option<Vec<Hash>> {
+    if index >= size {
         return None;
     }
     let mut out = Vec::new();
-    path(index, leaves, &mut out);
+    path(index, 0, size, h, &mut out);
     Some(out)
 }
 
-fn path(m: usize, d: &[Hash], out: &mut Vec<Hash>) {
-    let n = d.len();
+/// PATH(m, D[a:b]), `m` counted from `a`.
+fn path(m: u64, a: u64, b: u64, h: &impl RangeHash, out: &mut Vec<Hash>) {
+    let n = b - a;
     if n <= 1 {
         return;
     }
-    let k = split(n);
+    let k = split(n as usize) as u64;
     if m < k {
-        path(m, &d[..k], out);
-        out.push(root(&d[k..]));
+        path(m, a, a + k, h, out);
+        out.push(h.range(a + k, b));
     } else {
-        path(m - k, &d[k..], out);
-        out.push(root(&d[..k]));
+        path(m - k, a + k, b, h, out);
+        out.push(h.range(a, a + k));
     }
 }
 
 /// The consistency proof between the tree over the first `first` leaves and the tree over
 /// all of `leaves` (RFC 6962 PROOF).
 pub fn consistency_proof(first: usize, leaves: &[Hash]) -> Option<Vec<Hash>> {
-    if first == 0 || first > leaves.len() {
+    consistency_proof_from(first as u64, leaves.len() as u64, &Leaves(leaves))
+}
+
+/// The consistency proof between the trees of `first` and `second` leaves, subtree hashes
+/// from `h`.
+pub fn consistency_proof_from(first: u64, second: u64, h: &impl RangeHash) -> Option<Vec<Hash>> {
+    if first == 0 || first > second {
         return None;
     }
     let mut out = Vec::new();
-    subproof(first, leaves, true, &mut out);
+    subproof(first, 0, second, true, h, &mut out);
     Some(out)
 }
 
-fn subproof(m: usize, d: &[Hash], whole: bool, out: &mut Vec<Hash>) {
-    let n = d.len();
+/// SUBPROOF(m, D[a:b], whole), `m` counted from `a`.
+fn subproof(m: u64, a: u64, b: u64, whole: bool, h: &impl RangeHash, out: &mut Vec<Hash>) {
+    let n = b - a;
     if m == n {
         if !whole {
-            out.push(root(d));
+            out.push(h.range(a, b));
         }
         return;
     }
-    let k = split(n);
+    let k = split(n as usize) as u64;
     if m <= k {
-        subproof(m, &d[..k], whole, out);
-        out.push(root(&d[k..]));
+        subproof(m, a, a + k, whole, h, out);
+        out.push(h.range(a + k, b));
     } else {
-        subproof(m - k, &d[k..], false, out);
-        out.push(root(&d[..k]));
+        subproof(m - k, a + k, b, false, h, out);
+        out.push(h.range(a, a + k));
+    }
+}
+
+/// The roots of the complete, aligned subtrees of `2^block_level` leaves and more, kept as
+/// leaves are pushed: with them, a proof over a log of any size needs the leaves of a few
+/// blocks at most (about 64 bytes a block of memory, all levels together).
+#[derive(Debug, Clone)]
+pub struct SubtreeCache {
+    block_level: u32,
+    /// `levels[i][j]`: the root over leaves `[j << (block_level + i), (j + 1) << (block_level + i))`.
+    levels: Vec<Vec<Hash>>,
+    /// The leaves of the block being filled.
+    block: Vec<Hash>,
+    size: u64,
+}
+
+impl SubtreeCache {
+    pub fn new(block_level: u32) -> Self {
+        Self {
+            block_level,
+            levels: Vec::new(),
+            block: Vec::new(),
+            size: 0,
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Leaves per block.
+    pub fn block_len(&self) -> u64 {
+        1 << self.block_level
+    }
+
+    pub fn push(&mut self, leaf: Hash) {
+        self.block.push(leaf);
+        self.size += 1;
+        if self.block.len() as u64 == self.block_len() {
+            let mut node = root(&self.block);
+            self.block.clear();
+            let mut level = 0;
+            loop {
+                if self.levels.len() == level {
+                    self.levels.push(Vec::new());
+                }
+                self.levels[level].push(node);
+                let row = &self.levels[level];
+                if !row.len().is_multiple_of(2) {
+                    break;
+                }
+                node = node_hash(&row[row.len() - 2], &row[row.len() - 1]);
+                level += 1;
+            }
+        }
+    }
+
+    /// The root over `[a, a + 2^level)`, when that subtree is complete, aligned and at least
+    /// a block.
+    fn get(&self, a: u64, level: u32) -> Option<Hash> {
+        let row = self.levels.get(level.checked_sub(self.block_level)? as usize)?;
+        row.get((a >> level) as usize).copied()
+    }
+}
+
+/// Subtree hashes from a cache, and below a block from leaves read for the purpose: ranges
+/// whose leaves are not at hand are noted in `missing` (their hashes are then wrong: ask
+/// again once they are fetched).
+pub struct CachedRanges<'a> {
+    pub cache: &'a SubtreeCache,
+    pub leaves: &'a std::collections::BTreeMap<u64, Hash>,
+    pub missing: std::cell::RefCell<std::collections::BTreeSet<u64>>,
+}
+
+impl RangeHash for CachedRanges<'_> {
+    fn range(&self, a: u64, b: u64) -> Hash {
+        let n = b - a;
+        if n == 1 {
+            return match self.leaves.get(&a) {
+                Some(h) => *h,
+                None => {
+                    self.missing.borrow_mut().insert(a);
+                    [0; 32]
+                }
+            };
+        }
+        if n.is_power_of_two()
+            && a.is_multiple_of(n)
+            && let Some(h) = self.cache.get(a, n.trailing_zeros())
+        {
+            return h;
+        }
+        let k = split(n as usize) as u64;
+        node_hash(&self.range(a, a + k), &self.range(a + k, b))
     }
 }
 
@@ -351,6 +473,50 @@ mod tests {
 
     /// Every proof of every shape verifies; a changed node, a wrong index or size, a proof
     /// one node short or long, and the wrong roots are all refused.
+    #[test]
+    fn proofs_from_the_subtree_cache_equal_proofs_from_every_leaf() {
+        let leaves: Vec<Hash> = (0u32..300).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+        // Blocks of 8 leaves: a 300-leaf log has 37 full blocks and 3 levels above them.
+        let mut cache = SubtreeCache::new(3);
+        for l in &leaves {
+            cache.push(*l);
+        }
+        let ask = |known: &std::collections::BTreeMap<u64, Hash>, index: u64, size: u64, first: Option<u64>| {
+            let h = CachedRanges {
+                cache: &cache,
+                leaves: known,
+                missing: Default::default(),
+            };
+            let proof = match first {
+                None => inclusion_proof_from(index, size, &h),
+                Some(m) => consistency_proof_from(m, size, &h),
+            };
+            (proof, h.missing.into_inner())
+        };
+        let mut fetched = 0;
+        for size in [1u64, 2, 7, 8, 9, 64, 65, 100, 255, 256, 257, 299, 300] {
+            for index in [0, 1, size / 3, size / 2, size - 1] {
+                for first in [None, Some(index + 1)] {
+                    let none = std::collections::BTreeMap::new();
+                    let (_, missing) = ask(&none, index, size, first);
+                    let known = missing.iter().map(|&i| (i, leaves[i as usize])).collect();
+                    let (proof, still) = ask(&known, index, size, first);
+                    assert!(still.is_empty());
+                    let d = &leaves[..size as usize];
+                    let expected = match first {
+                        None => inclusion_proof(index as usize, d),
+                        Some(m) => consistency_proof(m as usize, d),
+                    };
+                    assert_eq!(proof, expected, "index {index} first {first:?} size {size}");
+                    // Only leaves of uncached blocks are read: a few blocks' worth at most.
+                    assert!(missing.len() <= 4 * 8, "{} leaves for {index} of {size}", missing.len());
+                    fetched += missing.len();
+                }
+            }
+        }
+        assert!(fetched > 0);
+    }
+
     #[test]
     fn proofs_round_trip_and_tampering_fails() {
         let leaves: Vec<Hash> = (0u32..37).map(|i| leaf_hash(&i.to_be_bytes())).collect();

@@ -19,17 +19,21 @@ mod verify;
 #[cfg(test)]
 mod retention_tests;
 
+#[cfg(test)]
+mod proof_tests;
+
 pub use crate::emergency::StaffMember;
 pub use entry::{AuditAgent, AuditDraft, Outcome};
 pub use read::AccessLine;
 pub use verify::{VerifyReport, WitnessHead, verify_log};
 
 use crate::{CoreError, Vault};
-use carevault_crypto::merkle::{self, Frontier, Hash};
+use carevault_crypto::merkle::{self, Frontier, Hash, SubtreeCache};
 use carevault_crypto::{HeadSigner, IndexKey};
 use carevault_domain::Timestamp;
 use carevault_storage::{AuditMaker, AuditRecord, Store, StoreError, StoredHead};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 use tokio::sync::{mpsc, oneshot};
 
 /// The keyed MAC key of entries (and of search terms in them): one log per database.
@@ -39,12 +43,25 @@ pub(crate) fn mac_key(keys: &carevault_crypto::KeyFile) -> IndexKey {
 
 type Reply = oneshot::Sender<Result<i64, CoreError>>;
 
-/// The running appender, and the tree's frontier as far as it has been read.
-#[derive(Default)]
+/// The running appender, and the tree as far as it has been read: its frontier (for heads)
+/// and the roots of its complete subtrees of a block and more (for proofs).
 pub(crate) struct AuditLog {
     queue: OnceLock<mpsc::UnboundedSender<(AuditMaker, Reply)>>,
     key: OnceLock<IndexKey>,
-    frontier: Arc<Mutex<Frontier>>,
+    tree: tokio::sync::Mutex<(Frontier, SubtreeCache)>,
+}
+
+/// Proofs read at most a few blocks of this many leaves (2^10) from the store.
+const PROOF_BLOCK_LEVEL: u32 = 10;
+
+impl Default for AuditLog {
+    fn default() -> Self {
+        Self {
+            queue: OnceLock::new(),
+            key: OnceLock::new(),
+            tree: tokio::sync::Mutex::new((Frontier::new(), SubtreeCache::new(PROOF_BLOCK_LEVEL))),
+        }
+    }
 }
 
 /// A signed tree head as served and witnessed.
@@ -166,33 +183,30 @@ impl<S: Store> Vault<S> {
             .collect()
     }
 
-    /// The tree over the whole log: the frontier kept in memory, caught up with the entries
-    /// written since it was last read.
-    async fn tree(&self) -> Result<Frontier, CoreError> {
-        let mut f = self.audit_log.frontier.lock().map(|f| f.clone()).unwrap_or_default();
+    /// The tree over the whole log, kept in memory and caught up with the entries written
+    /// since it was last read; held locked while the caller uses it.
+    async fn tree(&self) -> Result<tokio::sync::MutexGuard<'_, (Frontier, SubtreeCache)>, CoreError> {
+        let mut t = self.audit_log.tree.lock().await;
         loop {
-            let page = self.store.audit_range(f.size() as i64, 10_000).await?;
+            let page = self.store.audit_range(t.0.size() as i64, 10_000).await?;
             if page.is_empty() {
                 break;
             }
             for r in page {
-                if r.index != f.size() as i64 {
+                if r.index != t.0.size() as i64 {
                     return Err(CoreError::Integrity);
                 }
-                f.push(r.leaf.as_slice().try_into().map_err(|_| CoreError::Integrity)?);
+                let leaf: Hash = r.leaf.as_slice().try_into().map_err(|_| CoreError::Integrity)?;
+                t.0.push(leaf);
+                t.1.push(leaf);
             }
         }
-        if let Ok(mut g) = self.audit_log.frontier.lock()
-            && g.size() < f.size()
-        {
-            *g = f.clone();
-        }
-        Ok(f)
+        Ok(t)
     }
 
     /// Signs a head over the whole log as it stands and stores it.
     pub async fn sign_head(&self) -> Result<SignedHead, CoreError> {
-        let f = self.tree().await?;
+        let f = self.tree().await?.0.clone();
         let signer = HeadSigner::derive(&self.keys)?;
         let root = f.root();
         let at = self.clock.now().millis();
@@ -219,30 +233,57 @@ impl<S: Store> Vault<S> {
         Ok(HeadSigner::derive(&self.keys)?.public_key())
     }
 
-    /// Every leaf hash of the first `size` entries (for proofs).
-    async fn leaves(&self, size: u64) -> Result<Vec<Hash>, CoreError> {
-        let mut out: Vec<Hash> = Vec::with_capacity(size as usize);
-        while (out.len() as u64) < size {
-            let want = (size - out.len() as u64).min(10_000) as u32;
-            let page = self.store.audit_range(out.len() as i64, want).await?;
-            if page.is_empty() {
-                return Err(CoreError::NotFound);
+    /// A proof over the tree of `size` entries, made by `make` from subtree hashes: cached
+    /// ones, and below a block from the leaves it asks for (read from the store, then asked
+    /// again).
+    async fn proof(
+        &self,
+        size: u64,
+        make: impl Fn(&merkle::CachedRanges<'_>) -> Option<Vec<Hash>>,
+    ) -> Result<(Vec<Hash>, BTreeMap<u64, Hash>), CoreError> {
+        let t = self.tree().await?;
+        if size > t.1.size() {
+            return Err(CoreError::NotFound);
+        }
+        let mut leaves = BTreeMap::new();
+        for _ in 0..2 {
+            let h = merkle::CachedRanges {
+                cache: &t.1,
+                leaves: &leaves,
+                missing: Default::default(),
+            };
+            let proof = make(&h).ok_or(CoreError::NotFound)?;
+            let missing = h.missing.into_inner();
+            if missing.is_empty() {
+                return Ok((proof, leaves));
             }
-            for r in page {
-                out.push(r.leaf.as_slice().try_into().map_err(|_| CoreError::Integrity)?);
+            // Each missing leaf's block, read whole (a few blocks at most).
+            let blocks: std::collections::BTreeSet<u64> = missing.iter().map(|i| i / t.1.block_len()).collect();
+            for b in blocks {
+                let from = b * t.1.block_len();
+                for r in self.store.audit_range(from as i64, t.1.block_len() as u32).await? {
+                    let leaf: Hash = r.leaf.as_slice().try_into().map_err(|_| CoreError::Integrity)?;
+                    leaves.insert(r.index as u64, leaf);
+                }
             }
         }
-        Ok(out)
+        Err(CoreError::Integrity)
     }
 
-    /// The inclusion proof of entry `index` in the tree of `size` entries.
+    /// The inclusion proof of entry `index` in the tree of `size` entries, with the entry's
+    /// leaf hash.
     pub async fn inclusion_proof(&self, index: u64, size: u64) -> Result<(Hash, Vec<Hash>), CoreError> {
         if index >= size {
             return Err(CoreError::Invalid("index must be below size".into()));
         }
-        let leaves = self.leaves(size).await?;
-        let proof = merkle::inclusion_proof(index as usize, &leaves).ok_or(CoreError::NotFound)?;
-        Ok((leaves[index as usize], proof))
+        let (proof, _) = self
+            .proof(size, |h| merkle::inclusion_proof_from(index, size, h))
+            .await?;
+        let leaf = match self.store.audit_range(index as i64, 1).await?.first() {
+            Some(r) if r.index == index as i64 => r.leaf.as_slice().try_into().map_err(|_| CoreError::Integrity)?,
+            _ => return Err(CoreError::NotFound),
+        };
+        Ok((leaf, proof))
     }
 
     /// The consistency proof between the trees of `first` and `second` entries.
@@ -250,8 +291,10 @@ impl<S: Store> Vault<S> {
         if first == 0 || first > second {
             return Err(CoreError::Invalid("0 < first ≤ second".into()));
         }
-        let leaves = self.leaves(second).await?;
-        merkle::consistency_proof(first as usize, &leaves).ok_or(CoreError::NotFound)
+        Ok(self
+            .proof(second, |h| merkle::consistency_proof_from(first, second, h))
+            .await?
+            .0)
     }
 
     /// The patient whose compartment a resource is in, for an audit entry about a request
