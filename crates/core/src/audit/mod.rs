@@ -240,7 +240,7 @@ impl<S: Store> Vault<S> {
         &self,
         size: u64,
         make: impl Fn(&merkle::CachedRanges<'_>) -> Option<Vec<Hash>>,
-    ) -> Result<(Vec<Hash>, BTreeMap<u64, Hash>), CoreError> {
+    ) -> Result<Vec<Hash>, CoreError> {
         let t = self.tree().await?;
         if size > t.1.size() {
             return Err(CoreError::NotFound);
@@ -255,7 +255,7 @@ impl<S: Store> Vault<S> {
             let proof = make(&h).ok_or(CoreError::NotFound)?;
             let missing = h.missing.into_inner();
             if missing.is_empty() {
-                return Ok((proof, leaves));
+                return Ok(proof);
             }
             // Each missing leaf's block, read whole (a few blocks at most).
             let blocks: std::collections::BTreeSet<u64> = missing.iter().map(|i| i / t.1.block_len()).collect();
@@ -276,7 +276,7 @@ impl<S: Store> Vault<S> {
         if index >= size {
             return Err(CoreError::Invalid("index must be below size".into()));
         }
-        let (proof, _) = self
+        let proof = self
             .proof(size, |h| merkle::inclusion_proof_from(index, size, h))
             .await?;
         let leaf = match self.store.audit_range(index as i64, 1).await?.first() {
@@ -291,10 +291,8 @@ impl<S: Store> Vault<S> {
         if first == 0 || first > second {
             return Err(CoreError::Invalid("0 < first ≤ second".into()));
         }
-        Ok(self
-            .proof(second, |h| merkle::consistency_proof_from(first, second, h))
-            .await?
-            .0)
+        self.proof(second, |h| merkle::consistency_proof_from(first, second, h))
+            .await
     }
 
     /// The patient whose compartment a resource is in, for an audit entry about a request
