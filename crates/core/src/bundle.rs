@@ -10,6 +10,7 @@ use crate::access::Perms;
 use crate::crud::{Pending, ReadOutcome, StoredResource};
 use crate::identifiers::IdentifierQuery;
 use crate::{CoreError, Session};
+use carevault_domain::patch::PatchDocument;
 use carevault_domain::{Reference, Resource, ResourceError, ResourceId, ResourceType, Timestamp, VersionId};
 use carevault_storage::{ChangeSet, Store, StoreError};
 use serde_json::Value;
@@ -548,33 +549,40 @@ impl<S: Store> Session<'_, S> {
     }
 
     /// A PATCH entry: its resource is a Binary holding a JSON Patch
-    /// (`application/json-patch+json`, base64 in `data`), applied to the current version now
-    /// and written as an update bound to that version.
+    /// (`application/json-patch+json`, base64 in `data`) or a Parameters holding a FHIRPath
+    /// Patch, applied to the current version now and written as an update bound to that
+    /// version.
     async fn plan_patch(&self, i: usize, e: &Entry, rtype: ResourceType, id: ResourceId) -> Result<Plan, CoreError> {
         use base64::Engine as _;
-        let binary = e
+        let carried = e
             .resource
             .as_ref()
-            .filter(|r| r.rtype() == ResourceType::Binary)
+            .filter(|r| matches!(r.rtype(), ResourceType::Binary | ResourceType::Parameters))
             .ok_or_else(|| {
                 invalid(
                     i,
-                    "a PATCH entry carries a Binary with a JSON Patch (FHIRPath Patch is not supported)",
+                    "a PATCH entry carries a Binary with a JSON Patch or a Parameters with a FHIRPath Patch",
                 )
             })?;
-        let body = binary.json();
-        if body["contentType"].as_str() != Some("application/json-patch+json") {
-            return Err(invalid(
-                i,
-                "the Binary's contentType must be application/json-patch+json",
-            ));
-        }
-        let data = body["data"]
-            .as_str()
-            .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
-            .ok_or_else(|| invalid(i, "the Binary's data must be base64"))?;
-        let patch: Value =
-            serde_json::from_slice(&data).map_err(|_| invalid(i, "the Binary's data is not a JSON Patch document"))?;
+        let body = carried.json();
+        let patch = if carried.rtype() == ResourceType::Parameters {
+            PatchDocument::FhirPath(body.clone())
+        } else {
+            if body["contentType"].as_str() != Some("application/json-patch+json") {
+                return Err(invalid(
+                    i,
+                    "the Binary's contentType must be application/json-patch+json",
+                ));
+            }
+            let data = body["data"]
+                .as_str()
+                .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
+                .ok_or_else(|| invalid(i, "the Binary's data must be base64"))?;
+            PatchDocument::Json(
+                serde_json::from_slice(&data)
+                    .map_err(|_| invalid(i, "the Binary's data is not a JSON Patch document"))?,
+            )
+        };
         let current = self.patch_base(rtype, &id, e.if_match).await?;
         let resource = self.patched(rtype, &id, &current, &patch)?;
         Ok(Plan::Put {

@@ -1,10 +1,10 @@
-//! `PATCH` with a JSON Patch document: applied to the current version's decrypted body, the
+//! `PATCH` with a JSON Patch or a FHIRPath Patch document: applied to the current version's decrypted body, the
 //! result checked like any incoming resource, then written as an update bound to the version
 //! that was patched (so a concurrent write makes it fail rather than be lost).
 
 use crate::crud::{ReadOutcome, StoredResource, Written};
 use crate::{CoreError, Session};
-use carevault_domain::patch::{PatchError, apply};
+use carevault_domain::patch::{PatchDocument, PatchError};
 use carevault_domain::{Resource, ResourceError, ResourceId, ResourceType, VersionId};
 use carevault_storage::Store;
 use serde_json::Value;
@@ -14,7 +14,7 @@ impl<S: Store> Session<'_, S> {
         &self,
         rtype: ResourceType,
         id: &ResourceId,
-        patch: &Value,
+        patch: &PatchDocument,
         if_match: Option<VersionId>,
     ) -> Result<Written, CoreError> {
         if !self.access().masks(rtype).is_empty() {
@@ -61,10 +61,10 @@ impl<S: Store> Session<'_, S> {
         rtype: ResourceType,
         id: &ResourceId,
         current: &StoredResource,
-        patch: &Value,
+        patch: &PatchDocument,
     ) -> Result<Resource, CoreError> {
         let body: Value = serde_json::from_slice(&current.body).map_err(|_| CoreError::Integrity)?;
-        let patched = apply(&body, patch).map_err(|e| match e {
+        let patched = patch.apply(&body).map_err(|e| match e {
             PatchError::Malformed(..) => CoreError::Invalid(e.to_string()),
             PatchError::Failed(..) => CoreError::Unprocessable(e.to_string()),
         })?;

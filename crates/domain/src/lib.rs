@@ -6,6 +6,7 @@ pub mod clock;
 pub mod compartment;
 #[cfg(test)]
 mod definitions_check;
+pub mod elements;
 pub mod ids;
 pub mod patch;
 pub mod query;

@@ -60,6 +60,7 @@ pub(crate) fn capability_statement(date: &str, root: &str, cors: bool) -> Value 
         "implementation": {"description": "carevault: an encrypted FHIR R4 store"},
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "application/json"],
+        "patchFormat": ["application/json-patch+json", "application/fhir+json"],
         "rest": [{
             "mode": "server",
             "documentation": "Every identifying byte is encrypted at rest under per-patient keys.",

@@ -68,8 +68,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "not-supported",
-                "unsupported content type: send application/fhir+json (application/json-patch+json for PATCH, \
-                 application/x-www-form-urlencoded for _search)"
+                "unsupported content type: send application/fhir+json (for PATCH, application/json-patch+json \
+                 or a FHIRPath Patch Parameters; application/x-www-form-urlencoded for _search)"
                     .into(),
             ),
             ApiError::PayloadTooLarge => (

@@ -41,6 +41,31 @@ async fn capability_statement_is_truthful() {
             .unwrap();
         assert_eq!(r.status(), StatusCode::CREATED, "format {format}");
     }
+    let patched = app
+        .create(&json!({"resourceType": "Basic", "code": {"text": "p"}}))
+        .await;
+    for format in cap["patchFormat"].as_array().unwrap() {
+        let body = match format.as_str().unwrap() {
+            "application/json-patch+json" => r#"[{"op": "add", "path": "/language", "value": "en"}]"#,
+            "application/fhir+json" => {
+                r#"{"resourceType": "Parameters", "parameter": [{"name": "operation", "part": [
+                    {"name": "type", "valueCode": "replace"}, {"name": "path", "valueString": "Basic.language"},
+                    {"name": "value", "valueCode": "de"}]}]}"#
+            }
+            other => panic!("unchecked patch format {other}"),
+        };
+        let r = app
+            .client
+            .patch(app.url(&format!("Basic/{patched}")))
+            .bearer_auth(&app.data.token)
+            .header("content-type", format.as_str().unwrap())
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "patch format {format}");
+    }
+    assert_eq!(app.get(&format!("Basic/{patched}")).await.json()["language"], "de");
     let system = codes(&rest["interaction"]);
     let known_system = ["transaction", "batch", "history-system"];
     for s in &system {

@@ -2,7 +2,7 @@
 
 use crate::helpers::*;
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 
 fn patient(family: &str) -> serde_json::Value {
     json!({"resourceType": "Patient", "name": [{"family": family, "given": ["Ada"]}], "gender": "female",
@@ -365,6 +365,160 @@ async fn json_patch_updates_with_checks() {
             .await
             .unwrap();
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    }
+}
+
+/// FHIRPath Patch: a Parameters of operations, applied in order over HTTP; failures answer
+/// 400 (malformed) or 422 (does not fit), write nothing, and echo no value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fhirpath_patch_updates_with_checks() {
+    fn op(parts: Value) -> Value {
+        json!({"name": "operation", "part": parts})
+    }
+    fn params(ops: Vec<Value>) -> String {
+        json!({"resourceType": "Parameters", "parameter": ops}).to_string()
+    }
+    for backend in backends("fhirpath_patch_updates_with_checks").await {
+        let app = spawn_app(&backend).await;
+        let id = app
+            .create(&json!({"resourceType": "Patient",
+                "identifier": [{"system": "urn:mrn", "value": "Fpcanary-1"}],
+                "name": [{"use": "official", "family": "Fpcanaryname", "given": ["Ann"]}, {"use": "nickname", "given": ["Annie"]}],
+                "telecom": [{"system": "phone", "value": "555-0101"}],
+                "birthDate": "1970-01-01"}))
+            .await;
+        let send = |body: String, if_match: Option<&'static str>| {
+            let mut rb = app
+                .client
+                .patch(app.url(&format!("Patient/{id}")))
+                .bearer_auth(&app.data.token)
+                .header("content-type", "application/fhir+json")
+                .body(body);
+            if let Some(v) = if_match {
+                rb = rb.header("if-match", v);
+            }
+            rb.send()
+        };
+        let body = params(vec![
+            op(
+                json!([{"name": "type", "valueCode": "add"}, {"name": "path", "valueString": "Patient.name.where(use = 'official')"},
+                      {"name": "name", "valueString": "given"}, {"name": "value", "valueString": "Beth"}]),
+            ),
+            op(
+                json!([{"name": "type", "valueCode": "replace"}, {"name": "path", "valueString": "Patient.birthDate"},
+                      {"name": "value", "valueDate": "1971-02-03"}]),
+            ),
+            op(
+                json!([{"name": "type", "valueCode": "delete"}, {"name": "path", "valueString": "Patient.telecom.where(system = 'phone')"}]),
+            ),
+            op(
+                json!([{"name": "type", "valueCode": "insert"}, {"name": "path", "valueString": "Patient.identifier"},
+                      {"name": "index", "valueInteger": 0},
+                      {"name": "value", "valueIdentifier": {"system": "urn:other", "value": "x-2"}}]),
+            ),
+            op(
+                json!([{"name": "type", "valueCode": "add"}, {"name": "path", "valueString": "Patient"},
+                      {"name": "name", "valueString": "contact"},
+                      {"name": "value", "part": [{"name": "name", "valueHumanName": {"family": "Kin"}},
+                                                 {"name": "telecom", "valueContactPoint": {"system": "email", "value": "kin@example.org"}}]}]),
+            ),
+        ]);
+        let r = send(body, Some("W/\"1\"")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["meta"]["versionId"], "2");
+        assert_eq!(v["name"][0]["given"], json!(["Ann", "Beth"]));
+        assert_eq!(v["name"][1]["given"], json!(["Annie"]));
+        assert_eq!(v["birthDate"], "1971-02-03");
+        assert!(v.get("telecom").is_none(), "{v}");
+        assert_eq!(v["identifier"][0]["value"], "x-2");
+        assert_eq!(v["identifier"][1]["value"], "Fpcanary-1");
+        assert_eq!(v["contact"][0]["telecom"][0]["system"], "email");
+        // The stored version is the patched one, and a search sees the new birth date.
+        assert_eq!(
+            app.get(&format!("Patient/{id}")).await.json()["birthDate"],
+            "1971-02-03"
+        );
+        let found = app.get("Patient?birthdate=1971-02-03").await.json();
+        assert_eq!(found["entry"][0]["resource"]["id"], id.as_str());
+
+        let replace_gender = || {
+            params(vec![op(
+                json!([{"name": "type", "valueCode": "replace"}, {"name": "path", "valueString": "Patient.gender"},
+                                  {"name": "value", "valueCode": "female"}]),
+            )])
+        };
+        let cases: Vec<(String, Option<&'static str>, StatusCode)> = vec![
+            // nothing to replace
+            (replace_gender(), None, StatusCode::UNPROCESSABLE_ENTITY),
+            // the path selects several names
+            (
+                params(vec![op(
+                    json!([{"name": "type", "valueCode": "delete"}, {"name": "path", "valueString": "Patient.name"}]),
+                )]),
+                None,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            // a single element that exists is not added twice
+            (
+                params(vec![op(
+                    json!([{"name": "type", "valueCode": "add"}, {"name": "path", "valueString": "Patient"},
+                                      {"name": "name", "valueString": "birthDate"}, {"name": "value", "valueDate": "1999-09-09"}]),
+                )]),
+                None,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            // the result is not a valid Patient
+            (
+                params(vec![op(
+                    json!([{"name": "type", "valueCode": "replace"}, {"name": "path", "valueString": "Patient.birthDate"},
+                                      {"name": "value", "valueDate": "Fpcanary-birth"}]),
+                )]),
+                None,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            // FHIRPath this server does not evaluate; an unknown operation
+            (
+                params(vec![op(json!([{"name": "type", "valueCode": "delete"},
+                                      {"name": "path", "valueString": "Patient.name.where(family.startsWith('Fpcanary'))"}]))]),
+                None,
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                params(vec![op(
+                    json!([{"name": "type", "valueCode": "upsert"}, {"name": "path", "valueString": "Patient"}]),
+                )]),
+                None,
+                StatusCode::BAD_REQUEST,
+            ),
+            // a stale version
+            (
+                params(vec![op(
+                    json!([{"name": "type", "valueCode": "delete"}, {"name": "path", "valueString": "Patient.contact"}]),
+                )]),
+                Some("W/\"1\""),
+                StatusCode::PRECONDITION_FAILED,
+            ),
+            // a FHIR body that is not a Parameters is not a patch
+            (
+                json!({"resourceType": "Patient", "gender": "female"}).to_string(),
+                None,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ),
+            ("{not json".to_owned(), None, StatusCode::BAD_REQUEST),
+        ];
+        for (body, if_match, want) in cases {
+            let r = send(body.clone(), if_match).await.unwrap();
+            assert_eq!(r.status(), want, "{body}");
+            let text = r.text().await.unwrap();
+            assert!(text.contains("OperationOutcome"), "{text}");
+            assert!(!text.contains("Fpcanary"), "a value leaked into an error: {text}");
+        }
+        assert_eq!(
+            app.get(&format!("Patient/{id}")).await.json()["meta"]["versionId"],
+            "2",
+            "failed patches wrote nothing"
+        );
     }
 }
 

@@ -132,7 +132,7 @@ async fn batch_entries_succeed_and_fail_independently() {
     }
 }
 
-/// PATCH entries (a Binary holding a JSON Patch) and GET entries that search, in
+/// PATCH entries (a Binary holding a JSON Patch, or a Parameters holding a FHIRPath Patch) and GET entries that search, in
 /// transactions and batches.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bundles_patch_and_search() {
@@ -199,18 +199,44 @@ async fn bundles_patch_and_search() {
             )
             .await;
         assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-        // FHIRPath Patch (Parameters) is refused with a reason.
+        // A FHIRPath Patch (a Parameters) works as an entry too; a malformed one fails the
+        // transaction with 400, and any other resource is refused with the formats it takes.
+        let fhirpath = |op: Value| {
+            json!({"resource": {"resourceType": "Parameters", "parameter": [{"name": "operation", "part": op}]},
+                   "request": {"method": "PATCH", "url": format!("Patient/{p}")}})
+        };
+        let r = app
+            .post(
+                "",
+                &tx(vec![fhirpath(json!([
+                    {"name": "type", "valueCode": "add"}, {"name": "path", "valueString": "Patient"},
+                    {"name": "name", "valueString": "birthDate"}, {"name": "value", "valueDate": "1960-06-01"}
+                ]))]),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json()["entry"][0]["response"]["etag"], "W/\"3\"");
+        assert_eq!(app.get(&format!("Patient/{p}")).await.json()["birthDate"], "1960-06-01");
+        let r = app
+            .post(
+                "",
+                &tx(vec![fhirpath(json!([
+                    {"name": "type", "valueCode": "delete"}, {"name": "path", "valueString": "Patient.name.descendants()"}
+                ]))]),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
         let r = app
             .post(
                 "",
                 &tx(vec![
-                    json!({"resource": {"resourceType": "Parameters", "parameter": []},
+                    json!({"resource": {"resourceType": "Basic", "code": {"text": "x"}},
                                 "request": {"method": "PATCH", "url": format!("Patient/{p}")}}),
                 ]),
             )
             .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST);
-        assert!(r.outcome().contains("JSON Patch"), "{}", r.outcome());
+        assert!(r.outcome().contains("FHIRPath Patch"), "{}", r.outcome());
 
         // In a batch, a bad search fails alone; a conditional patch finds its target.
         let r = app

@@ -1,4 +1,5 @@
-//! `PATCH [base]/[type]/[id]` with `application/json-patch+json`; `If-Match` honoured.
+//! `PATCH [base]/[type]/[id]` with a JSON Patch (`application/json-patch+json`) or a FHIRPath
+//! Patch (a `Parameters` resource as `application/fhir+json`); `If-Match` honoured.
 
 use super::{if_match, parse_id_for_write, parse_type};
 use crate::auth::Caller;
@@ -8,6 +9,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
+use carevault_domain::patch::PatchDocument;
 use serde_json::Value;
 
 pub(crate) async fn patch(
@@ -23,7 +25,9 @@ pub(crate) async fn patch(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if !ct.to_ascii_lowercase().starts_with("application/json-patch+json") {
+    let ct = ct.to_ascii_lowercase();
+    let json_patch = ct.starts_with("application/json-patch+json");
+    if !json_patch && !ct.starts_with("application/fhir+json") && !ct.starts_with("application/json") {
         return Err(ApiError::UnsupportedMediaType);
     }
     let expected = if_match(&headers)?;
@@ -37,6 +41,13 @@ pub(crate) async fn patch(
             e.column()
         ))
     })?;
+    let doc = if json_patch {
+        PatchDocument::Json(doc)
+    } else {
+        // A FHIR body must be a Parameters (a FHIRPath Patch); anything else is not a patch
+        // format this server takes.
+        PatchDocument::from_fhir_body(doc).map_err(|_| ApiError::UnsupportedMediaType)?
+    };
     let written = state.vault.session(&caller).patch(rtype, &id, &doc, expected).await?;
     Ok(resource_response(
         StatusCode::OK,

@@ -1,19 +1,8 @@
 //! JSON Patch (RFC 6902) on a resource body: add, remove, replace, move, copy, test, with
-//! JSON Pointer (RFC 6901) paths. Applied to a copy; the caller keeps the result only when
-//! every operation succeeded.
+//! JSON Pointer (RFC 6901) paths.
 
+use super::PatchError;
 use serde_json::Value;
-
-/// Why a patch could not be applied. Messages name operations and positions, not values.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PatchError {
-    /// The patch document itself is malformed (400).
-    #[error("operation {0}: {1}")]
-    Malformed(usize, &'static str),
-    /// The patch does not fit the resource (422).
-    #[error("operation {0}: {1}")]
-    Failed(usize, &'static str),
-}
 
 fn tokens(pointer: &str) -> Option<Vec<String>> {
     if pointer.is_empty() {
