@@ -107,10 +107,12 @@ impl<'p> Operation<'p> {
 
 /// Applies a FHIRPath Patch (`Parameters`) to a copy of `doc`.
 pub(super) fn apply(doc: &Value, patch: &Value) -> Result<Value, PatchError> {
-    let params = patch
-        .get("parameter")
-        .and_then(Value::as_array)
-        .ok_or(PatchError::Malformed(0, "a FHIRPath Patch has `parameter` operations"))?;
+    // No `parameter` at all is an empty patch (FHIR JSON leaves out empty lists).
+    let params = match patch.get("parameter") {
+        None => &[][..],
+        Some(Value::Array(list)) => list.as_slice(),
+        Some(_) => return Err(PatchError::Malformed(0, "a FHIRPath Patch's `parameter` is a list")),
+    };
     let ops = params
         .iter()
         .enumerate()

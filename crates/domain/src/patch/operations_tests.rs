@@ -323,6 +323,31 @@ fn malformed_operations_are_refused_with_their_position() {
 }
 
 #[test]
+fn an_empty_patch_changes_nothing_and_moves_may_reach_the_end_of_the_list() {
+    let empty = PatchDocument::FhirPath(json!({"resourceType": "Parameters"}));
+    assert_eq!(empty.apply(&patient()), Ok(patient()));
+    let out = patch(
+        &patient(),
+        vec![op(&[
+            ty("move"),
+            path("Patient.identifier"),
+            ("source", json!({"valueInteger": 0})),
+            ("destination", json!({"valueInteger": 1})),
+        ])],
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            out["identifier"][0]["value"].as_str(),
+            out["identifier"][1]["value"].as_str()
+        ),
+        (Some("2"), Some("1"))
+    );
+    let bad = PatchDocument::FhirPath(json!({"resourceType": "Parameters", "parameter": {"name": "operation"}}));
+    assert!(matches!(bad.apply(&patient()), Err(PatchError::Malformed(0, _))));
+}
+
+#[test]
 fn a_failing_operation_leaves_the_input_as_it_was() {
     let p = patient();
     let r = patch(
