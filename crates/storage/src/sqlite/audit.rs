@@ -40,7 +40,8 @@ pub(crate) fn insert_made(conn: &rusqlite::Connection, makers: &[AuditMaker]) ->
 
 impl AuditStore for SqliteStore {
     async fn append_audit(&self, makers: Vec<AuditMaker>) -> Result<i64, StoreError> {
-        self.pool.write(move |conn| insert_made(conn, &makers)).await
+        // Only a backend error can fail an append: it runs without a savepoint.
+        self.pool.write_checked(move |conn| insert_made(conn, &makers)).await
     }
 
     async fn prune_audit(&self, from: i64, through: i64, record: AuditMaker) -> Result<i64, StoreError> {
