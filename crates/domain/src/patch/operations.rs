@@ -206,11 +206,11 @@ fn run(doc: &mut Value, rtype: &str, op: &Operation<'_>) -> Result<(), Fault> {
             Ok(())
         }
         Kind::Delete => {
-            let mut found = places(doc, rtype, &op.path)?;
+            let found = places(doc, rtype, &op.path)?;
             if found.is_empty() {
                 return Ok(());
             }
-            let target = single(std::mem::take(&mut found))?;
+            let target = single(found)?;
             if target.at.is_empty() {
                 return Err(Fault::Failed("the resource itself cannot be deleted by a patch"));
             }
