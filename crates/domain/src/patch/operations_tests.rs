@@ -364,3 +364,93 @@ fn a_failing_operation_leaves_the_input_as_it_was() {
     assert!(matches!(r, Err(PatchError::Failed(1, _))), "{r:?}");
     assert_eq!(p, patient());
 }
+
+/// Mutated patches (paths with characters swapped, parts dropped or retyped, indexes out of
+/// range) answer Ok or an error, never a panic.
+#[test]
+fn mutated_patches_never_panic() {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    let seeds = [
+        op(&[
+            ty("add"),
+            path("Patient.name.where(use = 'official')"),
+            ("name", json!({"valueString": "given"})),
+            ("value", json!({"valueString": "B"})),
+        ]),
+        op(&[
+            ty("insert"),
+            path("Patient.identifier"),
+            ("index", json!({"valueInteger": 1})),
+            ("value", json!({"valueIdentifier": {"value": "0"}})),
+        ]),
+        op(&[
+            ty("move"),
+            path("Patient.identifier"),
+            ("source", json!({"valueInteger": 0})),
+            ("destination", json!({"valueInteger": 1})),
+        ]),
+        op(&[
+            ty("replace"),
+            path("Patient.name[0].family"),
+            ("value", json!({"valueString": "Yu"})),
+        ]),
+        op(&[
+            ty("delete"),
+            path("Patient.identifier.where(system = 'urn:a' or value != '2').first()"),
+        ]),
+        op(&[
+            ty("add"),
+            path("Patient"),
+            ("name", json!({"valueString": "contact"})),
+            (
+                "value",
+                json!({"part": [{"name": "name", "valueHumanName": {"family": "K"}}]}),
+            ),
+        ]),
+    ];
+    let alphabet: Vec<char> = "Patient.namegiv()[]'=!$0123456789 whereoffirst,|`\\".chars().collect();
+    let kinds = ["add", "insert", "delete", "replace", "move", "", "ADD"];
+    let mut outcomes = [0usize; 2];
+    for round in 0..3000 {
+        let mut p = seeds[round % seeds.len()].clone();
+        for _ in 0..1 + next(3) {
+            let parts = p["part"].as_array_mut().unwrap();
+            if parts.is_empty() {
+                parts.push(json!({"name": "type", "valueCode": "delete"}));
+            }
+            let i = next(parts.len());
+            match next(6) {
+                0 => {
+                    if let Some(s) = parts[i]["valueString"].as_str() {
+                        let mut chars: Vec<char> = s.chars().collect();
+                        if !chars.is_empty() {
+                            let at = next(chars.len());
+                            chars[at] = alphabet[next(alphabet.len())];
+                        }
+                        parts[i]["valueString"] = json!(chars.into_iter().collect::<String>());
+                    }
+                }
+                1 => {
+                    parts.remove(i);
+                }
+                2 => {
+                    let n = [u64::MAX, 0, 7, 99][next(4)];
+                    parts[i] = json!({"name": parts[i]["name"].clone(), "valueInteger": n});
+                }
+                3 => parts[i] = json!({"name": "type", "valueCode": kinds[next(kinds.len())]}),
+                4 => parts[i] = json!({"name": parts[i]["name"].clone(), "part": [parts[i].clone()]}),
+                _ => parts.push(parts[i].clone()),
+            }
+        }
+        let r = patch(&patient(), vec![p]);
+        outcomes[usize::from(r.is_ok())] += 1;
+    }
+    // Both kinds of answer occur: the mutations reach past the parser.
+    assert!(outcomes[0] > 100 && outcomes[1] > 100, "{outcomes:?}");
+}
