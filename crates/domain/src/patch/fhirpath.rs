@@ -47,6 +47,18 @@ enum Token {
     Ne,
 }
 
+/// Consumes the digits that come next; the byte offset after the last one (`end` if none).
+fn skip_digits(chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>, mut end: usize) -> usize {
+    while let Some(&(i, d)) = chars.peek() {
+        if !d.is_ascii_digit() {
+            break;
+        }
+        end = i + 1;
+        chars.next();
+    }
+    end
+}
+
 fn tokenize(src: &str) -> Result<Vec<Token>, &'static str> {
     if src.len() > MAX_LEN {
         return Err("the path is too long");
@@ -97,27 +109,11 @@ fn tokenize(src: &str) -> Result<Vec<Token>, &'static str> {
                 out.push(Token::Ident(s));
             }
             c if c.is_ascii_digit() => {
-                let mut end = start + 1;
-                while let Some(&(i, d)) = chars.peek() {
-                    if d.is_ascii_digit() {
-                        end = i + 1;
-                        chars.next();
-                    } else {
-                        break;
-                    }
-                }
+                let mut end = skip_digits(&mut chars, start + 1);
                 let mut rest = src.get(end..).unwrap_or("").chars();
                 if rest.next() == Some('.') && rest.next().is_some_and(|d| d.is_ascii_digit()) {
                     chars.next();
-                    end += 1;
-                    while let Some(&(i, d)) = chars.peek() {
-                        if d.is_ascii_digit() {
-                            end = i + 1;
-                            chars.next();
-                        } else {
-                            break;
-                        }
-                    }
+                    end = skip_digits(&mut chars, end + 1);
                 }
                 let text = src.get(start..end).ok_or("malformed number in the path")?;
                 let n: serde_json::Number = text.parse().map_err(|_| "malformed number in the path")?;
