@@ -230,7 +230,9 @@ pub async fn user(args: UserArgs) -> Result<ExitCode, CliError> {
             };
             let username = account.username.clone();
             let vault = open_vault(&settings).await?;
-            let id = vault.add_user(account).await.map_err(core_err)?;
+            // The account and the entry recording its creation commit together.
+            let entry = crate::app::operator_entry(&vault, "user-add", true);
+            let id = vault.add_user_audited(account, entry).await.map_err(core_err)?;
             if let Some(path) = &a.totp_uri_file {
                 enroll(&vault, &username, path).await?;
             }
@@ -345,10 +347,15 @@ async fn set_disabled(a: NameArgs, disabled: bool) -> Result<(), CliError> {
     let settings = Settings::load(&a.data_dir, FlagSettings::default())?;
     let vault = open_vault(&settings).await?;
     let name = Username::parse(&a.username).map_err(core_err)?;
-    vault.set_user_disabled(&name, disabled).await.map_err(|e| match e {
-        carevault_core::CoreError::NotFound => CliError::new("no such account"),
-        other => core_err(other),
-    })
+    let command = if disabled { "user-disable" } else { "user-enable" };
+    let entry = crate::app::operator_entry(&vault, command, true);
+    vault
+        .set_user_disabled_audited(&name, disabled, entry)
+        .await
+        .map_err(|e| match e {
+            carevault_core::CoreError::NotFound => CliError::new("no such account"),
+            other => core_err(other),
+        })
 }
 
 pub async fn token(a: TokenArgs) -> Result<ExitCode, CliError> {

@@ -69,10 +69,20 @@ pub async fn active_tokens(vault: &Vault<AnyStore>) -> Result<Vec<Vec<u8>>, CliE
 /// Records an operator command in the audit log (agent `operator`, the command as the
 /// interaction). A command whose entry cannot be written fails.
 pub async fn record_operator(dir: &Path, command: &str, ok: bool) -> Result<(), CliError> {
-    use carevault_core::audit::{AuditAgent, AuditDraft, Outcome};
     let settings = crate::config::Settings::load(dir, crate::config::FlagSettings::default())?;
     let vault = open_vault(&settings).await?;
-    let draft = AuditDraft {
+    vault
+        .audit(operator_entry(&vault, command, ok))
+        .await
+        .map(|_| ())
+        .map_err(|e| CliError::new(format!("the audit log could not be written: {e}")))
+}
+
+/// The audit entry of an operator command; the commands that change accounts append it in
+/// the same transaction as the change (see `main::operator_command`).
+pub fn operator_entry(vault: &Vault<AnyStore>, command: &str, ok: bool) -> carevault_core::audit::AuditDraft {
+    use carevault_core::audit::{AuditAgent, AuditDraft, Outcome};
+    AuditDraft {
         recorded: vault.clock().now().millis(),
         subtype: format!("cli:{command}"),
         action: if command.ends_with("-list") { 'R' } else { 'E' },
@@ -88,10 +98,5 @@ pub async fn record_operator(dir: &Path, command: &str, ok: bool) -> Result<(), 
         query_tag: None,
         purpose: Some("HOPERAT".into()),
         detail: Vec::new(),
-    };
-    vault
-        .audit(draft)
-        .await
-        .map(|_| ())
-        .map_err(|e| CliError::new(format!("the audit log could not be written: {e}")))
+    }
 }

@@ -54,33 +54,36 @@ enum Command {
 }
 
 /// The data directory and name of an operator command (one that reads or changes accounts,
-/// clients, tokens, grants or the log), for its audit entry.
-fn operator_command(cmd: &Command) -> Option<(PathBuf, String)> {
+/// clients, tokens, grants or the log), for its audit entry, and whether the command itself
+/// appends that entry with its change when it succeeds (account creation and disabling).
+fn operator_command(cmd: &Command) -> Option<(PathBuf, String, bool)> {
     use accounts::{ClientCommand, EmergencyCommand, IntegrationTokenCommand, UserCommand};
+    let apart = |dir: &PathBuf, name: &str| (dir.clone(), name.to_owned(), false);
+    let with_change = |dir: &PathBuf, name: &str| (dir.clone(), name.to_owned(), true);
     Some(match cmd {
         Command::User(a) => match &a.command {
-            UserCommand::Add(x) => (x.data_dir.clone(), "user-add".into()),
-            UserCommand::List(x) => (x.data_dir.clone(), "user-list".into()),
-            UserCommand::Disable(x) => (x.data_dir.clone(), "user-disable".into()),
-            UserCommand::Enable(x) => (x.data_dir.clone(), "user-enable".into()),
-            UserCommand::Totp(x) => (x.data_dir.clone(), "user-totp".into()),
-            UserCommand::Unlock(x) => (x.data_dir.clone(), "user-unlock".into()),
+            UserCommand::Add(x) => with_change(&x.data_dir, "user-add"),
+            UserCommand::List(x) => apart(&x.data_dir, "user-list"),
+            UserCommand::Disable(x) => with_change(&x.data_dir, "user-disable"),
+            UserCommand::Enable(x) => with_change(&x.data_dir, "user-enable"),
+            UserCommand::Totp(x) => apart(&x.data_dir, "user-totp"),
+            UserCommand::Unlock(x) => apart(&x.data_dir, "user-unlock"),
         },
-        Command::Token(a) => (a.data_dir.clone(), "token".into()),
-        Command::Import(a) => (a.data_dir.clone(), "import".into()),
+        Command::Token(a) => apart(&a.data_dir, "token"),
+        Command::Import(a) => apart(&a.data_dir, "import"),
         Command::Client(a) => match &a.command {
-            ClientCommand::Add(x) => (x.data_dir.clone(), "client-add".into()),
-            ClientCommand::List(x) => (x.data_dir.clone(), "client-list".into()),
+            ClientCommand::Add(x) => apart(&x.data_dir, "client-add"),
+            ClientCommand::List(x) => apart(&x.data_dir, "client-list"),
         },
         Command::IntegrationToken(a) => match &a.command {
-            IntegrationTokenCommand::Rotate(x) => (x.data_dir.clone(), "integration-token-rotate".into()),
+            IntegrationTokenCommand::Rotate(x) => apart(&x.data_dir, "integration-token-rotate"),
         },
         Command::Emergency(a) => match &a.command {
-            EmergencyCommand::List(x) => (x.data_dir.clone(), "emergency-list".into()),
-            EmergencyCommand::Review(x) => (x.data_dir.clone(), "emergency-review".into()),
+            EmergencyCommand::List(x) => apart(&x.data_dir, "emergency-list"),
+            EmergencyCommand::Review(x) => apart(&x.data_dir, "emergency-review"),
         },
         Command::Audit(a) => match &a.command {
-            audit::AuditCommand::Head(x) => (x.data_dir.clone(), "audit-head".into()),
+            audit::AuditCommand::Head(x) => apart(&x.data_dir, "audit-head"),
             // Verification only reads: it must not change the log (or a copy) it examines.
             audit::AuditCommand::Verify(_) => return None,
         },
@@ -130,7 +133,9 @@ fn main() -> ExitCode {
         };
         // Operator commands are recorded in the audit log like requests are.
         match operator {
-            Some((dir, name)) => match app::record_operator(&dir, &name, result.is_ok()).await {
+            // Recorded by the command itself, in the transaction that made the change.
+            Some((_, _, true)) if result.is_ok() => result,
+            Some((dir, name, _)) => match app::record_operator(&dir, &name, result.is_ok()).await {
                 Ok(()) => result,
                 Err(e) => result.and(Err(e)),
             },

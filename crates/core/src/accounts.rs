@@ -3,6 +3,7 @@
 //! into the caller's [`Access`] on every request.
 
 use crate::access::{Access, Role, ScopeSet, Subject};
+use crate::audit::AuditDraft;
 use crate::keys::Row;
 use crate::{CoreError, Vault};
 use carevault_crypto::{IndexKey, Password, TokenSigner, hash_password};
@@ -144,6 +145,25 @@ impl<S: Store> Vault<S> {
 
     /// Adds an account and returns its opaque id.
     pub async fn add_user(&self, a: NewAccount) -> Result<String, CoreError> {
+        self.add_user_with(a, None).await
+    }
+
+    /// Adds an account and, in the same transaction, the audit entry recording that (the
+    /// CLI's `user add`); if the account cannot be added, nothing is written.
+    pub async fn add_user_audited(&self, a: NewAccount, entry: AuditDraft) -> Result<String, CoreError> {
+        self.add_user_with(a, Some(entry)).await
+    }
+
+    /// The maker of an entry to append inside a store transaction (none in the benchmark
+    /// build whose log is a no-op).
+    fn entry_maker(&self, entry: Option<AuditDraft>) -> Option<carevault_storage::AuditMaker> {
+        if cfg!(feature = "bench-audit-noop") {
+            return None;
+        }
+        entry.map(|d| crate::audit::maker(crate::audit::mac_key(&self.keys), d))
+    }
+
+    async fn add_user_with(&self, a: NewAccount, entry: Option<AuditDraft>) -> Result<String, CoreError> {
         if a.password.len() < MIN_PASSWORD_CHARS {
             return Err(CoreError::Invalid(format!(
                 "a password needs at least {MIN_PASSWORD_CHARS} characters"
@@ -197,7 +217,7 @@ impl<S: Store> Vault<S> {
             disabled: false,
             created: self.clock.now().millis(),
         };
-        let inserted = self.store.insert_user(user).await;
+        let inserted = self.store.insert_user(user, self.entry_maker(entry)).await;
         self.access_changed();
         match inserted {
             Err(carevault_storage::StoreError::Conflict) => {
@@ -232,6 +252,26 @@ impl<S: Store> Vault<S> {
 
     /// Disables (or re-enables) an account; its tokens stop working on the next request.
     pub async fn set_user_disabled(&self, username: &Username, disabled: bool) -> Result<(), CoreError> {
+        self.set_user_disabled_with(username, disabled, None).await
+    }
+
+    /// `set_user_disabled` with the audit entry recording it appended in the same transaction
+    /// as the change (the CLI's `user disable|enable`).
+    pub async fn set_user_disabled_audited(
+        &self,
+        username: &Username,
+        disabled: bool,
+        entry: AuditDraft,
+    ) -> Result<(), CoreError> {
+        self.set_user_disabled_with(username, disabled, Some(entry)).await
+    }
+
+    async fn set_user_disabled_with(
+        &self,
+        username: &Username,
+        disabled: bool,
+        entry: Option<AuditDraft>,
+    ) -> Result<(), CoreError> {
         let tag = self.username_tag(username);
         let user = self
             .store
@@ -239,7 +279,7 @@ impl<S: Store> Vault<S> {
             .await?
             .ok_or(CoreError::NotFound)?;
         self.store
-            .set_user_disabled(self.tenant.as_str(), &user.id, disabled)
+            .set_user_disabled(self.tenant.as_str(), &user.id, disabled, self.entry_maker(entry))
             .await?;
         if disabled {
             self.revoke_user_sessions(&user.id).await?;

@@ -60,7 +60,12 @@ pub struct AccessEpoch {
 /// Accounts of the people who sign in, and their emergency-access grants.
 pub trait AccountStore: Send + Sync {
     /// Adds an account; a username already taken in the tenant is `StoreError::Conflict`.
-    fn insert_user(&self, user: StoredUser) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// With `audit`, the entry recording it is appended in the same transaction.
+    fn insert_user(
+        &self,
+        user: StoredUser,
+        audit: Option<crate::AuditMaker>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     fn user_by_tag(
         &self,
@@ -74,12 +79,14 @@ pub trait AccountStore: Send + Sync {
     /// Every account of a tenant, oldest first.
     fn users(&self, tenant: &str) -> impl Future<Output = Result<Vec<StoredUser>, StoreError>> + Send;
 
-    /// Disables or enables an account; `false` when there is no such account.
+    /// Disables or enables an account; `false` when there is no such account. With `audit`,
+    /// the entry recording it is appended in the same transaction (when the account exists).
     fn set_user_disabled(
         &self,
         tenant: &str,
         id: &str,
         disabled: bool,
+        audit: Option<crate::AuditMaker>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Stores a grant; with `audit`, the entry recording it is appended in the same

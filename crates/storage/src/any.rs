@@ -170,8 +170,8 @@ impl crate::ExportStore for AnyStore {
 }
 
 impl AccountStore for AnyStore {
-    async fn insert_user(&self, user: StoredUser) -> Result<(), StoreError> {
-        forward!(self, s => s.insert_user(user))
+    async fn insert_user(&self, user: StoredUser, audit: Option<crate::AuditMaker>) -> Result<(), StoreError> {
+        forward!(self, s => s.insert_user(user, audit))
     }
 
     async fn user_by_tag(&self, tenant: &str, tag: &[u8]) -> Result<Option<StoredUser>, StoreError> {
@@ -186,8 +186,14 @@ impl AccountStore for AnyStore {
         forward!(self, s => s.users(tenant))
     }
 
-    async fn set_user_disabled(&self, tenant: &str, id: &str, disabled: bool) -> Result<bool, StoreError> {
-        forward!(self, s => s.set_user_disabled(tenant, id, disabled))
+    async fn set_user_disabled(
+        &self,
+        tenant: &str,
+        id: &str,
+        disabled: bool,
+        audit: Option<crate::AuditMaker>,
+    ) -> Result<bool, StoreError> {
+        forward!(self, s => s.set_user_disabled(tenant, id, disabled, audit))
     }
 
     async fn insert_emergency(&self, e: StoredEmergency, audit: Option<AuditMaker>) -> Result<(), StoreError> {

@@ -243,21 +243,24 @@ fn user(id: &str, tag: &[u8]) -> StoredUser {
 /// Accounts, and histories limited to some patients' compartments.
 async fn accounts_suite<S: Store>(s: S) {
     let e0 = s.access_epoch("default").await.unwrap();
-    s.insert_user(user("u1", b"tag-a")).await.unwrap();
+    s.insert_user(user("u1", b"tag-a"), None).await.unwrap();
     let e1 = s.access_epoch("default").await.unwrap();
     assert!(e1.accounts > e0.accounts, "a new account changes the epoch");
     assert!(
-        matches!(s.insert_user(user("u2", b"tag-a")).await, Err(StoreError::Conflict)),
+        matches!(
+            s.insert_user(user("u2", b"tag-a"), None).await,
+            Err(StoreError::Conflict)
+        ),
         "a username is taken once per tenant"
     );
     let mut other_tenant = user("u3", b"tag-a");
     other_tenant.tenant = "other".into();
-    s.insert_user(other_tenant).await.unwrap();
+    s.insert_user(other_tenant, None).await.unwrap();
     let got = s.user_by_tag("default", b"tag-a").await.unwrap().unwrap();
     assert_eq!(got, user("u1", b"tag-a"));
     assert_eq!(s.user_by_id("default", "u1").await.unwrap(), Some(got));
     assert_eq!(s.user_by_id("other", "u1").await.unwrap(), None);
-    assert!(s.set_user_disabled("default", "u1", true).await.unwrap());
+    assert!(s.set_user_disabled("default", "u1", true, None).await.unwrap());
     let e2 = s.access_epoch("default").await.unwrap();
     assert!(e2.accounts > e1.accounts, "disabling changes the epoch");
     s.insert_emergency(
@@ -300,7 +303,7 @@ async fn accounts_suite<S: Store>(s: S) {
         "once"
     );
     assert!(s.emergencies("default", Some("pa"), true).await.unwrap().is_empty());
-    assert!(!s.set_user_disabled("default", "nobody", true).await.unwrap());
+    assert!(!s.set_user_disabled("default", "nobody", true, None).await.unwrap());
     let all = s.users("default").await.unwrap();
     assert_eq!(all.len(), 1);
     assert!(all[0].disabled);
@@ -1060,4 +1063,32 @@ async fn audit_suite<S: Store>(s: S) {
         .await
         .unwrap();
     assert_eq!(mine.iter().map(|r| r.index).collect::<Vec<_>>(), vec![2]);
+    // Account changes with their entries: both or neither (a tenant of their own, so the
+    // accounts suite on the same store starts empty).
+    let before = s.audit_size().await.unwrap();
+    let audited = |id: &str| StoredUser {
+        tenant: "audited".into(),
+        ..user(id, b"tag-audited")
+    };
+    s.insert_user(audited("ua"), Some(maker(None))).await.unwrap();
+    assert!(matches!(
+        s.insert_user(audited("ub"), Some(maker(None))).await,
+        Err(StoreError::Conflict)
+    ));
+    assert!(
+        s.set_user_disabled("audited", "ua", true, Some(maker(None)))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.set_user_disabled("audited", "nobody", true, Some(maker(None)))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.audit_size().await.unwrap(),
+        before + 2,
+        "one entry per account change that happened"
+    );
+    assert!(s.user_by_id("audited", "ub").await.unwrap().is_none());
 }

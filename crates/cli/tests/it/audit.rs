@@ -647,9 +647,47 @@ async fn sign_ins_tokens_operations_and_operator_commands_are_recorded_too() {
         expect(&e, "cli:token", "E", "0");
         assert_eq!(e["agent"][0]["who"]["identifier"]["value"], "operator");
         let rows = db.rows().await;
-        assert!(
-            rows.iter().any(|r| r.6 == "cli:user-add"),
-            "{b}: the account's creation is on record"
+        let count = |rows: &[Row], subtype: &str, outcome: &str| {
+            rows.iter().filter(|r| r.6 == subtype && r.7 == outcome).count()
+        };
+        assert_eq!(
+            count(&rows, "cli:user-add", "0"),
+            1,
+            "{b}: the account's creation is on record once"
+        );
+        // Account changes commit with their entry (one each); a refused one is recorded as a
+        // failure and changes nothing.
+        let pw = app.data.path().join("house.pw");
+        let add = |name: &str| {
+            app.cli(&[
+                "user",
+                "add",
+                "--username",
+                name,
+                "--role",
+                "nurse",
+                "--practitioner",
+                &format!("Practitioner/{dr}"),
+                "--password-file",
+                pw.to_str().unwrap(),
+            ])
+        };
+        add("wilson").unwrap();
+        assert!(add("wilson").is_err(), "{b}: the username is taken");
+        app.cli(&["user", "disable", "--username", "wilson"]).unwrap();
+        app.cli(&["user", "enable", "--username", "wilson"]).unwrap();
+        assert!(app.cli(&["user", "disable", "--username", "nobody-here"]).is_err());
+        let rows = db.rows().await;
+        assert_eq!(
+            (
+                count(&rows, "cli:user-add", "0"),
+                count(&rows, "cli:user-add", "4"),
+                count(&rows, "cli:user-disable", "0"),
+                count(&rows, "cli:user-enable", "0"),
+                count(&rows, "cli:user-disable", "4"),
+            ),
+            (2, 1, 1, 1, 1),
+            "{b}"
         );
         // A token request refused, a sign-in page refused.
         let r = app

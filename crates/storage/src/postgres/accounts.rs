@@ -38,40 +38,42 @@ fn emergency_from_row(r: &Row) -> StoredEmergency {
 }
 
 /// Gives an account the next change stamp of its tenant.
-async fn bump(client: &deadpool_postgres::Client, tenant: &str, id: &str) -> Result<(), StoreError> {
-    client
-        .execute(
-            "UPDATE users SET changed = nextval('users_changed_seq') WHERE tenant = $1 AND id = $2",
-            &[&tenant, &id],
-        )
-        .await?;
+async fn bump(tx: &deadpool_postgres::Transaction<'_>, tenant: &str, id: &str) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE users SET changed = nextval('users_changed_seq') WHERE tenant = $1 AND id = $2",
+        &[&tenant, &id],
+    )
+    .await?;
     Ok(())
 }
 
 impl AccountStore for PgStore {
-    async fn insert_user(&self, u: StoredUser) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                &format!("INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"),
-                &[
-                    &u.id,
-                    &u.tenant,
-                    &u.username_tag,
-                    &u.username_sealed,
-                    &u.username_key_id,
-                    &u.role,
-                    &u.patient,
-                    &u.practitioner,
-                    &u.password_hash,
-                    &u.disabled,
-                    &u.created,
-                ],
-            )
-            .await
-            .map_err(map_err)?;
-        bump(&client, &u.tenant, &u.id).await?;
-        Ok(())
+    async fn insert_user(&self, u: StoredUser, audit: Option<crate::AuditMaker>) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        tx.execute(
+            &format!("INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"),
+            &[
+                &u.id,
+                &u.tenant,
+                &u.username_tag,
+                &u.username_sealed,
+                &u.username_key_id,
+                &u.role,
+                &u.patient,
+                &u.practitioner,
+                &u.password_hash,
+                &u.disabled,
+                &u.created,
+            ],
+        )
+        .await
+        .map_err(map_err)?;
+        bump(&tx, &u.tenant, &u.id).await?;
+        if let Some(maker) = &audit {
+            super::audit::insert_made(&tx, std::slice::from_ref(maker)).await?;
+        }
+        tx.commit().await.map_err(map_err)
     }
 
     async fn user_by_tag(&self, tenant: &str, tag: &[u8]) -> Result<Option<StoredUser>, StoreError> {
@@ -113,15 +115,26 @@ impl AccountStore for PgStore {
         Ok(rows.iter().map(user_from_row).collect())
     }
 
-    async fn set_user_disabled(&self, tenant: &str, id: &str, disabled: bool) -> Result<bool, StoreError> {
-        let client = self.client().await?;
-        let n = client
+    async fn set_user_disabled(
+        &self,
+        tenant: &str,
+        id: &str,
+        disabled: bool,
+        audit: Option<crate::AuditMaker>,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        let n = tx
             .execute(
                 "UPDATE users SET disabled = $3 WHERE tenant = $1 AND id = $2",
                 &[&tenant, &id, &disabled],
             )
             .await?;
-        bump(&client, tenant, id).await?;
+        bump(&tx, tenant, id).await?;
+        if let (1, Some(maker)) = (n, &audit) {
+            super::audit::insert_made(&tx, std::slice::from_ref(maker)).await?;
+        }
+        tx.commit().await.map_err(map_err)?;
         Ok(n == 1)
     }
 

@@ -48,7 +48,7 @@ fn bump(conn: &rusqlite::Connection, tenant: &str, id: &str) -> Result<(), Store
 }
 
 impl AccountStore for SqliteStore {
-    async fn insert_user(&self, u: StoredUser) -> Result<(), StoreError> {
+    async fn insert_user(&self, u: StoredUser, audit: Option<crate::AuditMaker>) -> Result<(), StoreError> {
         self.pool
             .write(move |conn| {
                 let taken: Option<i64> = conn
@@ -75,6 +75,9 @@ impl AccountStore for SqliteStore {
                     u.created
                 ])?;
                 bump(conn, &u.tenant, &u.id)?;
+                if let Some(maker) = &audit {
+                    super::audit::insert_made(conn, std::slice::from_ref(maker))?;
+                }
                 Ok(())
             })
             .await
@@ -121,7 +124,13 @@ impl AccountStore for SqliteStore {
             .await
     }
 
-    async fn set_user_disabled(&self, tenant: &str, id: &str, disabled: bool) -> Result<bool, StoreError> {
+    async fn set_user_disabled(
+        &self,
+        tenant: &str,
+        id: &str,
+        disabled: bool,
+        audit: Option<crate::AuditMaker>,
+    ) -> Result<bool, StoreError> {
         let (tenant, id) = (tenant.to_owned(), id.to_owned());
         self.pool
             .write(move |conn| {
@@ -129,6 +138,9 @@ impl AccountStore for SqliteStore {
                     .prepare_cached("UPDATE users SET disabled = ?3 WHERE tenant = ?1 AND id = ?2")?
                     .execute(params![tenant, id, disabled])?;
                 bump(conn, &tenant, &id)?;
+                if let (1, Some(maker)) = (n, &audit) {
+                    super::audit::insert_made(conn, std::slice::from_ref(maker))?;
+                }
                 Ok(n == 1)
             })
             .await
