@@ -6,7 +6,7 @@
 use super::PatchError;
 use super::fhirpath::{Expr, parse};
 use super::select::{Node, Step, select};
-use crate::elements::{child_context, element, is_choice};
+use crate::elements::{child_context, choice, element, is_choice};
 use serde_json::{Map, Value};
 
 /// Deepest nesting of `part`s in one value.
@@ -232,27 +232,33 @@ fn resource_type(part: &Value) -> Option<&str> {
 /// when the element repeats, set when it does not and is absent.
 fn add(doc: &mut Value, target: &Place, name: &str, part: &Value) -> Result<(), Fault> {
     let context = target.context.as_deref();
-    let (key, repeats, value) = match context {
+    // For a choice element, every type of it counts as the element (`valueString` is there
+    // when `value` is to be added as `valueQuantity`).
+    let (key, repeats, value, choice_of) = match context {
         Some(c) if is_choice(c, name) => {
             let (suffix, value) = value_of(part, None, 0)?;
             let suffix = suffix.ok_or(Fault::Malformed("a choice element takes a typed value[x]"))?;
-            (format!("{name}{suffix}"), false, value)
+            (format!("{name}{suffix}"), false, value, Some(c))
         }
         _ => {
             let repeats = context.is_some_and(|c| element(c, name).repeats);
             let child = context.and_then(|c| child_context(c, name, resource_type(part)));
-            (name.to_owned(), repeats, value_of(part, child.as_deref(), 0)?.1)
+            (name.to_owned(), repeats, value_of(part, child.as_deref(), 0)?.1, None)
         }
     };
     let obj = get_mut(doc, &target.at)
         .and_then(Value::as_object_mut)
         .ok_or(Fault::Failed("the path does not select an element with children"))?;
+    let exists = match choice_of {
+        Some(c) => obj.keys().any(|k| choice(c, k).is_some_and(|(base, _)| base == name)),
+        None => obj.contains_key(&key),
+    };
     if repeats {
         match obj.entry(key).or_insert_with(|| Value::Array(Vec::new())) {
             Value::Array(list) => list.push(value),
             _ => return Err(Fault::Failed("the list is not stored as a list")),
         }
-    } else if obj.contains_key(&key) {
+    } else if exists {
         return Err(Fault::Failed("the element already exists (replace it instead)"));
     } else {
         obj.insert(key, value);

@@ -266,6 +266,17 @@ fn replace_changes_one_element_and_a_choice_may_change_type() {
     )
     .unwrap();
     assert_eq!((added.get("valueString"), &added["valueBoolean"]), (None, &json!(true)));
+    // A choice element holds one type: adding another while one is there fails.
+    let twice = patch(
+        &added,
+        vec![op(&[
+            ty("add"),
+            path("Observation"),
+            ("name", json!({"valueString": "value"})),
+            ("value", json!({"valueString": "x"})),
+        ])],
+    );
+    assert!(matches!(twice, Err(PatchError::Failed(0, _))), "{twice:?}");
 }
 
 #[test]
