@@ -3,7 +3,9 @@
 # durable before the response), against a benchmark-only build whose append is a no-op, on
 # the same data, alternating, in one run; SQLite then PostgreSQL. The audited rate is also the
 # audit append rate (one entry per request).
-# Usage: bench/audit.sh [sqlite|postgres|both] [seconds per load run] [rounds]
+# With FLOOR=1 a third build joins the rounds: its append is only one durable file write per
+# group (--features bench-audit-fsync-floor), the floor any durable audit log pays.
+# Usage: [FLOOR=1] [REBUILD=1] [CONC=16] bench/audit.sh [sqlite|postgres|both] [seconds per load run] [rounds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHICH=${1:-both}
@@ -11,6 +13,7 @@ SECS=${2:-8}
 ROUNDS=${3:-3}
 BIN=target/release/carevault
 NOAUDIT=target/release/carevault-noaudit
+FLOORBIN=target/release/carevault-fsync-floor
 LOAD=target/release/carevault-load
 PG_BASE=${CAREVAULT_BENCH_POSTGRES_URL:-postgres://root@127.0.0.1:5432/test}
 PATIENTS=200
@@ -18,6 +21,14 @@ CONC=${CONC:-16}
 if [ ! -x "$NOAUDIT" ] || [ -n "${REBUILD:-}" ]; then
     cargo build --release -p carevault --features bench-audit-noop
     cp "$BIN" "$NOAUDIT"
+fi
+VARIANTS="audited no-op"
+if [ -n "${FLOOR:-}" ]; then
+    VARIANTS="audited fsync-floor no-op"
+    if [ ! -x "$FLOORBIN" ] || [ -n "${REBUILD:-}" ]; then
+        cargo build --release -p carevault --features bench-audit-fsync-floor
+        cp "$BIN" "$FLOORBIN"
+    fi
 fi
 cargo build --release -p carevault -p carevault-load
 
@@ -55,9 +66,10 @@ PY
     kill "$pid"; wait "$pid" 2>/dev/null || true
     for round in $(seq 1 "$ROUNDS"); do
         echo "round $round"
-        for variant in audited no-op; do
+        for variant in $VARIANTS; do
             local bin=$BIN
             [ "$variant" = no-op ] && bin=$NOAUDIT
+            [ "$variant" = fsync-floor ] && bin=$FLOORBIN
             : > "$work/out"
             pid=$(serve "$bin" "$work/data" "$work/out" "$work/log")
             for _ in $(seq 1 100); do grep -q listening "$work/out" && break; sleep 0.1; done

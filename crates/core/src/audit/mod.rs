@@ -13,6 +13,7 @@
 //! whole log offline.
 
 mod entry;
+mod fsync_floor;
 mod read;
 mod verify;
 
@@ -161,6 +162,16 @@ impl<S: Store> Vault<S> {
         if cfg!(feature = "bench-audit-noop") {
             // The benchmark's baseline build: nothing is recorded.
             let _ = draft;
+            return Ok(-1);
+        }
+        if cfg!(feature = "bench-audit-fsync-floor") {
+            // The benchmark's floor: the entry made as usual, then only a durable write.
+            let key = self.audit_log.key.get_or_init(|| mac_key(&self.keys));
+            let body = draft.rendered().with_index(0);
+            let mut record = key.mac(&body);
+            record.extend_from_slice(&merkle::leaf_hash(&body));
+            record.extend_from_slice(&body);
+            fsync_floor::append(record).await?;
             return Ok(-1);
         }
         let tx = self.audit_log.queue.get_or_init(|| {
