@@ -230,9 +230,8 @@ pub async fn user(args: UserArgs) -> Result<ExitCode, CliError> {
             };
             let username = account.username.clone();
             let vault = open_vault(&settings).await?;
-            // The account and the entry recording its creation commit together.
-            let entry = crate::app::operator_entry(&vault, "user-add", true);
-            let id = vault.add_user_audited(account, entry).await.map_err(core_err)?;
+            // The account and the command's entry commit together (main's `with_pending`).
+            let id = vault.add_user(account).await.map_err(core_err)?;
             if let Some(path) = &a.totp_uri_file {
                 enroll(&vault, &username, path).await?;
             }
@@ -347,15 +346,10 @@ async fn set_disabled(a: NameArgs, disabled: bool) -> Result<(), CliError> {
     let settings = Settings::load(&a.data_dir, FlagSettings::default())?;
     let vault = open_vault(&settings).await?;
     let name = Username::parse(&a.username).map_err(core_err)?;
-    let command = if disabled { "user-disable" } else { "user-enable" };
-    let entry = crate::app::operator_entry(&vault, command, true);
-    vault
-        .set_user_disabled_audited(&name, disabled, entry)
-        .await
-        .map_err(|e| match e {
-            carevault_core::CoreError::NotFound => CliError::new("no such account"),
-            other => core_err(other),
-        })
+    vault.set_user_disabled(&name, disabled).await.map_err(|e| match e {
+        carevault_core::CoreError::NotFound => CliError::new("no such account"),
+        other => core_err(other),
+    })
 }
 
 pub async fn token(a: TokenArgs) -> Result<ExitCode, CliError> {
@@ -407,10 +401,14 @@ pub async fn emergency(args: EmergencyArgs) -> Result<ExitCode, CliError> {
             // recorded under their account and their role is checked like any request's.
             let name = Username::parse(&a.reviewer).map_err(core_err)?;
             let scopes = ScopeSet::parse("user/AuditEvent.rs").map_err(|e| CliError::new(e.to_string()))?;
-            let token = vault.mint_token(&name, &scopes, 60).await.map_err(|e| match e {
-                carevault_core::CoreError::NotFound => CliError::new("no such reviewer account"),
-                other => core_err(other),
-            })?;
+            // (That token is a means, not the change: the command's entry commits with the
+            // review.)
+            let token = carevault_core::audit::apart(vault.mint_token(&name, &scopes, 60))
+                .await
+                .map_err(|e| match e {
+                    carevault_core::CoreError::NotFound => CliError::new("no such reviewer account"),
+                    other => core_err(other),
+                })?;
             let access = vault
                 .authenticate(&token)
                 .await
@@ -460,7 +458,6 @@ pub enum IntegrationTokenCommand {
 }
 
 pub async fn integration_token(args: IntegrationTokenArgs) -> Result<ExitCode, CliError> {
-    use carevault_storage::TokenStore;
     match args.command {
         IntegrationTokenCommand::Rotate(a) => {
             let settings = Settings::load(&a.data_dir, FlagSettings::default())?;
@@ -468,18 +465,12 @@ pub async fn integration_token(args: IntegrationTokenArgs) -> Result<ExitCode, C
             let rng = carevault_crypto::SystemRandomSource::new();
             let token = carevault_crypto::new_token(&rng).map_err(|e| CliError::new(e.to_string()))?;
             let hash = carevault_crypto::hash_token(&token).0;
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-            let store = vault.unchecked_store();
-            store
-                .insert_token(&hash, "rotated", now)
+            // The new token, the revocation of every other and the command's entry commit
+            // together.
+            let revoked = vault
+                .replace_integration_tokens(&hash)
                 .await
-                .map_err(|e| CliError::new(format!("cannot store the token: {e}")))?;
-            let revoked = store
-                .revoke_tokens_except(&hash)
-                .await
-                .map_err(|e| CliError::new(format!("cannot revoke the old tokens: {e}")))?;
+                .map_err(|e| CliError::new(format!("cannot replace the integration tokens: {e}")))?;
             let path = a.data_dir.join(crate::config::TOKEN_FILE);
             let _ = std::fs::remove_file(&path);
             crate::init::write_private(&path, format!("{token}\n").as_bytes())?;

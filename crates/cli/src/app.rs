@@ -72,18 +72,18 @@ pub async fn record_operator(dir: &Path, command: &str, ok: bool) -> Result<(), 
     let settings = crate::config::Settings::load(dir, crate::config::FlagSettings::default())?;
     let vault = open_vault(&settings).await?;
     vault
-        .audit(operator_entry(&vault, command, ok))
+        .audit(operator_entry(vault.clock().now().millis(), command, ok))
         .await
         .map(|_| ())
         .map_err(|e| CliError::new(format!("the audit log could not be written: {e}")))
 }
 
-/// The audit entry of an operator command; the commands that change accounts append it in
-/// the same transaction as the change (see `main::operator_command`).
-pub fn operator_entry(vault: &Vault<AnyStore>, command: &str, ok: bool) -> carevault_core::audit::AuditDraft {
+/// The audit entry of an operator command, recorded at `recorded` (milliseconds); a command
+/// that changes state commits it with its change (see `main`).
+pub fn operator_entry(recorded: i64, command: &str, ok: bool) -> carevault_core::audit::AuditDraft {
     use carevault_core::audit::{AuditAgent, AuditDraft, Outcome};
     AuditDraft {
-        recorded: vault.clock().now().millis(),
+        recorded,
         subtype: format!("cli:{command}"),
         action: if command.ends_with("-list") { 'R' } else { 'E' },
         outcome: if ok { Outcome::Success } else { Outcome::MinorFailure },

@@ -54,8 +54,10 @@ enum Command {
 }
 
 /// The data directory and name of an operator command (one that reads or changes accounts,
-/// clients, tokens, grants or the log), for its audit entry, and whether the command itself
-/// appends that entry with its change when it succeeds (account creation and disabling).
+/// clients, tokens, grants or the log), for its audit entry, and whether it makes one change
+/// that its entry commits with (`with_pending`): the core appends the entry in that
+/// change's transaction, so a command that fails changes nothing and is recorded apart as a
+/// failure.
 fn operator_command(cmd: &Command) -> Option<(PathBuf, String, bool)> {
     use accounts::{ClientCommand, EmergencyCommand, IntegrationTokenCommand, UserCommand};
     let apart = |dir: &PathBuf, name: &str| (dir.clone(), name.to_owned(), false);
@@ -66,21 +68,21 @@ fn operator_command(cmd: &Command) -> Option<(PathBuf, String, bool)> {
             UserCommand::List(x) => apart(&x.data_dir, "user-list"),
             UserCommand::Disable(x) => with_change(&x.data_dir, "user-disable"),
             UserCommand::Enable(x) => with_change(&x.data_dir, "user-enable"),
-            UserCommand::Totp(x) => apart(&x.data_dir, "user-totp"),
-            UserCommand::Unlock(x) => apart(&x.data_dir, "user-unlock"),
+            UserCommand::Totp(x) => with_change(&x.data_dir, "user-totp"),
+            UserCommand::Unlock(x) => with_change(&x.data_dir, "user-unlock"),
         },
-        Command::Token(a) => apart(&a.data_dir, "token"),
+        Command::Token(a) => with_change(&a.data_dir, "token"),
         Command::Import(a) => apart(&a.data_dir, "import"),
         Command::Client(a) => match &a.command {
-            ClientCommand::Add(x) => apart(&x.data_dir, "client-add"),
+            ClientCommand::Add(x) => with_change(&x.data_dir, "client-add"),
             ClientCommand::List(x) => apart(&x.data_dir, "client-list"),
         },
         Command::IntegrationToken(a) => match &a.command {
-            IntegrationTokenCommand::Rotate(x) => apart(&x.data_dir, "integration-token-rotate"),
+            IntegrationTokenCommand::Rotate(x) => with_change(&x.data_dir, "integration-token-rotate"),
         },
         Command::Emergency(a) => match &a.command {
             EmergencyCommand::List(x) => apart(&x.data_dir, "emergency-list"),
-            EmergencyCommand::Review(x) => apart(&x.data_dir, "emergency-review"),
+            EmergencyCommand::Review(x) => with_change(&x.data_dir, "emergency-review"),
         },
         Command::Audit(a) => match &a.command {
             audit::AuditCommand::Head(x) => apart(&x.data_dir, "audit-head"),
@@ -118,23 +120,34 @@ fn main() -> ExitCode {
     };
     let operator = operator_command(&cli.command);
     let result = runtime.block_on(async move {
-        let result = match cli.command {
-            Command::Init(a) => init::run(a).await,
-            Command::Serve(a) => serve::run(a).await,
-            Command::Demo(a) => demo::run(a).await,
-            Command::Import(a) => import::run(a).await,
-            Command::Generate(a) => generate::run(a),
-            Command::User(a) => accounts::user(a).await,
-            Command::Token(a) => accounts::token(a).await,
-            Command::Client(a) => accounts::client(a).await,
-            Command::Audit(a) => audit::run(a).await,
-            Command::IntegrationToken(a) => accounts::integration_token(a).await,
-            Command::Emergency(a) => accounts::emergency(a).await,
+        let run = async move {
+            match cli.command {
+                Command::Init(a) => init::run(a).await,
+                Command::Serve(a) => serve::run(a).await,
+                Command::Demo(a) => demo::run(a).await,
+                Command::Import(a) => import::run(a).await,
+                Command::Generate(a) => generate::run(a),
+                Command::User(a) => accounts::user(a).await,
+                Command::Token(a) => accounts::token(a).await,
+                Command::Client(a) => accounts::client(a).await,
+                Command::Audit(a) => audit::run(a).await,
+                Command::IntegrationToken(a) => accounts::integration_token(a).await,
+                Command::Emergency(a) => accounts::emergency(a).await,
+            }
         };
-        // Operator commands are recorded in the audit log like requests are.
+        // Operator commands are recorded in the audit log like requests are: the ones that
+        // make one change commit their entry with it.
+        let (result, committed) = match &operator {
+            Some((_, name, true)) => {
+                let now = carevault_domain::Clock::now(&carevault_domain::SystemClock).millis();
+                let (result, committed) =
+                    carevault_core::audit::with_pending(app::operator_entry(now, name, true), run).await;
+                (result, committed.is_some())
+            }
+            _ => (run.await, false),
+        };
         match operator {
-            // Recorded by the command itself, in the transaction that made the change.
-            Some((_, _, true)) if result.is_ok() => result,
+            _ if committed => result,
             Some((dir, name, _)) => match app::record_operator(&dir, &name, result.is_ok()).await {
                 Ok(()) => result,
                 Err(e) => result.and(Err(e)),

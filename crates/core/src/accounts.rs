@@ -3,7 +3,7 @@
 //! into the caller's [`Access`] on every request.
 
 use crate::access::{Access, Role, ScopeSet, Subject};
-use crate::audit::AuditDraft;
+use crate::audit::ChangeEntry;
 use crate::keys::Row;
 use crate::{CoreError, Vault};
 use carevault_crypto::{IndexKey, Password, TokenSigner, hash_password};
@@ -143,27 +143,10 @@ impl<S: Store> Vault<S> {
         Ok(&self.signer)
     }
 
-    /// Adds an account and returns its opaque id.
+    /// Adds an account and returns its opaque id. The pending audit entry (an operator
+    /// command's or request's) commits with it; if the account cannot be added, nothing is
+    /// written.
     pub async fn add_user(&self, a: NewAccount) -> Result<String, CoreError> {
-        self.add_user_with(a, None).await
-    }
-
-    /// Adds an account and, in the same transaction, the audit entry recording that (the
-    /// CLI's `user add`); if the account cannot be added, nothing is written.
-    pub async fn add_user_audited(&self, a: NewAccount, entry: AuditDraft) -> Result<String, CoreError> {
-        self.add_user_with(a, Some(entry)).await
-    }
-
-    /// The maker of an entry to append inside a store transaction (none in the benchmark
-    /// build whose log is a no-op).
-    fn entry_maker(&self, entry: Option<AuditDraft>) -> Option<carevault_storage::AuditMaker> {
-        if cfg!(feature = "bench-audit-noop") {
-            return None;
-        }
-        entry.map(|d| crate::audit::maker(crate::audit::mac_key(&self.keys), d))
-    }
-
-    async fn add_user_with(&self, a: NewAccount, entry: Option<AuditDraft>) -> Result<String, CoreError> {
         if a.password.len() < MIN_PASSWORD_CHARS {
             return Err(CoreError::Invalid(format!(
                 "a password needs at least {MIN_PASSWORD_CHARS} characters"
@@ -217,7 +200,9 @@ impl<S: Store> Vault<S> {
             disabled: false,
             created: self.clock.now().millis(),
         };
-        let inserted = self.store.insert_user(user, self.entry_maker(entry)).await;
+        let entry = self.change_entry(|_| {});
+        let inserted = self.store.insert_user(user, ChangeEntry::maker(&entry)).await;
+        ChangeEntry::done_if(entry, inserted.is_ok());
         self.access_changed();
         match inserted {
             Err(carevault_storage::StoreError::Conflict) => {
@@ -250,42 +235,38 @@ impl<S: Store> Vault<S> {
         Ok(out)
     }
 
-    /// Disables (or re-enables) an account; its tokens stop working on the next request.
+    /// Disables (or re-enables) an account; its tokens stop working on the next request. The
+    /// pending audit entry commits with the change.
     pub async fn set_user_disabled(&self, username: &Username, disabled: bool) -> Result<(), CoreError> {
-        self.set_user_disabled_with(username, disabled, None).await
-    }
-
-    /// `set_user_disabled` with the audit entry recording it appended in the same transaction
-    /// as the change (the CLI's `user disable|enable`).
-    pub async fn set_user_disabled_audited(
-        &self,
-        username: &Username,
-        disabled: bool,
-        entry: AuditDraft,
-    ) -> Result<(), CoreError> {
-        self.set_user_disabled_with(username, disabled, Some(entry)).await
-    }
-
-    async fn set_user_disabled_with(
-        &self,
-        username: &Username,
-        disabled: bool,
-        entry: Option<AuditDraft>,
-    ) -> Result<(), CoreError> {
         let tag = self.username_tag(username);
         let user = self
             .store
             .user_by_tag(self.tenant.as_str(), &tag)
             .await?
             .ok_or(CoreError::NotFound)?;
-        self.store
-            .set_user_disabled(self.tenant.as_str(), &user.id, disabled, self.entry_maker(entry))
+        let entry = self.change_entry(|_| {});
+        let changed = self
+            .store
+            .set_user_disabled(self.tenant.as_str(), &user.id, disabled, ChangeEntry::maker(&entry))
             .await?;
+        ChangeEntry::done_if(entry, changed);
         if disabled {
             self.revoke_user_sessions(&user.id).await?;
         }
         self.access_changed();
         Ok(())
+    }
+
+    /// Stores a new integration token (by its hash) and revokes every other one, in one
+    /// transaction with the pending audit entry; how many were revoked.
+    pub async fn replace_integration_tokens(&self, hash: &[u8]) -> Result<u64, CoreError> {
+        let entry = self.change_entry(|_| {});
+        let revoked = self
+            .store
+            .replace_tokens(hash, "rotated", self.clock.now().millis(), ChangeEntry::maker(&entry))
+            .await?;
+        ChangeEntry::done_if(entry, true);
+        Ok(revoked)
     }
 
     /// A signed access token for an account, holding `scopes` for `ttl_secs`.
@@ -309,15 +290,20 @@ impl<S: Store> Vault<S> {
         let exp = now.unix_seconds() + ttl_secs;
         let sid = self.random_id()?;
         let doc = crate::signin::GrantDocLite::cli(scopes);
+        let entry = self.change_entry(|_| {});
         self.store
-            .insert_session(self.new_session(
-                sid.clone(),
-                Some(user.id.clone()),
-                crate::signin::CLI_CLIENT,
-                doc,
-                exp * 1000,
-            ))
+            .insert_session(
+                self.new_session(
+                    sid.clone(),
+                    Some(user.id.clone()),
+                    crate::signin::CLI_CLIENT,
+                    doc,
+                    exp * 1000,
+                ),
+                ChangeEntry::maker(&entry),
+            )
             .await?;
+        ChangeEntry::done_if(entry, true);
         self.sign_access(&crate::signin::AccessClaims {
             sub: &user.id,
             client: false,

@@ -383,15 +383,20 @@ impl<S: Store> Session<'_, S> {
     /// the caller: to be committed with the request's first write.
     pub(crate) fn pending_audit(&self) -> Option<crate::audit::AuditDraft> {
         crate::audit::pending().map(|mut d| {
-            let a = self.access();
-            d.agent.who = a.actor_key();
-            d.agent.role = a.role().map(|r| r.as_str().to_owned());
-            if let crate::access::Actor::Client { client_id } = a.actor() {
-                d.agent.client = Some(client_id.clone());
-            }
-            d.purpose = Some(a.purpose().to_owned());
+            self.fill_caller(&mut d);
             d
         })
+    }
+
+    /// Names the caller in an entry: actor, role, client and purpose of use.
+    pub(crate) fn fill_caller(&self, d: &mut crate::audit::AuditDraft) {
+        let a = self.access();
+        d.agent.who = a.actor_key();
+        d.agent.role = a.role().map(|r| r.as_str().to_owned());
+        if let crate::access::Actor::Client { client_id } = a.actor() {
+            d.agent.client = Some(client_id.clone());
+        }
+        d.purpose = Some(a.purpose().to_owned());
     }
 
     /// Applies a change set; a change to a Consent makes the next decision look again. The

@@ -260,11 +260,26 @@ impl<S: Store> Session<'_, S> {
             )));
         }
         let now = self.clock.now().millis();
-        if self
+        // Over the API the entry names the privacy officer; an operator command's names the
+        // operator already.
+        let entry = self.change_entry(|d| {
+            if d.agent.who == crate::audit::ANONYMOUS {
+                self.fill_caller(d);
+            }
+        });
+        let reviewed = self
             .store
-            .review_emergency(self.tenant.as_str(), id, &reviewer, verdict, now)
-            .await?
-        {
+            .review_emergency(
+                self.tenant.as_str(),
+                id,
+                &reviewer,
+                verdict,
+                now,
+                crate::audit::ChangeEntry::maker(&entry),
+            )
+            .await?;
+        crate::audit::ChangeEntry::done_if(entry, reviewed);
+        if reviewed {
             tracing::info!(target: "carevault::security", grant = %id, verdict, "emergency access reviewed");
             Ok(())
         } else {

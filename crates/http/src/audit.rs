@@ -108,10 +108,13 @@ pub(crate) async fn record(State(state): State<AppState>, req: Request, next: Ne
         (Some(q), true) => Some(state.vault.audit_query_tag(q)),
         _ => None,
     };
-    // A FHIR write commits its entry in its own transaction: the core fills in the caller
-    // and the resource and writes the entry with the change set.
-    let writes =
-        path.starts_with("/fhir") && matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
+    // A request that may change state commits its entry in the change's transaction: the
+    // core completes it (the caller, the resource, a sign-in's account and outcome) and the
+    // store writes it with the change. FHIR writes; sign-in, consent, token and revocation
+    // posts; the operator's account and client changes.
+    let writes = (path.starts_with("/fhir")
+        && matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE))
+        || (method == Method::POST && (path.starts_with("/oauth/") || path.starts_with("/operator/")));
     let response = if writes {
         let draft = AuditDraft {
             recorded: state.vault.clock().now().millis(),
@@ -119,7 +122,7 @@ pub(crate) async fn record(State(state): State<AppState>, req: Request, next: Ne
             action,
             outcome: Outcome::Success,
             agent: AuditAgent {
-                who: "anonymous".into(),
+                who: carevault_core::audit::ANONYMOUS.into(),
                 role: None,
                 client: None,
                 address: address.clone(),

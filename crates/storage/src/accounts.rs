@@ -117,7 +117,8 @@ pub trait AccountStore: Send + Sync {
         unreviewed_only: bool,
     ) -> impl Future<Output = Result<Vec<StoredEmergency>, StoreError>> + Send;
 
-    /// Records a review; `false` when there is no such grant or it was reviewed already.
+    /// Records a review; `false` when there is no such grant or it was reviewed already. With
+    /// `audit`, the entry recording it is appended in the same transaction when it was recorded.
     fn review_emergency(
         &self,
         tenant: &str,
@@ -125,6 +126,7 @@ pub trait AccountStore: Send + Sync {
         reviewer: &str,
         verdict: &str,
         at: i64,
+        audit: Option<crate::AuditMaker>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 

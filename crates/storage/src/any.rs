@@ -117,8 +117,14 @@ impl TokenStore for AnyStore {
     async fn active_tokens(&self) -> Result<Vec<Vec<u8>>, StoreError> {
         forward!(self, s => s.active_tokens())
     }
-    async fn revoke_tokens_except(&self, keep: &[u8]) -> Result<u64, StoreError> {
-        forward!(self, s => s.revoke_tokens_except(keep))
+    async fn replace_tokens(
+        &self,
+        hash: &[u8],
+        label: &str,
+        created: i64,
+        audit: Option<AuditMaker>,
+    ) -> Result<u64, StoreError> {
+        forward!(self, s => s.replace_tokens(hash, label, created, audit))
     }
 }
 
@@ -229,14 +235,15 @@ impl AccountStore for AnyStore {
         reviewer: &str,
         verdict: &str,
         at: i64,
+        audit: Option<AuditMaker>,
     ) -> Result<bool, StoreError> {
-        forward!(self, s => s.review_emergency(tenant, id, reviewer, verdict, at))
+        forward!(self, s => s.review_emergency(tenant, id, reviewer, verdict, at, audit))
     }
 }
 
 impl OAuthStore for AnyStore {
-    async fn insert_client(&self, c: StoredClient) -> Result<(), StoreError> {
-        forward!(self, s => s.insert_client(c))
+    async fn insert_client(&self, c: StoredClient, audit: Option<AuditMaker>) -> Result<(), StoreError> {
+        forward!(self, s => s.insert_client(c, audit))
     }
 
     async fn client_by_id(&self, tenant: &str, id: &str) -> Result<Option<StoredClient>, StoreError> {
@@ -247,8 +254,8 @@ impl OAuthStore for AnyStore {
         forward!(self, s => s.clients(tenant))
     }
 
-    async fn insert_session(&self, session: StoredSession) -> Result<(), StoreError> {
-        forward!(self, s => s.insert_session(session))
+    async fn insert_session(&self, session: StoredSession, audit: Option<AuditMaker>) -> Result<(), StoreError> {
+        forward!(self, s => s.insert_session(session, audit))
     }
 
     async fn session_by_id(&self, tenant: &str, id: &str) -> Result<Option<StoredSession>, StoreError> {
@@ -263,20 +270,25 @@ impl OAuthStore for AnyStore {
         forward!(self, s => s.session_by_hash(tenant, hash))
     }
 
-    async fn update_session(&self, session: StoredSession) -> Result<bool, StoreError> {
-        forward!(self, s => s.update_session(session))
+    async fn update_session(&self, session: StoredSession, audit: Option<AuditMaker>) -> Result<bool, StoreError> {
+        forward!(self, s => s.update_session(session, audit))
     }
 
-    async fn revoke_sessions(&self, tenant: &str, which: Revoke<'_>) -> Result<u64, StoreError> {
-        forward!(self, s => s.revoke_sessions(tenant, which))
+    async fn revoke_sessions(
+        &self,
+        tenant: &str,
+        which: Revoke<'_>,
+        audit: Option<AuditMaker>,
+    ) -> Result<u64, StoreError> {
+        forward!(self, s => s.revoke_sessions(tenant, which, audit))
     }
 
     async fn security(&self, tenant: &str, user_id: &str) -> Result<Option<StoredSecurity>, StoreError> {
         forward!(self, s => s.security(tenant, user_id))
     }
 
-    async fn put_security(&self, sec: StoredSecurity) -> Result<(), StoreError> {
-        forward!(self, s => s.put_security(sec))
+    async fn put_security(&self, sec: StoredSecurity, audit: Option<AuditMaker>) -> Result<(), StoreError> {
+        forward!(self, s => s.put_security(sec, audit))
     }
 
     async fn delete_ended_sessions(&self, tenant: &str, now: i64) -> Result<u64, StoreError> {

@@ -178,14 +178,16 @@ async fn suite<S: Store>(s: S) {
     // tokens
     s.insert_token(b"hash", "bootstrap", 0).await.unwrap();
     assert_eq!(s.active_tokens().await.unwrap(), vec![b"hash".to_vec()]);
-    s.insert_token(b"hash2", "rotated", 1).await.unwrap();
-    assert_eq!(s.revoke_tokens_except(b"hash2").await.unwrap(), 1);
+    assert_eq!(s.replace_tokens(b"hash2", "rotated", 1, None).await.unwrap(), 1);
     assert_eq!(s.active_tokens().await.unwrap(), vec![b"hash2".to_vec()]);
-    s.insert_token(b"hash", "bootstrap-again", 2).await.ok();
+    assert!(
+        s.replace_tokens(b"hash2", "again", 2, None).await.is_err(),
+        "a token is stored once"
+    );
     assert_eq!(
-        s.revoke_tokens_except(b"hash2").await.unwrap(),
-        0,
-        "a revoked token stays revoked"
+        s.active_tokens().await.unwrap(),
+        vec![b"hash2".to_vec()],
+        "a failed replacement revokes nothing"
     );
 
     // concurrent updates with the same expectation: exactly one wins
@@ -292,12 +294,12 @@ async fn accounts_suite<S: Store>(s: S) {
     );
     assert_eq!(s.emergencies("default", Some("pa"), true).await.unwrap().len(), 1);
     assert!(
-        s.review_emergency("default", "g1", "u9", "appropriate", 300)
+        s.review_emergency("default", "g1", "u9", "appropriate", 300, None)
             .await
             .unwrap()
     );
     assert!(
-        !s.review_emergency("default", "g1", "u9", "appropriate", 301)
+        !s.review_emergency("default", "g1", "u9", "appropriate", 301, None)
             .await
             .unwrap(),
         "once"
@@ -864,9 +866,9 @@ async fn oauth_suite<S: Store>(s: S) {
         created: 1,
         disabled: false,
     };
-    s.insert_client(client.clone()).await.unwrap();
+    s.insert_client(client.clone(), None).await.unwrap();
     assert!(matches!(
-        s.insert_client(client.clone()).await,
+        s.insert_client(client.clone(), None).await,
         Err(StoreError::Conflict)
     ));
     assert_eq!(s.client_by_id("default", "c1").await.unwrap(), Some(client.clone()));
@@ -888,9 +890,9 @@ async fn oauth_suite<S: Store>(s: S) {
         generation: 0,
         revoked: false,
     };
-    s.insert_session(session.clone()).await.unwrap();
+    s.insert_session(session.clone(), None).await.unwrap();
     assert!(
-        matches!(s.insert_session(session.clone()).await, Err(StoreError::Conflict)),
+        matches!(s.insert_session(session.clone(), None).await, Err(StoreError::Conflict)),
         "an id is used once"
     );
     let (got, m) = s.session_by_hash("default", b"code").await.unwrap().unwrap();
@@ -902,16 +904,16 @@ async fn oauth_suite<S: Store>(s: S) {
     next.code_hash = None;
     next.refresh_hash = Some(b"r1".to_vec());
     next.generation = 1;
-    assert!(s.update_session(next.clone()).await.unwrap());
+    assert!(s.update_session(next.clone(), None).await.unwrap());
     assert!(
-        !s.update_session(next.clone()).await.unwrap(),
+        !s.update_session(next.clone(), None).await.unwrap(),
         "a stale generation loses"
     );
     next.prev_refresh_hash = next.refresh_hash.take();
     next.refresh_hash = Some(b"r2".to_vec());
     next.generation = 2;
     next.last_active = 20;
-    assert!(s.update_session(next.clone()).await.unwrap());
+    assert!(s.update_session(next.clone(), None).await.unwrap());
     assert!(s.session_by_hash("default", b"code").await.unwrap().is_none());
     assert_eq!(
         s.session_by_hash("default", b"r1").await.unwrap().unwrap().1,
@@ -924,14 +926,17 @@ async fn oauth_suite<S: Store>(s: S) {
     assert_eq!(s.session_by_id("default", "s1").await.unwrap(), Some(next.clone()));
 
     let e0 = s.access_epoch("default").await.unwrap();
-    assert_eq!(s.revoke_sessions("default", Revoke::User("u7")).await.unwrap(), 1);
+    assert_eq!(s.revoke_sessions("default", Revoke::User("u7"), None).await.unwrap(), 1);
     let e1 = s.access_epoch("default").await.unwrap();
     assert!(e1.sessions > e0.sessions, "a revocation changes the epoch");
     assert!(s.session_by_id("default", "s1").await.unwrap().unwrap().revoked);
-    assert_eq!(s.revoke_sessions("default", Revoke::Session("s1")).await.unwrap(), 0);
+    assert_eq!(
+        s.revoke_sessions("default", Revoke::Session("s1"), None).await.unwrap(),
+        0
+    );
     next.generation = 3;
     assert!(
-        !s.update_session(next).await.unwrap(),
+        !s.update_session(next, None).await.unwrap(),
         "a revoked session stays revoked"
     );
 
@@ -940,7 +945,7 @@ async fn oauth_suite<S: Store>(s: S) {
     old.id = "s2".into();
     old.code_hash = Some(b"code2".to_vec());
     old.expires = 50;
-    s.insert_session(old).await.unwrap();
+    s.insert_session(old, None).await.unwrap();
     assert_eq!(s.delete_ended_sessions("default", 2000).await.unwrap(), 1);
     assert!(s.session_by_id("default", "s1").await.unwrap().is_some());
     assert_eq!(s.access_epoch("default").await.unwrap().sessions, e1.sessions);
@@ -955,10 +960,10 @@ async fn oauth_suite<S: Store>(s: S) {
         failed: 0,
         locked_until: 0,
     };
-    s.put_security(sec.clone()).await.unwrap();
+    s.put_security(sec.clone(), None).await.unwrap();
     sec.failed = 3;
     sec.locked_until = 99;
-    s.put_security(sec.clone()).await.unwrap();
+    s.put_security(sec.clone(), None).await.unwrap();
     assert_eq!(s.security("default", "u7").await.unwrap(), Some(sec));
 }
 
@@ -1091,4 +1096,103 @@ async fn audit_suite<S: Store>(s: S) {
         "one entry per account change that happened"
     );
     assert!(s.user_by_id("audited", "ub").await.unwrap().is_none());
+
+    // Sign-in state, clients, tokens and reviews with their entries: one entry per change
+    // that happened, none for a change refused or that found nothing to change.
+    let before = s.audit_size().await.unwrap();
+    let client = StoredClient {
+        id: "audited-client".into(),
+        tenant: "audited".into(),
+        doc: "{}".into(),
+        created: 1,
+        disabled: false,
+    };
+    s.insert_client(client.clone(), Some(maker(None))).await.unwrap();
+    assert!(s.insert_client(client, Some(maker(None))).await.is_err());
+    let session = StoredSession {
+        id: "audited-session".into(),
+        tenant: "audited".into(),
+        user_id: Some("ua".into()),
+        client_id: "audited-client".into(),
+        code_hash: Some(b"audited-code".to_vec()),
+        refresh_hash: None,
+        prev_refresh_hash: None,
+        doc: "{}".into(),
+        created: 1,
+        last_active: 1,
+        expires: 1000,
+        generation: 0,
+        revoked: false,
+    };
+    s.insert_session(session.clone(), Some(maker(None))).await.unwrap();
+    assert!(s.insert_session(session.clone(), Some(maker(None))).await.is_err());
+    let next = StoredSession {
+        generation: 1,
+        code_hash: None,
+        ..session.clone()
+    };
+    assert!(s.update_session(next.clone(), Some(maker(None))).await.unwrap());
+    assert!(!s.update_session(next, Some(maker(None))).await.unwrap());
+    let sec = StoredSecurity {
+        user_id: "ua".into(),
+        tenant: "audited".into(),
+        failed: 1,
+        ..StoredSecurity::default()
+    };
+    s.put_security(sec, Some(maker(None))).await.unwrap();
+    assert_eq!(
+        s.revoke_sessions("audited", Revoke::User("ua"), Some(maker(None)))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        s.revoke_sessions("audited", Revoke::User("ua"), Some(maker(None)))
+            .await
+            .unwrap(),
+        0
+    );
+    s.replace_tokens(b"audited-token", "rotated", 1, Some(maker(None)))
+        .await
+        .unwrap();
+    assert!(
+        s.replace_tokens(b"audited-token", "rotated", 2, Some(maker(None)))
+            .await
+            .is_err()
+    );
+    s.insert_emergency(
+        StoredEmergency {
+            id: "audited-grant".into(),
+            tenant: "audited".into(),
+            user_id: "ua".into(),
+            patient: "pa".into(),
+            started: 1,
+            expires: 2,
+            reason_sealed: b"sealed".to_vec(),
+            reason_key_id: 1,
+            reviewed_at: None,
+            reviewer: None,
+            verdict: None,
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    for (id, reviewed) in [
+        ("audited-grant", true),
+        ("audited-grant", false),
+        ("no-such-grant", false),
+    ] {
+        assert_eq!(
+            s.review_emergency("audited", id, "u9", "appropriate", 3, Some(maker(None)))
+                .await
+                .unwrap(),
+            reviewed
+        );
+    }
+    assert_eq!(
+        s.audit_size().await.unwrap(),
+        before + 7,
+        "client, session, session update, security row, revocation, token, review: one entry each"
+    );
 }

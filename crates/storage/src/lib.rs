@@ -110,8 +110,15 @@ pub trait TokenStore: Send + Sync {
     /// Hashes of tokens that are not revoked.
     fn active_tokens(&self) -> impl Future<Output = Result<Vec<Vec<u8>>, StoreError>> + Send;
 
-    /// Revokes every integration token but the one hashing to `keep`; how many.
-    fn revoke_tokens_except(&self, keep: &[u8]) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Stores a new integration token and revokes every other one, in one transaction (with
+    /// `audit`'s entry, when given); how many were revoked.
+    fn replace_tokens(
+        &self,
+        hash: &[u8],
+        label: &str,
+        created: i64,
+        audit: Option<AuditMaker>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
 /// Everything a backend provides.

@@ -78,7 +78,12 @@ pub enum Revoke<'a> {
 }
 
 pub trait OAuthStore: Send + Sync {
-    fn insert_client(&self, c: StoredClient) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Adds a client; with `audit`, the entry recording it is appended in the same transaction.
+    fn insert_client(
+        &self,
+        c: StoredClient,
+        audit: Option<crate::AuditMaker>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     fn client_by_id(
         &self,
@@ -90,8 +95,13 @@ pub trait OAuthStore: Send + Sync {
     fn clients(&self, tenant: &str) -> impl Future<Output = Result<Vec<StoredClient>, StoreError>> + Send;
 
     /// Adds a session; an id already used is `StoreError::Conflict` (backend clients' assertion
-    /// ids become session ids, so a replayed assertion is refused here).
-    fn insert_session(&self, s: StoredSession) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// ids become session ids, so a replayed assertion is refused here). With `audit`, the
+    /// entry recording it is appended in the same transaction.
+    fn insert_session(
+        &self,
+        s: StoredSession,
+        audit: Option<crate::AuditMaker>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     fn session_by_id(
         &self,
@@ -107,11 +117,22 @@ pub trait OAuthStore: Send + Sync {
     ) -> impl Future<Output = Result<Option<(StoredSession, SessionMatch)>, StoreError>> + Send;
 
     /// Writes `s` if the stored session still has generation `s.generation - 1`; `false` when
-    /// another request changed it first.
-    fn update_session(&self, s: StoredSession) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// another request changed it first. With `audit`, the entry recording it is appended in
+    /// the same transaction when it was written.
+    fn update_session(
+        &self,
+        s: StoredSession,
+        audit: Option<crate::AuditMaker>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// Revokes sessions and moves the access epoch; how many were revoked.
-    fn revoke_sessions(&self, tenant: &str, which: Revoke<'_>) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Revokes sessions and moves the access epoch; how many were revoked. With `audit`, the
+    /// entry recording it is appended in the same transaction when any was.
+    fn revoke_sessions(
+        &self,
+        tenant: &str,
+        which: Revoke<'_>,
+        audit: Option<crate::AuditMaker>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     fn security(
         &self,
@@ -119,8 +140,13 @@ pub trait OAuthStore: Send + Sync {
         user_id: &str,
     ) -> impl Future<Output = Result<Option<StoredSecurity>, StoreError>> + Send;
 
-    /// Inserts or replaces an account's security row.
-    fn put_security(&self, s: StoredSecurity) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Inserts or replaces an account's security row; with `audit`, the entry recording it is
+    /// appended in the same transaction.
+    fn put_security(
+        &self,
+        s: StoredSecurity,
+        audit: Option<crate::AuditMaker>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Removes sessions that ended before `now`; how many.
     fn delete_ended_sessions(&self, tenant: &str, now: i64) -> impl Future<Output = Result<u64, StoreError>> + Send;

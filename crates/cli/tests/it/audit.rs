@@ -757,6 +757,71 @@ async fn sign_ins_tokens_operations_and_operator_commands_are_recorded_too() {
         let r = app.delete("$audit").await;
         assert!(r.status.is_client_error(), "{b}");
         expect(&last().await, "operation:audit", "E", "4");
+        // The other operator commands that change state commit with their entry too, one
+        // each; a refused one is recorded as a failure.
+        app.cli(&[
+            "user",
+            "add",
+            "--username",
+            "privacy",
+            "--role",
+            "auditor",
+            "--password-file",
+            pw.to_str().unwrap(),
+        ])
+        .unwrap();
+        app.cli(&["user", "unlock", "--username", "wilson"]).unwrap();
+        let uri = app.data.path().join("wilson.totp");
+        app.cli(&[
+            "user",
+            "totp",
+            "--username",
+            "wilson",
+            "--uri-file",
+            uri.to_str().unwrap(),
+        ])
+        .unwrap();
+        app.cli(&[
+            "client",
+            "add",
+            "--name",
+            "Board",
+            "--redirect-uri",
+            "https://board.example/cb",
+            "--scopes",
+            "user/*.rs",
+        ])
+        .unwrap();
+        let list = app.cli(&["emergency", "list", "--unreviewed"]).unwrap();
+        let grant = list.lines().nth(1).unwrap().split('\t').next().unwrap().to_owned();
+        let review = || {
+            app.cli(&[
+                "emergency",
+                "review",
+                "--id",
+                &grant,
+                "--verdict",
+                "appropriate",
+                "--reviewer",
+                "privacy",
+            ])
+        };
+        review().unwrap();
+        assert!(review().is_err(), "{b}: a grant is reviewed once");
+        app.cli(&["integration-token", "rotate"]).unwrap();
+        let rows = db.rows().await;
+        assert_eq!(
+            (
+                count(&rows, "cli:user-unlock", "0"),
+                count(&rows, "cli:user-totp", "0"),
+                count(&rows, "cli:client-add", "0"),
+                count(&rows, "cli:emergency-review", "0"),
+                count(&rows, "cli:emergency-review", "4"),
+                count(&rows, "cli:integration-token-rotate", "0"),
+            ),
+            (1, 1, 1, 1, 1, 1),
+            "{b}"
+        );
         let (ok, _, text) = verify(&app);
         assert!(ok, "{b}: {text}");
     }

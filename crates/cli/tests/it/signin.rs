@@ -366,6 +366,60 @@ async fn a_smart_app_signs_a_patient_in_with_pkce_and_reads_only_their_record() 
             .await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "every token of the session ends");
 
+        // Each step is on record once, its entry committed with the change it made (the
+        // refused sign-in's with its failure count), naming the account tried and the app.
+        let entries = |subtype: &'static str| {
+            let app = &app;
+            async move {
+                let bundle = app.get(&format!("$audit?subtype={subtype}")).await.json();
+                let mut out: Vec<(String, String, String)> = bundle["entry"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| {
+                        let r = &e["resource"];
+                        let who = r["agent"][0]["who"]["identifier"]["value"]
+                            .as_str()
+                            .unwrap_or("")
+                            .to_owned();
+                        let client = r["agent"][1]["who"]["identifier"]["value"]
+                            .as_str()
+                            .unwrap_or("")
+                            .to_owned();
+                        (r["outcome"].as_str().unwrap().to_owned(), who, client)
+                    })
+                    .collect();
+                out.reverse();
+                out
+            }
+        };
+        let logins = entries("login").await;
+        assert_eq!(logins.len(), 2, "{}: {logins:?}", backend.name());
+        let ada = logins[1].1.clone();
+        assert!(ada.starts_with("user:"), "{}: {logins:?}", backend.name());
+        assert_eq!(
+            logins.iter().map(|l| (l.0.as_str(), l.1.as_str())).collect::<Vec<_>>(),
+            vec![("4", ada.as_str()), ("0", ada.as_str())],
+            "{}: the refused and the accepted sign-in, both naming the account",
+            backend.name()
+        );
+        let consents = entries("consent").await;
+        assert_eq!(consents.len(), 1, "{}: {consents:?}", backend.name());
+        assert_eq!((consents[0].0.as_str(), consents[0].1.as_str()), ("0", ada.as_str()));
+        let tokens = entries("token").await;
+        assert_eq!(
+            tokens.iter().map(|t| t.0.as_str()).collect::<Vec<_>>(),
+            vec!["4", "0", "0"],
+            "{}: the wrong verifier, the exchange, the refresh: {tokens:?}",
+            backend.name()
+        );
+        assert!(
+            tokens[1..].iter().all(|t| t.1 == ada && t.2 == client),
+            "{}: {tokens:?}",
+            backend.name()
+        );
+        assert_eq!(entries("revoke").await.len(), 1, "{}", backend.name());
+
         // Refused requests never redirect to an unregistered URI.
         let mut bad = q.clone();
         bad[2].1 = "https://evil.example/cb".into();
@@ -651,6 +705,45 @@ async fn operator_endpoints_listen_apart_and_only_for_operators() {
         .await
         .unwrap();
     assert_eq!(clients[0]["name"], "Ward board");
+    // Each change is on record once, committed with it, naming the admin who made it; a
+    // refused one (no such account) is recorded as a failure.
+    let r = b
+        .post(op("users/nobody-here/unlock"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let log = app.get("$audit?_count=1000").await.json();
+    let made: Vec<(String, String, String)> = log["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["resource"])
+        .filter(|r| {
+            r["subtype"][0]["code"]
+                .as_str()
+                .is_some_and(|s| s == "operator:users" || s == "operator:clients")
+                && r["action"] == "U"
+        })
+        .map(|r| {
+            (
+                r["subtype"][0]["code"].as_str().unwrap().to_owned(),
+                r["outcome"].as_str().unwrap().to_owned(),
+                r["agent"][0]["role"][0]["text"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let row = |s: &str, o: &str| (s.to_owned(), o.to_owned(), "admin".to_owned());
+    assert_eq!(
+        made,
+        vec![
+            row("operator:users", "4"),
+            row("operator:clients", "0"),
+            row("operator:users", "0")
+        ],
+        "newest first"
+    );
     // Metrics: counters with fixed labels only.
     let _ = app.get("Patient?name=Zebedee").await;
     let text = b

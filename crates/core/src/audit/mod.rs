@@ -44,6 +44,9 @@ pub(crate) fn mac_key(keys: &carevault_crypto::KeyFile) -> IndexKey {
 
 type Reply = oneshot::Sender<Result<i64, CoreError>>;
 
+/// The agent of an entry whose caller is not known (yet): the HTTP layer's drafts start so.
+pub const ANONYMOUS: &str = "anonymous";
+
 /// The running appender, and the tree as far as it has been read: its frontier (for heads)
 /// and the roots of its complete subtrees of a block and more (for proofs).
 pub(crate) struct AuditLog {
@@ -143,6 +146,12 @@ pub async fn with_pending<F: std::future::Future>(draft: AuditDraft, f: F) -> (F
         .await
 }
 
+/// Runs `f` with no pending entry: for a step that changes state on the way to the change
+/// the entry records (so that the entry does not commit with that step instead).
+pub async fn apart<F: std::future::Future>(f: F) -> F::Output {
+    PENDING.scope(std::cell::RefCell::new(None), f).await
+}
+
 /// The pending entry, if the request has one not yet committed.
 pub(crate) fn pending() -> Option<AuditDraft> {
     PENDING
@@ -151,12 +160,56 @@ pub(crate) fn pending() -> Option<AuditDraft> {
         .flatten()
 }
 
+/// Completes the pending entry, if the request has one not yet committed: for a layer that
+/// learns who the caller is after the entry was drafted.
+pub fn update_pending(fill: impl FnOnce(&mut AuditDraft)) {
+    let _ = PENDING.try_with(|p| {
+        if let Some((d, false)) = p.borrow_mut().as_mut() {
+            fill(d);
+        }
+    });
+}
+
 /// Marks the pending entry committed (with what it became).
 pub(crate) fn committed(draft: AuditDraft) {
     let _ = PENDING.try_with(|p| *p.borrow_mut() = Some((draft, true)));
 }
 
+/// The pending entry of the request or operator command being served, completed for a
+/// change about to commit: the store appends it (`maker`) in the change's transaction, and
+/// `done` marks it committed so that nothing appends it again.
+pub(crate) struct ChangeEntry {
+    draft: AuditDraft,
+    maker: AuditMaker,
+}
+
+impl ChangeEntry {
+    /// The maker to hand the store with the change.
+    pub(crate) fn maker(entry: &Option<ChangeEntry>) -> Option<AuditMaker> {
+        entry.as_ref().map(|e| e.maker.clone())
+    }
+
+    /// After the store call: when the change happened, its entry went in with it.
+    pub(crate) fn done_if(entry: Option<ChangeEntry>, changed: bool) {
+        if changed && let Some(e) = entry {
+            committed(e.draft);
+        }
+    }
+}
+
 impl<S: Store> Vault<S> {
+    /// The pending entry (if the caller set one: `with_pending`), completed by `fill`, for a
+    /// change about to commit. `None` in the benchmark build whose log is a no-op.
+    pub(crate) fn change_entry(&self, fill: impl FnOnce(&mut AuditDraft)) -> Option<ChangeEntry> {
+        if cfg!(feature = "bench-audit-noop") {
+            return None;
+        }
+        let mut draft = pending()?;
+        fill(&mut draft);
+        let maker = maker(mac_key(&self.keys), draft.clone());
+        Some(ChangeEntry { draft, maker })
+    }
+
     /// Appends one entry and waits until it is durable; its index in the log.
     pub async fn audit(&self, draft: AuditDraft) -> Result<i64, CoreError> {
         if cfg!(feature = "bench-audit-noop") {

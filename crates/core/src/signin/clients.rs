@@ -104,15 +104,20 @@ impl<S: Store> Vault<S> {
             scopes: c.scopes.to_string(),
             jwks: c.jwks,
         };
+        let entry = self.change_entry(|_| {});
         self.store
-            .insert_client(StoredClient {
-                id: id.clone(),
-                tenant: self.tenant.as_str().to_owned(),
-                doc: serde_json::to_string(&doc).map_err(|_| CoreError::Integrity)?,
-                created: self.clock.now().millis(),
-                disabled: false,
-            })
+            .insert_client(
+                StoredClient {
+                    id: id.clone(),
+                    tenant: self.tenant.as_str().to_owned(),
+                    doc: serde_json::to_string(&doc).map_err(|_| CoreError::Integrity)?,
+                    created: self.clock.now().millis(),
+                    disabled: false,
+                },
+                crate::audit::ChangeEntry::maker(&entry),
+            )
             .await?;
+        crate::audit::ChangeEntry::done_if(entry, true);
         Ok(id)
     }
 

@@ -7,6 +7,7 @@
 
 use super::{ClientInfo, OAuthError, SignedIn};
 use crate::access::{Role, Scope, ScopeSet};
+use crate::audit::{AuditDraft, ChangeEntry};
 use crate::{CoreError, Vault};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -325,18 +326,23 @@ impl<S: Store> Vault<S> {
             code_used: false,
             idle: true,
         };
+        let entry = self.change_entry(|d| acting(d, Some(&user.id), &req.client_id));
         self.store
-            .insert_session(StoredSession {
-                code_hash: Some(hash_token(&code).0.to_vec()),
-                ..self.new_session(
-                    self.random_id()?,
-                    Some(user.id),
-                    &req.client_id,
-                    doc.to_json()?,
-                    now + p.session_lifetime_secs * 1000,
-                )
-            })
+            .insert_session(
+                StoredSession {
+                    code_hash: Some(hash_token(&code).0.to_vec()),
+                    ..self.new_session(
+                        self.random_id()?,
+                        Some(user.id.clone()),
+                        &req.client_id,
+                        doc.to_json()?,
+                        now + p.session_lifetime_secs * 1000,
+                    )
+                },
+                ChangeEntry::maker(&entry),
+            )
             .await?;
+        ChangeEntry::done_if(entry, true);
         Ok(code)
     }
 
@@ -462,25 +468,28 @@ impl<S: Store> Vault<S> {
                 let id = format!("assertion-{}", URL_SAFE_NO_PAD.encode(&digest.0[..18]));
                 let noted = self
                     .store
-                    .insert_session(StoredSession {
-                        revoked: true,
-                        ..self.new_session(
-                            id,
-                            None,
-                            &client.id,
-                            GrantDoc {
-                                scope: String::new(),
-                                patient: None,
-                                challenge: None,
-                                redirect_uri: None,
-                                code_expires: 0,
-                                code_used: true,
-                                idle: false,
-                            }
-                            .to_json()?,
-                            exp * 1000,
-                        )
-                    })
+                    .insert_session(
+                        StoredSession {
+                            revoked: true,
+                            ..self.new_session(
+                                id,
+                                None,
+                                &client.id,
+                                GrantDoc {
+                                    scope: String::new(),
+                                    patient: None,
+                                    challenge: None,
+                                    redirect_uri: None,
+                                    code_expires: 0,
+                                    code_used: true,
+                                    idle: false,
+                                }
+                                .to_json()?,
+                                exp * 1000,
+                            )
+                        },
+                        None,
+                    )
                     .await;
                 match noted {
                     Err(carevault_storage::StoreError::Conflict) => Err(OAuthError::InvalidClient(
@@ -558,7 +567,13 @@ impl<S: Store> Vault<S> {
         session.doc = doc.to_json()?;
         session.last_active = now;
         session.generation += 1;
-        if !self.store.update_session(session.clone()).await? {
+        let entry = self.change_entry(|d| acting(d, session.user_id.as_deref(), &session.client_id));
+        let exchanged = self
+            .store
+            .update_session(session.clone(), ChangeEntry::maker(&entry))
+            .await?;
+        ChangeEntry::done_if(entry, exchanged);
+        if !exchanged {
             return Err(bad("the code is not valid"));
         }
         self.answer(&session, &doc, scopes, refresh)
@@ -614,7 +629,13 @@ impl<S: Store> Vault<S> {
         session.refresh_hash = Some(hash_token(&next).0.to_vec());
         session.last_active = now;
         session.generation += 1;
-        if !self.store.update_session(session.clone()).await? {
+        let entry = self.change_entry(|d| acting(d, session.user_id.as_deref(), &session.client_id));
+        let rotated = self
+            .store
+            .update_session(session.clone(), ChangeEntry::maker(&entry))
+            .await?;
+        ChangeEntry::done_if(entry, rotated);
+        if !rotated {
             return Err(bad("the refresh token is not valid"));
         }
         self.answer(&session, &doc, scopes, Some(next))
@@ -657,7 +678,11 @@ impl<S: Store> Vault<S> {
             doc.to_json()?,
             now + p.access_token_secs * 1000,
         );
-        self.store.insert_session(session.clone()).await?;
+        let entry = self.change_entry(|d| acting(d, None, &client.id));
+        self.store
+            .insert_session(session.clone(), ChangeEntry::maker(&entry))
+            .await?;
+        ChangeEntry::done_if(entry, true);
         self.answer(&session, &doc, scopes, None)
     }
 
@@ -715,11 +740,14 @@ impl<S: Store> Vault<S> {
         Ok(self.signer.sign(&bytes))
     }
 
-    /// Ends one session; its tokens fail on the next request.
+    /// Ends one session; its tokens fail on the next request (its entry, if pending, with it).
     pub(crate) async fn revoke_session(&self, id: &str) -> Result<(), CoreError> {
-        self.store
-            .revoke_sessions(self.tenant.as_str(), Revoke::Session(id))
+        let entry = self.change_entry(|_| {});
+        let n = self
+            .store
+            .revoke_sessions(self.tenant.as_str(), Revoke::Session(id), ChangeEntry::maker(&entry))
             .await?;
+        ChangeEntry::done_if(entry, n > 0);
         self.access_changed();
         Ok(())
     }
@@ -813,4 +841,14 @@ pub(crate) struct AccessClaims<'a> {
     pub cid: &'a str,
     pub iat: i64,
     pub exp: i64,
+}
+
+/// A token interaction's entry names who it acts for: the account (when a user signed in)
+/// and the client.
+fn acting(d: &mut AuditDraft, user_id: Option<&str>, client_id: &str) {
+    d.agent.who = match user_id {
+        Some(u) => format!("user:{u}"),
+        None => format!("client:{client_id}"),
+    };
+    d.agent.client = Some(client_id.to_owned());
 }

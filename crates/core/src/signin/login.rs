@@ -2,6 +2,7 @@
 
 use crate::access::Role;
 use crate::accounts::Username;
+use crate::audit::{AuditDraft, ChangeEntry, Outcome};
 use crate::keys::Row;
 use crate::{CoreError, Vault};
 use carevault_crypto::{Password, TotpSecret, verify_password};
@@ -26,6 +27,13 @@ pub enum LoginError {
     Locked { until: i64 },
     /// The role needs a second factor the account does not have yet.
     SecondFactorMissing,
+}
+
+/// A sign-in's entry names the account tried (by opaque id and role) and the outcome.
+fn signed_in_as(d: &mut AuditDraft, user: &StoredUser, outcome: Outcome) {
+    d.agent.who = format!("user:{}", user.id);
+    d.agent.role = Some(user.role.clone());
+    d.outcome = outcome;
 }
 
 /// A hash to verify against when the username is unknown, so the answer takes as long.
@@ -58,7 +66,9 @@ impl<S: Store> Vault<S> {
         sec.totp_sealed = Some(sealed);
         sec.totp_key_id = key_id;
         sec.totp_last_step = 0;
-        self.store.put_security(sec).await?;
+        let entry = self.change_entry(|_| {});
+        self.store.put_security(sec, ChangeEntry::maker(&entry)).await?;
+        ChangeEntry::done_if(entry, true);
         Ok(secret)
     }
 
@@ -125,7 +135,10 @@ impl<S: Store> Vault<S> {
                 sec.failed = 0;
                 sec.locked_until = 0;
                 sec.totp_last_step = step;
-                self.store.put_security(sec).await?;
+                // The sign-in's entry, naming the account, commits with its reset counters.
+                let entry = self.change_entry(|d| signed_in_as(d, &user, Outcome::Success));
+                self.store.put_security(sec, ChangeEntry::maker(&entry)).await?;
+                ChangeEntry::done_if(entry, true);
                 Ok(Ok(SignedIn {
                     user_id: user.id,
                     role,
@@ -139,7 +152,10 @@ impl<S: Store> Vault<S> {
                     sec.locked_until = now.millis() + lock * 1000;
                     tracing::warn!(user = %user.id, failed = sec.failed, lock_secs = lock, "account locked after failed sign-ins");
                 }
-                self.store.put_security(sec).await?;
+                // The refusal's entry commits with the failure it counts.
+                let entry = self.change_entry(|d| signed_in_as(d, &user, Outcome::MinorFailure));
+                self.store.put_security(sec, ChangeEntry::maker(&entry)).await?;
+                ChangeEntry::done_if(entry, true);
                 Ok(Err(LoginError::Refused))
             }
         }
@@ -151,15 +167,20 @@ impl<S: Store> Vault<S> {
         let mut sec = self.security_of(&user.id).await?;
         sec.failed = 0;
         sec.locked_until = 0;
-        Ok(self.store.put_security(sec).await?)
+        let entry = self.change_entry(|_| {});
+        self.store.put_security(sec, ChangeEntry::maker(&entry)).await?;
+        ChangeEntry::done_if(entry, true);
+        Ok(())
     }
 
     /// Ends every session of an account (its tokens fail on the next request).
     pub async fn revoke_user_sessions(&self, user_id: &str) -> Result<u64, CoreError> {
+        let entry = self.change_entry(|_| {});
         let n = self
             .store
-            .revoke_sessions(self.tenant.as_str(), Revoke::User(user_id))
+            .revoke_sessions(self.tenant.as_str(), Revoke::User(user_id), ChangeEntry::maker(&entry))
             .await?;
+        ChangeEntry::done_if(entry, n > 0);
         self.access_changed();
         Ok(n)
     }

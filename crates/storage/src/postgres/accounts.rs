@@ -230,15 +230,19 @@ impl AccountStore for PgStore {
         reviewer: &str,
         verdict: &str,
         at: i64,
+        audit: Option<crate::AuditMaker>,
     ) -> Result<bool, StoreError> {
-        let client = self.client().await?;
-        let n = client
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        let n = tx
             .execute(
                 "UPDATE emergency_access SET reviewed_at = $3, reviewer = $4, verdict = $5
                  WHERE tenant = $1 AND id = $2 AND reviewed_at IS NULL",
                 &[&tenant, &id, &at, &reviewer, &verdict],
             )
             .await?;
+        super::audit::append_if(&tx, n == 1, &audit).await?;
+        tx.commit().await.map_err(map_err)?;
         Ok(n == 1)
     }
 }

@@ -26,6 +26,18 @@ fn record_from_row(r: &Row) -> AuditRecord {
 const AUDIT_LOCK: i64 = 0x6361_7265_5661_7564;
 
 /// Numbers and inserts entries inside `tx`: the lock, the log's size, one insert for all.
+/// Appends `audit`'s entry inside `tx` when the change it records happened.
+pub(crate) async fn append_if(
+    tx: &deadpool_postgres::Transaction<'_>,
+    changed: bool,
+    audit: &Option<AuditMaker>,
+) -> Result<(), StoreError> {
+    if changed && let Some(maker) = audit {
+        insert_made(tx, std::slice::from_ref(maker)).await?;
+    }
+    Ok(())
+}
+
 pub(crate) async fn insert_made(
     tx: &deadpool_postgres::Transaction<'_>,
     makers: &[AuditMaker],

@@ -615,13 +615,28 @@ impl TokenStore for PgStore {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    async fn revoke_tokens_except(&self, keep: &[u8]) -> Result<u64, StoreError> {
-        let client = self.client().await?;
-        Ok(client
+    async fn replace_tokens(
+        &self,
+        hash: &[u8],
+        label: &str,
+        created: i64,
+        audit: Option<crate::AuditMaker>,
+    ) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "INSERT INTO api_tokens (hash, label, created) VALUES ($1, $2, $3)",
+            &[&hash, &label, &created],
+        )
+        .await?;
+        let n = tx
             .execute(
                 "UPDATE api_tokens SET revoked = true WHERE NOT revoked AND hash <> $1",
-                &[&keep],
+                &[&hash],
             )
-            .await?)
+            .await?;
+        audit::append_if(&tx, true, &audit).await?;
+        tx.commit().await?;
+        Ok(n)
     }
 }

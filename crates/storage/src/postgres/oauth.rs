@@ -46,16 +46,17 @@ fn security_from_row(r: &Row) -> StoredSecurity {
 }
 
 impl OAuthStore for PgStore {
-    async fn insert_client(&self, c: StoredClient) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                &format!("INSERT INTO oauth_clients ({CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5)"),
-                &[&c.id, &c.tenant, &c.doc, &c.created, &c.disabled],
-            )
-            .await
-            .map_err(map_err)?;
-        Ok(())
+    async fn insert_client(&self, c: StoredClient, audit: Option<crate::AuditMaker>) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        tx.execute(
+            &format!("INSERT INTO oauth_clients ({CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5)"),
+            &[&c.id, &c.tenant, &c.doc, &c.created, &c.disabled],
+        )
+        .await
+        .map_err(map_err)?;
+        super::audit::append_if(&tx, true, &audit).await?;
+        tx.commit().await.map_err(map_err)
     }
 
     async fn client_by_id(&self, tenant: &str, id: &str) -> Result<Option<StoredClient>, StoreError> {
@@ -82,32 +83,33 @@ impl OAuthStore for PgStore {
         Ok(rows.iter().map(client_from_row).collect())
     }
 
-    async fn insert_session(&self, s: StoredSession) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                &format!(
-                    "INSERT INTO oauth_sessions ({SESSION_COLUMNS})
+    async fn insert_session(&self, s: StoredSession, audit: Option<crate::AuditMaker>) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        tx.execute(
+            &format!(
+                "INSERT INTO oauth_sessions ({SESSION_COLUMNS})
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0)"
-                ),
-                &[
-                    &s.id,
-                    &s.tenant,
-                    &s.user_id,
-                    &s.client_id,
-                    &s.code_hash,
-                    &s.refresh_hash,
-                    &s.prev_refresh_hash,
-                    &s.doc,
-                    &s.created,
-                    &s.last_active,
-                    &s.expires,
-                    &s.generation,
-                ],
-            )
-            .await
-            .map_err(map_err)?;
-        Ok(())
+            ),
+            &[
+                &s.id,
+                &s.tenant,
+                &s.user_id,
+                &s.client_id,
+                &s.code_hash,
+                &s.refresh_hash,
+                &s.prev_refresh_hash,
+                &s.doc,
+                &s.created,
+                &s.last_active,
+                &s.expires,
+                &s.generation,
+            ],
+        )
+        .await
+        .map_err(map_err)?;
+        super::audit::append_if(&tx, true, &audit).await?;
+        tx.commit().await.map_err(map_err)
     }
 
     async fn session_by_id(&self, tenant: &str, id: &str) -> Result<Option<StoredSession>, StoreError> {
@@ -144,9 +146,10 @@ impl OAuthStore for PgStore {
         }))
     }
 
-    async fn update_session(&self, s: StoredSession) -> Result<bool, StoreError> {
-        let client = self.client().await?;
-        let n = client
+    async fn update_session(&self, s: StoredSession, audit: Option<crate::AuditMaker>) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        let n = tx
             .execute(
                 "UPDATE oauth_sessions SET code_hash = $3, refresh_hash = $4, prev_refresh_hash = $5, doc = $6,
                  last_active = $7, expires = $8, generation = $9::BIGINT
@@ -165,16 +168,24 @@ impl OAuthStore for PgStore {
             )
             .await
             .map_err(map_err)?;
+        super::audit::append_if(&tx, n == 1, &audit).await?;
+        tx.commit().await.map_err(map_err)?;
         Ok(n == 1)
     }
 
-    async fn revoke_sessions(&self, tenant: &str, which: Revoke<'_>) -> Result<u64, StoreError> {
-        let client = self.client().await?;
+    async fn revoke_sessions(
+        &self,
+        tenant: &str,
+        which: Revoke<'_>,
+        audit: Option<crate::AuditMaker>,
+    ) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
         let (column, value) = match which {
             Revoke::Session(id) => ("id", id),
             Revoke::User(id) => ("user_id", id),
         };
-        let n = client
+        let n = tx
             .execute(
                 &format!(
                     "UPDATE oauth_sessions SET revoked = nextval('sessions_revoked_seq')
@@ -184,6 +195,8 @@ impl OAuthStore for PgStore {
             )
             .await
             .map_err(map_err)?;
+        super::audit::append_if(&tx, n > 0, &audit).await?;
+        tx.commit().await.map_err(map_err)?;
         Ok(n)
     }
 
@@ -199,29 +212,30 @@ impl OAuthStore for PgStore {
         Ok(row.as_ref().map(security_from_row))
     }
 
-    async fn put_security(&self, s: StoredSecurity) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                &format!(
-                    "INSERT INTO user_security ({SECURITY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)
+    async fn put_security(&self, s: StoredSecurity, audit: Option<crate::AuditMaker>) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        tx.execute(
+            &format!(
+                "INSERT INTO user_security ({SECURITY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)
                      ON CONFLICT (user_id) DO UPDATE SET tenant = EXCLUDED.tenant, totp_sealed = EXCLUDED.totp_sealed,
                      totp_key_id = EXCLUDED.totp_key_id, totp_last_step = EXCLUDED.totp_last_step,
                      failed = EXCLUDED.failed, locked_until = EXCLUDED.locked_until"
-                ),
-                &[
-                    &s.user_id,
-                    &s.tenant,
-                    &s.totp_sealed,
-                    &s.totp_key_id,
-                    &s.totp_last_step,
-                    &s.failed,
-                    &s.locked_until,
-                ],
-            )
-            .await
-            .map_err(map_err)?;
-        Ok(())
+            ),
+            &[
+                &s.user_id,
+                &s.tenant,
+                &s.totp_sealed,
+                &s.totp_key_id,
+                &s.totp_last_step,
+                &s.failed,
+                &s.locked_until,
+            ],
+        )
+        .await
+        .map_err(map_err)?;
+        super::audit::append_if(&tx, true, &audit).await?;
+        tx.commit().await.map_err(map_err)
     }
 
     async fn delete_ended_sessions(&self, tenant: &str, now: i64) -> Result<u64, StoreError> {

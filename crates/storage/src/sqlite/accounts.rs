@@ -242,6 +242,7 @@ impl AccountStore for SqliteStore {
         reviewer: &str,
         verdict: &str,
         at: i64,
+        audit: Option<crate::AuditMaker>,
     ) -> Result<bool, StoreError> {
         let (tenant, id, reviewer, verdict) = (
             tenant.to_owned(),
@@ -257,6 +258,7 @@ impl AccountStore for SqliteStore {
                          WHERE tenant = ?1 AND id = ?2 AND reviewed_at IS NULL",
                     )?
                     .execute(params![tenant, id, at, reviewer, verdict])?;
+                super::audit::append_if(conn, n == 1, &audit)?;
                 Ok(n == 1)
             })
             .await

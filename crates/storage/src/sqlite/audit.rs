@@ -38,6 +38,19 @@ pub(crate) fn insert_made(conn: &rusqlite::Connection, makers: &[AuditMaker]) ->
     Ok(first)
 }
 
+/// Appends `audit`'s entry inside the writer's transaction when the change it records
+/// happened.
+pub(crate) fn append_if(
+    conn: &rusqlite::Connection,
+    changed: bool,
+    audit: &Option<AuditMaker>,
+) -> Result<(), StoreError> {
+    if changed && let Some(maker) = audit {
+        insert_made(conn, std::slice::from_ref(maker))?;
+    }
+    Ok(())
+}
+
 impl AuditStore for SqliteStore {
     async fn append_audit(&self, makers: Vec<AuditMaker>) -> Result<i64, StoreError> {
         // Only a backend error can fail an append: it runs without a savepoint.

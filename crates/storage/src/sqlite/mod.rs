@@ -602,14 +602,25 @@ impl TokenStore for SqliteStore {
             .await
     }
 
-    async fn revoke_tokens_except(&self, keep: &[u8]) -> Result<u64, StoreError> {
-        let keep = keep.to_vec();
+    async fn replace_tokens(
+        &self,
+        hash: &[u8],
+        label: &str,
+        created: i64,
+        audit: Option<crate::AuditMaker>,
+    ) -> Result<u64, StoreError> {
+        let (hash, label) = (hash.to_vec(), label.to_owned());
         self.pool
             .write(move |conn| {
+                conn.execute(
+                    "INSERT INTO api_tokens (hash, label, created) VALUES (?1, ?2, ?3)",
+                    params![hash, label, created],
+                )?;
                 let n = conn.execute(
                     "UPDATE api_tokens SET revoked = 1 WHERE revoked = 0 AND hash <> ?1",
-                    params![keep],
+                    params![hash],
                 )?;
+                audit::append_if(conn, true, &audit)?;
                 Ok(n as u64)
             })
             .await

@@ -46,7 +46,7 @@ fn security_from_row(r: &Row<'_>) -> rusqlite::Result<StoredSecurity> {
 }
 
 impl OAuthStore for SqliteStore {
-    async fn insert_client(&self, c: StoredClient) -> Result<(), StoreError> {
+    async fn insert_client(&self, c: StoredClient, audit: Option<crate::AuditMaker>) -> Result<(), StoreError> {
         self.pool
             .write(move |conn| {
                 let taken: Option<i64> = conn
@@ -60,7 +60,7 @@ impl OAuthStore for SqliteStore {
                     "INSERT INTO oauth_clients ({CLIENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)"
                 ))?
                 .execute(params![c.id, c.tenant, c.doc, c.created, c.disabled])?;
-                Ok(())
+                super::audit::append_if(conn, true, &audit)
             })
             .await
     }
@@ -92,7 +92,7 @@ impl OAuthStore for SqliteStore {
             .await
     }
 
-    async fn insert_session(&self, s: StoredSession) -> Result<(), StoreError> {
+    async fn insert_session(&self, s: StoredSession, audit: Option<crate::AuditMaker>) -> Result<(), StoreError> {
         self.pool
             .write(move |conn| {
                 let taken: Option<i64> = conn
@@ -120,7 +120,7 @@ impl OAuthStore for SqliteStore {
                     s.expires,
                     s.generation
                 ])?;
-                Ok(())
+                super::audit::append_if(conn, true, &audit)
             })
             .await
     }
@@ -162,7 +162,7 @@ impl OAuthStore for SqliteStore {
             .await
     }
 
-    async fn update_session(&self, s: StoredSession) -> Result<bool, StoreError> {
+    async fn update_session(&self, s: StoredSession, audit: Option<crate::AuditMaker>) -> Result<bool, StoreError> {
         self.pool
             .write(move |conn| {
                 let n = conn
@@ -182,12 +182,18 @@ impl OAuthStore for SqliteStore {
                         s.expires,
                         s.generation
                     ])?;
+                super::audit::append_if(conn, n == 1, &audit)?;
                 Ok(n == 1)
             })
             .await
     }
 
-    async fn revoke_sessions(&self, tenant: &str, which: Revoke<'_>) -> Result<u64, StoreError> {
+    async fn revoke_sessions(
+        &self,
+        tenant: &str,
+        which: Revoke<'_>,
+        audit: Option<crate::AuditMaker>,
+    ) -> Result<u64, StoreError> {
         let tenant = tenant.to_owned();
         let (column, value) = match which {
             Revoke::Session(id) => ("id", id.to_owned()),
@@ -202,6 +208,7 @@ impl OAuthStore for SqliteStore {
                          WHERE tenant = ?1 AND {column} = ?2 AND revoked = 0"
                     ))?
                     .execute(params![tenant, value])?;
+                super::audit::append_if(conn, n > 0, &audit)?;
                 Ok(n as u64)
             })
             .await
@@ -221,7 +228,7 @@ impl OAuthStore for SqliteStore {
             .await
     }
 
-    async fn put_security(&self, s: StoredSecurity) -> Result<(), StoreError> {
+    async fn put_security(&self, s: StoredSecurity, audit: Option<crate::AuditMaker>) -> Result<(), StoreError> {
         self.pool
             .write(move |conn| {
                 conn.prepare_cached(&format!(
@@ -236,7 +243,7 @@ impl OAuthStore for SqliteStore {
                     s.failed,
                     s.locked_until
                 ])?;
-                Ok(())
+                super::audit::append_if(conn, true, &audit)
             })
             .await
     }
