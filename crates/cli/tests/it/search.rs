@@ -330,6 +330,53 @@ async fn searches_match_an_independent_oracle() {
                 }),
             ));
         }
+        // `combo-*`: the observation's own code or value, or a component's.
+        let own_and_components = |v: &Value| -> Vec<Value> {
+            let mut all = vec![v.clone()];
+            all.extend(v["component"].as_array().into_iter().flatten().cloned());
+            all
+        };
+        let has_code_in = |part: &Value, code: &str| codings(&part["code"]).iter().any(|(_, c)| *c == code);
+        for code in ["8480-6", "8302-2", "72166-2"] {
+            cases.push(check(
+                format!("Observation?combo-code={code}"),
+                d.ids("Observation", |v| {
+                    own_and_components(v).iter().any(|c| has_code_in(c, code))
+                }),
+            ));
+            cases.push(check(
+                format!("Observation?category=vital-signs&combo-code:not={code}"),
+                d.ids("Observation", |v| {
+                    codings(&v["category"][0]).iter().any(|(_, c)| *c == "vital-signs")
+                        && !own_and_components(v).iter().any(|c| has_code_in(c, code))
+                }),
+            ));
+        }
+        for (code, n) in [("8480-6", 120.0), ("8302-2", 170.0)] {
+            cases.push(check(
+                format!("Observation?combo-code-value-quantity=http://loinc.org|{code}$ge{n}"),
+                d.ids("Observation", |v| {
+                    own_and_components(v)
+                        .iter()
+                        .any(|c| has_code_in(c, code) && c["valueQuantity"]["value"].as_f64().is_some_and(|x| x >= n))
+                }),
+            ));
+            cases.push(check(
+                format!("Observation?code={code},8462-4&combo-value-quantity=lt{n}"),
+                d.ids("Observation", |v| {
+                    (has_code(v, code) || has_code(v, "8462-4"))
+                        && own_and_components(v)
+                            .iter()
+                            .any(|c| c["valueQuantity"]["value"].as_f64().is_some_and(|x| x < n))
+                }),
+            ));
+        }
+        cases.push(check(
+            "Observation?combo-value-quantity:missing=true".into(),
+            d.ids("Observation", |v| {
+                !own_and_components(v).iter().any(|c| c.get("valueQuantity").is_some())
+            }),
+        ));
         cases.push(check(
             "Observation?code-value-quantity=8302-2$ge170".into(),
             d.ids("Observation", |v| {

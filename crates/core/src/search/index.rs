@@ -139,7 +139,8 @@ pub(crate) fn search_rows(key: &IndexKey, rtype: ResourceType, id: &ResourceId, 
             continue;
         }
         let class = class_of(rtype, p);
-        if class == Class::Unsupported {
+        // A union of two parameters (`combo-code`) is searched through their rows.
+        if class == Class::Unsupported || params::union_of(rtype, p.name).is_some() {
             continue;
         }
         if p.kind == carevault_domain::search::ParamKind::Composite {

@@ -372,6 +372,9 @@ impl Parser<'_> {
                 "_id" if !desc => {}
                 _ => {
                     let p = params::find(self.rtype, name).ok_or_else(|| bad("_sort names an unknown parameter"))?;
+                    if let Some([a, b]) = params::union_of(self.rtype, p.name) {
+                        return Err(bad(format!("cannot sort by `{}`: sort by `{a}` or `{b}`", p.name)));
+                    }
                     match class_of(self.rtype, p) {
                         Class::Identifying => {
                             return Err(bad(format!(
@@ -441,8 +444,8 @@ impl Parser<'_> {
                     param: p.name.to_owned(),
                 },
             };
-            req.conds
-                .push(if missing { Cond::Not(Box::new(present)) } else { present });
+            let cond = if missing { Cond::Not(Box::new(present)) } else { present };
+            req.conds.push(self.unite(p.name, cond));
             return Ok(());
         }
         let values: Vec<String> = split_escaped(value, ',');
@@ -453,8 +456,17 @@ impl Parser<'_> {
             Class::Identifying => self.identifying(p, modifier, &values, req)?,
             _ => self.clinical(p, modifier, &values)?,
         };
-        req.conds.push(cond);
+        req.conds.push(self.unite(p.name, cond));
         Ok(())
+    }
+
+    /// A condition on a union parameter (`combo-code`: see `params::union_of`) as the same
+    /// condition on either of its parts, whose rows it shares; any other condition as it is.
+    fn unite(&self, name: &str, cond: Cond) -> Cond {
+        match params::union_of(self.rtype, name) {
+            Some(parts) => on_either(cond, name, parts),
+            None => cond,
+        }
     }
 
     fn identifying(
@@ -819,6 +831,50 @@ impl Parser<'_> {
             hi += spread;
         }
         Ok((prefix, lo, hi))
+    }
+}
+
+/// `cond`, whose leaves name the union parameter `name` (alone or as the head of a
+/// composite key or of `:text`), with each leaf asked of either part.
+fn on_either(cond: Cond, name: &str, parts: [&str; 2]) -> Cond {
+    match cond {
+        Cond::Not(c) => Cond::Not(Box::new(on_either(*c, name, parts))),
+        Cond::Any(list) => Cond::Any(list.into_iter().map(|c| on_either(c, name, parts)).collect()),
+        Cond::All(list) => Cond::All(list.into_iter().map(|c| on_either(c, name, parts)).collect()),
+        leaf => Cond::Any(
+            parts
+                .iter()
+                .map(|part| {
+                    let mut c = leaf.clone();
+                    if let Some(param) = param_of(&mut c)
+                        && let Some(rest) = param.strip_prefix(name)
+                        && (rest.is_empty() || rest.starts_with(['$', ':']))
+                    {
+                        *param = format!("{part}{rest}");
+                    }
+                    c
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// The parameter a leaf condition is about.
+fn param_of(c: &mut Cond) -> Option<&mut String> {
+    match c {
+        Cond::Token { param, .. }
+        | Cond::TokenAny { param, .. }
+        | Cond::StringPrefix { param, .. }
+        | Cond::StringExact { param, .. }
+        | Cond::StringContains { param, .. }
+        | Cond::Blind { param, .. }
+        | Cond::ReferenceIn { param, .. }
+        | Cond::Reference { param, .. }
+        | Cond::Date { param, .. }
+        | Cond::Number { param, .. }
+        | Cond::Uri { param, .. }
+        | Cond::Present { param, .. } => Some(param),
+        Cond::LastUpdated { .. } | Cond::Id(_) | Cond::Not(_) | Cond::Any(_) | Cond::All(_) => None,
     }
 }
 

@@ -3387,3 +3387,58 @@ pub fn find(rtype: ResourceType, name: &str) -> Option<&'static SearchParam> {
 pub fn all(rtype: ResourceType) -> impl Iterator<Item = &'static SearchParam> {
     COMMON.iter().chain(type_params(rtype))
 }
+
+/// The two parameters of `rtype` that `name` is exactly the union of, when it is one:
+/// Observation's `combo-*` (the observation's own code or value, or a component's). Such a
+/// parameter has no index rows of its own and is searched as either part; sorting by it is
+/// refused (sort by a part).
+pub fn union_of(rtype: ResourceType, name: &str) -> Option<[&'static str; 2]> {
+    if rtype != ResourceType::Observation {
+        return None;
+    }
+    Some(match name {
+        "combo-code" => ["code", "component-code"],
+        "combo-code-value-concept" => ["code-value-concept", "component-code-value-concept"],
+        "combo-code-value-quantity" => ["code-value-quantity", "component-code-value-quantity"],
+        "combo-data-absent-reason" => ["data-absent-reason", "component-data-absent-reason"],
+        "combo-value-concept" => ["value-concept", "component-value-concept"],
+        "combo-value-quantity" => ["value-quantity", "component-value-quantity"],
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod union_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn a_union_parameter_selects_exactly_what_its_parts_select() {
+        let mut unions = 0;
+        for rtype in ResourceType::ALL {
+            for p in all(*rtype) {
+                let Some([a, b]) = union_of(*rtype, p.name) else {
+                    continue;
+                };
+                unions += 1;
+                let (a, b) = (find(*rtype, a).unwrap(), find(*rtype, b).unwrap());
+                assert!(p.kind == a.kind && p.kind == b.kind, "{}", p.name);
+                assert!(
+                    p.components == a.components && p.components == b.components,
+                    "{}",
+                    p.name
+                );
+                let paths = |q: &SearchParam| q.paths.iter().copied().collect::<BTreeSet<_>>();
+                let joined: BTreeSet<_> = paths(a).union(&paths(b)).copied().collect();
+                assert_eq!(paths(p), joined, "{}", p.name);
+                assert!(
+                    paths(a).is_disjoint(&paths(b)),
+                    "{}: a value would be found twice",
+                    p.name
+                );
+            }
+        }
+        assert_eq!(unions, 6, "Observation's six combo parameters");
+    }
+}
