@@ -172,21 +172,26 @@ impl<S: Store> Session<'_, S> {
         } else {
             format!("{path}?{}", params.join("&"))
         };
+        let entry = self.change_entry(|d| self.fill_caller(d));
         self.store
-            .insert_export(ExportJob {
-                tenant: self.tenant.as_str().to_owned(),
-                id: id.0.clone(),
-                state: ExportState::Running,
-                created: now.millis(),
-                updated: now.millis(),
-                expires: now.millis().saturating_add(ttl_ms),
-                transaction_time: now.millis(),
-                request,
-                error: None,
-                written: 0,
-                owner: self.access().actor_key(),
-            })
+            .insert_export(
+                ExportJob {
+                    tenant: self.tenant.as_str().to_owned(),
+                    id: id.0.clone(),
+                    state: ExportState::Running,
+                    created: now.millis(),
+                    updated: now.millis(),
+                    expires: now.millis().saturating_add(ttl_ms),
+                    transaction_time: now.millis(),
+                    request,
+                    error: None,
+                    written: 0,
+                    owner: self.access().actor_key(),
+                },
+                crate::audit::ChangeEntry::maker(&entry),
+            )
             .await?;
+        crate::audit::ChangeEntry::done_if(entry, true);
         let plan = ExportPlan {
             types,
             any_patient: level == ExportLevel::Patient,
@@ -374,7 +379,7 @@ impl<S: Store> Session<'_, S> {
             .await?
             .ok_or(CoreError::NotFound)?;
         if j.expires < self.clock.now().millis() {
-            self.store.delete_export(tenant, job.as_str()).await?;
+            self.store.delete_export(tenant, job.as_str(), None).await?;
             return Err(CoreError::NotFound);
         }
         // Another caller's job does not exist for this one (the system credential sees all).
@@ -423,11 +428,17 @@ impl<S: Store> Session<'_, S> {
     /// Cancels a job (running or not) and deletes its files.
     pub async fn cancel_export(&self, job: &ExportJobId) -> Result<(), CoreError> {
         self.live_job(job).await?;
-        if self.store.delete_export(self.tenant.as_str(), job.as_str()).await? {
-            Ok(())
-        } else {
-            Err(CoreError::NotFound)
-        }
+        let entry = self.change_entry(|d| self.fill_caller(d));
+        let deleted = self
+            .store
+            .delete_export(
+                self.tenant.as_str(),
+                job.as_str(),
+                crate::audit::ChangeEntry::maker(&entry),
+            )
+            .await?;
+        crate::audit::ChangeEntry::done_if(entry, deleted);
+        if deleted { Ok(()) } else { Err(CoreError::NotFound) }
     }
 }
 

@@ -111,9 +111,11 @@ pub(crate) async fn record(State(state): State<AppState>, req: Request, next: Ne
     // A request that may change state commits its entry in the change's transaction: the
     // core completes it (the caller, the resource, a sign-in's account and outcome) and the
     // store writes it with the change. FHIR writes; sign-in, consent, token and revocation
-    // posts; the operator's account and client changes.
+    // posts; export kick-offs (a GET that starts a job); the operator's account and client
+    // changes.
     let writes = (path.starts_with("/fhir")
-        && matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE))
+        && (matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE)
+            || path.ends_with("/$export")))
         || (method == Method::POST && (path.starts_with("/oauth/") || path.starts_with("/operator/")));
     let response = if writes {
         let draft = AuditDraft {

@@ -129,8 +129,8 @@ impl TokenStore for AnyStore {
 }
 
 impl crate::ExportStore for AnyStore {
-    async fn insert_export(&self, job: crate::ExportJob) -> Result<(), StoreError> {
-        forward!(self, s => s.insert_export(job))
+    async fn insert_export(&self, job: crate::ExportJob, audit: Option<AuditMaker>) -> Result<(), StoreError> {
+        forward!(self, s => s.insert_export(job, audit))
     }
 
     async fn export(&self, tenant: &str, id: &str) -> Result<Option<crate::ExportJob>, StoreError> {
@@ -166,8 +166,8 @@ impl crate::ExportStore for AnyStore {
         forward!(self, s => s.export_file(tenant, id, n))
     }
 
-    async fn delete_export(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
-        forward!(self, s => s.delete_export(tenant, id))
+    async fn delete_export(&self, tenant: &str, id: &str, audit: Option<AuditMaker>) -> Result<bool, StoreError> {
+        forward!(self, s => s.delete_export(tenant, id, audit))
     }
 
     async fn delete_expired_exports(&self, now: i64) -> Result<u64, StoreError> {

@@ -190,6 +190,34 @@ async fn suite<S: Store>(s: S) {
         "a failed replacement revokes nothing"
     );
 
+    // A set of creates (written together on PostgreSQL): all or nothing, in the set's order;
+    // one id that exists, or one id twice, fails the whole set.
+    let creates = |ids: &[&str]| ChangeSet {
+        versions: ids
+            .iter()
+            .map(|id| version(id, 1, Expect::Absent, Op::Create, &[b"set-tag"]))
+            .collect(),
+        audit: None,
+    };
+    assert!(matches!(
+        s.apply(creates(&["set-1", "a", "set-2"])).await,
+        Err(StoreError::Conflict)
+    ));
+    assert!(s.apply(creates(&["set-1", "set-1"])).await.is_err());
+    assert!(s.current(&key("set-1")).await.unwrap().is_none(), "nothing written");
+    s.apply(creates(&["set-1", "set-2", "set-3"])).await.unwrap();
+    for id in ["set-1", "set-2", "set-3"] {
+        let v = s.current(&key(id)).await.unwrap().unwrap();
+        assert_eq!((v.version, v.body), (1, format!("sealed-{id}-1").into_bytes()));
+    }
+    let mut tagged = s.find_by_identifier("default", "Observation", b"set-tag").await.unwrap();
+    tagged.sort();
+    assert_eq!(tagged, vec!["set-1", "set-2", "set-3"], "each create's identifier tag");
+    s.apply(one(version("set-2", 2, Expect::Version(1), Op::Update, &[])))
+        .await
+        .unwrap();
+    assert_eq!(s.current(&key("set-2")).await.unwrap().unwrap().version, 2);
+
     // concurrent updates with the same expectation: exactly one wins
     s.apply(one(version("race", 1, Expect::Absent, Op::Create, &[])))
         .await
@@ -734,9 +762,9 @@ async fn export_suite<S: Store>(s: S) {
         key_id: 1,
         body: vec![n as u8; 8],
     };
-    s.insert_export(job("j1", 1_000)).await.unwrap();
-    s.insert_export(job("j2", 5)).await.unwrap();
-    assert!(s.insert_export(job("j1", 1_000)).await.is_err(), "ids are unique");
+    s.insert_export(job("j1", 1_000), None).await.unwrap();
+    s.insert_export(job("j2", 5), None).await.unwrap();
+    assert!(s.insert_export(job("j1", 1_000), None).await.is_err(), "ids are unique");
     assert!(s.add_export_file("default", "j1", file(0, 3), 20).await.unwrap());
     assert!(s.add_export_file("default", "j1", file(1, 2), 30).await.unwrap());
     let j = s.export("default", "j1").await.unwrap().unwrap();
@@ -771,10 +799,30 @@ async fn export_suite<S: Store>(s: S) {
     assert_eq!(s.export_file("default", "j2", 0).await.unwrap(), None);
     assert!(s.export("default", "j1").await.unwrap().is_some());
     // Cancelling deletes; the worker's next file is refused.
-    assert!(s.delete_export("default", "j1").await.unwrap());
-    assert!(!s.delete_export("default", "j1").await.unwrap());
+    assert!(s.delete_export("default", "j1", None).await.unwrap());
+    assert!(!s.delete_export("default", "j1", None).await.unwrap());
     assert!(s.export_files("default", "j1").await.unwrap().is_empty());
     assert!(!s.add_export_file("default", "j1", file(3, 1), 70).await.unwrap());
+    // A kick-off and a cancellation commit with their entries: one each, none for a job
+    // refused or already gone.
+    let maker = AuditMaker(std::sync::Arc::new(|i: i64| AuditRecord {
+        index: i,
+        recorded: 1,
+        body: b"{}".to_vec(),
+        leaf: vec![0; 32],
+        mac: vec![0; 32],
+        agent: "user:u1".into(),
+        patient: None,
+        subtype: "operation:export".into(),
+        outcome: "0".into(),
+        entity: None,
+    }));
+    let before = s.audit_size().await.unwrap();
+    s.insert_export(job("ja", 1_000), Some(maker.clone())).await.unwrap();
+    assert!(s.insert_export(job("ja", 1_000), Some(maker.clone())).await.is_err());
+    assert!(s.delete_export("default", "ja", Some(maker.clone())).await.unwrap());
+    assert!(!s.delete_export("default", "ja", Some(maker)).await.unwrap());
+    assert_eq!(s.audit_size().await.unwrap(), before + 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -64,7 +64,11 @@ pub struct ExportFileInfo {
 }
 
 pub trait ExportStore: Send + Sync {
-    fn insert_export(&self, job: ExportJob) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn insert_export(
+        &self,
+        job: ExportJob,
+        audit: Option<crate::AuditMaker>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     fn export(&self, tenant: &str, id: &str) -> impl Future<Output = Result<Option<ExportJob>, StoreError>> + Send;
 
@@ -103,7 +107,12 @@ pub trait ExportStore: Send + Sync {
     ) -> impl Future<Output = Result<Option<ExportFile>, StoreError>> + Send;
 
     /// Deletes a job and its files; `false` when there was none.
-    fn delete_export(&self, tenant: &str, id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn delete_export(
+        &self,
+        tenant: &str,
+        id: &str,
+        audit: Option<crate::AuditMaker>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Deletes every job (of any tenant) that expired before `now`, with its files.
     fn delete_expired_exports(&self, now: i64) -> impl Future<Output = Result<u64, StoreError>> + Send;

@@ -24,34 +24,35 @@ fn job_from_row(r: &Row) -> ExportJob {
 }
 
 impl ExportStore for PgStore {
-    async fn insert_export(&self, job: ExportJob) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        let stmt = client
+    async fn insert_export(&self, job: ExportJob, audit: Option<crate::AuditMaker>) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        let stmt = tx
             .prepare_cached(&format!(
                 "INSERT INTO export_jobs ({JOB_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
             ))
             .await?;
         let state = job.state as i64;
-        client
-            .execute(
-                &stmt,
-                &[
-                    &job.tenant,
-                    &job.id,
-                    &state,
-                    &job.created,
-                    &job.updated,
-                    &job.expires,
-                    &job.transaction_time,
-                    &job.request,
-                    &job.error,
-                    &job.written,
-                    &job.owner,
-                ],
-            )
-            .await
-            .map_err(map_err)?;
-        Ok(())
+        tx.execute(
+            &stmt,
+            &[
+                &job.tenant,
+                &job.id,
+                &state,
+                &job.created,
+                &job.updated,
+                &job.expires,
+                &job.transaction_time,
+                &job.request,
+                &job.error,
+                &job.written,
+                &job.owner,
+            ],
+        )
+        .await
+        .map_err(map_err)?;
+        super::audit::append_if(&tx, true, &audit).await?;
+        tx.commit().await.map_err(map_err)
     }
 
     async fn export(&self, tenant: &str, id: &str) -> Result<Option<ExportJob>, StoreError> {
@@ -164,7 +165,12 @@ impl ExportStore for PgStore {
         }))
     }
 
-    async fn delete_export(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+    async fn delete_export(
+        &self,
+        tenant: &str,
+        id: &str,
+        audit: Option<crate::AuditMaker>,
+    ) -> Result<bool, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(map_err)?;
         tx.execute(
@@ -177,6 +183,7 @@ impl ExportStore for PgStore {
             .execute("DELETE FROM export_jobs WHERE tenant = $1 AND id = $2", &[&tenant, &id])
             .await
             .map_err(map_err)?;
+        super::audit::append_if(&tx, n > 0, &audit).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(n > 0)
     }

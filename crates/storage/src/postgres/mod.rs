@@ -183,76 +183,83 @@ impl ResourceStore for PgStore {
                 "INSERT INTO identifier_index (tenant, rtype, tag, id) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
             )
             .await?;
-        let mut rids = Vec::with_capacity(changes.versions.len());
-        for v in &changes.versions {
-            let k = &v.key;
-            let current: Option<(i64, i64)> = tx
-                .query_opt(&select, &[&k.tenant, &k.rtype, &k.id])
-                .await
-                .map_err(map_err)?
-                .map(|r| (r.get(0), r.get(1)));
-            let holds = match (v.expect, current) {
-                (Expect::Absent, None) => true,
-                (Expect::Version(want), Some((have, _))) => want as i64 == have,
-                _ => false,
-            };
-            if !holds {
-                return Err(StoreError::Conflict);
-            }
-            let version = v.version as i64;
-            let op = v.op as i16;
-            let row = tx
-                .query_one(
-                    &insert,
-                    &[
-                        &k.tenant,
-                        &k.rtype,
-                        &k.id,
-                        &version,
-                        &v.last_updated,
-                        &op,
-                        &v.key_id,
-                        &v.patient,
-                        &v.body,
-                        &current.map(|(_, rid)| rid),
-                    ],
+        // A set of creates only (an import's bundle, most transactions) is checked and written
+        // in a few statements for the whole set; anything else one version at a time.
+        let rids = if changes.versions.len() > 1 && changes.versions.iter().all(|v| v.expect == Expect::Absent) {
+            create_all(&tx, &changes).await?
+        } else {
+            let mut rids = Vec::with_capacity(changes.versions.len());
+            for v in &changes.versions {
+                let k = &v.key;
+                let current: Option<(i64, i64)> = tx
+                    .query_opt(&select, &[&k.tenant, &k.rtype, &k.id])
+                    .await
+                    .map_err(map_err)?
+                    .map(|r| (r.get(0), r.get(1)));
+                let holds = match (v.expect, current) {
+                    (Expect::Absent, None) => true,
+                    (Expect::Version(want), Some((have, _))) => want as i64 == have,
+                    _ => false,
+                };
+                if !holds {
+                    return Err(StoreError::Conflict);
+                }
+                let version = v.version as i64;
+                let op = v.op as i16;
+                let row = tx
+                    .query_one(
+                        &insert,
+                        &[
+                            &k.tenant,
+                            &k.rtype,
+                            &k.id,
+                            &version,
+                            &v.last_updated,
+                            &op,
+                            &v.key_id,
+                            &v.patient,
+                            &v.body,
+                            &current.map(|(_, rid)| rid),
+                        ],
+                    )
+                    .await
+                    .map_err(map_err)?;
+                let seq: i64 = row.get(0);
+                // A resource keeps the row id its first version gave it; index rows point there.
+                let rid = current.map_or(seq, |(_, rid)| rid);
+                rids.push(rid);
+                let deleted = v.op == Op::Delete;
+                let current_row = if current.is_some() {
+                    &update_current
+                } else {
+                    &insert_current
+                };
+                let facts = crate::types::encode_facts(&v.search_rows);
+                tx.execute(
+                    current_row,
+                    &[&rid, &k.tenant, &k.rtype, &k.id, &version, &seq, &deleted, &facts],
                 )
                 .await
                 .map_err(map_err)?;
-            let seq: i64 = row.get(0);
-            // A resource keeps the row id its first version gave it; index rows point there.
-            let rid = current.map_or(seq, |(_, rid)| rid);
-            rids.push(rid);
-            let deleted = v.op == Op::Delete;
-            let current_row = if current.is_some() {
-                &update_current
-            } else {
-                &insert_current
-            };
-            let facts = crate::types::encode_facts(&v.search_rows);
-            tx.execute(
-                current_row,
-                &[&rid, &k.tenant, &k.rtype, &k.id, &version, &seq, &deleted, &facts],
-            )
-            .await
-            .map_err(map_err)?;
-            if current.is_some() {
-                tx.execute(&unindex, &[&k.tenant, &k.rtype, &k.id])
-                    .await
-                    .map_err(map_err)?;
-                for table in Table::ALL {
-                    let stmt = tx
-                        .prepare_cached(&format!("DELETE FROM {} WHERE rid = $1", table.name()))
-                        .await?;
-                    tx.execute(&stmt, &[&rid]).await.map_err(map_err)?;
+                if current.is_some() {
+                    tx.execute(&unindex, &[&k.tenant, &k.rtype, &k.id])
+                        .await
+                        .map_err(map_err)?;
+                    for table in Table::ALL {
+                        let stmt = tx
+                            .prepare_cached(&format!("DELETE FROM {} WHERE rid = $1", table.name()))
+                            .await?;
+                        tx.execute(&stmt, &[&rid]).await.map_err(map_err)?;
+                    }
+                }
+                for tag in &v.identifier_tags {
+                    tx.execute(&index, &[&k.tenant, &k.rtype, tag, &k.id])
+                        .await
+                        .map_err(map_err)?;
                 }
             }
-            for tag in &v.identifier_tags {
-                tx.execute(&index, &[&k.tenant, &k.rtype, tag, &k.id])
-                    .await
-                    .map_err(map_err)?;
-            }
-        }
+            rids
+        };
         insert_search_rows(&tx, &changes, &rids).await?;
         if let Some(maker) = &changes.audit {
             audit::insert_made(&tx, std::slice::from_ref(maker)).await?;
@@ -449,6 +456,104 @@ impl ResourceStore for PgStore {
 
 /// Every index row of a change set, one multi-row `INSERT … SELECT FROM UNNEST(…)` per
 /// table instead of a round trip per row. `rids[i]` is the row id of `changes.versions[i]`.
+/// Writes a change set whose every version creates a resource: none of them may exist (a
+/// concurrent create of one of these ids loses on the unique key and is a conflict), their
+/// row ids are drawn in one statement in the set's order, and versions, current rows and
+/// identifier tags are each inserted in one statement. The row ids, in order.
+async fn create_all(tx: &deadpool_postgres::Transaction<'_>, changes: &ChangeSet) -> Result<Vec<i64>, StoreError> {
+    let vs = &changes.versions;
+    let tenants: Vec<&str> = vs.iter().map(|v| v.key.tenant.as_str()).collect();
+    let rtypes: Vec<&str> = vs.iter().map(|v| v.key.rtype.as_str()).collect();
+    let ids: Vec<&str> = vs.iter().map(|v| v.key.id.as_str()).collect();
+    let taken = tx
+        .prepare_cached(
+            "SELECT 1 FROM unnest($1::text[], $2::text[], $3::text[]) AS u(tenant, rtype, id)
+             JOIN resources r ON r.tenant = u.tenant AND r.rtype = u.rtype AND r.id = u.id LIMIT 1",
+        )
+        .await?;
+    if tx
+        .query_opt(&taken, &[&tenants, &rtypes, &ids])
+        .await
+        .map_err(map_err)?
+        .is_some()
+    {
+        return Err(StoreError::Conflict);
+    }
+    let draw = tx
+        .prepare_cached(
+            "SELECT nextval(pg_get_serial_sequence('resource_versions', 'seq')) AS seq
+             FROM generate_series(1, $1::bigint) ORDER BY seq",
+        )
+        .await?;
+    let seqs: Vec<i64> = tx
+        .query(&draw, &[&(vs.len() as i64)])
+        .await
+        .map_err(map_err)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if seqs.len() != vs.len() {
+        return Err(StoreError::backend("postgres", "row ids were not drawn"));
+    }
+    let versions: Vec<i64> = vs.iter().map(|v| v.version as i64).collect();
+    let updated: Vec<i64> = vs.iter().map(|v| v.last_updated).collect();
+    let ops: Vec<i16> = vs.iter().map(|v| v.op as i16).collect();
+    let key_ids: Vec<i64> = vs.iter().map(|v| v.key_id).collect();
+    let patients: Vec<&str> = vs.iter().map(|v| v.patient.as_str()).collect();
+    let bodies: Vec<&[u8]> = vs.iter().map(|v| v.body.as_slice()).collect();
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO resource_versions (seq, rid, tenant, rtype, id, version, last_updated, op, key_id, patient, body)
+             SELECT seq, seq, tenant, rtype, id, version, last_updated, op, key_id, patient, body
+             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
+                         $7::smallint[], $8::bigint[], $9::text[], $10::bytea[])
+                  AS u(seq, tenant, rtype, id, version, last_updated, op, key_id, patient, body)",
+        )
+        .await?;
+    tx.execute(
+        &insert,
+        &[
+            &seqs, &tenants, &rtypes, &ids, &versions, &updated, &ops, &key_ids, &patients, &bodies,
+        ],
+    )
+    .await
+    .map_err(map_err)?;
+    let deleted: Vec<bool> = vs.iter().map(|v| v.op == Op::Delete).collect();
+    let facts: Vec<String> = vs.iter().map(|v| crate::types::encode_facts(&v.search_rows)).collect();
+    let current = tx
+        .prepare_cached(
+            "INSERT INTO resources (rid, tenant, rtype, id, version, seq, deleted, facts)
+             SELECT rid, tenant, rtype, id, version, rid, deleted, facts
+             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bool[], $7::text[])
+                  AS u(rid, tenant, rtype, id, version, deleted, facts)",
+        )
+        .await?;
+    tx.execute(&current, &[&seqs, &tenants, &rtypes, &ids, &versions, &deleted, &facts])
+        .await
+        .map_err(map_err)?;
+    let (mut t_tenants, mut t_rtypes, mut t_tags, mut t_ids) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for v in vs {
+        for tag in &v.identifier_tags {
+            t_tenants.push(v.key.tenant.as_str());
+            t_rtypes.push(v.key.rtype.as_str());
+            t_tags.push(tag.as_slice());
+            t_ids.push(v.key.id.as_str());
+        }
+    }
+    if !t_tags.is_empty() {
+        let index = tx
+            .prepare_cached(
+                "INSERT INTO identifier_index (tenant, rtype, tag, id)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[]) ON CONFLICT DO NOTHING",
+            )
+            .await?;
+        tx.execute(&index, &[&t_tenants, &t_rtypes, &t_tags, &t_ids])
+            .await
+            .map_err(map_err)?;
+    }
+    Ok(seqs)
+}
+
 async fn insert_search_rows(
     tx: &deadpool_postgres::Transaction<'_>,
     changes: &ChangeSet,

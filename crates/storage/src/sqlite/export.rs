@@ -24,7 +24,7 @@ fn job_from_row(r: &Row<'_>) -> rusqlite::Result<ExportJob> {
 }
 
 impl ExportStore for SqliteStore {
-    async fn insert_export(&self, job: ExportJob) -> Result<(), StoreError> {
+    async fn insert_export(&self, job: ExportJob, audit: Option<crate::AuditMaker>) -> Result<(), StoreError> {
         self.pool
             .write(move |conn| {
                 conn.prepare_cached(&format!(
@@ -43,7 +43,7 @@ impl ExportStore for SqliteStore {
                     job.written,
                     job.owner
                 ])?;
-                Ok(())
+                super::audit::append_if(conn, true, &audit)
             })
             .await
     }
@@ -156,7 +156,12 @@ impl ExportStore for SqliteStore {
             .await
     }
 
-    async fn delete_export(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+    async fn delete_export(
+        &self,
+        tenant: &str,
+        id: &str,
+        audit: Option<crate::AuditMaker>,
+    ) -> Result<bool, StoreError> {
         let (tenant, id) = (tenant.to_owned(), id.to_owned());
         self.pool
             .write(move |conn| {
@@ -165,6 +170,7 @@ impl ExportStore for SqliteStore {
                 let n = conn
                     .prepare_cached("DELETE FROM export_jobs WHERE tenant = ?1 AND id = ?2")?
                     .execute(params![tenant, id])?;
+                super::audit::append_if(conn, n > 0, &audit)?;
                 Ok(n > 0)
             })
             .await
