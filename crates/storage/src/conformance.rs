@@ -210,7 +210,10 @@ async fn suite<S: Store>(s: S) {
         let v = s.current(&key(id)).await.unwrap().unwrap();
         assert_eq!((v.version, v.body), (1, format!("sealed-{id}-1").into_bytes()));
     }
-    let mut tagged = s.find_by_identifier("default", "Observation", b"set-tag").await.unwrap();
+    let mut tagged = s
+        .find_by_identifier("default", "Observation", b"set-tag")
+        .await
+        .unwrap();
     tagged.sort();
     assert_eq!(tagged, vec!["set-1", "set-2", "set-3"], "each create's identifier tag");
     s.apply(one(version("set-2", 2, Expect::Version(1), Op::Update, &[])))

@@ -446,6 +446,9 @@ async fn searches_match_an_independent_oracle() {
             let count = [3, 7, 50][i % 3];
             let (got, _) = all_pages(&app, &format!("{query}&_count={count}")).await;
             assert_eq!(&got, expect, "{}: {query}", backend.name());
+            // The count answers the same set's size (it runs its own SQL).
+            let total = app.get(&format!("{query}&_summary=count")).await.json()["total"].clone();
+            assert_eq!(total, expect.len(), "{}: {query}&_summary=count", backend.name());
             checked += 1;
         }
         // Sorting: every page in order.

@@ -839,7 +839,15 @@ impl Parser<'_> {
 fn on_either(cond: Cond, name: &str, parts: [&str; 2]) -> Cond {
     match cond {
         Cond::Not(c) => Cond::Not(Box::new(on_either(*c, name, parts))),
-        Cond::Any(list) => Cond::Any(list.into_iter().map(|c| on_either(c, name, parts)).collect()),
+        // An OR of ORs is one OR: a flat list can drive a query and be counted.
+        Cond::Any(list) => Cond::Any(
+            list.into_iter()
+                .flat_map(|c| match on_either(c, name, parts) {
+                    Cond::Any(inner) => inner,
+                    other => vec![other],
+                })
+                .collect(),
+        ),
         Cond::All(list) => Cond::All(list.into_iter().map(|c| on_either(c, name, parts)).collect()),
         leaf => Cond::Any(
             parts
