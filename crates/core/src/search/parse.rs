@@ -577,7 +577,9 @@ impl Parser<'_> {
             }
             _ => return Err(bad(format!("`{}` is not supported yet", p.name))),
         }
-        Ok(Cond::Any(any))
+        // One value is its own condition: a lone blind tag can drive a page by joining its
+        // index in row-id order and stop after the page.
+        Ok(if any.len() == 1 { any.remove(0) } else { Cond::Any(any) })
     }
 
     fn clinical(&self, p: &'static SearchParam, modifier: Option<&str>, values: &[String]) -> Result<Cond, CoreError> {

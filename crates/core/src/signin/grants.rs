@@ -567,13 +567,7 @@ impl<S: Store> Vault<S> {
         session.doc = doc.to_json()?;
         session.last_active = now;
         session.generation += 1;
-        let entry = self.change_entry(|d| acting(d, session.user_id.as_deref(), &session.client_id));
-        let exchanged = self
-            .store
-            .update_session(session.clone(), ChangeEntry::maker(&entry))
-            .await?;
-        ChangeEntry::done_if(entry, exchanged);
-        if !exchanged {
+        if !self.save_session(&session).await? {
             return Err(bad("the code is not valid"));
         }
         self.answer(&session, &doc, scopes, refresh)
@@ -629,13 +623,7 @@ impl<S: Store> Vault<S> {
         session.refresh_hash = Some(hash_token(&next).0.to_vec());
         session.last_active = now;
         session.generation += 1;
-        let entry = self.change_entry(|d| acting(d, session.user_id.as_deref(), &session.client_id));
-        let rotated = self
-            .store
-            .update_session(session.clone(), ChangeEntry::maker(&entry))
-            .await?;
-        ChangeEntry::done_if(entry, rotated);
-        if !rotated {
+        if !self.save_session(&session).await? {
             return Err(bad("the refresh token is not valid"));
         }
         self.answer(&session, &doc, scopes, Some(next))
@@ -738,6 +726,18 @@ impl<S: Store> Vault<S> {
         }
         let bytes = serde_json::to_vec(&claims).map_err(|_| CoreError::Integrity)?;
         Ok(self.signer.sign(&bytes))
+    }
+
+    /// Writes a session's next generation (`false` when another request changed it first);
+    /// the token request's entry, naming the account and the client, commits with it.
+    async fn save_session(&self, session: &StoredSession) -> Result<bool, CoreError> {
+        let entry = self.change_entry(|d| acting(d, session.user_id.as_deref(), &session.client_id));
+        let saved = self
+            .store
+            .update_session(session.clone(), ChangeEntry::maker(&entry))
+            .await?;
+        ChangeEntry::done_if(entry, saved);
+        Ok(saved)
     }
 
     /// Ends one session; its tokens fail on the next request (its entry, if pending, with it).
