@@ -548,6 +548,22 @@ impl Sql {
     }
 
     /// The driving condition in its form (see `Driver`); every other one is a correlated probe.
+    /// The current version's row, joined only when the query reads its update time (a
+    /// `_lastUpdated` condition or sort): a count or page otherwise needs nothing from it.
+    fn versions_join(&mut self, q: &SearchQuery) {
+        fn reads(c: &Cond) -> bool {
+            match c {
+                Cond::LastUpdated { .. } => true,
+                Cond::Not(c) => reads(c),
+                Cond::Any(list) | Cond::All(list) => list.iter().any(reads),
+                _ => false,
+            }
+        }
+        if q.conds.iter().any(reads) || q.sort.iter().any(|(k, _)| *k == SortKey::LastUpdated) {
+            self.push(" JOIN resource_versions v ON v.seq = r.seq");
+        }
+    }
+
     fn base_where(&mut self, q: &SearchQuery, driver: Driver) {
         let joined = match driver {
             Driver::Joined(i) => q.conds.get(i).map(|c| (i, c)),
@@ -563,16 +579,17 @@ impl Sql {
                 Cond::Reference { .. } => Table::Reference,
                 _ => Table::Token,
             };
-            self.push(&format!(
-                " FROM {} d JOIN resources r ON r.rid = d.rid JOIN resource_versions v ON v.seq = r.seq WHERE ",
-                table.name()
-            ));
+            self.push(&format!(" FROM {} d JOIN resources r ON r.rid = d.rid", table.name()));
+            self.versions_join(q);
+            self.push(" WHERE ");
             self.joined = true;
             self.cond(c);
             self.joined = false;
             self.push(" AND ");
         } else {
-            self.push(" FROM resources r JOIN resource_versions v ON v.seq = r.seq WHERE ");
+            self.push(" FROM resources r");
+            self.versions_join(q);
+            self.push(" WHERE ");
             if self.dialect == Dialect::Postgres {
                 // The expression of PostgreSQL's `resources_by_type` index (see its schema).
                 self.push("(r.tenant || '/' || r.rtype) = ");

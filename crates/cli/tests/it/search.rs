@@ -420,6 +420,15 @@ async fn searches_match_an_independent_oracle() {
                 texts.iter().any(|t| t.starts_with("body"))
             }),
         ));
+        // Everything here was written today: `_lastUpdated` reads the current version's time.
+        cases.push(check(
+            "Observation?code=8302-2&_lastUpdated=ge2020-01-01".into(),
+            d.ids("Observation", |v| has_code(v, "8302-2")),
+        ));
+        cases.push(check(
+            "Observation?code=8302-2&_lastUpdated=lt2020-01-01".into(),
+            BTreeSet::new(),
+        ));
         cases.push(check(
             "Encounter?class=AMB".into(),
             d.ids("Encounter", |v| v["class"]["code"] == "AMB"),
