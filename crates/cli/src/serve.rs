@@ -54,9 +54,9 @@ pub async fn serve_settings(settings: Settings, ready: impl FnOnce(&str)) -> Res
     serve_vault(settings, vault, ready).await
 }
 
-/// Deletes expired bulk exports at start and then every ten minutes (a status or file request
-/// for an expired job also deletes it on sight).
-fn spawn_export_janitor(vault: std::sync::Arc<carevault_core::Vault<carevault_storage::AnyStore>>) {
+/// Deletes expired bulk exports (a status or file request for an expired job also deletes it
+/// on sight) and ended sign-in sessions, at start and then every ten minutes.
+fn spawn_janitor(vault: std::sync::Arc<carevault_core::Vault<carevault_storage::AnyStore>>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(600));
         loop {
@@ -65,6 +65,11 @@ fn spawn_export_janitor(vault: std::sync::Arc<carevault_core::Vault<carevault_st
                 Ok(0) => {}
                 Ok(n) => tracing::info!(jobs = n, "expired exports deleted"),
                 Err(e) => tracing::warn!(error = %e, "expired exports could not be deleted"),
+            }
+            match vault.purge_ended_sessions().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(sessions = n, "ended sign-in sessions deleted"),
+                Err(e) => tracing::warn!(error = %e, "ended sign-in sessions could not be deleted"),
             }
         }
     });
@@ -134,7 +139,7 @@ pub async fn serve_vault(
         cors_origins: settings.cors_origins.clone(),
         audit_witness: Some(settings.audit_witness.clone()),
     };
-    spawn_export_janitor(std::sync::Arc::clone(&vault));
+    spawn_janitor(std::sync::Arc::clone(&vault));
     spawn_head_signer(
         std::sync::Arc::clone(&vault),
         settings.audit_witness.clone(),

@@ -728,6 +728,16 @@ impl<S: Store> Vault<S> {
         Ok(self.signer.sign(&bytes))
     }
 
+    /// Deletes the sign-in sessions that ended (their lifetime or last token past) before
+    /// now; how many. Their tokens were refused already; the newest revocation stays so the
+    /// access epoch never steps back.
+    pub async fn purge_ended_sessions(&self) -> Result<u64, CoreError> {
+        Ok(self
+            .store
+            .delete_ended_sessions(self.tenant.as_str(), self.clock.now().millis())
+            .await?)
+    }
+
     /// Writes a session's next generation (`false` when another request changed it first);
     /// the token request's entry, naming the account and the client, commits with it.
     async fn save_session(&self, session: &StoredSession) -> Result<bool, CoreError> {

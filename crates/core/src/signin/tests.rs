@@ -365,6 +365,21 @@ async fn sessions_end_when_idle_at_their_lifetime_and_on_revocation() {
         .await
         .unwrap();
     assert!(w.v.authenticate(&t.access_token).await.unwrap().is_err());
+
+    // Ended sessions are deleted by the janitor; their tokens stay refused.
+    // The first two sessions have ended, but disabling the account just now revoked them
+    // together with the last one: rows with the newest revocation stay (the access epoch
+    // reads it).
+    assert_eq!(w.v.purge_ended_sessions().await.unwrap(), 0);
+    w.clock.advance_millis(13 * 60 * 60 * SECOND);
+    assert_eq!(
+        w.v.purge_ended_sessions().await.unwrap(),
+        2,
+        "the logout's and the refresh revocation's sessions"
+    );
+    assert_eq!(w.v.purge_ended_sessions().await.unwrap(), 0);
+    assert!(w.v.authenticate(&t.access_token).await.unwrap().is_err());
+    assert_eq!(w.v.introspect(&r).await.unwrap()["active"], false);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
