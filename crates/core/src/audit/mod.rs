@@ -177,7 +177,7 @@ pub(crate) fn committed(draft: AuditDraft) {
 
 /// The pending entry of the request or operator command being served, completed for a
 /// change about to commit: the store appends it (`maker`) in the change's transaction, and
-/// `done` marks it committed so that nothing appends it again.
+/// `done_if` marks it committed so that nothing appends it again.
 pub(crate) struct ChangeEntry {
     draft: AuditDraft,
     maker: AuditMaker,
