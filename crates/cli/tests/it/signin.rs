@@ -419,6 +419,27 @@ async fn a_smart_app_signs_a_patient_in_with_pkce_and_reads_only_their_record() 
             backend.name()
         );
         assert_eq!(entries("revoke").await.len(), 1, "{}", backend.name());
+        // A code presented twice ends the session it made; the refused request's entry commits
+        // with that revocation and says it failed.
+        let consent = login(&app, &b, &q, "ada", "a long enough password", "").await;
+        let code = approve(&app, &b, &consent.text).await;
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", REDIRECT),
+            ("client_id", client.as_str()),
+            ("code_verifier", VERIFIER),
+        ];
+        assert_eq!(token_request(&app, &b, &form).await.0, StatusCode::OK);
+        assert_eq!(token_request(&app, &b, &form).await.0, StatusCode::BAD_REQUEST);
+        let tokens = entries("token").await;
+        assert_eq!(tokens.len(), 5, "{}: {tokens:?}", backend.name());
+        assert_eq!(
+            tokens[4],
+            ("4".to_owned(), ada.clone(), client.clone()),
+            "{}: the replay, named, refused",
+            backend.name()
+        );
 
         // Refused requests never redirect to an unregistered URI.
         let mut bad = q.clone();

@@ -7,7 +7,7 @@
 
 use super::{ClientInfo, OAuthError, SignedIn};
 use crate::access::{Role, Scope, ScopeSet};
-use crate::audit::{AuditDraft, ChangeEntry};
+use crate::audit::{AuditDraft, ChangeEntry, Outcome};
 use crate::{CoreError, Vault};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -541,7 +541,13 @@ impl<S: Store> Vault<S> {
         let mut doc = GrantDoc::parse(&session.doc)?;
         if doc.code_used {
             // A code presented twice: whoever has it, the session it made is no longer trusted.
-            self.revoke_session(&session.id).await?;
+            self.revoke_session(
+                &session.id,
+                session.user_id.as_deref(),
+                &session.client_id,
+                Outcome::MinorFailure,
+            )
+            .await?;
             return Err(bad("the code was already used"));
         }
         let now = self.clock.now().millis();
@@ -587,7 +593,8 @@ impl<S: Store> Vault<S> {
             Some((s, SessionMatch::Refresh)) if s.client_id == client.id => s,
             Some((s, SessionMatch::PreviousRefresh)) if s.client_id == client.id => {
                 // A rotated-away refresh token came back: the chain was copied; end it.
-                self.revoke_session(&s.id).await?;
+                self.revoke_session(&s.id, s.user_id.as_deref(), &s.client_id, Outcome::MinorFailure)
+                    .await?;
                 return Err(bad("the refresh token was already used"));
             }
             _ => return Err(bad("the refresh token is not valid")),
@@ -750,9 +757,21 @@ impl<S: Store> Vault<S> {
         Ok(saved)
     }
 
-    /// Ends one session; its tokens fail on the next request (its entry, if pending, with it).
-    pub(crate) async fn revoke_session(&self, id: &str) -> Result<(), CoreError> {
-        let entry = self.change_entry(|_| {});
+    /// Ends one session; its tokens fail on the next request. The request's pending entry
+    /// commits with it, naming the session's account and client, with `outcome`: a success
+    /// for a revocation asked for, a failure when a replayed code or refresh token ends the
+    /// session and the request is refused.
+    pub(crate) async fn revoke_session(
+        &self,
+        id: &str,
+        user_id: Option<&str>,
+        client_id: &str,
+        outcome: Outcome,
+    ) -> Result<(), CoreError> {
+        let entry = self.change_entry(|d| {
+            acting(d, user_id, client_id);
+            d.outcome = outcome;
+        });
         let n = self
             .store
             .revoke_sessions(self.tenant.as_str(), Revoke::Session(id), ChangeEntry::maker(&entry))
@@ -768,7 +787,9 @@ impl<S: Store> Vault<S> {
     pub async fn revoke_token(&self, token: &str, client_id: Option<&str>) -> Result<(), CoreError> {
         if let Some(claims) = self.verified_claims(token) {
             if let Some(sid) = claims["sid"].as_str() {
-                self.revoke_session(sid).await?;
+                let user = claims["sub"].as_str().filter(|_| claims["kind"] != "client");
+                let client = claims["cid"].as_str().unwrap_or_default();
+                self.revoke_session(sid, user, client, Outcome::Success).await?;
             }
             return Ok(());
         }
@@ -778,7 +799,8 @@ impl<S: Store> Vault<S> {
             .await?
             && client_id == Some(s.client_id.as_str())
         {
-            self.revoke_session(&s.id).await?;
+            self.revoke_session(&s.id, s.user_id.as_deref(), &s.client_id, Outcome::Success)
+                .await?;
         }
         Ok(())
     }
