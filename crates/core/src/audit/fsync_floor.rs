@@ -26,6 +26,8 @@ fn writer(rx: mpsc::Receiver<Job>) -> std::io::Result<()> {
         .create(true)
         .truncate(true)
         .open(&path)?;
+    // Unlinked at once: the space goes back when the process ends, however it ends.
+    std::fs::remove_file(&path)?;
     let chunk = vec![0u8; 1 << 20];
     for i in 0..(FILE_LEN >> 20) {
         file.write_all_at(&chunk, i << 20)?;
@@ -50,7 +52,7 @@ fn writer(rx: mpsc::Receiver<Job>) -> std::io::Result<()> {
             let _ = done.send(());
         }
     }
-    std::fs::remove_file(path)
+    Ok(())
 }
 
 /// Waits until `record` is durable in the file.
