@@ -85,7 +85,7 @@ fn operator_command(cmd: &Command) -> Option<(PathBuf, String, bool)> {
             EmergencyCommand::Review(x) => with_change(&x.data_dir, "emergency-review"),
         },
         Command::Audit(a) => match &a.command {
-            audit::AuditCommand::Head(x) => apart(&x.data_dir, "audit-head"),
+            audit::AuditCommand::Head(x) => with_change(&x.data_dir, "audit-head"),
             // Verification only reads: it must not change the log (or a copy) it examines.
             audit::AuditCommand::Verify(_) => return None,
         },

@@ -40,6 +40,19 @@ pub(crate) fn bearer(req: &Request) -> Option<&str> {
         .map(str::trim)
 }
 
+/// Names the authenticated caller in the request's pending audit entry, if it has one (a
+/// request that may change state): actor, role, client and purpose of use.
+pub(crate) fn name_pending_caller(a: &carevault_core::access::Access) {
+    carevault_core::audit::update_pending(|d| {
+        d.agent.who = a.actor_key();
+        d.agent.role = a.role().map(|r| r.as_str().to_owned());
+        if let carevault_core::access::Actor::Client { client_id } = a.actor() {
+            d.agent.client = Some(client_id.clone());
+        }
+        d.purpose = Some(a.purpose().to_owned());
+    });
+}
+
 pub(crate) async fn require_token(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path();
     if path.ends_with("/metadata") || path.ends_with("/.well-known/smart-configuration") {
@@ -52,6 +65,8 @@ pub(crate) async fn require_token(State(state): State<AppState>, mut req: Reques
     };
     match decided {
         Some(access) => {
+            // A change this request commits carries its entry: it names the caller.
+            name_pending_caller(&access);
             let caller = Caller(access);
             req.extensions_mut().insert(caller.clone());
             let mut response = next.run(req).await;

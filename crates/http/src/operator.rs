@@ -54,11 +54,7 @@ async fn guard(State(s): State<OperatorState>, req: Request, next: Next) -> Resp
     match access {
         Some(a) if a.is_unrestricted() || a.role() == Some(Role::Admin) => {
             // A change made here commits the request's entry: it names the operator.
-            carevault_core::audit::update_pending(|d| {
-                d.agent.who = a.actor_key();
-                d.agent.role = a.role().map(|r| r.as_str().to_owned());
-                d.purpose = Some(a.purpose().to_owned());
-            });
+            crate::auth::name_pending_caller(&a);
             let mut response = next.run(req).await;
             response.extensions_mut().insert(crate::auth::Caller(a));
             response

@@ -317,8 +317,8 @@ impl AuditStore for AnyStore {
         forward!(self, s => s.audit_search(filter))
     }
 
-    async fn insert_head(&self, head: StoredHead) -> Result<(), StoreError> {
-        forward!(self, s => s.insert_head(head))
+    async fn insert_head(&self, head: StoredHead, audit: Option<AuditMaker>) -> Result<bool, StoreError> {
+        forward!(self, s => s.insert_head(head, audit))
     }
 
     async fn heads(&self) -> Result<Vec<StoredHead>, StoreError> {

@@ -86,7 +86,11 @@ pub trait AuditStore: Send + Sync {
         record: AuditMaker,
     ) -> impl Future<Output = Result<i64, StoreError>> + Send;
 
-    fn insert_head(&self, head: StoredHead) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn insert_head(
+        &self,
+        head: StoredHead,
+        audit: Option<AuditMaker>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Every signed head, smallest first.
     fn heads(&self) -> impl Future<Output = Result<Vec<StoredHead>, StoreError>> + Send;

@@ -1087,14 +1087,19 @@ async fn audit_suite<S: Store>(s: S) {
         at: 5,
         signature: vec![7; 64],
     };
-    s.insert_head(head.clone()).await.unwrap();
-    s.insert_head(StoredHead { at: 6, ..head.clone() }).await.unwrap();
-    s.insert_head(StoredHead {
-        size: 2,
-        ..head.clone()
-    })
-    .await
-    .unwrap();
+    assert!(s.insert_head(head.clone(), None).await.unwrap());
+    assert!(!s.insert_head(StoredHead { at: 6, ..head.clone() }, None).await.unwrap());
+    assert!(
+        s.insert_head(
+            StoredHead {
+                size: 2,
+                ..head.clone()
+            },
+            None
+        )
+        .await
+        .unwrap()
+    );
     let heads = s.heads().await.unwrap();
     assert_eq!(heads.iter().map(|h| h.size).collect::<Vec<_>>(), vec![2, 4]);
     assert_eq!(heads[1], head, "a head for a size is written once");
@@ -1246,4 +1251,15 @@ async fn audit_suite<S: Store>(s: S) {
         before + 7,
         "client, session, session update, security row, revocation, token, review: one entry each"
     );
+    // A signed head with the entry recording it; none for a head already there.
+    let before = s.audit_size().await.unwrap();
+    let head = StoredHead {
+        size: before,
+        root: vec![3; 32],
+        at: 9,
+        signature: vec![4; 64],
+    };
+    assert!(s.insert_head(head.clone(), Some(maker(None))).await.unwrap());
+    assert!(!s.insert_head(head, Some(maker(None))).await.unwrap());
+    assert_eq!(s.audit_size().await.unwrap(), before + 1);
 }

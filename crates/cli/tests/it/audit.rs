@@ -563,6 +563,26 @@ async fn the_privacy_officer_searches_the_log_and_the_patient_sees_who_looked() 
         let head = app.request_as(&officer, Method::POST, "$audit-head", None).await;
         assert_eq!(head.status, StatusCode::OK, "{b}");
         let head = head.json();
+        // Its entry committed with the head, naming the officer.
+        let made = app
+            .request_as(&officer, Method::GET, "$audit?subtype=operation:audit-head", None)
+            .await
+            .json();
+        let made: Vec<&Value> = made["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| &e["resource"])
+            .collect();
+        assert_eq!(made.len(), 1, "{b}");
+        assert_eq!(
+            (
+                made[0]["agent"][0]["role"][0]["text"].as_str(),
+                made[0]["outcome"].as_str()
+            ),
+            (Some("auditor"), Some("0")),
+            "{b}"
+        );
         let size: u64 = param(&head, "size")["valueInteger64"]
             .as_str()
             .unwrap()
@@ -808,6 +828,7 @@ async fn sign_ins_tokens_operations_and_operator_commands_are_recorded_too() {
         };
         review().unwrap();
         assert!(review().is_err(), "{b}: a grant is reviewed once");
+        app.cli(&["audit", "head"]).unwrap();
         app.cli(&["integration-token", "rotate"]).unwrap();
         let rows = db.rows().await;
         assert_eq!(
@@ -818,8 +839,9 @@ async fn sign_ins_tokens_operations_and_operator_commands_are_recorded_too() {
                 count(&rows, "cli:emergency-review", "0"),
                 count(&rows, "cli:emergency-review", "4"),
                 count(&rows, "cli:integration-token-rotate", "0"),
+                count(&rows, "cli:audit-head", "0"),
             ),
-            (1, 1, 1, 1, 1, 1),
+            (1, 1, 1, 1, 1, 1, 1),
             "{b}"
         );
         let (ok, _, text) = verify(&app);

@@ -275,14 +275,21 @@ impl<S: Store> Vault<S> {
         let root = f.root();
         let at = self.clock.now().millis();
         let signature = signer.sign(f.size(), &root, at);
-        self.store
-            .insert_head(StoredHead {
-                size: f.size() as i64,
-                root: root.to_vec(),
-                at,
-                signature: signature.clone(),
-            })
+        // An operator's or auditor's request for a head commits its entry with the head.
+        let entry = self.change_entry(|_| {});
+        let stored = self
+            .store
+            .insert_head(
+                StoredHead {
+                    size: f.size() as i64,
+                    root: root.to_vec(),
+                    at,
+                    signature: signature.clone(),
+                },
+                ChangeEntry::maker(&entry),
+            )
             .await?;
+        ChangeEntry::done_if(entry, stored);
         Ok(SignedHead {
             size: f.size(),
             root,

@@ -236,9 +236,10 @@ impl AuditStore for PgStore {
         Ok(rows.iter().map(record_from_row).collect())
     }
 
-    async fn insert_head(&self, h: StoredHead) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
+    async fn insert_head(&self, h: StoredHead, audit: Option<AuditMaker>) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        let n = tx
             .execute(
                 "INSERT INTO audit_heads (size, root, at, signature) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (size) DO NOTHING",
@@ -246,7 +247,9 @@ impl AuditStore for PgStore {
             )
             .await
             .map_err(map_err)?;
-        Ok(())
+        append_if(&tx, n == 1, &audit).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(n == 1)
     }
 
     async fn heads(&self) -> Result<Vec<StoredHead>, StoreError> {

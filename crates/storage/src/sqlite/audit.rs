@@ -129,15 +129,17 @@ impl AuditStore for SqliteStore {
             .await
     }
 
-    async fn insert_head(&self, h: StoredHead) -> Result<(), StoreError> {
+    async fn insert_head(&self, h: StoredHead, audit: Option<AuditMaker>) -> Result<bool, StoreError> {
         self.pool
             .write(move |conn| {
-                conn.prepare_cached(
-                    "INSERT INTO audit_heads (size, root, at, signature) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (size) DO NOTHING",
-                )?
-                .execute(params![h.size, h.root, h.at, h.signature])?;
-                Ok(())
+                let n = conn
+                    .prepare_cached(
+                        "INSERT INTO audit_heads (size, root, at, signature) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (size) DO NOTHING",
+                    )?
+                    .execute(params![h.size, h.root, h.at, h.signature])?;
+                append_if(conn, n == 1, &audit)?;
+                Ok(n == 1)
             })
             .await
     }
