@@ -390,13 +390,7 @@ impl<S: Store> Session<'_, S> {
 
     /// Names the caller in an entry: actor, role, client and purpose of use.
     pub(crate) fn fill_caller(&self, d: &mut crate::audit::AuditDraft) {
-        let a = self.access();
-        d.agent.who = a.actor_key();
-        d.agent.role = a.role().map(|r| r.as_str().to_owned());
-        if let crate::access::Actor::Client { client_id } = a.actor() {
-            d.agent.client = Some(client_id.clone());
-        }
-        d.purpose = Some(a.purpose().to_owned());
+        crate::audit::name_caller(d, self.access());
     }
 
     /// Applies a change set; a change to a Consent makes the next decision look again. The

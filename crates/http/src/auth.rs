@@ -43,14 +43,7 @@ pub(crate) fn bearer(req: &Request) -> Option<&str> {
 /// Names the authenticated caller in the request's pending audit entry, if it has one (a
 /// request that may change state): actor, role, client and purpose of use.
 pub(crate) fn name_pending_caller(a: &carevault_core::access::Access) {
-    carevault_core::audit::update_pending(|d| {
-        d.agent.who = a.actor_key();
-        d.agent.role = a.role().map(|r| r.as_str().to_owned());
-        if let carevault_core::access::Actor::Client { client_id } = a.actor() {
-            d.agent.client = Some(client_id.clone());
-        }
-        d.purpose = Some(a.purpose().to_owned());
-    });
+    carevault_core::audit::update_pending(|d| carevault_core::audit::name_caller(d, a));
 }
 
 pub(crate) async fn require_token(State(state): State<AppState>, mut req: Request, next: Next) -> Response {

@@ -170,6 +170,16 @@ pub fn update_pending(fill: impl FnOnce(&mut AuditDraft)) {
     });
 }
 
+/// Names the caller in an entry: actor, role, client and purpose of use.
+pub fn name_caller(d: &mut AuditDraft, a: &crate::access::Access) {
+    d.agent.who = a.actor_key();
+    d.agent.role = a.role().map(|r| r.as_str().to_owned());
+    if let crate::access::Actor::Client { client_id } = a.actor() {
+        d.agent.client = Some(client_id.clone());
+    }
+    d.purpose = Some(a.purpose().to_owned());
+}
+
 /// Marks the pending entry committed (with what it became).
 pub(crate) fn committed(draft: AuditDraft) {
     let _ = PENDING.try_with(|p| *p.borrow_mut() = Some((draft, true)));
