@@ -55,7 +55,8 @@ pub async fn serve_settings(settings: Settings, ready: impl FnOnce(&str)) -> Res
 }
 
 /// Deletes expired bulk exports (a status or file request for an expired job also deletes it
-/// on sight) and ended sign-in sessions, at start and then every ten minutes.
+/// on sight) and ended sign-in sessions, at start and then every ten minutes; each deletion
+/// commits with its audit entry (the core's), the counts go to the operator log.
 fn spawn_janitor(vault: std::sync::Arc<carevault_core::Vault<carevault_storage::AnyStore>>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(600));

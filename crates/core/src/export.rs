@@ -379,7 +379,7 @@ impl<S: Store> Session<'_, S> {
             .await?
             .ok_or(CoreError::NotFound)?;
         if j.expires < self.clock.now().millis() {
-            self.store.delete_export(tenant, job.as_str(), None).await?;
+            self.expire_export(tenant, job.as_str()).await?;
             return Err(CoreError::NotFound);
         }
         // Another caller's job does not exist for this one (the system credential sees all).
@@ -443,8 +443,19 @@ impl<S: Store> Session<'_, S> {
 }
 
 impl<S: Store> crate::Vault<S> {
-    /// Deletes every expired job with its files; returns how many.
+    /// Deletes every expired job (of any tenant) with its files; returns how many.
     pub async fn purge_expired_exports(&self) -> Result<u64, CoreError> {
-        Ok(self.store.delete_expired_exports(self.clock.now().millis()).await?)
+        let mut n = 0;
+        for (tenant, job) in self.store.expired_exports(self.clock.now().millis()).await? {
+            n += u64::from(self.expire_export(&tenant, &job).await?);
+        }
+        Ok(n)
+    }
+
+    /// Deletes an expired job and its files; the deletion commits with an entry of its own
+    /// naming the server as the actor and the job by its (random) id.
+    async fn expire_export(&self, tenant: &str, job: &str) -> Result<bool, CoreError> {
+        let entry = self.housekeeping_entry("export-expired", vec![("export-job".into(), job.to_owned())]);
+        Ok(self.store.delete_export(tenant, job, entry).await?)
     }
 }

@@ -170,8 +170,8 @@ impl crate::ExportStore for AnyStore {
         forward!(self, s => s.delete_export(tenant, id, audit))
     }
 
-    async fn delete_expired_exports(&self, now: i64) -> Result<u64, StoreError> {
-        forward!(self, s => s.delete_expired_exports(now))
+    async fn expired_exports(&self, now: i64) -> Result<Vec<(String, String)>, StoreError> {
+        forward!(self, s => s.expired_exports(now))
     }
 }
 
@@ -291,8 +291,13 @@ impl OAuthStore for AnyStore {
         forward!(self, s => s.put_security(sec, audit))
     }
 
-    async fn delete_ended_sessions(&self, tenant: &str, now: i64) -> Result<u64, StoreError> {
-        forward!(self, s => s.delete_ended_sessions(tenant, now))
+    async fn delete_ended_sessions(
+        &self,
+        tenant: &str,
+        now: i64,
+        audit: Option<AuditMaker>,
+    ) -> Result<u64, StoreError> {
+        forward!(self, s => s.delete_ended_sessions(tenant, now, audit))
     }
 }
 

@@ -797,7 +797,11 @@ async fn export_suite<S: Store>(s: S) {
     );
     // Expiry removes the expired job and its files only.
     assert!(s.add_export_file("default", "j2", file(0, 1), 20).await.unwrap());
-    assert_eq!(s.delete_expired_exports(100).await.unwrap(), 1);
+    assert_eq!(
+        s.expired_exports(100).await.unwrap(),
+        vec![("default".to_owned(), "j2".to_owned())]
+    );
+    assert!(s.delete_export("default", "j2", None).await.unwrap());
     assert_eq!(s.export("default", "j2").await.unwrap(), None);
     assert_eq!(s.export_file("default", "j2", 0).await.unwrap(), None);
     assert!(s.export("default", "j1").await.unwrap().is_some());
@@ -997,7 +1001,7 @@ async fn oauth_suite<S: Store>(s: S) {
     old.code_hash = Some(b"code2".to_vec());
     old.expires = 50;
     s.insert_session(old, None).await.unwrap();
-    assert_eq!(s.delete_ended_sessions("default", 2000).await.unwrap(), 1);
+    assert_eq!(s.delete_ended_sessions("default", 2000, None).await.unwrap(), 1);
     assert!(s.session_by_id("default", "s1").await.unwrap().is_some());
     assert_eq!(s.access_epoch("default").await.unwrap().sessions, e1.sessions);
 
@@ -1208,6 +1212,27 @@ async fn audit_suite<S: Store>(s: S) {
             .unwrap(),
         0
     );
+    // A purge of ended sessions with its entry when it deletes some, and only then (the
+    // revoked session above is the newest revocation, which stays).
+    let ended = StoredSession {
+        id: "audited-ended".into(),
+        code_hash: Some(b"audited-ended-code".to_vec()),
+        expires: 5,
+        ..session.clone()
+    };
+    s.insert_session(ended, None).await.unwrap();
+    assert_eq!(
+        s.delete_ended_sessions("audited", 2000, Some(maker(None)))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        s.delete_ended_sessions("audited", 2000, Some(maker(None)))
+            .await
+            .unwrap(),
+        0
+    );
     s.replace_tokens(b"audited-token", "rotated", 1, Some(maker(None)))
         .await
         .unwrap();
@@ -1248,8 +1273,8 @@ async fn audit_suite<S: Store>(s: S) {
     }
     assert_eq!(
         s.audit_size().await.unwrap(),
-        before + 7,
-        "client, session, session update, security row, revocation, token, review: one entry each"
+        before + 8,
+        "client, session, session update, security row, revocation, purge, token, review: one entry each"
     );
     // A signed head with the entry recording it; none for a head already there.
     let before = s.audit_size().await.unwrap();

@@ -114,6 +114,6 @@ pub trait ExportStore: Send + Sync {
         audit: Option<crate::AuditMaker>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// Deletes every job (of any tenant) that expired before `now`, with its files.
-    fn delete_expired_exports(&self, now: i64) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// The jobs (of any tenant) that expired before `now`: (tenant, id).
+    fn expired_exports(&self, now: i64) -> impl Future<Output = Result<Vec<(String, String)>, StoreError>> + Send;
 }

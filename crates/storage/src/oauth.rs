@@ -148,8 +148,14 @@ pub trait OAuthStore: Send + Sync {
         audit: Option<crate::AuditMaker>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Removes sessions that ended before `now`; how many.
-    fn delete_ended_sessions(&self, tenant: &str, now: i64) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Removes sessions that ended before `now`; how many. `audit`, when given, is appended
+    /// in the same transaction if any was removed.
+    fn delete_ended_sessions(
+        &self,
+        tenant: &str,
+        now: i64,
+        audit: Option<crate::AuditMaker>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
 pub(crate) const CLIENT_COLUMNS: &str = "id, tenant, doc, created, disabled";

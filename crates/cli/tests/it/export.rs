@@ -230,5 +230,14 @@ async fn bulk_export_refusals_cancellation_and_expiry() {
             .await
             .unwrap();
         assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+        // The expired job's deletion is on record once, the server named as the actor.
+        let log = app.get("$audit?subtype=export-expired").await.json();
+        let entries = log["entry"].as_array().unwrap();
+        assert_eq!(entries.len(), 1, "{log}");
+        let e = &entries[0]["resource"];
+        assert_eq!(e["action"], "D");
+        assert_eq!(e["agent"][0]["who"]["identifier"]["value"], "system");
+        let job = status.rsplit('/').next().unwrap();
+        assert!(e.to_string().contains(job), "the entry names the job: {e}");
     }
 }

@@ -220,6 +220,36 @@ impl<S: Store> Vault<S> {
         Some(ChangeEntry { draft, maker })
     }
 
+    /// An entry for the server's own housekeeping (a deletion on a timer, no caller): the
+    /// agent is `system`, the purpose operations.
+    fn system_draft(&self, subtype: &str, detail: Vec<(String, String)>) -> AuditDraft {
+        AuditDraft {
+            recorded: self.clock.now().millis(),
+            subtype: subtype.into(),
+            action: 'D',
+            outcome: Outcome::Success,
+            agent: AuditAgent {
+                who: "system".into(),
+                ..AuditAgent::default()
+            },
+            entity: None,
+            patient: None,
+            query_tag: None,
+            purpose: Some("HOPERAT".into()),
+            detail,
+        }
+    }
+
+    /// The maker of a housekeeping deletion's entry, for the store to append in the
+    /// deletion's transaction when something was deleted. `None` in the benchmark build
+    /// whose log is a no-op.
+    pub(crate) fn housekeeping_entry(&self, subtype: &str, detail: Vec<(String, String)>) -> Option<AuditMaker> {
+        if cfg!(feature = "bench-audit-noop") {
+            return None;
+        }
+        Some(maker(mac_key(&self.keys), self.system_draft(subtype, detail)))
+    }
+
     /// Appends one entry and waits until it is durable; its index in the log.
     pub async fn audit(&self, draft: AuditDraft) -> Result<i64, CoreError> {
         if cfg!(feature = "bench-audit-noop") {
@@ -438,25 +468,14 @@ impl<S: Store> Vault<S> {
         let mut at = from;
         while at < through {
             let end = (at + CHUNK).min(through);
-            let draft = AuditDraft {
-                recorded: self.clock.now().millis(),
-                subtype: "audit-retention".into(),
-                action: 'D',
-                outcome: Outcome::Success,
-                agent: AuditAgent {
-                    who: "system".into(),
-                    ..AuditAgent::default()
-                },
-                entity: None,
-                patient: None,
-                query_tag: None,
-                purpose: Some("HOPERAT".into()),
-                detail: vec![
+            let draft = self.system_draft(
+                "audit-retention",
+                vec![
                     ("pruned-from".into(), at.to_string()),
                     ("pruned-until".into(), end.to_string()),
                     ("recorded-before".into(), Timestamp::from_millis(cutoff).to_fhir()),
                 ],
-            };
+            );
             self.store
                 .prune_audit(at, end, maker(mac_key(&self.keys), draft))
                 .await?;

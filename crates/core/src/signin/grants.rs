@@ -737,11 +737,12 @@ impl<S: Store> Vault<S> {
 
     /// Deletes the sign-in sessions that ended (their lifetime or last token past) before
     /// now; how many. Their tokens were refused already; the newest revocation stays so the
-    /// access epoch never steps back.
+    /// access epoch never steps back. A purge that deletes any commits with one entry.
     pub async fn purge_ended_sessions(&self) -> Result<u64, CoreError> {
+        let entry = self.housekeeping_entry("sessions-ended", Vec::new());
         Ok(self
             .store
-            .delete_ended_sessions(self.tenant.as_str(), self.clock.now().millis())
+            .delete_ended_sessions(self.tenant.as_str(), self.clock.now().millis(), entry)
             .await?)
     }
 

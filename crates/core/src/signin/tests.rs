@@ -378,6 +378,20 @@ async fn sessions_end_when_idle_at_their_lifetime_and_on_revocation() {
         "the logout's and the refresh revocation's sessions"
     );
     assert_eq!(w.v.purge_ended_sessions().await.unwrap(), 0);
+    // The purge that deleted is on record once, the server named as the actor.
+    let log =
+        w.v.session(&Access::unchecked_system())
+            .audit_entries(&carevault_storage::AuditFilter {
+                subtype: Some("sessions-ended".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    assert_eq!(log.len(), 1);
+    let entry: serde_json::Value = serde_json::from_slice(&log[0]).unwrap();
+    assert_eq!(entry["action"], "D");
+    assert_eq!(entry["agent"][0]["who"]["identifier"]["value"], "system");
     assert!(w.v.authenticate(&t.access_token).await.unwrap().is_err());
     assert_eq!(w.v.introspect(&r).await.unwrap()["active"], false);
 }

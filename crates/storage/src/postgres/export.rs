@@ -188,21 +188,12 @@ impl ExportStore for PgStore {
         Ok(n > 0)
     }
 
-    async fn delete_expired_exports(&self, now: i64) -> Result<u64, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(map_err)?;
-        tx.execute(
-            "DELETE FROM export_files f USING export_jobs j
-             WHERE j.tenant = f.tenant AND j.id = f.job AND j.expires < $1",
-            &[&now],
-        )
-        .await
-        .map_err(map_err)?;
-        let n = tx
-            .execute("DELETE FROM export_jobs WHERE expires < $1", &[&now])
+    async fn expired_exports(&self, now: i64) -> Result<Vec<(String, String)>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT tenant, id FROM export_jobs WHERE expires < $1", &[&now])
             .await
             .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(n)
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 }

@@ -238,10 +238,16 @@ impl OAuthStore for PgStore {
         tx.commit().await.map_err(map_err)
     }
 
-    async fn delete_ended_sessions(&self, tenant: &str, now: i64) -> Result<u64, StoreError> {
-        let client = self.client().await?;
+    async fn delete_ended_sessions(
+        &self,
+        tenant: &str,
+        now: i64,
+        audit: Option<crate::AuditMaker>,
+    ) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
         // The newest revocation stays: the access epoch reads its stamp.
-        let n = client
+        let n = tx
             .execute(
                 "DELETE FROM oauth_sessions WHERE tenant = $1 AND expires < $2
                  AND (revoked = 0 OR revoked < (SELECT MAX(revoked) FROM oauth_sessions WHERE tenant = $1))",
@@ -249,6 +255,8 @@ impl OAuthStore for PgStore {
             )
             .await
             .map_err(map_err)?;
+        super::audit::append_if(&tx, n > 0, &audit).await?;
+        tx.commit().await.map_err(map_err)?;
         Ok(n)
     }
 }

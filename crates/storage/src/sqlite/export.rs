@@ -176,18 +176,12 @@ impl ExportStore for SqliteStore {
             .await
     }
 
-    async fn delete_expired_exports(&self, now: i64) -> Result<u64, StoreError> {
+    async fn expired_exports(&self, now: i64) -> Result<Vec<(String, String)>, StoreError> {
         self.pool
-            .write(move |conn| {
-                conn.prepare_cached(
-                    "DELETE FROM export_files WHERE EXISTS (SELECT 1 FROM export_jobs j
-                     WHERE j.tenant = export_files.tenant AND j.id = export_files.job AND j.expires < ?1)",
-                )?
-                .execute([now])?;
-                let n = conn
-                    .prepare_cached("DELETE FROM export_jobs WHERE expires < ?1")?
-                    .execute([now])?;
-                Ok(n as u64)
+            .read(move |conn| {
+                let mut st = conn.prepare_cached("SELECT tenant, id FROM export_jobs WHERE expires < ?1")?;
+                let rows = st.query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
             })
             .await
     }

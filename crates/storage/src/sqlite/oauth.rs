@@ -248,7 +248,12 @@ impl OAuthStore for SqliteStore {
             .await
     }
 
-    async fn delete_ended_sessions(&self, tenant: &str, now: i64) -> Result<u64, StoreError> {
+    async fn delete_ended_sessions(
+        &self,
+        tenant: &str,
+        now: i64,
+        audit: Option<crate::AuditMaker>,
+    ) -> Result<u64, StoreError> {
         let tenant = tenant.to_owned();
         self.pool
             .write(move |conn| {
@@ -259,6 +264,7 @@ impl OAuthStore for SqliteStore {
                          AND (revoked = 0 OR revoked < (SELECT MAX(revoked) FROM oauth_sessions WHERE tenant = ?1))",
                     )?
                     .execute(params![tenant, now])?;
+                super::audit::append_if(conn, n > 0, &audit)?;
                 Ok(n as u64)
             })
             .await
