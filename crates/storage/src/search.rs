@@ -109,8 +109,10 @@ impl SearchRow {
 /// The 64-bit key of a (tenant, resource type, parameter) triple that index rows carry instead
 /// of three text columns: FNV-1a over the three names with a 0xFF byte (never part of UTF-8) between them. Stable
 /// across releases and platforms (it is stored). Not a secret and not a security boundary:
-/// the outer query still filters by tenant and type, so a collision (odds around 2^-64 per
-/// pair) could at worst mix two parameters of one type.
+/// a page's query still filters by tenant and type, so a collision (odds around 2^-64 per
+/// pair) could at worst mix two parameters of one type. A count of index conditions reads
+/// index rows alone and trusts the key to name the type; the keys of every type and
+/// parameter of the default tenant (the one served) are distinct, which a test checks.
 pub fn param_key(tenant: &str, rtype: &str, param: &str) -> i64 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -276,4 +278,32 @@ pub struct SearchHit {
     /// The resource's row id: its paging position after the sort values.
     pub rid: i64,
     pub sort: Vec<SortValue>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::param_key;
+    use carevault_domain::ResourceType;
+    use carevault_domain::search::params;
+    use std::collections::HashMap;
+
+    /// A count reads index rows without the resource rows (`Sql::count`), trusting the key
+    /// to name tenant, type and parameter: within a tenant no two of them share one.
+    #[test]
+    fn one_tenants_parameter_keys_are_distinct() {
+        let mut seen: HashMap<i64, (ResourceType, &str)> = HashMap::new();
+        for &t in ResourceType::ALL {
+            let names = params::all(t)
+                .map(|p| p.name)
+                .chain([crate::COMPARTMENT_PARAM, crate::SECURITY_PARAM]);
+            for name in names {
+                let key = param_key("default", t.as_str(), name);
+                if let Some(&(t0, n0)) = seen.get(&key) {
+                    assert!((t0, n0) == (t, name), "{t0:?}.{n0} and {t:?}.{name} share key {key}");
+                }
+                seen.insert(key, (t, name));
+            }
+        }
+        assert!(seen.len() > 1_000, "{} keys", seen.len());
+    }
 }

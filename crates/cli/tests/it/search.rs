@@ -823,6 +823,50 @@ async fn paging_is_stable_under_concurrent_writes() {
     }
 }
 
+/// A count takes each matching resource once, though a resource may match a condition
+/// through several of its index rows (one code under two systems, a name and an alias with
+/// one prefix, both codes of an OR), and never a deleted one: `_summary=count` and
+/// `_total=accurate` agree with the resources the search returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_take_each_match_once() {
+    use serde_json::json;
+    for backend in backends("counts_take_each_match_once").await {
+        let app = spawn_app(&backend).await;
+        let obs = |codes: &[(&str, &str)], when: &str| {
+            let coding: Vec<Value> = codes.iter().map(|(s, c)| json!({"system": s, "code": c})).collect();
+            json!({"resourceType": "Observation", "status": "final",
+                "code": {"coding": coding}, "effectiveDateTime": when})
+        };
+        let both = app
+            .create(&obs(&[("urn:a", "dup-x"), ("urn:b", "dup-x"), ("urn:a", "dup-y")], "2020-05-01"))
+            .await;
+        let y = app.create(&obs(&[("urn:a", "dup-y")], "2020-05-01")).await;
+        let old_x = app.create(&obs(&[("urn:a", "dup-x")], "2000-05-01")).await;
+        let gone = app.create(&obs(&[("urn:a", "dup-x"), ("urn:b", "dup-x")], "2020-05-01")).await;
+        assert_eq!(app.delete(&format!("Observation/{gone}")).await.status, StatusCode::NO_CONTENT);
+        let org = app
+            .create(&json!({"resourceType": "Organization", "name": "Dupcount Clinic", "alias": ["Dupcount Care"]}))
+            .await;
+        let ids = |v: &[&String]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<String>>();
+        for (query, expected) in [
+            ("Observation?code=dup-x", ids(&[&both, &old_x])),
+            ("Observation?code=dup-x,dup-y", ids(&[&both, &y, &old_x])),
+            ("Observation?code=urn:a|dup-x,urn:b|dup-x", ids(&[&both, &old_x])),
+            ("Observation?code=dup-x&date=ge2010", ids(&[&both])),
+            ("Observation?code=dup-x,dup-y&date=lt2010", ids(&[&old_x])),
+            ("Observation?code=dup-x&status:not=final", ids(&[])),
+            ("Organization?name=dupcount", ids(&[&org])),
+        ] {
+            let (found, _) = all_pages(&app, query).await;
+            assert_eq!(found, expected, "{}: {query}", backend.name());
+            let count = app.get(&format!("{query}&_summary=count")).await.json();
+            assert_eq!(count["total"], expected.len(), "{}: {query} _summary=count", backend.name());
+            let total = app.get(&format!("{query}&_total=accurate")).await.json();
+            assert_eq!(total["total"], expected.len(), "{}: {query} _total", backend.name());
+        }
+    }
+}
+
 /// `_summary=true|data`, `:identifier` on references and `_revinclude:iterate`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn summaries_reference_identifiers_and_iterated_revincludes() {
