@@ -688,14 +688,14 @@ impl Sql {
 
     /// The count query. When every condition reads index tables only, the rows counted
     /// come straight from the driver's value index and the resource rows are never read
-    /// (`from_listing`); otherwise it is the page query's `FROM … WHERE` unlimited.
+    /// (`driver_rows`); otherwise it is the page query's `FROM … WHERE` unlimited.
     pub fn count(&mut self, q: &SearchQuery, driver: Driver) {
         self.tenant = q.tenant.clone();
         self.rtype = q.rtype.clone();
         self.push("SELECT count(*)");
         if let Driver::List(i) = driver
             && q.conds.iter().all(index_only)
-            && self.from_listing(q, i)
+            && self.driver_rows(q, i)
         {
             let mut first = true;
             self.correlated = true;
@@ -719,7 +719,7 @@ impl Sql {
     /// (the served tenant's keys are all distinct; a test checks every pair), so the resource row
     /// adds nothing — and visiting it for every match was most of a large count's time.
     /// `false` (nothing written) when condition `i` is not a list of plain index conditions.
-    fn from_listing(&mut self, q: &SearchQuery, i: usize) -> bool {
+    fn driver_rows(&mut self, q: &SearchQuery, i: usize) -> bool {
         let alternatives: Vec<&Cond> = match q.conds.get(i) {
             Some(Cond::Any(list)) => list.iter().collect(),
             Some(c) => vec![c],
