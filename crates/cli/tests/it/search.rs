@@ -838,12 +838,20 @@ async fn counts_take_each_match_once() {
                 "code": {"coding": coding}, "effectiveDateTime": when})
         };
         let both = app
-            .create(&obs(&[("urn:a", "dup-x"), ("urn:b", "dup-x"), ("urn:a", "dup-y")], "2020-05-01"))
+            .create(&obs(
+                &[("urn:a", "dup-x"), ("urn:b", "dup-x"), ("urn:a", "dup-y")],
+                "2020-05-01",
+            ))
             .await;
         let y = app.create(&obs(&[("urn:a", "dup-y")], "2020-05-01")).await;
         let old_x = app.create(&obs(&[("urn:a", "dup-x")], "2000-05-01")).await;
-        let gone = app.create(&obs(&[("urn:a", "dup-x"), ("urn:b", "dup-x")], "2020-05-01")).await;
-        assert_eq!(app.delete(&format!("Observation/{gone}")).await.status, StatusCode::NO_CONTENT);
+        let gone = app
+            .create(&obs(&[("urn:a", "dup-x"), ("urn:b", "dup-x")], "2020-05-01"))
+            .await;
+        assert_eq!(
+            app.delete(&format!("Observation/{gone}")).await.status,
+            StatusCode::NO_CONTENT
+        );
         let org = app
             .create(&json!({"resourceType": "Organization", "name": "Dupcount Clinic", "alias": ["Dupcount Care"]}))
             .await;
@@ -860,7 +868,12 @@ async fn counts_take_each_match_once() {
             let (found, _) = all_pages(&app, query).await;
             assert_eq!(found, expected, "{}: {query}", backend.name());
             let count = app.get(&format!("{query}&_summary=count")).await.json();
-            assert_eq!(count["total"], expected.len(), "{}: {query} _summary=count", backend.name());
+            assert_eq!(
+                count["total"],
+                expected.len(),
+                "{}: {query} _summary=count",
+                backend.name()
+            );
             let total = app.get(&format!("{query}&_total=accurate")).await.json();
             assert_eq!(total["total"], expected.len(), "{}: {query} _total", backend.name());
         }
