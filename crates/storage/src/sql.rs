@@ -725,11 +725,14 @@ impl Sql {
             Some(c) => vec![c],
             None => return false,
         };
+        // An empty reference list (a chain that matched nothing) is written `1 = 0`, no
+        // SELECT: the page query's form takes it.
         let plain = |c: &Cond| {
             !matches!(
                 c,
                 Cond::Any(_) | Cond::All(_) | Cond::Not(_) | Cond::Id(_) | Cond::LastUpdated { .. }
-            ) && Self::drive_rank(c).is_some()
+            ) && !matches!(c, Cond::ReferenceIn { target_ids, .. } if target_ids.is_empty())
+                && Self::drive_rank(c).is_some()
         };
         if alternatives.is_empty() || !alternatives.iter().all(|c| plain(c)) {
             return false;

@@ -864,6 +864,12 @@ async fn counts_take_each_match_once() {
             ("Observation?code=dup-x,dup-y&date=lt2010", ids(&[&old_x])),
             ("Observation?code=dup-x&status:not=final", ids(&[])),
             ("Organization?name=dupcount", ids(&[&org])),
+            // A chain that matches nothing leaves an empty list of references to count by.
+            ("Observation?subject:Patient.gender=nothing-matches", ids(&[])),
+            (
+                "Observation?code=dup-x&subject:Patient.gender=nothing-matches",
+                ids(&[]),
+            ),
         ] {
             let (found, _) = all_pages(&app, query).await;
             assert_eq!(found, expected, "{}: {query}", backend.name());
