@@ -13,14 +13,14 @@ mod init;
 mod serve;
 
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 /// mimalloc instead of the C library's allocator: an import or a busy server frees large
 /// JSON trees from many threads, where glibc's allocator spent about 40 % of the import's
 /// CPU consolidating and unlinking chunks (a `perf` profile; docs/BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use std::path::PathBuf;
-use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(

@@ -65,7 +65,8 @@ pub struct AuditDraft {
     pub query_tag: Option<String>,
     /// v3-ActReason purpose of use.
     pub purpose: Option<String>,
-    /// Details of an event about the log itself (name, value): opaque numbers only.
+    /// Details of an event about the log itself or of the server's housekeeping (name,
+    /// value): opaque numbers and random ids only.
     pub detail: Vec<(String, String)>,
 }
 
