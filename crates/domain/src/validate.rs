@@ -45,8 +45,56 @@ fn is_datetime(s: &str) -> bool {
     is_date(date) && date.len() == 10 && crate::Timestamp::parse(s).is_some() && time.len() >= 8
 }
 
-/// Checks the top-level primitives we know the meaning of, in any resource type.
+/// A byte no FHIR string may hold: the C0 control characters but tab, line feed and carriage
+/// return (R4 "string": "SHALL NOT contain Unicode character points below 32, except for
+/// u0009, u000D and u000A"), and DEL. Every other byte of UTF-8 text is allowed.
+pub fn forbidden_in_string(b: u8) -> bool {
+    (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) || b == 0x7f
+}
+
+/// Whether `s` holds a character no FHIR string may hold (`forbidden_in_string`): for the
+/// free text that arrives outside a resource, such as a break-the-glass reason.
+pub fn has_control(s: &str) -> bool {
+    s.bytes().any(forbidden_in_string)
+}
+
+/// The path (`Patient.name.family`, array positions left out) of the first element whose
+/// name or string value holds a character FHIR strings may not hold.
+fn first_control(path: &mut String, v: &Value) -> bool {
+    match v {
+        Value::String(s) => has_control(s),
+        Value::Array(items) => items.iter().any(|i| first_control(path, i)),
+        Value::Object(map) => map.iter().any(|(k, v)| {
+            let len = path.len();
+            path.push('.');
+            path.push_str(k);
+            if has_control(k) || first_control(path, v) {
+                return true;
+            }
+            path.truncate(len);
+            false
+        }),
+        _ => false,
+    }
+}
+
+/// Checks the top-level primitives we know the meaning of, in any resource type, and that no
+/// string anywhere in it holds a control character.
 pub fn check(rtype: &str, body: &Map<String, Value>) -> Result<(), ContentError> {
+    let mut path = rtype.to_owned();
+    if body.iter().any(|(k, v)| {
+        path.truncate(rtype.len());
+        path.push('.');
+        path.push_str(k);
+        has_control(k) || first_control(&mut path, v)
+    }) {
+        // The element's name may itself be the culprit: it is not echoed then.
+        let named = has_control(&path);
+        return Err(ContentError::BadValue(
+            if named { rtype.to_owned() } else { path },
+            "string",
+        ));
+    }
     let name = |k: &str| format!("{rtype}.{k}");
     for (k, v) in body {
         let wrong = || ContentError::WrongType(name(k));
@@ -141,5 +189,27 @@ mod tests {
             Err(ContentError::WrongType(_))
         ));
         assert!(check("Organization", &obj(json!({"name": "Acme"}))).is_ok());
+        assert!(
+            check(
+                "Patient",
+                &obj(json!({"name": [{"family": "A\tB\r\nC", "given": ["é名"]}]}))
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            check(
+                "Patient",
+                &obj(json!({"active": true, "name": [{"family": "A", "given": ["x", "a\u{0}b"]}]}))
+            ),
+            Err(ContentError::BadValue("Patient.name.given".into(), "string"))
+        );
+        assert_eq!(
+            check("Observation", &obj(json!({"code": {"coding": [{"code": "a\u{7f}"}]}}))),
+            Err(ContentError::BadValue("Observation.code.coding.code".into(), "string"))
+        );
+        assert_eq!(
+            check("Patient", &obj(json!({"name": [{"fam\u{1}ily": "A"}]}))),
+            Err(ContentError::BadValue("Patient".into(), "string"))
+        );
     }
 }

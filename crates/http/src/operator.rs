@@ -134,6 +134,13 @@ async fn add_client(State(s): State<OperatorState>, body: axum::body::Bytes) -> 
     let Ok(scopes) = ScopeSet::parse(v["scopes"].as_str().unwrap_or_default()) else {
         return ApiError::BadRequest("scopes: a malformed scope".into()).into_response();
     };
+    let texts = std::iter::once(&v["name"]).chain(v["redirect_uris"].as_array().into_iter().flatten());
+    if texts
+        .filter_map(Value::as_str)
+        .any(carevault_domain::validate::has_control)
+    {
+        return ApiError::BadRequest("a name or redirect URI holds a control character".into()).into_response();
+    }
     let new = carevault_core::signin::NewClient {
         name: v["name"].as_str().unwrap_or_default().to_owned(),
         redirect_uris: v["redirect_uris"]

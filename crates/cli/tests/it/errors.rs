@@ -295,3 +295,99 @@ fn chunked_bodies_over_the_limit_are_refused_too() {
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
     assert!(text.contains("OperationOutcome"));
 }
+
+/// A control character (a NUL above all: PostgreSQL's text cannot hold one) in a resource, a
+/// search or a break-the-glass reason is bad input on every backend, answered with an
+/// OperationOutcome that names the element and not the value; nothing is written. Tab and
+/// line breaks are legal in FHIR strings and stay so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_characters_are_refused_and_nothing_is_written() {
+    for backend in backends("control_characters_are_refused_and_nothing_is_written").await {
+        let app = spawn_app(&backend).await;
+        let b = backend.name();
+        let text = |r: &Resp| String::from_utf8_lossy(&r.body).into_owned();
+        let obs = |code: &str| {
+            json!({"resourceType": "Observation", "status": "final",
+                   "code": {"coding": [{"system": "http://loinc.org", "code": code}]}})
+        };
+        let r = app
+            .post(
+                "Patient",
+                &json!({"resourceType": "Patient", "name": [{"family": "Tab\there\r\nnext"}]}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{b}: {}", text(&r));
+        let written = app.get("_history").await.json()["total"].clone();
+        for (code, what) in [("8867\u{0}4", "NUL"), ("8867\u{1}4", "SOH"), ("8867\u{7f}4", "DEL")] {
+            let r = app.post("Observation", &obs(code)).await;
+            assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{b} {what}: {}", text(&r));
+            let said = r.outcome();
+            assert!(said.contains("Observation.code.coding.code"), "{b} {what}: {said}");
+            assert!(!said.contains("8867"), "{b} {what}: the value is not echoed: {said}");
+            let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+                {"resource": obs("8867-4"), "request": {"method": "POST", "url": "Observation"}},
+                {"resource": obs(code), "request": {"method": "POST", "url": "Observation"}}]});
+            let r = app.post("", &bundle).await;
+            assert!(r.status.is_client_error(), "{b} {what}: {} {}", r.status, text(&r));
+            r.outcome();
+        }
+        for path in [
+            "Observation?code=8867%004",
+            "Observation?co%00de=8867-4",
+            "Patient?name=Tab%01",
+            "Observation/_history?_since=2020%00",
+            "AuditEvent?agent=a%00",
+        ] {
+            let r = app.get(path).await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{b} {path}: {}", text(&r));
+            assert!(r.outcome().contains("control character"), "{b} {path}");
+        }
+        let form = raw(
+            &app,
+            Method::POST,
+            "Observation/_search",
+            "application/x-www-form-urlencoded",
+            b"code=8867%004".to_vec(),
+            Some(&app.data.token),
+        )
+        .await;
+        assert_eq!(form.status, StatusCode::BAD_REQUEST, "{b}: {}", text(&form));
+        let r = app
+            .request(
+                Method::POST,
+                "Observation",
+                Some(&obs("8867-4")),
+                &[("if-none-exist", "code=8867%004")],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{b}: {}", text(&r));
+        assert_eq!(
+            app.get("_history").await.json()["total"],
+            written,
+            "{b}: nothing written"
+        );
+
+        let dr = app
+            .create(&json!({"resourceType": "Practitioner", "name": [{"family": "Cushing"}]}))
+            .await;
+        let patient = app.create(&json!({"resourceType": "Patient", "active": true})).await;
+        let t = app.account_token(
+            "cushing",
+            "physician",
+            &["--practitioner", &format!("Practitioner/{dr}")],
+            "user/*.rs",
+            "15m",
+        );
+        let ask = |reason: &str| json!({"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": reason}]});
+        let path = format!("Patient/{patient}/$break-the-glass");
+        let r = app
+            .request_as(&t, Method::POST, &path, Some(&ask("arrest\u{0}now")))
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{b}: {}", text(&r));
+        assert!(r.outcome().contains("control character"), "{b}");
+        let r = app
+            .request_as(&t, Method::POST, &path, Some(&ask("arrest in bay 4")))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{b}: {}", text(&r));
+    }
+}

@@ -68,6 +68,9 @@ pub(crate) async fn start(
         .find(|p| p["name"] == "reason")
         .and_then(|p| p["valueString"].as_str())
         .ok_or_else(|| ApiError::BadRequest("the reason parameter (valueString) is required".into()))?;
+    if carevault_domain::validate::has_control(reason) {
+        return Err(ApiError::BadRequest("the reason holds a control character".into()));
+    }
     let grant = state.vault.session(&caller).break_the_glass(&id, reason).await?;
     let body = json!({"resourceType": "Parameters", "parameter": [grant_parameters(&grant)]});
     Ok(fhir_json_response(
