@@ -96,6 +96,14 @@ impl ResourceStore for AnyStore {
     async fn search_count(&self, query: &SearchQuery) -> Result<u64, StoreError> {
         forward!(self, s => s.search_count(query))
     }
+    async fn referenced_types(
+        &self,
+        tenant: &str,
+        patient: &str,
+        compartment_types: &[String],
+    ) -> Result<Vec<String>, StoreError> {
+        forward!(self, s => s.referenced_types(tenant, patient, compartment_types))
+    }
 }
 
 impl KeyStore for AnyStore {

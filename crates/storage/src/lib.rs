@@ -84,6 +84,16 @@ pub trait ResourceStore: Send + Sync {
 
     /// How many resources a search matches (its cursor and limit ignored).
     fn search_count(&self, query: &SearchQuery) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// The types that the resources in `patient`'s compartment (read from the compartment rows
+    /// of `compartment_types`) refer to through an indexed reference, each once: where
+    /// `$everything`'s supporting resources come from.
+    fn referenced_types(
+        &self,
+        tenant: &str,
+        patient: &str,
+        compartment_types: &[String],
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 }
 
 /// Wrapped data keys, one per (tenant, scope).

@@ -230,6 +230,14 @@ pub enum Cond {
     },
     /// The resource id is one of these (`_id`).
     Id(Vec<String>),
+    /// The resource is the target of a reference (through any indexed reference parameter)
+    /// held by a resource in this patient's compartment, the Patient included: `$everything`'s
+    /// supporting resources (practitioners, organizations, locations, medications…).
+    /// `compartment_types` are the types whose compartment rows to read.
+    ReferencedFrom {
+        patient_id: String,
+        compartment_types: Vec<String>,
+    },
     Not(Box<Cond>),
     Any(Vec<Cond>),
     /// Every condition holds (inside `Not` or `Any`; a query's own list is already AND).

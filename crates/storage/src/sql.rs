@@ -49,7 +49,7 @@ pub(crate) struct Sql {
 /// (not by its id or its update time, which live in the resource and version rows).
 fn index_only(c: &Cond) -> bool {
     match c {
-        Cond::Id(_) | Cond::LastUpdated { .. } => false,
+        Cond::Id(_) | Cond::ReferencedFrom { .. } | Cond::LastUpdated { .. } => false,
         Cond::Not(c) => index_only(c),
         Cond::Any(list) | Cond::All(list) => list.iter().all(index_only),
         _ => true,
@@ -178,6 +178,35 @@ impl Sql {
         self.push(")");
     }
 
+    /// `SELECT c.rid …`: the resources in `patient`'s compartment (the Patient included), from
+    /// the compartment rows of each of `types`.
+    fn compartment_rids(&mut self, patient: &str, types: &[String]) {
+        self.push("SELECT c.rid FROM search_reference c WHERE c.pkey IN (");
+        for (i, t) in types.iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            let key = param_key(&self.tenant, t, crate::COMPARTMENT_PARAM);
+            self.arg(Arg::Int(key));
+        }
+        if types.is_empty() {
+            self.push("NULL");
+        }
+        self.push(") AND c.target_id = ");
+        self.text_arg(patient);
+        self.push(" AND c.target_type = ");
+        self.text_arg("Patient");
+    }
+
+    /// The types the resources in `patient`'s compartment refer to (by any indexed
+    /// reference), each once.
+    pub fn referenced_types(&mut self, tenant: &str, patient: &str, compartment_types: &[String]) {
+        self.tenant = tenant.to_owned();
+        self.push("SELECT DISTINCT x.target_type FROM search_reference x WHERE x.rid IN (");
+        self.compartment_rids(patient, compartment_types);
+        self.push(")");
+    }
+
     /// The condition that should drive a query: the one likely to match fewest rows, by kind
     /// (a resource id, a reference to one resource, a blind tag, a code, a string, a uri).
     /// Presence, negations and `ne` never drive: they are probed.
@@ -199,7 +228,7 @@ impl Sql {
                 .map(Self::drive_rank)
                 .collect::<Option<Vec<_>>>()
                 .and_then(|r| r.into_iter().max()),
-            Cond::Id(_) => Some(0),
+            Cond::Id(_) | Cond::ReferencedFrom { .. } => Some(0),
             Cond::Reference { .. } | Cond::ReferenceIn { .. } => Some(1),
             Cond::Blind { .. } => Some(2),
             Cond::Token { code: Some(_), .. } => Some(3),
@@ -454,6 +483,17 @@ impl Sql {
                 }
                 self.push("r.id IN ");
                 self.text_list(ids);
+            }
+            Cond::ReferencedFrom {
+                patient_id,
+                compartment_types,
+            } => {
+                self.push("r.id IN (SELECT x.target_id FROM search_reference x WHERE x.target_type = ");
+                let rtype = self.rtype.clone();
+                self.text_arg(&rtype);
+                self.push(" AND x.rid IN (");
+                self.compartment_rids(patient_id, compartment_types);
+                self.push("))");
             }
             Cond::Not(inner) => {
                 self.push("NOT (");
@@ -730,7 +770,12 @@ impl Sql {
         let plain = |c: &Cond| {
             !matches!(
                 c,
-                Cond::Any(_) | Cond::All(_) | Cond::Not(_) | Cond::Id(_) | Cond::LastUpdated { .. }
+                Cond::Any(_)
+                    | Cond::All(_)
+                    | Cond::Not(_)
+                    | Cond::Id(_)
+                    | Cond::ReferencedFrom { .. }
+                    | Cond::LastUpdated { .. }
             ) && !matches!(c, Cond::ReferenceIn { target_ids, .. } if target_ids.is_empty())
                 && Self::drive_rank(c).is_some()
         };

@@ -563,16 +563,56 @@ async fn searches_match_an_independent_oracle() {
             kinds.contains("Patient") && kinds.contains("Organization"),
             "_include=Encounter:* gave {kinds:?}"
         );
-        // $everything and compartment search: every resource of the patient, nothing of others.
+        // $everything and compartment search: every resource of the patient, nothing of others,
+        // and every resource outside the patient compartment's types (practitioners,
+        // organizations…) that one of them refers to.
         let pref = format!("Patient/{pid}");
-        let mine: BTreeSet<String> = d
+        let compartment_def: Value = serde_json::from_slice(
+            &std::fs::read(data.join("fhir-definitions/CompartmentDefinition-patient.json")).unwrap(),
+        )
+        .unwrap();
+        let compartment_types: BTreeSet<&str> = compartment_def["resource"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["param"].as_array().is_some_and(|p| !p.is_empty()))
+            .map(|r| r["code"].as_str().unwrap())
+            .chain(["Patient"])
+            .collect();
+        let own: Vec<&(String, String, Value)> = d
             .resources
             .iter()
             .filter(|(t, i, v)| {
                 (t == "Patient" && i == pid) || (t != "Patient" && v.to_string().contains(&format!("\"{pref}\"")))
             })
-            .map(|(t, i, _)| format!("{t}/{i}"))
             .collect();
+        let mut mine: BTreeSet<String> = own.iter().map(|(t, i, _)| format!("{t}/{i}")).collect();
+        fn references(v: &Value, out: &mut BTreeSet<String>) {
+            match v {
+                Value::Object(m) => {
+                    if let Some(r) = m.get("reference").and_then(Value::as_str) {
+                        out.insert(r.to_owned());
+                    }
+                    m.values().for_each(|x| references(x, out));
+                }
+                Value::Array(a) => a.iter().for_each(|x| references(x, out)),
+                _ => {}
+            }
+        }
+        let mut referred = BTreeSet::new();
+        own.iter().for_each(|(_, _, v)| references(v, &mut referred));
+        let supporting: BTreeSet<String> = referred
+            .into_iter()
+            .filter(|r| {
+                r.split_once('/')
+                    .is_some_and(|(t, i)| !compartment_types.contains(t) && !i.contains('/') && !t.contains(':'))
+            })
+            .collect();
+        assert!(
+            !supporting.is_empty(),
+            "the oracle's patient refers to practitioners or organizations"
+        );
+        mine.extend(supporting);
         let mut got = BTreeSet::new();
         let mut url = app.url(&format!("Patient/{pid}/$everything?_count=50"));
         loop {

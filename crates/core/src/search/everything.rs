@@ -1,6 +1,8 @@
-//! `Patient/[id]/$everything`: the patient and every resource in their compartment, type by
-//! type in name order, paged with a sealed cursor (type and last row id); `_type`, `_since` and
-//! `_count` as the operation defines them.
+//! `Patient/[id]/$everything`: the patient, every resource in their compartment, and the
+//! resources those refer to that are in no patient's compartment (practitioners,
+//! organizations, locations, medications…: "whatever resources are needed to support the
+//! records", as the operation asks), type by type in name order, paged with a sealed cursor
+//! (type and last row id); `_type`, `_since` and `_count` as the operation defines them.
 
 use super::COMPARTMENT;
 use crate::access::Perms;
@@ -59,11 +61,25 @@ impl<S: Store> Session<'_, S> {
             .join("&");
         let mut count = DEFAULT_COUNT;
         let mut since = None;
-        let mut types: Vec<ResourceType> = ResourceType::ALL
+        let in_compartment: Vec<ResourceType> = ResourceType::ALL
             .iter()
             .copied()
             .filter(|t| *t == ResourceType::Patient || !carevault_domain::compartment::params(*t).is_empty())
             .collect();
+        let compartment_names: Vec<String> = in_compartment.iter().map(|t| t.as_str().to_owned()).collect();
+        let mut types = in_compartment.clone();
+        for name in self
+            .store
+            .referenced_types(self.tenant.as_str(), patient.as_str(), &compartment_names)
+            .await?
+        {
+            if let Ok(t) = name.parse::<ResourceType>()
+                && !types.contains(&t)
+            {
+                types.push(t);
+            }
+        }
+        types.sort_by_key(|t| t.as_str());
         for (k, v) in &pairs {
             match k.as_str() {
                 "_count" => {
@@ -97,10 +113,17 @@ impl<S: Store> Session<'_, S> {
                 Some((ct, rid)) if t.as_str() == ct.as_str() => Some((Vec::new(), *rid)),
                 _ => None,
             };
-            let mut conds = vec![Cond::Reference {
-                param: COMPARTMENT.to_owned(),
-                target_type: Some("Patient".to_owned()),
-                target_id: patient.to_string(),
+            let mut conds = vec![if in_compartment.contains(&t) {
+                Cond::Reference {
+                    param: COMPARTMENT.to_owned(),
+                    target_type: Some("Patient".to_owned()),
+                    target_id: patient.to_string(),
+                }
+            } else {
+                Cond::ReferencedFrom {
+                    patient_id: patient.to_string(),
+                    compartment_types: compartment_names.clone(),
+                }
             }];
             // Types the caller may not read are left out; the rest are limited like a search.
             let Ok(guard) = self.guard_conds(t, Perms::READ) else {

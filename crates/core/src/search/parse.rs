@@ -884,7 +884,12 @@ fn param_of(c: &mut Cond) -> Option<&mut String> {
         | Cond::Number { param, .. }
         | Cond::Uri { param, .. }
         | Cond::Present { param, .. } => Some(param),
-        Cond::LastUpdated { .. } | Cond::Id(_) | Cond::Not(_) | Cond::Any(_) | Cond::All(_) => None,
+        Cond::LastUpdated { .. }
+        | Cond::Id(_)
+        | Cond::ReferencedFrom { .. }
+        | Cond::Not(_)
+        | Cond::Any(_)
+        | Cond::All(_) => None,
     }
 }
 

@@ -452,6 +452,21 @@ impl ResourceStore for PgStore {
         let n: i64 = client.query_one(&stmt, &refs(&args)).await?.get(0);
         Ok(n as u64)
     }
+
+    async fn referenced_types(
+        &self,
+        tenant: &str,
+        patient: &str,
+        compartment_types: &[String],
+    ) -> Result<Vec<String>, StoreError> {
+        let client = self.client().await?;
+        let mut sql = Sql::new(Dialect::Postgres);
+        sql.referenced_types(tenant, patient, compartment_types);
+        let args = boxed(&sql.args);
+        let stmt = client.prepare_cached(&sql.text).await?;
+        let rows = client.query(&stmt, &refs(&args)).await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
 }
 
 /// Every index row of a change set, one multi-row `INSERT … SELECT FROM UNNEST(…)` per

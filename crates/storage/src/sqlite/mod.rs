@@ -499,6 +499,23 @@ impl ResourceStore for SqliteStore {
     async fn search_count(&self, query: &SearchQuery) -> Result<u64, StoreError> {
         self.search_count_impl(query).await
     }
+
+    async fn referenced_types(
+        &self,
+        tenant: &str,
+        patient: &str,
+        compartment_types: &[String],
+    ) -> Result<Vec<String>, StoreError> {
+        let mut sql = Sql::new(Dialect::Sqlite);
+        sql.referenced_types(tenant, patient, compartment_types);
+        self.pool
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(&sql.text)?;
+                let rows = stmt.query_map(rusqlite::params_from_iter(sql.args.iter().map(to_value)), |r| r.get(0))?;
+                Ok(rows.collect::<Result<Vec<String>, _>>()?)
+            })
+            .await
+    }
 }
 
 fn key_from_row(r: &Row<'_>) -> rusqlite::Result<StoredKey> {
