@@ -117,6 +117,36 @@ fn search_parameter_table_matches_the_official_definitions() {
         }
     }
     assert_eq!(checked, 600);
+    // The other types' few parameters are official too.
+    for t in ResourceType::ALL.iter().filter(|t| !SEARCH_TYPES.contains(&t.as_str())) {
+        for p in params::type_params(*t) {
+            let Some((kind, _)) = official.get(&(t.as_str().to_owned(), p.name.to_owned())) else {
+                panic!("{t}.{}: not an official parameter", p.name);
+            };
+            assert_eq!(p.kind.as_str(), kind, "{t}.{}: type", p.name);
+        }
+    }
+    // `$everything`'s care dates: exactly the types of the shared `clinical-date`, each with
+    // its `date` in the table.
+    let clinical = defs["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["resource"])
+        .find(|r| r["id"] == "clinical-date")
+        .expect("clinical-date");
+    let bases: BTreeSet<&str> = clinical["base"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_str().unwrap())
+        .collect();
+    let ours: BTreeSet<&str> = params::CLINICAL_DATE.iter().map(|t| t.as_str()).collect();
+    assert_eq!(ours, bases, "clinical-date types");
+    for t in params::CLINICAL_DATE {
+        let p = params::find(*t, "date").unwrap_or_else(|| panic!("{t}: no date"));
+        assert_eq!(p.kind, ParamKind::Date, "{t}.date");
+    }
     for common in params::COMMON {
         let (kind, _) = &official[&("Resource".to_owned(), common.name.to_owned())];
         assert_eq!(common.kind.as_str(), kind, "{}", common.name);

@@ -14,8 +14,8 @@ pub enum ContentError {
     BadValue(String, &'static str),
 }
 
-fn is_date(s: &str) -> bool {
-    // YYYY, YYYY-MM or YYYY-MM-DD with plausible ranges.
+/// `YYYY`, `YYYY-MM` or `YYYY-MM-DD`, with plausible months and days: a FHIR `date`.
+pub fn is_date(s: &str) -> bool {
     let b = s.as_bytes();
     let digits = |r: std::ops::Range<usize>| b.get(r).is_some_and(|x| x.iter().all(u8::is_ascii_digit));
     let num = |r: std::ops::Range<usize>| s.get(r).and_then(|x| x.parse::<u32>().ok()).unwrap_or(0);

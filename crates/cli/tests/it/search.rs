@@ -1042,3 +1042,153 @@ async fn summaries_reference_identifiers_and_iterated_revincludes() {
         assert_eq!(included(&iterated), [enc.clone(), obs.clone()].into_iter().collect());
     }
 }
+
+/// Every `Type/id` of `Patient/{pid}/$everything?{query}`, two to a page, following `next`;
+/// checks none comes twice.
+async fn everything_keys(app: &TestApp, pid: &str, query: &str) -> BTreeSet<String> {
+    let mut got = BTreeSet::new();
+    let mut url = app.url(&format!("Patient/{pid}/$everything?_count=2&{query}"));
+    loop {
+        let r = app.client.get(&url).bearer_auth(&app.data.token).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{query}");
+        let page: Value = r.json().await.unwrap();
+        for e in page["entry"].as_array().into_iter().flatten() {
+            let r = &e["resource"];
+            let key = format!("{}/{}", r["resourceType"].as_str().unwrap(), r["id"].as_str().unwrap());
+            assert!(got.insert(key.clone()), "{query}: {key} twice");
+        }
+        match page["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == "next")
+        {
+            Some(n) => url = n["url"].as_str().unwrap().to_owned(),
+            None => return got,
+        }
+    }
+}
+
+/// `Patient/$everything` with `start` and `end`: the types R4's `clinical-date` covers keep
+/// what their care date overlaps, other types are not filtered; the practitioners the
+/// records refer to come along (and `_type` selects among them), a stranger's do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_takes_care_dates_and_brings_what_the_records_refer_to() {
+    for backend in backends("everything_takes_care_dates_and_brings_what_the_records_refer_to").await {
+        let app = spawn_app(&backend).await;
+        let b = backend.name();
+        let dr = app
+            .create(&serde_json::json!({"resourceType": "Practitioner", "active": true}))
+            .await;
+        let stranger = app
+            .create(&serde_json::json!({"resourceType": "Practitioner", "active": false}))
+            .await;
+        let pid = app
+            .create(&serde_json::json!({"resourceType": "Patient", "active": true}))
+            .await;
+        let other = app
+            .create(&serde_json::json!({"resourceType": "Patient", "active": true}))
+            .await;
+        let mut made = HashMap::new();
+        let mut make = |name: &str, v: Value| {
+            made.insert(name.to_owned(), v);
+        };
+        let obs = |patient: &str, when: &str, performer: &str| {
+            serde_json::json!({"resourceType": "Observation", "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                "subject": {"reference": format!("Patient/{patient}")},
+                "performer": [{"reference": format!("Practitioner/{performer}")}],
+                "effectiveDateTime": when})
+        };
+        make("obs-2019", obs(&pid, "2019-06-01T10:00:00Z", &dr));
+        make("obs-2020", obs(&pid, "2020-06-01T10:00:00Z", &dr));
+        make("obs-2021", obs(&pid, "2021-06-01T10:00:00Z", &dr));
+        make("other-2020", obs(&other, "2020-06-01T10:00:00Z", &stranger));
+        make(
+            "enc-across",
+            serde_json::json!({"resourceType": "Encounter", "status": "finished",
+                "class": {"code": "AMB"}, "subject": {"reference": format!("Patient/{pid}")},
+                "period": {"start": "2019-12-30T08:00:00Z", "end": "2020-01-02T08:00:00Z"}}),
+        );
+        make(
+            "impression-2018",
+            serde_json::json!({"resourceType": "ClinicalImpression", "status": "completed",
+                "subject": {"reference": format!("Patient/{pid}")}, "date": "2018-03-03"}),
+        );
+        make(
+            "condition",
+            serde_json::json!({"resourceType": "Condition",
+                "subject": {"reference": format!("Patient/{pid}")}, "recordedDate": "2015-01-01"}),
+        );
+        let mut ids = HashMap::new();
+        for (name, v) in &made {
+            ids.insert(
+                name.clone(),
+                format!("{}/{}", v["resourceType"].as_str().unwrap(), app.create(v).await),
+            );
+        }
+        let want = |names: &[&str], extra: &[String]| -> BTreeSet<String> {
+            names
+                .iter()
+                .map(|n| ids[*n].clone())
+                .chain(extra.iter().cloned())
+                .collect()
+        };
+        let me = format!("Patient/{pid}");
+        let doctor = format!("Practitioner/{dr}");
+        let all = [
+            "obs-2019",
+            "obs-2020",
+            "obs-2021",
+            "enc-across",
+            "impression-2018",
+            "condition",
+        ];
+        assert_eq!(
+            everything_keys(&app, &pid, "").await,
+            want(&all, &[me.clone(), doctor.clone()]),
+            "{b}: everything"
+        );
+        assert_eq!(
+            everything_keys(&app, &pid, "start=2020-01-01&end=2020-12-31").await,
+            want(&["obs-2020", "enc-across", "condition"], &[me.clone(), doctor.clone()]),
+            "{b}: 2020 (the encounter overlaps it; a condition has no care date)"
+        );
+        assert_eq!(
+            everything_keys(&app, &pid, "start=2021").await,
+            want(&["obs-2021", "condition"], &[me.clone(), doctor.clone()]),
+            "{b}: from 2021"
+        );
+        assert_eq!(
+            everything_keys(&app, &pid, "end=2018-12").await,
+            want(&["impression-2018", "condition"], &[me.clone(), doctor.clone()]),
+            "{b}: up to the end of 2018"
+        );
+        assert_eq!(
+            everything_keys(
+                &app,
+                &pid,
+                "_type=Practitioner,Observation&start=2020-06-01&end=2020-06-01"
+            )
+            .await,
+            want(&["obs-2020"], std::slice::from_ref(&doctor)),
+            "{b}: _type"
+        );
+        assert!(
+            !everything_keys(&app, &pid, "")
+                .await
+                .contains(&format!("Practitioner/{stranger}")),
+            "{b}"
+        );
+        for bad in [
+            "start=yesterday",
+            "end=2020-02-30",
+            "start=ge2020",
+            "start=2020-01-01T00:00:00Z",
+        ] {
+            let r = app.get(&format!("Patient/{pid}/$everything?{bad}")).await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{b}: {bad}");
+            r.outcome();
+        }
+    }
+}

@@ -2,7 +2,10 @@
 //! resources those refer to that are in no patient's compartment (practitioners,
 //! organizations, locations, medications…: "whatever resources are needed to support the
 //! records", as the operation asks), type by type in name order, paged with a sealed cursor
-//! (type and last row id); `_type`, `_since` and `_count` as the operation defines them.
+//! (type and last row id); `_type`, `_since` and `_count` as the operation defines them, and
+//! `start` / `end` (the care dates) through R4's shared `clinical-date` parameter: a resource
+//! of a type that parameter covers is returned when its `date` overlaps the range; resources
+//! of other types carry no care date and are not filtered.
 
 use super::COMPARTMENT;
 use crate::access::Perms;
@@ -61,6 +64,7 @@ impl<S: Store> Session<'_, S> {
             .join("&");
         let mut count = DEFAULT_COUNT;
         let mut since = None;
+        let mut care: Vec<(String, String)> = Vec::new();
         let in_compartment: Vec<ResourceType> = ResourceType::ALL
             .iter()
             .copied()
@@ -100,8 +104,19 @@ impl<S: Store> Session<'_, S> {
                         .collect::<Result<_, _>>()?;
                     types.retain(|t| wanted.contains(t));
                 }
+                // The care date range, as `date` conditions: `ge` and `le` keep whatever
+                // overlaps it (FHIR's prefixes compare ranges).
+                "start" => care.push(("date".to_owned(), format!("ge{v}"))),
+                "end" => care.push(("date".to_owned(), format!("le{v}"))),
                 "_cursor" | "_format" => {}
-                _ => return Err(bad("$everything takes _since, _type and _count")),
+                _ => return Err(bad("$everything takes start, end, _since, _type and _count")),
+            }
+        }
+        for (_, v) in &care {
+            // `start` and `end` are dates (the operation's parameter type); a dateTime or a
+            // prefix of its own is refused here rather than read some other way.
+            if !carevault_domain::validate::is_date(&v[2..]) {
+                return Err(bad("start and end are dates (YYYY, YYYY-MM or YYYY-MM-DD)"));
             }
         }
         let mut resources = Vec::new();
@@ -130,6 +145,15 @@ impl<S: Store> Session<'_, S> {
                 continue;
             };
             conds.extend(guard);
+            if !care.is_empty() && carevault_domain::search::params::CLINICAL_DATE.contains(&t) {
+                let parser = super::parse::Parser {
+                    rtype: t,
+                    blind: &self.search_index,
+                    strict: true,
+                    now_ms: self.clock.now().millis(),
+                };
+                conds.extend(parser.parse(&care)?.conds);
+            }
             if let Some(s) = since {
                 conds.push(Cond::LastUpdated {
                     prefix: Prefix::Ge,

@@ -1,5 +1,6 @@
 //! Our table of the search parameters we support: for each resource type named in the
-//! search work, every official R4 parameter with its type, the element paths it reads and
+//! search work, every official R4 parameter (and for six more, only the shared care date)
+//! with its type, the element paths it reads and
 //! the types it may point to. Paths are our own small language (see `path.rs`):
 //! dotted JSON element names; a choice element (`effective[x]`) is written without its type
 //! suffix and matches every variant, or with it (`valueQuantity`) to pick one; a
@@ -3374,9 +3375,37 @@ pub fn type_params(rtype: ResourceType) -> &'static [SearchParam] {
                 ]
             ),
         ],
+        // Types outside the search work with only R4's shared care date (`clinical-date`),
+        // so that `$everything`'s `start` and `end` reach every type it covers.
+        T::ClinicalImpression | T::Composition | T::FamilyMemberHistory | T::List => &[p!("date", Date, ["date"], [])],
+        T::RiskAssessment => &[p!("date", Date, ["occurrenceDateTime"], [])],
+        T::SupplyRequest => &[p!("date", Date, ["authoredOn"], [])],
         _ => &[],
     }
 }
+
+/// The types R4's shared `clinical-date` parameter covers (each type's `date`, its care
+/// date): what `Patient/$everything`'s `start` and `end` filter on. A test checks the list
+/// against the official definition.
+pub const CLINICAL_DATE: &[ResourceType] = &[
+    ResourceType::AllergyIntolerance,
+    ResourceType::CarePlan,
+    ResourceType::CareTeam,
+    ResourceType::ClinicalImpression,
+    ResourceType::Composition,
+    ResourceType::Consent,
+    ResourceType::DiagnosticReport,
+    ResourceType::Encounter,
+    ResourceType::EpisodeOfCare,
+    ResourceType::FamilyMemberHistory,
+    ResourceType::Flag,
+    ResourceType::Immunization,
+    ResourceType::List,
+    ResourceType::Observation,
+    ResourceType::Procedure,
+    ResourceType::RiskAssessment,
+    ResourceType::SupplyRequest,
+];
 
 /// A parameter of `rtype` by name (common ones included).
 pub fn find(rtype: ResourceType, name: &str) -> Option<&'static SearchParam> {
