@@ -56,7 +56,8 @@ pub async fn serve_settings(settings: Settings, ready: impl FnOnce(&str)) -> Res
 
 /// Deletes expired bulk exports (a status or file request for an expired job also deletes it
 /// on sight) and ended sign-in sessions, at start and then every ten minutes; each deletion
-/// commits with its audit entry (the core's), the counts go to the operator log.
+/// commits with its audit entry (the core's), the counts go to the operator log. Old
+/// conditional-create claims (keyed tags, no content) go too, unaudited.
 fn spawn_janitor(vault: std::sync::Arc<carevault_core::Vault<carevault_storage::AnyStore>>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(600));
@@ -71,6 +72,11 @@ fn spawn_janitor(vault: std::sync::Arc<carevault_core::Vault<carevault_storage::
                 Ok(0) => {}
                 Ok(n) => tracing::info!(sessions = n, "ended sign-in sessions deleted"),
                 Err(e) => tracing::warn!(error = %e, "ended sign-in sessions could not be deleted"),
+            }
+            match vault.purge_condition_claims().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(claims = n, "old conditional-create claims deleted"),
+                Err(e) => tracing::warn!(error = %e, "old conditional-create claims could not be deleted"),
             }
         }
     });

@@ -12,7 +12,7 @@ use crate::identifiers::IdentifierQuery;
 use crate::{CoreError, Session};
 use carevault_domain::patch::PatchDocument;
 use carevault_domain::{Reference, Resource, ResourceError, ResourceId, ResourceType, Timestamp, VersionId};
-use carevault_storage::{ChangeSet, Store, StoreError};
+use carevault_storage::{ChangeSet, Claim, Store, StoreError};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -188,20 +188,24 @@ pub fn parse_etag(s: &str) -> Option<VersionId> {
 
 /// What the transaction will do with one entry.
 enum Plan {
+    /// `claim`: an `ifNoneExist` create's claim on its condition (see `Session::claim_tag`).
     Create {
         rtype: ResourceType,
         id: ResourceId,
         resource: Resource,
+        claim: Option<Vec<u8>>,
     },
     Matched {
         rtype: ResourceType,
         id: ResourceId,
     },
+    /// `claim`: a conditional update that matched nothing claims its condition.
     Put {
         rtype: ResourceType,
         id: ResourceId,
         resource: Resource,
         if_match: Option<VersionId>,
+        claim: Option<Vec<u8>>,
     },
     Delete {
         rtype: ResourceType,
@@ -318,7 +322,9 @@ impl<S: Store> Session<'_, S> {
         for (i, plan) in plans.iter().enumerate() {
             let Some(plan) = plan else { continue };
             match plan {
-                Plan::Create { rtype, id, resource } => {
+                Plan::Create {
+                    rtype, id, resource, ..
+                } => {
                     self.require(*rtype, Perms::CREATE).map_err(|e| with_entry(i, e))?;
                     self.check_write_target(*rtype, id, resource.json())
                         .map_err(|e| with_entry(i, e))?;
@@ -338,6 +344,7 @@ impl<S: Store> Session<'_, S> {
                     id,
                     resource,
                     if_match,
+                    ..
                 } => {
                     let current = self
                         .checked_put(*rtype, id, resource)
@@ -379,7 +386,14 @@ impl<S: Store> Session<'_, S> {
             }
         }
         let mut written = BTreeMap::new();
-        for p in pendings.iter().flatten() {
+        for (p, plan) in pendings.iter().zip(&plans) {
+            let Some(p) = p else { continue };
+            if let Some(Plan::Create { claim: Some(tag), .. } | Plan::Put { claim: Some(tag), .. }) = plan {
+                changes.claims.push(Claim {
+                    tag: tag.clone(),
+                    version: changes.versions.len(),
+                });
+            }
             changes.versions.push(p.version.clone());
             let t: ResourceType = p.written.resource.rtype;
             *written.entry(t).or_insert(0) += 1;
@@ -387,6 +401,11 @@ impl<S: Store> Session<'_, S> {
         if !changes.versions.is_empty() {
             match self.apply(changes).await {
                 Ok(()) => {}
+                Err(StoreError::Claimed) => {
+                    return Err(CoreError::Conflict(
+                        "a concurrent conditional create took the same condition".into(),
+                    ));
+                }
                 Err(StoreError::Conflict) if entries.iter().any(|e| e.if_match.is_some()) => {
                     return Err(CoreError::PreconditionFailed(
                         "a concurrent write made an ifMatch stale".into(),
@@ -448,10 +467,11 @@ impl<S: Store> Session<'_, S> {
                 if body_type != Some(rtype) {
                     return Err(invalid(i, "the resource type does not match request.url"));
                 }
+                let mut claim = None;
                 if let Some(cond) = &e.if_none_exist {
                     let matches = self.resolve(rtype, condition_query(cond), plans).await?;
                     match matches.as_slice() {
-                        [] => {}
+                        [] => claim = Some(self.claim_tag(rtype, condition_query(cond))?),
                         [one] => {
                             return Ok(Plan::Matched { rtype, id: one.clone() });
                         }
@@ -466,6 +486,7 @@ impl<S: Store> Session<'_, S> {
                     rtype,
                     id: self.new_id()?,
                     resource,
+                    claim,
                 })
             }
             (Method::Put, Target::Instance(rtype, id, None)) => {
@@ -481,6 +502,7 @@ impl<S: Store> Session<'_, S> {
                     id,
                     resource,
                     if_match: e.if_match,
+                    claim: None,
                 })
             }
             (Method::Put, Target::Conditional(rtype, q)) => {
@@ -489,12 +511,12 @@ impl<S: Store> Session<'_, S> {
                     return Err(invalid(i, "the resource type does not match request.url"));
                 }
                 let found = self.resolve(rtype, &q, plans).await?;
-                let id = match found.as_slice() {
+                let (id, claim) = match found.as_slice() {
                     [] => match resource.id() {
-                        Some(id) => id,
-                        None => self.new_id()?,
+                        Some(id) => (id, Some(self.claim_tag(rtype, &q)?)),
+                        None => (self.new_id()?, Some(self.claim_tag(rtype, &q)?)),
                     },
-                    [one] => one.clone(),
+                    [one] => (one.clone(), None),
                     _ => {
                         return Err(CoreError::PreconditionFailed(
                             "the conditional update matches more than one resource".into(),
@@ -506,6 +528,7 @@ impl<S: Store> Session<'_, S> {
                     id,
                     resource,
                     if_match: e.if_match,
+                    claim,
                 })
             }
             (Method::Delete, Target::Instance(rtype, id, None)) => Ok(Plan::Delete {
@@ -590,6 +613,7 @@ impl<S: Store> Session<'_, S> {
             id,
             resource,
             if_match: Some(VersionId::new(current.version).map_err(|_| CoreError::Integrity)?),
+            claim: None,
         })
     }
 
@@ -606,7 +630,9 @@ impl<S: Store> Session<'_, S> {
         };
         let mut out = Vec::new();
         for plan in plans.iter().flatten() {
-            if let Plan::Create { rtype: t, id, resource }
+            if let Plan::Create {
+                rtype: t, id, resource, ..
+            }
             | Plan::Put {
                 rtype: t, id, resource, ..
             } = plan

@@ -5,8 +5,9 @@ use crate::identifiers::{IdentifierQuery, identifier_tags};
 use crate::keys::Row;
 use crate::{CoreError, Session};
 use carevault_domain::compartment::key_owner;
+use carevault_domain::query::{parse_query, percent_encode};
 use carevault_domain::{Resource, ResourceId, ResourceType, Timestamp, VersionId};
-use carevault_storage::{ChangeSet, Expect, NewVersion, Op, ResourceKey, Store, StoredVersion};
+use carevault_storage::{ChangeSet, Claim, Expect, NewVersion, Op, ResourceKey, Store, StoredVersion};
 
 /// A resource as the client sees it: the decrypted body (with `meta`) and its version.
 #[derive(Debug, Clone)]
@@ -46,6 +47,12 @@ pub(crate) struct Pending {
 }
 
 const MAX_RETRIES: usize = 8;
+
+/// A write's claim on its condition was taken by a concurrent conditional create (which
+/// created the resource the caller should now find).
+struct Claimed;
+
+const CLAIMED: &str = "concurrent conditional creates kept taking the same condition";
 
 impl<S: Store> Session<'_, S> {
     pub(crate) fn resource_key(&self, rtype: ResourceType, id: &ResourceId) -> ResourceKey {
@@ -165,6 +172,17 @@ impl<S: Store> Session<'_, S> {
 
     /// Creates a resource under a new server-assigned id (any id in the body is replaced).
     pub async fn create(&self, resource: Resource) -> Result<Written, CoreError> {
+        self.create_claiming(resource, None)
+            .await?
+            .map_err(|Claimed| CoreError::Conflict(CLAIMED.into()))
+    }
+
+    /// `create`, claiming a condition for the new resource (see `claim_tag`).
+    async fn create_claiming(
+        &self,
+        resource: Resource,
+        claim: Option<Vec<u8>>,
+    ) -> Result<Result<Written, Claimed>, CoreError> {
         let rtype = resource.rtype();
         self.require(rtype, Perms::CREATE)?;
         let id = self.new_id()?;
@@ -173,32 +191,67 @@ impl<S: Store> Session<'_, S> {
             Ok(p) => p,
             Err(_) => return Err(CoreError::Conflict("id collision".into())),
         };
-        self.apply(ChangeSet {
-            versions: vec![pending.version],
-            audit: None,
-        })
-        .await?;
-        Ok(pending.written)
+        match self
+            .apply(ChangeSet {
+                versions: vec![pending.version],
+                audit: None,
+                claims: claim.map(|tag| vec![Claim { tag, version: 0 }]).unwrap_or_default(),
+            })
+            .await
+        {
+            Ok(()) => Ok(Ok(pending.written)),
+            Err(carevault_storage::StoreError::Claimed) => Ok(Err(Claimed)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The claim tag of a conditional create's condition: a keyed hash of tenant, type and
+    /// the condition's decoded parameters in a canonical order, so that two creates racing on
+    /// the same condition (however it is spelled) cannot both create.
+    pub(crate) fn claim_tag(&self, rtype: ResourceType, condition: &str) -> Result<Vec<u8>, CoreError> {
+        let mut pairs = parse_query(condition).map_err(|e| CoreError::Invalid(e.to_string()))?;
+        pairs.sort();
+        let canonical: Vec<String> = pairs
+            .iter()
+            .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
+            .collect();
+        let input = format!("claim|{}|{rtype}|{}", self.tenant, canonical.join("&"));
+        Ok(self.search_index.tag(input.as_bytes()).0.to_vec())
     }
 
     /// Conditional create: creates unless `condition` (a search query) matches; one match is
-    /// returned as is, several are a failed precondition.
+    /// returned as is, several are a failed precondition. Concurrent conditional creates of
+    /// one condition create one resource: the create claims the condition, and a create that
+    /// finds it claimed searches again.
     pub async fn create_if_none_exist(&self, resource: Resource, condition: &str) -> Result<Written, CoreError> {
-        let found = self.conditional_matches(resource.rtype(), condition).await?;
-        match found.as_slice() {
-            [] => self.create(resource).await,
-            [one] => match self.read(resource.rtype(), one).await? {
-                ReadOutcome::Found(r) => Ok(Written {
-                    resource: r,
-                    created: false,
-                    changed: false,
-                }),
-                _ => self.create(resource).await,
-            },
-            _ => Err(CoreError::PreconditionFailed(
-                "the If-None-Exist condition matches more than one resource".into(),
-            )),
+        let rtype = resource.rtype();
+        for _ in 0..MAX_RETRIES {
+            let found = self.conditional_matches(rtype, condition).await?;
+            match found.as_slice() {
+                [] => {
+                    let tag = self.claim_tag(rtype, condition)?;
+                    if let Ok(w) = self.create_claiming(resource.clone(), Some(tag)).await? {
+                        return Ok(w);
+                    }
+                }
+                [one] => {
+                    return match self.read(rtype, one).await? {
+                        ReadOutcome::Found(r) => Ok(Written {
+                            resource: r,
+                            created: false,
+                            changed: false,
+                        }),
+                        _ => self.create(resource).await,
+                    };
+                }
+                _ => {
+                    return Err(CoreError::PreconditionFailed(
+                        "the If-None-Exist condition matches more than one resource".into(),
+                    ));
+                }
+            }
         }
+        Err(CoreError::Conflict(CLAIMED.into()))
     }
 
     /// Stored resources matching a condition: the blind identifier index for `_id` and
@@ -218,27 +271,33 @@ impl<S: Store> Session<'_, S> {
     /// new one), one match is updated, several are a failed precondition.
     pub async fn conditional_update(&self, resource: Resource, condition: &str) -> Result<Written, CoreError> {
         let rtype = resource.rtype();
-        let found = self.conditional_matches(rtype, condition).await?;
-        let id = match found.as_slice() {
-            [] => match resource.id() {
-                Some(id) => id,
-                None => self.new_id()?,
-            },
-            [one] => {
-                if resource.id().is_some_and(|b| &b != one) {
-                    return Err(CoreError::Invalid(
-                        "the id in the body is not the id of the matching resource".into(),
+        for _ in 0..MAX_RETRIES {
+            let found = self.conditional_matches(rtype, condition).await?;
+            let (id, claim) = match found.as_slice() {
+                // No match creates, and claims the condition like a conditional create.
+                [] => match resource.id() {
+                    Some(id) => (id, Some(self.claim_tag(rtype, condition)?)),
+                    None => (self.new_id()?, Some(self.claim_tag(rtype, condition)?)),
+                },
+                [one] => {
+                    if resource.id().is_some_and(|b| &b != one) {
+                        return Err(CoreError::Invalid(
+                            "the id in the body is not the id of the matching resource".into(),
+                        ));
+                    }
+                    (one.clone(), None)
+                }
+                _ => {
+                    return Err(CoreError::PreconditionFailed(
+                        "the condition matches more than one resource".into(),
                     ));
                 }
-                one.clone()
+            };
+            if let Ok(w) = self.update_claiming(rtype, &id, resource.clone(), None, claim).await? {
+                return Ok(w);
             }
-            _ => {
-                return Err(CoreError::PreconditionFailed(
-                    "the condition matches more than one resource".into(),
-                ));
-            }
-        };
-        self.update(rtype, &id, resource, None).await
+        }
+        Err(CoreError::Conflict(CLAIMED.into()))
     }
 
     /// Conditional delete (`DELETE [type]?search`): deletes the one match; several are a
@@ -263,6 +322,20 @@ impl<S: Store> Session<'_, S> {
         resource: Resource,
         if_match: Option<VersionId>,
     ) -> Result<Written, CoreError> {
+        self.update_claiming(rtype, id, resource, if_match, None)
+            .await?
+            .map_err(|Claimed| CoreError::Conflict(CLAIMED.into()))
+    }
+
+    /// `update`, claiming a condition for the version it writes (see `claim_tag`).
+    async fn update_claiming(
+        &self,
+        rtype: ResourceType,
+        id: &ResourceId,
+        resource: Resource,
+        if_match: Option<VersionId>,
+        claim: Option<Vec<u8>>,
+    ) -> Result<Result<Written, Claimed>, CoreError> {
         for _ in 0..MAX_RETRIES {
             let current = self.checked_put(rtype, id, &resource).await?;
             if let Some(want) = if_match {
@@ -276,21 +349,26 @@ impl<S: Store> Session<'_, S> {
             let pending = match self.prepare(rtype, id, resource.clone(), current.as_ref()).await? {
                 Ok(p) => p,
                 Err(unchanged) => {
-                    return Ok(Written {
+                    return Ok(Ok(Written {
                         resource: unchanged,
                         created: false,
                         changed: false,
-                    });
+                    }));
                 }
             };
             match self
                 .apply(ChangeSet {
                     versions: vec![pending.version],
                     audit: None,
+                    claims: claim
+                        .clone()
+                        .map(|tag| vec![Claim { tag, version: 0 }])
+                        .unwrap_or_default(),
                 })
                 .await
             {
-                Ok(()) => return Ok(pending.written),
+                Ok(()) => return Ok(Ok(pending.written)),
+                Err(carevault_storage::StoreError::Claimed) => return Ok(Err(Claimed)),
                 Err(carevault_storage::StoreError::Conflict) if if_match.is_some() => {
                     return Err(CoreError::PreconditionFailed(
                         "If-Match does not name the current version".into(),
@@ -334,7 +412,7 @@ impl<S: Store> Session<'_, S> {
             match self
                 .apply(ChangeSet {
                     versions: vec![v],
-                    audit: None,
+                    ..ChangeSet::default()
                 })
                 .await
             {
@@ -544,5 +622,18 @@ impl<S: Store> Session<'_, S> {
             }),
             Some(v) => Ok(ReadOutcome::Found(self.masked(self.open_version(rtype, &v).await?))),
         }
+    }
+}
+
+/// How long a conditional create's claim on its condition is kept: far longer than any
+/// request that could race with it.
+const CLAIM_KEEP_MILLIS: i64 = 10 * 60 * 1000;
+
+impl<S: Store> crate::Vault<S> {
+    /// Deletes the conditional-create claims older than ten minutes (of any tenant); how
+    /// many. They hold keyed tags and resource ids, no content, and are not audited.
+    pub async fn purge_condition_claims(&self) -> Result<u64, CoreError> {
+        let before = self.clock.now().millis() - CLAIM_KEEP_MILLIS;
+        Ok(self.store.purge_claims(before).await?)
     }
 }

@@ -104,6 +104,9 @@ impl ResourceStore for AnyStore {
     ) -> Result<Vec<String>, StoreError> {
         forward!(self, s => s.referenced_types(tenant, patient, compartment_types))
     }
+    async fn purge_claims(&self, before: i64) -> Result<u64, StoreError> {
+        forward!(self, s => s.purge_claims(before))
+    }
 }
 
 impl KeyStore for AnyStore {

@@ -36,8 +36,53 @@ fn version(id: &str, v: u64, expect: Expect, op: Op, tags: &[&[u8]]) -> NewVersi
 fn one(v: NewVersion) -> ChangeSet {
     ChangeSet {
         versions: vec![v],
-        audit: None,
+        ..ChangeSet::default()
     }
+}
+
+/// A create that claims `tag` (a conditional create's claim on its condition).
+fn claiming(v: NewVersion, tag: &[u8]) -> ChangeSet {
+    ChangeSet {
+        versions: vec![v],
+        claims: vec![Claim {
+            tag: tag.to_vec(),
+            version: 0,
+        }],
+        ..ChangeSet::default()
+    }
+}
+
+/// Conditional creates' claims: a claim whose resource stands fails a second one (and the
+/// whole set, nothing written); a changed or deleted resource's claim is taken over; old
+/// claims are purged.
+async fn claims_suite<S: Store>(s: S) {
+    let create = |id: &str| version(id, 1, Expect::Absent, Op::Create, &[]);
+    s.apply(claiming(create("claim-1"), b"condition-a")).await.unwrap();
+    assert!(matches!(
+        s.apply(claiming(create("claim-2"), b"condition-a")).await,
+        Err(StoreError::Claimed)
+    ));
+    assert!(s.current(&key("claim-2")).await.unwrap().is_none(), "nothing written");
+    // Another condition is free.
+    s.apply(claiming(create("claim-3"), b"condition-b")).await.unwrap();
+    // The claimed resource changed: its claim no longer holds, the next create takes it over.
+    s.apply(one(version("claim-1", 2, Expect::Version(1), Op::Update, &[])))
+        .await
+        .unwrap();
+    s.apply(claiming(create("claim-4"), b"condition-a")).await.unwrap();
+    assert!(matches!(
+        s.apply(claiming(create("claim-5"), b"condition-a")).await,
+        Err(StoreError::Claimed)
+    ));
+    // Deleted: taken over too.
+    s.apply(one(version("claim-4", 2, Expect::Version(1), Op::Delete, &[])))
+        .await
+        .unwrap();
+    s.apply(claiming(create("claim-5"), b"condition-a")).await.unwrap();
+    // Purged claims (made at 1000 ms here) hold nothing any more.
+    assert_eq!(s.purge_claims(500).await.unwrap(), 0);
+    assert_eq!(s.purge_claims(1001).await.unwrap(), 2);
+    s.apply(claiming(create("claim-6"), b"condition-a")).await.unwrap();
 }
 
 async fn suite<S: Store>(s: S) {
@@ -98,6 +143,7 @@ async fn suite<S: Store>(s: S) {
 
     // a change set is atomic: the bad second entry undoes the good first one
     let bad = ChangeSet {
+        claims: Vec::new(),
         audit: None,
         versions: vec![
             version("b", 1, Expect::Absent, Op::Create, &[]),
@@ -197,7 +243,7 @@ async fn suite<S: Store>(s: S) {
             .iter()
             .map(|id| version(id, 1, Expect::Absent, Op::Create, &[b"set-tag"]))
             .collect(),
-        audit: None,
+        ..ChangeSet::default()
     };
     assert!(matches!(
         s.apply(creates(&["set-1", "a", "set-2"])).await,
@@ -711,6 +757,7 @@ async fn sqlite_conformance() {
     let dir = tempfile::tempdir().unwrap();
     let store = sqlite::SqliteStore::open(&dir.path().join("t.db")).unwrap();
     suite(store.clone()).await;
+    claims_suite(store.clone()).await;
     oauth_suite(store.clone()).await;
     audit_suite(store.clone()).await;
     accounts_suite(store).await;
@@ -739,6 +786,7 @@ async fn postgres_conformance() {
     let url = fresh_pg_schema(&base).await;
     let store = postgres::PgStore::connect(&url, 8).await.unwrap();
     suite(store.clone()).await;
+    claims_suite(store.clone()).await;
     oauth_suite(store.clone()).await;
     audit_suite(store.clone()).await;
     accounts_suite(store).await;

@@ -4,6 +4,9 @@ pub enum StoreError {
     /// A version expectation in a change set did not hold (someone else wrote first).
     #[error("conflicting concurrent write")]
     Conflict,
+    /// A concurrent conditional create claimed the same condition first (see `Claim`).
+    #[error("a concurrent conditional create claimed the same condition")]
+    Claimed,
     #[error("database error during {op}: {detail}")]
     Backend { op: &'static str, detail: String },
     #[error("the storage worker stopped")]

@@ -94,6 +94,9 @@ pub trait ResourceStore: Send + Sync {
         patient: &str,
         compartment_types: &[String],
     ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+
+    /// Deletes the conditional-create claims made before `before` (ms); how many.
+    fn purge_claims(&self, before: i64) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
 /// Wrapped data keys, one per (tenant, scope).

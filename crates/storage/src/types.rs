@@ -123,6 +123,21 @@ pub struct ChangeSet {
     pub versions: Vec<NewVersion>,
     /// The audit entry of the request making this change, committed with it.
     pub audit: Option<crate::AuditMaker>,
+    /// Conditional creates' claims on their conditions (see [`Claim`]).
+    pub claims: Vec<Claim>,
+}
+
+/// A conditional create's claim on its condition: `tag` (a keyed hash of tenant, type and
+/// the condition) names the condition, `version` the change set's version that creates the
+/// resource. While an earlier claim's resource still stands as it was created, another
+/// claim of the same tag fails the whole set with `StoreError::Claimed`: of two concurrent
+/// conditional creates, one creates and the other searches again and finds it. A claim
+/// whose resource was since changed or deleted is simply taken over. Claims are purged
+/// after a while (`purge_claims`); by then any racing create has long finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub tag: Vec<u8>,
+    pub version: usize,
 }
 
 /// Selects versions for a history: all, one type, or one resource; `since` bounds the

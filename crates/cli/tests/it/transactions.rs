@@ -260,3 +260,70 @@ async fn bundles_patch_and_search() {
         assert_eq!(app.get(&format!("Patient/{p}")).await.json()["active"], true);
     }
 }
+
+/// Concurrent conditional creates of one condition — `If-None-Exist`, a transaction's
+/// `ifNoneExist`, a conditional update that matches nothing — make one resource; the others
+/// find it (each kind spelled two ways, which must not matter).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_conditional_creates_make_one_resource() {
+    for backend in backends("racing_conditional_creates_make_one_resource").await {
+        let app = spawn_app(&backend).await;
+        let b = backend.name();
+        for mode in ["header", "transaction", "conditional-update"] {
+            let value = format!("race-{mode}");
+            let patient = json!({"resourceType": "Patient", "identifier": [{"system": "urn:race", "value": value}]});
+            let mut tasks = Vec::new();
+            for n in 0..12 {
+                // The same condition, percent-encoded or not.
+                let condition = if n % 2 == 0 {
+                    format!("identifier=urn:race|{value}")
+                } else {
+                    format!("identifier=urn%3Arace%7C{value}")
+                };
+                let (method, url, body, header) = match mode {
+                    "header" => ("POST", app.url("Patient"), patient.clone(), Some(condition)),
+                    "transaction" => (
+                        "POST",
+                        app.url(""),
+                        tx(vec![json!({"resource": patient,
+                            "request": {"method": "POST", "url": "Patient", "ifNoneExist": condition}})]),
+                        None,
+                    ),
+                    _ => ("PUT", app.url(&format!("Patient?{condition}")), patient.clone(), None),
+                };
+                let client = app.client.clone();
+                let token = app.data.token.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut rb = client
+                        .request(method.parse().unwrap(), url)
+                        .bearer_auth(token)
+                        .header("content-type", "application/fhir+json")
+                        .body(serde_json::to_vec(&body).unwrap());
+                    if let Some(h) = header {
+                        rb = rb.header("if-none-exist", h);
+                    }
+                    let r = rb.send().await.unwrap();
+                    let status = r.status();
+                    let body: Value = r.json().await.unwrap();
+                    // A transaction's own status is 200; its entry tells created from found.
+                    let entry = body["entry"][0]["response"]["status"].as_str().map(str::to_owned);
+                    (status, entry, body)
+                }));
+            }
+            let mut created = 0;
+            for t in tasks {
+                let (status, entry, body) = t.await.unwrap();
+                assert!(status.is_success(), "{b} {mode}: {status} {body}");
+                if status == StatusCode::CREATED || entry.as_deref().is_some_and(|s| s.starts_with("201")) {
+                    created += 1;
+                }
+            }
+            let found = app
+                .get(&format!("Patient?identifier=urn:race|{value}&_summary=count"))
+                .await
+                .json();
+            assert_eq!(found["total"], 1, "{b} {mode}: one resource");
+            assert_eq!(created, 1, "{b} {mode}: one of them created it");
+        }
+    }
+}

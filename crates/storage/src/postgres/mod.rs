@@ -3,6 +3,7 @@
 
 mod accounts;
 pub(crate) mod audit;
+mod claims;
 mod export;
 mod oauth;
 mod schema;
@@ -146,6 +147,7 @@ impl ResourceStore for PgStore {
     async fn apply(&self, changes: ChangeSet) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(map_err)?;
+        claims::take(&tx, &changes).await?;
         let select = tx
             .prepare_cached(
                 "SELECT version, rid FROM resources WHERE tenant = $1 AND rtype = $2 AND id = $3 FOR UPDATE",
@@ -466,6 +468,13 @@ impl ResourceStore for PgStore {
         let stmt = client.prepare_cached(&sql.text).await?;
         let rows = client.query(&stmt, &refs(&args)).await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn purge_claims(&self, before: i64) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        Ok(client
+            .execute("DELETE FROM condition_claims WHERE created < $1", &[&before])
+            .await?)
     }
 }
 

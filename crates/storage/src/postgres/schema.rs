@@ -269,6 +269,22 @@ CREATE TABLE audit_heads (
 );
 "#,
     ),
+    (
+        9,
+        r#"
+-- Conditional creates' claims on their conditions (`Claim`): the keyed tag of tenant, type
+-- and condition, the resource the claim's create made and its version then.
+CREATE TABLE condition_claims (
+    tag     BYTEA PRIMARY KEY,
+    tenant  TEXT NOT NULL,
+    rtype   TEXT NOT NULL,
+    id      TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    created BIGINT NOT NULL
+);
+CREATE INDEX condition_claims_by_created ON condition_claims (created);
+"#,
+    ),
 ];
 
 pub(crate) async fn migrate(client: &mut Client) -> Result<(), StoreError> {

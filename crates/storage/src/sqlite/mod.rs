@@ -3,6 +3,7 @@
 
 mod accounts;
 pub(crate) mod audit;
+mod claims;
 mod export;
 mod oauth;
 mod pool;
@@ -99,6 +100,7 @@ fn apply_changes(conn: &Connection, changes: &ChangeSet) -> Result<(), StoreErro
         written.insert(&v.key, v.version);
         before.push(found);
     }
+    claims::check(conn, changes)?;
     for (v, found) in changes.versions.iter().zip(before) {
         let current = match found {
             Before::Stored(current) => current,
@@ -175,6 +177,7 @@ fn apply_changes(conn: &Connection, changes: &ChangeSet) -> Result<(), StoreErro
             insert_search_row(conn, &v.key, rid, row)?;
         }
     }
+    claims::record(conn, changes)?;
     if let Some(maker) = &changes.audit {
         audit::insert_made(conn, std::slice::from_ref(maker))?;
     }
@@ -515,6 +518,10 @@ impl ResourceStore for SqliteStore {
                 Ok(rows.collect::<Result<Vec<String>, _>>()?)
             })
             .await
+    }
+
+    async fn purge_claims(&self, before: i64) -> Result<u64, StoreError> {
+        self.pool.write(move |conn| claims::purge(conn, before)).await
     }
 }
 

@@ -280,6 +280,22 @@ CREATE TABLE audit_heads (
 );
 "#,
     ),
+    (
+        9,
+        r#"
+-- Conditional creates' claims on their conditions (`Claim`): the keyed tag of tenant, type
+-- and condition, the resource the claim's create made and its version then.
+CREATE TABLE condition_claims (
+    tag     BLOB PRIMARY KEY,
+    tenant  TEXT NOT NULL,
+    rtype   TEXT NOT NULL,
+    id      TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    created INTEGER NOT NULL
+);
+CREATE INDEX condition_claims_by_created ON condition_claims (created);
+"#,
+    ),
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
