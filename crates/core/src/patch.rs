@@ -1,6 +1,8 @@
 //! `PATCH` with a JSON Patch or a FHIRPath Patch document: applied to the current version's decrypted body, the
 //! result checked like any incoming resource, then written as an update bound to the version
-//! that was patched (so a concurrent write makes it fail rather than be lost).
+//! that was patched, so a concurrent write is never lost. When that version was the
+//! client's `If-Match`, a concurrent write fails the patch (412); without one, the patch is
+//! applied again to the newer version.
 
 use crate::crud::{ReadOutcome, StoredResource, Written};
 use crate::{CoreError, Session};
@@ -8,6 +10,9 @@ use carevault_domain::patch::{PatchDocument, PatchError};
 use carevault_domain::{Resource, ResourceError, ResourceId, ResourceType, VersionId};
 use carevault_storage::Store;
 use serde_json::Value;
+
+/// How often a patch without `If-Match` is applied again after losing to a concurrent write.
+const PATCH_ATTEMPTS: usize = 32;
 
 impl<S: Store> Session<'_, S> {
     pub async fn patch(
@@ -24,10 +29,20 @@ impl<S: Store> Session<'_, S> {
                 rtype.as_str()
             )));
         }
-        let current = self.patch_base(rtype, id, if_match).await?;
-        let resource = self.patched(rtype, id, &current, patch)?;
-        let version = VersionId::new(current.version).map_err(|_| CoreError::Integrity)?;
-        self.update(rtype, id, resource, Some(version)).await
+        for _ in 0..PATCH_ATTEMPTS {
+            let current = self.patch_base(rtype, id, if_match).await?;
+            let resource = self.patched(rtype, id, &current, patch)?;
+            let version = VersionId::new(current.version).map_err(|_| CoreError::Integrity)?;
+            match self.update(rtype, id, resource, Some(version)).await {
+                // Someone wrote since the read: the client asked for no particular version,
+                // so the patch goes on top of theirs.
+                Err(CoreError::PreconditionFailed(_)) if if_match.is_none() => continue,
+                other => return other,
+            }
+        }
+        Err(CoreError::Conflict(
+            "too many concurrent writes to this resource".into(),
+        ))
     }
 
     /// The version a patch applies to: the current one, live, and the one `if_match` names.

@@ -575,3 +575,54 @@ async fn conditional_update_and_delete_by_search() {
         );
     }
 }
+
+/// Concurrent patches without `If-Match` all apply, each on top of the others (none lost,
+/// none refused); a patch that names a version someone else replaced still fails with 412.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_patches_without_if_match_all_apply() {
+    for backend in backends("concurrent_patches_without_if_match_all_apply").await {
+        let app = spawn_app(&backend).await;
+        let b = backend.name();
+        let id = app
+            .create(&json!({"resourceType": "Patient", "name": [{"family": "Base"}]}))
+            .await;
+        let mut tasks = Vec::new();
+        for k in 0..12 {
+            let (client, url, token) = (
+                app.client.clone(),
+                app.url(&format!("Patient/{id}")),
+                app.data.token.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let body = json!([{"op": "add", "path": "/name/-", "value": {"family": format!("Patch{k}")}}]);
+                let r = client
+                    .patch(url)
+                    .bearer_auth(token)
+                    .header("content-type", "application/json-patch+json")
+                    .body(body.to_string())
+                    .send()
+                    .await
+                    .unwrap();
+                (r.status(), r.text().await.unwrap())
+            }));
+        }
+        for t in tasks {
+            let (status, text) = t.await.unwrap();
+            assert_eq!(status, StatusCode::OK, "{b}: {text}");
+        }
+        let r = app.get(&format!("Patient/{id}")).await.json();
+        assert_eq!(r["name"].as_array().unwrap().len(), 13, "{b}: every patch applied: {r}");
+        assert_eq!(r["meta"]["versionId"], "13", "{b}");
+        let stale = app
+            .client
+            .patch(app.url(&format!("Patient/{id}")))
+            .bearer_auth(&app.data.token)
+            .header("content-type", "application/json-patch+json")
+            .header("if-match", "W/\"12\"")
+            .body(r#"[{"op": "add", "path": "/active", "value": true}]"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED, "{b}");
+    }
+}
