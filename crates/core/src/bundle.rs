@@ -49,6 +49,9 @@ pub struct BundleOutcome {
     pub written: BTreeMap<ResourceType, usize>,
 }
 
+/// How often a transaction that conflicted with concurrent writes is planned again.
+const TRANSACTION_ATTEMPTS: usize = 16;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Method {
     Get,
@@ -257,10 +260,16 @@ impl<S: Store> Session<'_, S> {
     }
 
     async fn transaction(&self, entries: Vec<Entry>) -> Result<BundleOutcome, CoreError> {
-        for _ in 0..4 {
+        for attempt in 0..TRANSACTION_ATTEMPTS {
             match self.try_transaction(&entries).await {
                 Err(CoreError::Conflict(m)) if entries.iter().all(|e| e.if_match.is_none()) => {
                     tracing::debug!(reason = %m, "transaction conflicted; planning again");
+                    // Writers racing for one resource take turns rather than collide again:
+                    // a random pause of up to a millisecond per attempt so far.
+                    let mut r = [0u8; 2];
+                    self.rng.fill(&mut r)?;
+                    let micros = u64::from(u16::from_le_bytes(r)) % (1000 * (attempt as u64 + 1));
+                    tokio::time::sleep(std::time::Duration::from_micros(micros)).await;
                 }
                 other => return other,
             }
@@ -350,7 +359,14 @@ impl<S: Store> Session<'_, S> {
                         .checked_put(*rtype, id, resource)
                         .await
                         .map_err(|e| with_entry(i, e))?;
-                    check_if_match(i, *if_match, current.as_ref())?;
+                    check_if_match(i, *if_match, current.as_ref()).map_err(|e| match e {
+                        // A patch entry is bound to the version it was applied to; when the
+                        // client named none, a write in between means planning again.
+                        CoreError::PreconditionFailed(_) if entries[i].if_match.is_none() => {
+                            CoreError::Conflict(format!("entry {i}: the patched resource changed"))
+                        }
+                        other => other,
+                    })?;
                     match self
                         .prepare(*rtype, id, resource.clone(), current.as_ref())
                         .await

@@ -327,3 +327,43 @@ async fn racing_conditional_creates_make_one_resource() {
         }
     }
 }
+
+/// Transactions racing to patch one resource (no `ifMatch`) each plan again after losing,
+/// and every patch lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_transactions_patching_one_resource_all_land() {
+    use base64::Engine as _;
+    for backend in backends("racing_transactions_patching_one_resource_all_land").await {
+        let app = spawn_app(&backend).await;
+        let b = backend.name();
+        let id = app
+            .create(&json!({"resourceType": "Patient", "name": [{"family": "Base"}]}))
+            .await;
+        let mut tasks = Vec::new();
+        for k in 0..8 {
+            let patch = json!([{"op": "add", "path": "/name/-", "value": {"family": format!("Tx{k}")}}]);
+            let data = base64::engine::general_purpose::STANDARD.encode(patch.to_string());
+            let bundle = tx(vec![json!({
+                "resource": {"resourceType": "Binary", "contentType": "application/json-patch+json", "data": data},
+                "request": {"method": "PATCH", "url": format!("Patient/{id}")}})]);
+            let (client, url, token) = (app.client.clone(), app.url(""), app.data.token.clone());
+            tasks.push(tokio::spawn(async move {
+                let r = client
+                    .post(url)
+                    .bearer_auth(token)
+                    .header("content-type", "application/fhir+json")
+                    .body(bundle.to_string())
+                    .send()
+                    .await
+                    .unwrap();
+                (r.status(), r.text().await.unwrap())
+            }));
+        }
+        for t in tasks {
+            let (status, text) = t.await.unwrap();
+            assert_eq!(status, StatusCode::OK, "{b}: {text}");
+        }
+        let r = app.get(&format!("Patient/{id}")).await.json();
+        assert_eq!(r["name"].as_array().unwrap().len(), 9, "{b}: every patch landed: {r}");
+    }
+}
