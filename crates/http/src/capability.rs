@@ -34,7 +34,7 @@ pub(crate) fn capability_statement(date: &str, root: &str, cors: bool) -> Value 
                 "readHistory": true,
                 "updateCreate": true,
                 "conditionalCreate": true,
-                "conditionalRead": "not-supported",
+                "conditionalRead": "full-support",
                 "conditionalUpdate": true,
                 "conditionalDelete": "single",
                 "searchParam": search_params(*t),

@@ -626,3 +626,66 @@ async fn concurrent_patches_without_if_match_all_apply() {
         assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED, "{b}");
     }
 }
+
+/// Conditional reads: `If-None-Match` naming the current ETag (weakly compared, or `*`), or
+/// `If-Modified-Since` no earlier than the last update, answer 304 with the validators and
+/// no body; anything else reads as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_reads_answer_304_when_the_copy_is_current() {
+    let app = spawn_app(&Backend::Sqlite).await;
+    let id = app.create(&patient("Cached")).await;
+    let path = format!("Patient/{id}");
+    let get = |headers: Vec<(&'static str, String)>, path: String| {
+        let app = &app;
+        async move {
+            let mut rb = app.client.get(app.url(&path)).bearer_auth(&app.data.token);
+            for (k, v) in headers {
+                rb = rb.header(k, v);
+            }
+            let r = rb.send().await.unwrap();
+            let (status, etag) = (
+                r.status(),
+                r.headers().get("etag").map(|v| v.to_str().unwrap().to_owned()),
+            );
+            (status, etag, r.bytes().await.unwrap().len())
+        }
+    };
+    let (s, etag, len) = get(vec![("if-none-match", "W/\"1\"".into())], path.clone()).await;
+    assert_eq!(
+        (s, etag.as_deref(), len),
+        (StatusCode::NOT_MODIFIED, Some("W/\"1\""), 0)
+    );
+    for current in ["\"1\"", "*", "W/\"7\", W/\"1\""] {
+        let (s, _, _) = get(vec![("if-none-match", current.into())], path.clone()).await;
+        assert_eq!(s, StatusCode::NOT_MODIFIED, "{current}");
+    }
+    let (s, _, len) = get(vec![("if-none-match", "W/\"2\"".into())], path.clone()).await;
+    assert!(s == StatusCode::OK && len > 0);
+    let later = httpdate::fmt_http_date(std::time::SystemTime::now() + std::time::Duration::from_secs(3600));
+    let earlier = httpdate::fmt_http_date(std::time::SystemTime::now() - std::time::Duration::from_secs(3600));
+    assert_eq!(
+        get(vec![("if-modified-since", later.clone())], path.clone()).await.0,
+        StatusCode::NOT_MODIFIED
+    );
+    assert_eq!(
+        get(vec![("if-modified-since", earlier)], path.clone()).await.0,
+        StatusCode::OK
+    );
+    // If-None-Match wins over If-Modified-Since.
+    let both = vec![("if-none-match", "W/\"9\"".to_owned()), ("if-modified-since", later)];
+    assert_eq!(get(both, path.clone()).await.0, StatusCode::OK);
+    // A new version: the old ETag reads it; a vread of the old version is still current.
+    let mut body = patient("Cached");
+    body["id"] = json!(id);
+    body["active"] = json!(true);
+    assert_eq!(app.put(&path, &body).await.status, StatusCode::OK);
+    let (s, etag, _) = get(vec![("if-none-match", "W/\"1\"".into())], path.clone()).await;
+    assert_eq!((s, etag.as_deref()), (StatusCode::OK, Some("W/\"2\"")));
+    let old = format!("{path}/_history/1");
+    assert_eq!(
+        get(vec![("if-none-match", "W/\"1\"".into())], old).await.0,
+        StatusCode::NOT_MODIFIED
+    );
+    let cap = app.get("metadata").await.json();
+    assert_eq!(cap["rest"][0]["resource"][0]["conditionalRead"], "full-support");
+}
