@@ -260,8 +260,13 @@ impl<S: Store> Session<'_, S> {
     }
 
     async fn transaction(&self, entries: Vec<Entry>) -> Result<BundleOutcome, CoreError> {
+        let mut claims = true;
         for attempt in 0..TRANSACTION_ATTEMPTS {
-            match self.try_transaction(&entries).await {
+            match self.try_transaction(&entries, claims).await {
+                // A conditional create lost its claim: plan again, and if the condition still
+                // matches nothing the caller can see, create unclaimed (see `Claimed`).
+                Ok(Err(crate::crud::Claimed)) => claims = false,
+                Ok(Ok(outcome)) => return Ok(outcome),
                 Err(CoreError::Conflict(m)) if entries.iter().all(|e| e.if_match.is_none()) => {
                     tracing::debug!(reason = %m, "transaction conflicted; planning again");
                     // Writers racing for one resource take turns rather than collide again:
@@ -271,7 +276,7 @@ impl<S: Store> Session<'_, S> {
                     let micros = u64::from(u16::from_le_bytes(r)) % (1000 * (attempt as u64 + 1));
                     tokio::time::sleep(std::time::Duration::from_micros(micros)).await;
                 }
-                other => return other,
+                Err(e) => return Err(e),
             }
         }
         Err(CoreError::Conflict(
@@ -279,7 +284,13 @@ impl<S: Store> Session<'_, S> {
         ))
     }
 
-    async fn try_transaction(&self, entries: &[Entry]) -> Result<BundleOutcome, CoreError> {
+    /// One attempt at a transaction; `claims`: whether conditional creates claim their
+    /// conditions.
+    async fn try_transaction(
+        &self,
+        entries: &[Entry],
+        claims: bool,
+    ) -> Result<Result<BundleOutcome, crate::crud::Claimed>, CoreError> {
         let mut plans: Vec<Option<Plan>> = (0..entries.len()).map(|_| None).collect();
         let mut urls: HashMap<String, String> = HashMap::new();
         // Order of processing per the spec: DELETE, POST, PUT and PATCH, GET.
@@ -290,7 +301,10 @@ impl<S: Store> Session<'_, S> {
             &[Method::Get],
         ] {
             for (i, e) in entries.iter().enumerate().filter(|(_, e)| methods.contains(&e.method)) {
-                let plan = self.plan_entry(i, e, &plans).await.map_err(|err| with_entry(i, err))?;
+                let plan = self
+                    .plan_entry(i, e, &plans, claims)
+                    .await
+                    .map_err(|err| with_entry(i, err))?;
                 if let (Some(full), Some((rtype, id))) = (&e.full_url, plan_target(&plan)) {
                     urls.insert(full.clone(), format!("{rtype}/{id}"));
                 }
@@ -417,11 +431,7 @@ impl<S: Store> Session<'_, S> {
         if !changes.versions.is_empty() {
             match self.apply(changes).await {
                 Ok(()) => {}
-                Err(StoreError::Claimed) => {
-                    return Err(CoreError::Conflict(
-                        "a concurrent conditional create took the same condition".into(),
-                    ));
-                }
+                Err(StoreError::Claimed) => return Ok(Err(crate::crud::Claimed)),
                 Err(StoreError::Conflict) if entries.iter().any(|e| e.if_match.is_some()) => {
                     return Err(CoreError::PreconditionFailed(
                         "a concurrent write made an ifMatch stale".into(),
@@ -467,14 +477,14 @@ impl<S: Store> Session<'_, S> {
             .into_iter()
             .map(|r| r.unwrap_or_else(|| empty_result(200)))
             .collect();
-        Ok(BundleOutcome {
+        Ok(Ok(BundleOutcome {
             kind: BundleKind::Transaction,
             entries,
             written,
-        })
+        }))
     }
 
-    async fn plan_entry(&self, i: usize, e: &Entry, plans: &[Option<Plan>]) -> Result<Plan, CoreError> {
+    async fn plan_entry(&self, i: usize, e: &Entry, plans: &[Option<Plan>], claims: bool) -> Result<Plan, CoreError> {
         let target = parse_target(i, &e.url)?;
         let body_type = e.resource.as_ref().map(Resource::rtype);
         match (e.method, target) {
@@ -487,7 +497,8 @@ impl<S: Store> Session<'_, S> {
                 if let Some(cond) = &e.if_none_exist {
                     let matches = self.resolve(rtype, condition_query(cond), plans).await?;
                     match matches.as_slice() {
-                        [] => claim = Some(self.claim_tag(rtype, condition_query(cond))?),
+                        [] if claims => claim = Some(self.claim_tag(rtype, condition_query(cond))?),
+                        [] => {}
                         [one] => {
                             return Ok(Plan::Matched { rtype, id: one.clone() });
                         }
@@ -528,10 +539,21 @@ impl<S: Store> Session<'_, S> {
                 }
                 let found = self.resolve(rtype, &q, plans).await?;
                 let (id, claim) = match found.as_slice() {
-                    [] => match resource.id() {
-                        Some(id) => (id, Some(self.claim_tag(rtype, &q)?)),
-                        None => (self.new_id()?, Some(self.claim_tag(rtype, &q)?)),
-                    },
+                    [] => {
+                        let tag = if claims { Some(self.claim_tag(rtype, &q)?) } else { None };
+                        match resource.id() {
+                            Some(id) => (id, tag),
+                            // No match and no id: a create, under the create's rules.
+                            None => {
+                                return Ok(Plan::Create {
+                                    rtype,
+                                    id: self.new_id()?,
+                                    resource,
+                                    claim: tag,
+                                });
+                            }
+                        }
+                    }
                     [one] => (one.clone(), None),
                     _ => {
                         return Err(CoreError::PreconditionFailed(

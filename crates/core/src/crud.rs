@@ -49,8 +49,11 @@ pub(crate) struct Pending {
 const MAX_RETRIES: usize = 8;
 
 /// A write's claim on its condition was taken by a concurrent conditional create (which
-/// created the resource the caller should now find).
-struct Claimed;
+/// created the resource the caller should now find). When the caller searches again and
+/// still finds nothing, the resource is one it may not see (or the condition is spelled to
+/// match it no longer): it then creates without a claim, as if there had been no race, so
+/// that a claim neither blocks it nor tells it that a hidden record exists.
+pub(crate) struct Claimed;
 
 const CLAIMED: &str = "concurrent conditional creates kept taking the same condition";
 
@@ -225,13 +228,19 @@ impl<S: Store> Session<'_, S> {
     /// finds it claimed searches again.
     pub async fn create_if_none_exist(&self, resource: Resource, condition: &str) -> Result<Written, CoreError> {
         let rtype = resource.rtype();
+        let mut claim = true;
         for _ in 0..MAX_RETRIES {
             let found = self.conditional_matches(rtype, condition).await?;
             match found.as_slice() {
                 [] => {
-                    let tag = self.claim_tag(rtype, condition)?;
-                    if let Ok(w) = self.create_claiming(resource.clone(), Some(tag)).await? {
-                        return Ok(w);
+                    let tag = if claim {
+                        Some(self.claim_tag(rtype, condition)?)
+                    } else {
+                        None
+                    };
+                    match self.create_claiming(resource.clone(), tag).await? {
+                        Ok(w) => return Ok(w),
+                        Err(Claimed) => claim = false,
                     }
                 }
                 [one] => {
@@ -271,13 +280,27 @@ impl<S: Store> Session<'_, S> {
     /// new one), one match is updated, several are a failed precondition.
     pub async fn conditional_update(&self, resource: Resource, condition: &str) -> Result<Written, CoreError> {
         let rtype = resource.rtype();
+        let mut claiming = true;
         for _ in 0..MAX_RETRIES {
             let found = self.conditional_matches(rtype, condition).await?;
+            let tag = if claiming {
+                Some(self.claim_tag(rtype, condition)?)
+            } else {
+                None
+            };
             let (id, claim) = match found.as_slice() {
-                // No match creates, and claims the condition like a conditional create.
+                // No match creates, and claims the condition like a conditional create: under
+                // the body's id (an update that creates), or, without one, as a plain create
+                // with its rules (a new server id).
                 [] => match resource.id() {
-                    Some(id) => (id, Some(self.claim_tag(rtype, condition)?)),
-                    None => (self.new_id()?, Some(self.claim_tag(rtype, condition)?)),
+                    Some(id) => (id, tag),
+                    None => match self.create_claiming(resource.clone(), tag).await? {
+                        Ok(w) => return Ok(w),
+                        Err(Claimed) => {
+                            claiming = false;
+                            continue;
+                        }
+                    },
                 },
                 [one] => {
                     if resource.id().is_some_and(|b| &b != one) {
@@ -293,8 +316,9 @@ impl<S: Store> Session<'_, S> {
                     ));
                 }
             };
-            if let Ok(w) = self.update_claiming(rtype, &id, resource.clone(), None, claim).await? {
-                return Ok(w);
+            match self.update_claiming(rtype, &id, resource.clone(), None, claim).await? {
+                Ok(w) => return Ok(w),
+                Err(Claimed) => claiming = false,
             }
         }
         Err(CoreError::Conflict(CLAIMED.into()))

@@ -367,3 +367,96 @@ async fn racing_transactions_patching_one_resource_all_land() {
         assert_eq!(r["name"].as_array().unwrap().len(), 9, "{b}: every patch landed: {r}");
     }
 }
+
+/// A condition claimed by a record the caller may not see neither blocks the caller's own
+/// conditional create nor tells it that the record exists: the create goes ahead, as it would
+/// without the claim (a header create, a transaction, a conditional update).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_on_a_hidden_record_neither_blocks_nor_reveals() {
+    for backend in backends("a_claim_on_a_hidden_record_neither_blocks_nor_reveals").await {
+        let app = spawn_app(&backend).await;
+        let b = backend.name();
+        let dr = app
+            .create(&json!({"resourceType": "Practitioner", "name": [{"family": "Own"}]}))
+            .await;
+        let mine = app.create(&json!({"resourceType": "Patient", "active": true})).await;
+        let hidden = app.create(&json!({"resourceType": "Patient", "active": true})).await;
+        app.create(&json!({
+            "resourceType": "Encounter", "status": "in-progress", "class": {"code": "AMB"},
+            "subject": {"reference": format!("Patient/{mine}")},
+            "participant": [{"individual": {"reference": format!("Practitioner/{dr}")}}],
+            "period": {"start": "2020-01-01T08:00:00Z"}
+        }))
+        .await;
+        let t = app.account_token(
+            "own",
+            "physician",
+            &["--practitioner", &format!("Practitioner/{dr}")],
+            "user/*.cruds",
+            "15m",
+        );
+        let obs = |patient: &str, ident: &str| {
+            json!({"resourceType": "Observation", "status": "final",
+                   "identifier": [{"system": "urn:lab", "value": ident}],
+                   "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                   "subject": {"reference": format!("Patient/{patient}")}})
+        };
+        for (n, how) in ["header", "transaction", "conditional-update"].iter().enumerate() {
+            let ident = format!("lab-{n}");
+            let condition = format!("identifier=urn:lab|{ident}");
+            // The administrator's conditional create claims the condition for the hidden
+            // patient's observation.
+            let r = app
+                .request(
+                    reqwest::Method::POST,
+                    "Observation",
+                    Some(&obs(&hidden, &ident)),
+                    &[("if-none-exist", condition.as_str())],
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{b} {how}");
+            let body = obs(&mine, &ident);
+            let (status, text) = match *how {
+                "header" => {
+                    let r = app
+                        .client
+                        .post(app.url("Observation"))
+                        .bearer_auth(&t)
+                        .header("content-type", "application/fhir+json")
+                        .header("if-none-exist", &condition)
+                        .body(body.to_string())
+                        .send()
+                        .await
+                        .unwrap();
+                    (r.status(), r.text().await.unwrap())
+                }
+                "transaction" => {
+                    let bundle = tx(vec![json!({"resource": body,
+                        "request": {"method": "POST", "url": "Observation", "ifNoneExist": condition}})]);
+                    let r = app.request_as(&t, reqwest::Method::POST, "", Some(&bundle)).await;
+                    let text = String::from_utf8_lossy(&r.body).into_owned();
+                    assert!(text.contains("\"201"), "{b} {how}: the entry created: {text}");
+                    (r.status, text)
+                }
+                _ => {
+                    let r = app
+                        .request_as(
+                            &t,
+                            reqwest::Method::PUT,
+                            &format!("Observation?{condition}"),
+                            Some(&body),
+                        )
+                        .await;
+                    (r.status, String::from_utf8_lossy(&r.body).into_owned())
+                }
+            };
+            let want = if *how == "transaction" {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
+            assert_eq!(status, want, "{b} {how}: {text}");
+            assert!(!text.contains(&hidden), "{b} {how}: nothing of the hidden record");
+        }
+    }
+}

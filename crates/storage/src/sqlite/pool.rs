@@ -255,10 +255,11 @@ fn run_transaction(conn: &Connection, batch: &mut VecDeque<Job>) -> bool {
         if finishes.is_empty() || job.checked {
             let changes = conn.total_changes();
             let (ok, finish) = (job.run)(Some(conn));
-            if ok {
+            if ok || conn.total_changes() == changes {
+                // A job that failed before changing anything is answered after the commit
+                // too: its answer (a conflict, say) then describes committed state, which the
+                // caller may go and read.
                 finishes.push(finish);
-            } else if conn.total_changes() == changes {
-                finish(None);
             } else {
                 // A bare job failed half-way: only undoing the transaction undoes it.
                 let _ = conn.execute_batch("ROLLBACK");
