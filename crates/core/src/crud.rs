@@ -283,25 +283,27 @@ impl<S: Store> Session<'_, S> {
         let mut claiming = true;
         for _ in 0..MAX_RETRIES {
             let found = self.conditional_matches(rtype, condition).await?;
-            let tag = if claiming {
-                Some(self.claim_tag(rtype, condition)?)
-            } else {
-                None
-            };
             let (id, claim) = match found.as_slice() {
                 // No match creates, and claims the condition like a conditional create: under
                 // the body's id (an update that creates), or, without one, as a plain create
                 // with its rules (a new server id).
-                [] => match resource.id() {
-                    Some(id) => (id, tag),
-                    None => match self.create_claiming(resource.clone(), tag).await? {
-                        Ok(w) => return Ok(w),
-                        Err(Claimed) => {
-                            claiming = false;
-                            continue;
-                        }
-                    },
-                },
+                [] => {
+                    let tag = if claiming {
+                        Some(self.claim_tag(rtype, condition)?)
+                    } else {
+                        None
+                    };
+                    match resource.id() {
+                        Some(id) => (id, tag),
+                        None => match self.create_claiming(resource.clone(), tag).await? {
+                            Ok(w) => return Ok(w),
+                            Err(Claimed) => {
+                                claiming = false;
+                                continue;
+                            }
+                        },
+                    }
+                }
                 [one] => {
                     if resource.id().is_some_and(|b| &b != one) {
                         return Err(CoreError::Invalid(
