@@ -1192,3 +1192,48 @@ async fn everything_takes_care_dates_and_brings_what_the_records_refer_to() {
         }
     }
 }
+
+/// Searches too large to be real ones (thousands of ANDed or ORed values) are a 400 that
+/// says what the limit is, not a database error; the largest allowed ones are answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_searches_are_refused_and_the_largest_allowed_answered() {
+    for backend in backends("oversized_searches_are_refused_and_the_largest_allowed_answered").await {
+        let app = spawn_app(&backend).await;
+        let b = backend.name();
+        let ands = |n: usize| (0..n).map(|i| format!("code=c{i}")).collect::<Vec<_>>().join("&");
+        let ors = |n: usize| (0..n).map(|i| format!("c{i}")).collect::<Vec<_>>().join(",");
+        let ids = |n: usize| (0..n).map(|i| format!("id{i}")).collect::<Vec<_>>().join(",");
+        for (path, limit) in [
+            (format!("Observation?{}", ands(2000)), "100 parameters"),
+            (format!("Observation?code={}", ors(2000)), "200 values"),
+            (format!("Observation?_id={}", ids(1001)), "1000 values"),
+            (
+                format!(
+                    "Patient?{}",
+                    (0..101).map(|i| format!("name=ab{i}")).collect::<Vec<_>>().join("&")
+                ),
+                "100 parameters",
+            ),
+        ] {
+            let r = app.get(&path).await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{b}: {}", &path[..40]);
+            assert!(r.outcome().contains(limit), "{b}: {}", &path[..40]);
+        }
+        for path in [
+            format!("Observation?{}", ands(100)),
+            format!("Observation?code={}", ors(200)),
+            format!("Observation?code={}&_summary=count", ors(200)),
+            format!("Observation?_id={}", ids(1000)),
+            format!("Observation?{}&code={}", ands(99), ors(200)),
+        ] {
+            let r = app.get(&path).await;
+            assert_eq!(
+                r.status,
+                StatusCode::OK,
+                "{b}: {}: {}",
+                &path[..40],
+                String::from_utf8_lossy(&r.body)
+            );
+        }
+    }
+}

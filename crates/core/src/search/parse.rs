@@ -177,6 +177,29 @@ const NOT_YET: &[&str] = &[
     "_has",
 ];
 
+/// The most parameters one search (or one inner chain or `_has` search) may carry, includes
+/// and result parameters counted.
+const MAX_PARAMETERS: usize = 100;
+/// The most values one parameter may list (comma = OR); `_id` may list more.
+const MAX_ALTERNATIVES: usize = 200;
+const MAX_IDS: usize = 1000;
+
+/// Refuses a search too large to be a real one (a thousand ANDed names, a few thousand ORed
+/// codes) with a 400, before it becomes a statement past the database's limits.
+fn check_size(pairs: &[(String, String)]) -> Result<(), CoreError> {
+    if pairs.len() > MAX_PARAMETERS {
+        return Err(bad(format!("a search may have at most {MAX_PARAMETERS} parameters")));
+    }
+    for (name, value) in pairs {
+        let values = value.matches(',').count() + 1;
+        let most = if name == "_id" { MAX_IDS } else { MAX_ALTERNATIVES };
+        if values > most {
+            return Err(bad(format!("`{name}` may list at most {most} values")));
+        }
+    }
+    Ok(())
+}
+
 pub(crate) struct Parser<'a> {
     pub rtype: ResourceType,
     pub blind: &'a IndexKey,
@@ -190,6 +213,7 @@ impl Parser<'_> {
     }
 
     pub fn parse(&self, pairs: &[(String, String)]) -> Result<SearchRequest, CoreError> {
+        check_size(pairs)?;
         let mut req = SearchRequest {
             conds: Vec::new(),
             rechecks: Vec::new(),
