@@ -689,6 +689,23 @@ async fn search_suite<S: Store>(s: S) {
     };
     assert_eq!(ids(s.search(&q(vec![refs_in(&["o9", "o1"])])).await.unwrap()), ["p3"]);
     assert!(s.search(&q(vec![refs_in(&[])])).await.unwrap().is_empty());
+    // Long lists are bound as one array value: 70,000 ids (past both databases' limits on
+    // placeholders) in two conditions, with awkward characters among them, still match.
+    let many = |keep: &str| -> Vec<String> {
+        let mut v: Vec<String> = (0..35_000).map(|i| format!("x{i}\"q\\\u{1}")).collect();
+        v.insert(17_000, keep.to_owned());
+        v
+    };
+    let long = vec![
+        Cond::Id(many("p3")),
+        Cond::ReferenceIn {
+            param: "organization".into(),
+            target_type: Some("Organization".into()),
+            target_ids: many("o1"),
+        },
+    ];
+    assert_eq!(ids(s.search(&q(long.clone())).await.unwrap()), ["p3"]);
+    assert_eq!(s.search_count(&q(long)).await.unwrap(), 1);
     // sorted by birthdate descending (absent last), paged one at a time forwards and back
     let mut sorted = q(vec![]);
     sorted.sort = vec![(

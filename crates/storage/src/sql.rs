@@ -10,7 +10,15 @@ pub(crate) enum Arg {
     Int(i64),
     Real(f64),
     Blob(Vec<u8>),
+    /// A list of texts bound as one value: a JSON array on SQLite (read with `json_each`), a
+    /// `text[]` on PostgreSQL.
+    TextList(Vec<String>),
 }
+
+/// A list longer than this (the ids a chain's inner search found, say: up to 10,000 each) is
+/// bound as one array value rather than a placeholder per value, so that no search reaches
+/// the databases' limits on placeholders (32,766 on SQLite, 65,535 on PostgreSQL).
+const LIST_AS_ARRAY: usize = 64;
 
 /// The kind of value a sort key yields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +135,16 @@ impl Sql {
 
     /// `(?, ?, …)` with one text argument each (the caller ensures the list is not empty).
     fn text_list(&mut self, values: &[String]) {
+        if values.len() > LIST_AS_ARRAY {
+            let (open, close) = match self.dialect {
+                Dialect::Sqlite => ("(SELECT value FROM json_each(", "))"),
+                Dialect::Postgres => ("(SELECT unnest(", "::text[]))"),
+            };
+            self.push(open);
+            self.arg(Arg::TextList(values.to_vec()));
+            self.push(close);
+            return;
+        }
         self.push("(");
         for (i, v) in values.iter().enumerate() {
             if i > 0 {

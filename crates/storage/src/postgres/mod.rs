@@ -663,6 +663,7 @@ fn boxed(args: &[Arg]) -> Vec<Box<dyn ToSql + Sync + Send>> {
                 Arg::Int(i) => Box::new(*i),
                 Arg::Real(f) => Box::new(*f),
                 Arg::Blob(b) => Box::new(b.clone()),
+                Arg::TextList(list) => Box::new(list.clone()),
             }
         })
         .collect()

@@ -229,7 +229,30 @@ fn to_value(a: &Arg) -> rusqlite::types::Value {
         Arg::Int(i) => V::Integer(*i),
         Arg::Real(f) => V::Real(*f),
         Arg::Blob(b) => V::Blob(b.clone()),
+        Arg::TextList(list) => V::Text(json_array(list)),
     }
+}
+
+/// A JSON array of strings, for `json_each`.
+fn json_array(list: &[String]) -> String {
+    let mut out = String::from("[");
+    for (i, s) in list.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+    out.push(']');
+    out
 }
 
 /// A driver matching at least this many index rows is dense: walking the type in row-id order
