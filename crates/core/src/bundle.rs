@@ -51,6 +51,8 @@ pub struct BundleOutcome {
 
 /// How often a transaction that conflicted with concurrent writes is planned again.
 const TRANSACTION_ATTEMPTS: usize = 16;
+/// How many of a batch's plain creates run at once.
+const BATCH_CREATES_AT_ONCE: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Method {
@@ -235,22 +237,42 @@ impl<S: Store> Session<'_, S> {
         }
     }
 
+    /// A batch: each entry on its own, in order, as if sent alone. A run of plain creates
+    /// (`POST` without `ifNoneExist`: new ids, nothing to read or to race for) runs
+    /// `BATCH_CREATES_AT_ONCE` at a time, so that they share the store's commits — once the
+    /// request's audit entry has committed with a write, which the first write carries.
     async fn batch(&self, entries: Vec<Entry>) -> BundleOutcome {
+        use futures_util::StreamExt as _;
         let mut results = Vec::with_capacity(entries.len());
         let mut written = BTreeMap::new();
-        for entry in entries {
-            match self.transaction(vec![entry]).await {
-                Ok(mut out) => {
-                    for (t, n) in out.written {
-                        *written.entry(t).or_insert(0) += n;
-                    }
-                    results.extend(out.entries.pop());
+        let mut record = |outcome: Result<BundleOutcome, CoreError>| match outcome {
+            Ok(mut out) => {
+                for (t, n) in out.written {
+                    *written.entry(t).or_insert(0) += n;
                 }
-                Err(e) => results.push(EntryResult {
-                    error: Some(e),
-                    ..empty_result(0)
-                }),
+                results.extend(out.entries.pop());
             }
+            Err(e) => results.push(EntryResult {
+                error: Some(e),
+                ..empty_result(0)
+            }),
+        };
+        let plain_create = |e: &Entry| e.method == Method::Post && e.if_none_exist.is_none();
+        let mut entries = entries.into_iter().peekable();
+        while let Some(entry) = entries.next() {
+            if !plain_create(&entry) || crate::audit::pending().is_some() {
+                record(self.transaction(vec![entry]).await);
+                continue;
+            }
+            let mut run = vec![entry];
+            while let Some(next) = entries.next_if(|e| plain_create(e)) {
+                run.push(next);
+            }
+            let outcomes: Vec<_> = futures_util::stream::iter(run.into_iter().map(|e| self.transaction(vec![e])))
+                .buffered(BATCH_CREATES_AT_ONCE)
+                .collect()
+                .await;
+            outcomes.into_iter().for_each(&mut record);
         }
         BundleOutcome {
             kind: BundleKind::Batch,

@@ -460,3 +460,65 @@ async fn a_claim_on_a_hidden_record_neither_blocks_nor_reveals() {
         }
     }
 }
+
+/// A batch's runs of plain creates go in parallel; the batch still answers every entry in
+/// order, a read after a write in it sees the write, and the request has one audit entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_creates_answers_in_order_with_one_audit_entry() {
+    for backend in backends("a_batch_of_creates_answers_in_order_with_one_audit_entry").await {
+        let app = spawn_app(&backend).await;
+        let b = backend.name();
+        let create = |n: usize| {
+            json!({"resource": {"resourceType": "Observation", "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": format!("batch-{n}")}]}},
+                "request": {"method": "POST", "url": "Observation"}})
+        };
+        let mut entries: Vec<Value> = (0..150).map(create).collect();
+        entries.push(
+            json!({"resource": {"resourceType": "Patient", "id": "batch-p", "active": true},
+            "request": {"method": "PUT", "url": "Patient/batch-p"}}),
+        );
+        entries.push(json!({"request": {"method": "GET", "url": "Patient/batch-p"}}));
+        entries.extend((150..300).map(create));
+        let r = app
+            .post(
+                "",
+                &json!({"resourceType": "Bundle", "type": "batch", "entry": entries}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{b}");
+        let out = r.json();
+        let got = out["entry"].as_array().unwrap();
+        assert_eq!(got.len(), 302, "{b}");
+        for (i, e) in got.iter().enumerate() {
+            let status = e["response"]["status"].as_str().unwrap();
+            match i {
+                150 => assert!(status.starts_with("201"), "{b}: the PUT created: {e}"),
+                151 => {
+                    assert!(status.starts_with("200"), "{b}: {e}");
+                    assert_eq!(e["resource"]["active"], true, "{b}: the GET sees the PUT: {e}");
+                }
+                _ => {
+                    assert!(status.starts_with("201"), "{b} entry {i}: {e}");
+                    // In order: entry i created the observation with code batch-(i or i-2).
+                    let n = if i < 150 { i } else { i - 2 };
+                    let location = e["response"]["location"].as_str().unwrap();
+                    let made = app.get(location).await.json();
+                    assert_eq!(made["code"]["coding"][0]["code"], format!("batch-{n}"), "{b} entry {i}");
+                }
+            }
+        }
+        let count = app.get("Observation?_summary=count").await.json();
+        assert_eq!(count["total"], 300, "{b}");
+        let officer = app.account_token("officer", "auditor", &[], "user/*.rs", "15m");
+        let log = app
+            .request_as(&officer, reqwest::Method::GET, "$audit?subtype=transaction", None)
+            .await;
+        assert_eq!(log.status, StatusCode::OK, "{b}");
+        assert_eq!(
+            log.json()["entry"].as_array().map_or(0, Vec::len),
+            1,
+            "{b}: one entry for the batch"
+        );
+    }
+}
