@@ -287,7 +287,7 @@ impl<S: Store> Session<'_, S> {
             match self.try_transaction(&entries, claims).await {
                 // A conditional create lost its claim: plan again, and if the condition still
                 // matches nothing the caller can see, create unclaimed (see `Claimed`).
-                Ok(Err(crate::crud::Claimed)) => claims = false,
+                Ok(Err(crate::conditional::Claimed)) => claims = false,
                 Ok(Ok(outcome)) => return Ok(outcome),
                 Err(CoreError::Conflict(m)) if entries.iter().all(|e| e.if_match.is_none()) => {
                     tracing::debug!(reason = %m, "transaction conflicted; planning again");
@@ -312,7 +312,7 @@ impl<S: Store> Session<'_, S> {
         &self,
         entries: &[Entry],
         claims: bool,
-    ) -> Result<Result<BundleOutcome, crate::crud::Claimed>, CoreError> {
+    ) -> Result<Result<BundleOutcome, crate::conditional::Claimed>, CoreError> {
         let mut plans: Vec<Option<Plan>> = (0..entries.len()).map(|_| None).collect();
         let mut urls: HashMap<String, String> = HashMap::new();
         // Order of processing per the spec: DELETE, POST, PUT and PATCH, GET.
@@ -453,7 +453,7 @@ impl<S: Store> Session<'_, S> {
         if !changes.versions.is_empty() {
             match self.apply(changes).await {
                 Ok(()) => {}
-                Err(StoreError::Claimed) => return Ok(Err(crate::crud::Claimed)),
+                Err(StoreError::Claimed) => return Ok(Err(crate::conditional::Claimed)),
                 Err(StoreError::Conflict) if entries.iter().any(|e| e.if_match.is_some()) => {
                     return Err(CoreError::PreconditionFailed(
                         "a concurrent write made an ifMatch stale".into(),

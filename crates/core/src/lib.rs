@@ -7,6 +7,7 @@ pub mod access;
 mod accounts;
 pub mod audit;
 mod bundle;
+mod conditional;
 mod consent;
 mod crud;
 mod emergency;
