@@ -1243,3 +1243,35 @@ async fn oversized_searches_are_refused_and_the_largest_allowed_answered() {
         }
     }
 }
+
+/// Names match however their accents are written: precomposed or decomposed (a letter and
+/// combining marks), in the record or in the search, and beyond Latin-1 (`ễ`, `İ`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn name_search_folds_decomposed_accents_too() {
+    for backend in backends("name_search_folds_decomposed_accents_too").await {
+        let app = spawn_app(&backend).await;
+        let b = backend.name();
+        for family in ["Bjo\u{308}rkqvist", "\u{130}nan\u{e7}", "Nguy\u{1ec5}n"] {
+            app.create(&serde_json::json!({"resourceType": "Patient", "name": [{"family": family}]}))
+                .await;
+        }
+        for (query, want) in [
+            ("bjork", "Bjo\u{308}rkqvist"),
+            ("Bj%C3%B6rk", "Bjo\u{308}rkqvist"),
+            ("inanc", "\u{130}nan\u{e7}"),
+            ("I%CC%87nan", "\u{130}nan\u{e7}"),
+            ("nguyen", "Nguy\u{1ec5}n"),
+            ("Nguye%CC%82%CC%83n", "Nguy\u{1ec5}n"),
+        ] {
+            let r = app.get(&format!("Patient?family={query}")).await.json();
+            let got: Vec<&str> = r["entry"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| e["search"]["mode"] == "match")
+                .map(|e| e["resource"]["name"][0]["family"].as_str().unwrap())
+                .collect();
+            assert_eq!(got, [want], "{b}: family={query}");
+        }
+    }
+}

@@ -1,7 +1,8 @@
 //! String normalisation for FHIR's default string search: case- and accent-insensitive,
-//! whitespace collapsed. Accents are folded for the Latin letters of Unicode's Latin-1
-//! Supplement and Latin Extended-A blocks (what European names use); other scripts are
-//! lower-cased only.
+//! whitespace collapsed. Each lower-cased character is decomposed (Unicode's canonical
+//! decomposition) and its combining marks dropped, so `é`, `e` followed by U+0301 and `ế`
+//! all become `e`; the Latin letters that have no decomposition (`ø`, `æ`, `ß`, `ł`, `đ`…)
+//! are folded by the table below. Other scripts keep their letters.
 
 fn fold(c: char, out: &mut String) {
     let s = match c {
@@ -50,7 +51,11 @@ pub fn normalize(s: &str) -> String {
             continue;
         }
         space = false;
-        fold(c, &mut out);
+        unicode_normalization::char::decompose_canonical(c, |d| {
+            if !unicode_normalization::char::is_combining_mark(d) {
+                fold(d, &mut out);
+            }
+        });
     }
     out
 }
@@ -65,5 +70,10 @@ mod tests {
         assert_eq!(normalize("Straße"), "strasse");
         assert_eq!(normalize("Ærøskøbing"), "aeroskobing");
         assert_eq!(normalize("王"), "王");
+        // Decomposed input, letters outside the table, a dotted capital I.
+        assert_eq!(normalize("Zoe\u{308}lle"), normalize("Zoëlle"));
+        assert_eq!(normalize("Bjo\u{308}rk"), "bjork");
+        assert_eq!(normalize("Nguyễn Thị"), "nguyen thi");
+        assert_eq!(normalize("İnanç"), "inanc");
     }
 }
