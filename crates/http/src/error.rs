@@ -16,6 +16,8 @@ pub enum ApiError {
     NotFound(&'static str),
     Gone,
     MethodNotAllowed,
+    /// The client accepts no form this server answers with (it speaks JSON only).
+    NotAcceptable,
     UnsupportedMediaType,
     PayloadTooLarge,
     BadRequest(String),
@@ -64,6 +66,11 @@ impl ApiError {
                 StatusCode::METHOD_NOT_ALLOWED,
                 "not-supported",
                 "this method is not allowed here".into(),
+            ),
+            ApiError::NotAcceptable => (
+                StatusCode::NOT_ACCEPTABLE,
+                "not-supported",
+                "this server answers in FHIR R4 JSON only (application/fhir+json; NDJSON for bulk files)".into(),
             ),
             ApiError::UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -10,6 +10,7 @@ mod cors;
 mod error;
 mod handlers;
 mod metrics;
+mod negotiate;
 mod oauth;
 mod operator;
 mod respond;
@@ -73,12 +74,14 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/{rtype}/{id}/_history/{vid}", get(handlers::read::vread))
         .method_not_allowed_fallback(handlers::fallback::method_not_allowed)
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token))
+        .route_layer(middleware::from_fn(negotiate::negotiate));
     // `POST [base]` arrives as `/fhir` or `/fhir/`; the nested router answers the first.
     let base_slash = Router::new()
         .route("/fhir/", axum::routing::post(handlers::bundle::process))
         .method_not_allowed_fallback(handlers::fallback::method_not_allowed)
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token))
+        .route_layer(middleware::from_fn(negotiate::negotiate));
     // The authorization server: outside `/fhir`, each endpoint authenticating its own way.
     let auth_server = Router::new()
         .route(

@@ -391,3 +391,50 @@ async fn control_characters_are_refused_and_nothing_is_written() {
         assert_eq!(r.status, StatusCode::OK, "{b}: {}", text(&r));
     }
 }
+
+/// The server answers in JSON only: asking for XML, Turtle or another FHIR version (and
+/// nothing it can answer with) is a 406 with an OperationOutcome; any JSON form, a wildcard
+/// or a browser's usual `Accept` is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn formats_the_server_cannot_answer_with_are_406() {
+    let app = spawn_app(&Backend::Sqlite).await;
+    for (path, accept) in [
+        ("Patient", "application/fhir+xml"),
+        ("Patient", "application/xml, text/turtle"),
+        ("Patient", "application/fhir+json; fhirVersion=3.0"),
+        ("Patient", "application/fhir+json;q=0"),
+        ("Patient?_format=xml", "application/fhir+json"),
+        ("Patient?_format=text/turtle", "*/*"),
+        ("metadata?_format=xml", ""),
+    ] {
+        let headers: Vec<(&str, &str)> = if accept.is_empty() {
+            vec![]
+        } else {
+            vec![("accept", accept)]
+        };
+        let r = app.request(Method::GET, path, None, &headers).await;
+        assert_eq!(r.status, StatusCode::NOT_ACCEPTABLE, "{path} / {accept}");
+        assert!(r.outcome().contains("JSON"), "{path} / {accept}");
+    }
+    for (path, accept) in [
+        ("Patient", "application/fhir+json"),
+        ("Patient", "application/json"),
+        ("Patient", "application/fhir+json; fhirVersion=4.0"),
+        (
+            "Patient",
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+        ),
+        ("Patient", "application/fhir+xml;q=0.9, application/fhir+json"),
+        ("Patient?_format=json", "application/fhir+json"),
+        ("Patient?_format=application/fhir%2Bjson", ""),
+        ("metadata", "application/fhir+json"),
+    ] {
+        let headers: Vec<(&str, &str)> = if accept.is_empty() {
+            vec![]
+        } else {
+            vec![("accept", accept)]
+        };
+        let r = app.request(Method::GET, path, None, &headers).await;
+        assert_eq!(r.status, StatusCode::OK, "{path} / {accept}");
+    }
+}
