@@ -8,6 +8,9 @@ use serde_json::{Map, Value};
 pub enum ResourceError {
     #[error("the body is not valid JSON (line {line}, column {column})")]
     BadJson { line: usize, column: usize },
+    /// Valid JSON nested past the parser's limit (128 arrays and objects deep).
+    #[error("the body nests arrays and objects more than 128 deep")]
+    TooDeep,
     #[error("the body must be a JSON object")]
     NotAnObject,
     #[error("the body has no resourceType")]
@@ -32,12 +35,23 @@ pub struct Resource {
     body: Value,
 }
 
+impl ResourceError {
+    /// Why a body did not parse as JSON: where, or that it nests too deep.
+    pub fn from_json(e: &serde_json::Error) -> Self {
+        if e.to_string().starts_with("recursion limit exceeded") {
+            ResourceError::TooDeep
+        } else {
+            ResourceError::BadJson {
+                line: e.line(),
+                column: e.column(),
+            }
+        }
+    }
+}
+
 impl Resource {
     pub fn parse(bytes: &[u8]) -> Result<Self, ResourceError> {
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| ResourceError::BadJson {
-            line: e.line(),
-            column: e.column(),
-        })?;
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| ResourceError::from_json(&e))?;
         Self::from_value(value)
     }
 

@@ -438,3 +438,33 @@ async fn formats_the_server_cannot_answer_with_are_406() {
         assert_eq!(r.status, StatusCode::OK, "{path} / {accept}");
     }
 }
+
+/// JSON nested past the parser's limit is a 400 that says so (not "invalid JSON at column
+/// 9"), for a resource, a bundle and a patch alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_bodies_are_refused_saying_why() {
+    let app = spawn_app(&Backend::Sqlite).await;
+    let t = Some(app.data.token.as_str());
+    let id = app.create(&json!({"resourceType": "Patient", "active": true})).await;
+    let deep = |open: &str, close: &str| format!("{}{{}}{}", open.repeat(200), close.repeat(200));
+    let resource = format!(r#"{{"resourceType":"Patient","extension":{}}}"#, deep("[", "]"));
+    let bundle = format!(
+        r#"{{"resourceType":"Bundle","type":"batch","entry":{}}}"#,
+        deep("[", "]")
+    );
+    let patch = format!(r#"[{{"op":"add","path":"/extension","value":{}}}]"#, deep("[", "]"));
+    for (method, path, ctype, body) in [
+        (Method::POST, "Patient".to_owned(), "application/fhir+json", resource),
+        (Method::POST, String::new(), "application/fhir+json", bundle),
+        (
+            Method::PATCH,
+            format!("Patient/{id}"),
+            "application/json-patch+json",
+            patch,
+        ),
+    ] {
+        let r = raw(&app, method.clone(), &path, ctype, body.into_bytes(), t).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{method} {path}");
+        assert!(r.outcome().contains("128 deep"), "{method} {path}");
+    }
+}

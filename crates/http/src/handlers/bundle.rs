@@ -20,13 +20,8 @@ pub(crate) async fn process(
     body: Body,
 ) -> Result<Response, ApiError> {
     let bytes = read_body(&state, &headers, body).await?;
-    let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::BadRequest(format!(
-            "the body is not valid JSON (line {}, column {})",
-            e.line(),
-            e.column()
-        ))
-    })?;
+    let value: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::BadRequest(carevault_domain::ResourceError::from_json(&e).to_string()))?;
     let outcome = state.vault.session(&caller).process_bundle(&value).await?;
     let base = base_url(&state, &headers);
     let with_resources = return_pref(&headers) == ReturnPref::Representation && headers.contains_key("prefer");

@@ -34,13 +34,8 @@ pub(crate) async fn patch(
     let bytes = axum::body::to_bytes(body, state.config.max_body_bytes)
         .await
         .map_err(|_| ApiError::PayloadTooLarge)?;
-    let doc: Value = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::BadRequest(format!(
-            "the body is not valid JSON (line {}, column {})",
-            e.line(),
-            e.column()
-        ))
-    })?;
+    let doc: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::BadRequest(carevault_domain::ResourceError::from_json(&e).to_string()))?;
     let doc = if json_patch {
         PatchDocument::Json(doc)
     } else {
