@@ -468,3 +468,37 @@ async fn deeply_nested_bodies_are_refused_saying_why() {
         assert!(r.outcome().contains("128 deep"), "{method} {path}");
     }
 }
+
+/// History refuses `_at` and `_list` (which it does not serve) instead of ignoring them and
+/// answering another question; an unknown parameter is ignored, or refused when strict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_refuses_parameters_it_would_otherwise_ignore() {
+    let app = spawn_app(&Backend::Sqlite).await;
+    app.create(&json!({"resourceType": "Patient", "active": true})).await;
+    for path in ["_history?_at=2020", "Patient/_history?_list=x"] {
+        let r = app.get(path).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}");
+        r.outcome();
+    }
+    assert_eq!(app.get("Patient/_history?_whatever=1").await.status, StatusCode::OK);
+    let strict = app
+        .request(
+            Method::GET,
+            "Patient/_history?_whatever=1",
+            None,
+            &[("prefer", "handling=strict")],
+        )
+        .await;
+    assert_eq!(strict.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        app.request(
+            Method::GET,
+            "Patient/_history?_count=1",
+            None,
+            &[("prefer", "handling=strict")]
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+}

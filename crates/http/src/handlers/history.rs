@@ -21,7 +21,11 @@ struct Params {
     cursor: Option<String>,
 }
 
-fn params(query: Option<&str>) -> Result<Params, ApiError> {
+/// `_count`, `_since` and the paging cursor. `_at` and `_list` (R4 history parameters this
+/// server does not serve) are refused rather than ignored, since ignoring them would answer
+/// a different question; any other parameter is ignored, or refused under
+/// `Prefer: handling=strict`.
+fn params(query: Option<&str>, strict: bool) -> Result<Params, ApiError> {
     let pairs = parse_query(query.unwrap_or("")).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let mut p = Params {
         count: 50,
@@ -40,6 +44,17 @@ fn params(query: Option<&str>) -> Result<Params, ApiError> {
                 p.since = Some((v, t));
             }
             "_cursor" => p.cursor = Some(v),
+            "_format" | "_pretty" => {}
+            "_at" | "_list" => {
+                return Err(ApiError::BadRequest(format!(
+                    "history does not support `{k}` (it takes _count and _since)"
+                )));
+            }
+            _ if strict => {
+                return Err(ApiError::BadRequest(format!(
+                    "history does not know the parameter `{k}` (it takes _count and _since)"
+                )));
+            }
             _ => {}
         }
     }
@@ -53,7 +68,7 @@ async fn history(
     scope: HistoryScope,
     query: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let p = params(query)?;
+    let p = params(query, super::search::strict(headers))?;
     let page = state
         .vault
         .session(caller)

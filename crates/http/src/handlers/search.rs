@@ -38,7 +38,8 @@ pub(crate) async fn search_post(
     run(&state, &caller, &headers, rtype, &form).await
 }
 
-fn strict(headers: &HeaderMap) -> bool {
+/// Whether the client asked for `Prefer: handling=strict` (unknown parameters are errors).
+pub(crate) fn strict(headers: &HeaderMap) -> bool {
     headers
         .get_all("prefer")
         .iter()
