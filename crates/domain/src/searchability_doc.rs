@@ -13,7 +13,6 @@ fn class_text(c: Class) -> &'static str {
     match c {
         Class::Identifying => "identifying",
         Class::Clinical => "clinical",
-        Class::Unsupported => "not yet",
     }
 }
 

@@ -36,7 +36,9 @@ fn classify(method: &Method, path: &str) -> (String, char, Option<String>, Optio
                 None,
             )
         }
+        ["fhir"] | ["fhir", ""] if *method == Method::GET => ("search-system".into(), 'R', None, None),
         ["fhir"] | ["fhir", ""] => ("transaction".into(), 'E', None, None),
+        ["fhir", "_search"] => ("search-system".into(), 'R', None, None),
         ["fhir", "metadata"] => ("capabilities".into(), 'R', None, None),
         ["fhir", ".well-known", ..] => ("capabilities".into(), 'R', None, None),
         ["fhir", "_history"] => ("history-system".into(), 'R', None, None),
@@ -216,6 +218,8 @@ mod tests {
         assert_eq!(c(Method::GET, "/fhir/Patient/p1/Observation").3, Some("p1".into()));
         assert_eq!(c(Method::GET, "/fhir/Patient/p1/$everything").0, "operation:everything");
         assert_eq!(c(Method::POST, "/fhir").0, "transaction");
+        assert_eq!(c(Method::GET, "/fhir").0, "search-system");
+        assert_eq!(c(Method::POST, "/fhir/_search").0, "search-system");
         assert_eq!(c(Method::POST, "/oauth/authorize").0, "login");
         assert_eq!(c(Method::DELETE, "/fhir/Patient/p1").1, 'D');
         assert_eq!(c(Method::PATCH, "/fhir/Patient/p1").0, "patch");

@@ -19,7 +19,7 @@ pub(crate) const TYPE_INTERACTIONS: &[&str] = &[
 ];
 
 /// Interactions at the system level.
-pub(crate) const SYSTEM_INTERACTIONS: &[&str] = &["transaction", "batch", "history-system"];
+pub(crate) const SYSTEM_INTERACTIONS: &[&str] = &["transaction", "batch", "history-system", "search-system"];
 
 /// `root` is the server root where the OAuth endpoints live; `cors` whether any browser
 /// origin is allowed.
@@ -93,7 +93,6 @@ pub(crate) fn capability_statement(date: &str, root: &str, cors: bool) -> Value 
 /// The parameters a type supports, each with its class under the searchability contract.
 fn search_params(t: ResourceType) -> Vec<Value> {
     params::all(t)
-        .filter(|p| class_of(t, p) != Class::Unsupported)
         .map(|p| {
             let doc = match class_of(t, p) {
                 Class::Identifying => "identifying: matched through keyed blind tags, re-checked after decryption",

@@ -33,7 +33,11 @@ pub fn router(state: AppState) -> Router {
     let fhir = Router::new()
         .route("/metadata", get(handlers::metadata::capability_statement))
         .route("/.well-known/smart-configuration", get(oauth::smart_configuration))
-        .route("/", axum::routing::post(handlers::bundle::process))
+        .route(
+            "/",
+            get(handlers::search::search_system).post(handlers::bundle::process),
+        )
+        .route("/_search", axum::routing::post(handlers::search::search_system_post))
         .route("/_history", get(handlers::history::system))
         .route("/$export", get(handlers::export::system))
         .route("/Patient/$export", get(handlers::export::patients))
@@ -78,7 +82,10 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn(negotiate::negotiate));
     // `POST [base]` arrives as `/fhir` or `/fhir/`; the nested router answers the first.
     let base_slash = Router::new()
-        .route("/fhir/", axum::routing::post(handlers::bundle::process))
+        .route(
+            "/fhir/",
+            get(handlers::search::search_system).post(handlers::bundle::process),
+        )
         .method_not_allowed_fallback(handlers::fallback::method_not_allowed)
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token))
         .route_layer(middleware::from_fn(negotiate::negotiate));

@@ -11,6 +11,7 @@ pub enum Table {
     Date,
     Number,
     Uri,
+    Geo,
 }
 
 impl Table {
@@ -23,10 +24,11 @@ impl Table {
             Table::Date => "search_date",
             Table::Number => "search_number",
             Table::Uri => "search_uri",
+            Table::Geo => "search_geo",
         }
     }
 
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 8] = [
         Table::Token,
         Table::String,
         Table::Blind,
@@ -34,6 +36,7 @@ impl Table {
         Table::Date,
         Table::Number,
         Table::Uri,
+        Table::Geo,
     ];
 }
 
@@ -76,6 +79,19 @@ pub enum SearchRow {
         param: String,
         uri: String,
     },
+    /// A position in degrees (WGS84); the store keeps its unit vector beside it.
+    Geo {
+        param: String,
+        lat: f64,
+        lon: f64,
+    },
+}
+
+/// The unit vector of a position on the sphere, from degrees: great-circle distances become
+/// dot products, which SQL computes without trigonometry.
+pub fn unit_vector(lat: f64, lon: f64) -> (f64, f64, f64) {
+    let (lat, lon) = (lat.to_radians(), lon.to_radians());
+    (lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin())
 }
 
 impl SearchRow {
@@ -88,7 +104,8 @@ impl SearchRow {
             | SearchRow::Reference { param, .. }
             | SearchRow::Date { param, .. }
             | SearchRow::Number { param, .. }
-            | SearchRow::Uri { param, .. } => param,
+            | SearchRow::Uri { param, .. }
+            | SearchRow::Geo { param, .. } => param,
         }
     }
 
@@ -102,6 +119,7 @@ impl SearchRow {
             SearchRow::Date { .. } => Table::Date,
             SearchRow::Number { .. } => Table::Number,
             SearchRow::Uri { .. } => Table::Uri,
+            SearchRow::Geo { .. } => Table::Geo,
         }
     }
 }
@@ -216,6 +234,16 @@ pub enum Cond {
         param: String,
         uri: String,
         how: UriMatch,
+    },
+    /// A position within a great-circle distance: its latitude in `[lat_lo, lat_hi]` (what
+    /// the index narrows by) and the dot product of its unit vector with `unit` at least
+    /// `min_dot` (the cosine of the angle the distance subtends).
+    Near {
+        param: String,
+        lat_lo: f64,
+        lat_hi: f64,
+        unit: (f64, f64, f64),
+        min_dot: f64,
     },
     /// The resource has at least one row for `param` in `table`.
     Present {

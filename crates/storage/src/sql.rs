@@ -482,6 +482,26 @@ impl Sql {
                     s.push(" LIKE x.uri || '%'");
                 }
             }),
+            Cond::Near {
+                param,
+                lat_lo,
+                lat_hi,
+                unit,
+                min_dot,
+            } => self.exists(Table::Geo, param, |s| {
+                s.push(" AND x.lat >= ");
+                s.arg(Arg::Real(*lat_lo));
+                s.push(" AND x.lat <= ");
+                s.arg(Arg::Real(*lat_hi));
+                s.push(" AND x.ux * ");
+                s.arg(Arg::Real(unit.0));
+                s.push(" + x.uy * ");
+                s.arg(Arg::Real(unit.1));
+                s.push(" + x.uz * ");
+                s.arg(Arg::Real(unit.2));
+                s.push(" >= ");
+                s.arg(Arg::Real(*min_dot));
+            }),
             Cond::Present { table, param } => self.exists(*table, param, |_| {}),
             Cond::LastUpdated { prefix, lo, hi } => {
                 self.push("(");
@@ -565,8 +585,9 @@ impl Sql {
                     Table::Token => ("code", SortType::Text),
                     Table::Uri => ("uri", SortType::Text),
                     Table::Reference => ("target_id", SortType::Text),
-                    // Blind tags carry no order; the engine refuses such sorts before here.
-                    Table::Blind => ("pkey", SortType::Int),
+                    // Blind tags and positions carry no order; the engine refuses such sorts
+                    // before here.
+                    Table::Blind | Table::Geo => ("pkey", SortType::Int),
                 };
                 self.push(&format!(
                     "COALESCE((SELECT {agg}(x.{col}) FROM {} x WHERE x.rid = r.rid AND x.pkey = ",

@@ -67,7 +67,7 @@ async fn capability_statement_is_truthful() {
     }
     assert_eq!(app.get(&format!("Basic/{patched}")).await.json()["language"], "de");
     let system = codes(&rest["interaction"]);
-    let known_system = ["transaction", "batch", "history-system"];
+    let known_system = ["transaction", "batch", "history-system", "search-system"];
     for s in &system {
         assert!(known_system.contains(&s.as_str()), "unchecked system interaction {s}");
     }
@@ -202,6 +202,7 @@ async fn capability_statement_is_truthful() {
                     (_, "uri") => "http://x".to_owned(),
                     (n, "composite") if n.contains("date") => "x$2020".to_owned(),
                     (_, "composite") => "x$1".to_owned(),
+                    ("near", "special") => "42.36|-71.06|5|km".to_owned(),
                     (_, other) => panic!("{t}.{name}: unchecked type {other}"),
                 };
                 let r = app.get(&format!("{t}?{name}={value}")).await;
@@ -283,6 +284,9 @@ async fn capability_statement_is_truthful() {
     batch["type"] = json!("batch");
     assert_eq!(app.post("", &batch).await.json()["type"], "batch-response");
     assert!(app.get("_history").await.json()["total"].as_u64().unwrap() > 0);
+    let across = app.get("?_type=Basic,Patient&_total=accurate").await.json();
+    assert_eq!(across["type"], "searchset", "search-system");
+    assert!(across["total"].as_u64().unwrap() > 0, "search-system");
     for op in rest["operation"].as_array().into_iter().flatten() {
         assert_eq!(op["name"], "export", "unchecked system operation");
         let (_, manifest) = app.export_and_wait("$export?_type=Basic").await;

@@ -4,7 +4,7 @@
 //! compared as sets with what the server returns, every page visited.
 
 use crate::helpers::*;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
 use time::OffsetDateTime;
@@ -1272,6 +1272,440 @@ async fn name_search_folds_decomposed_accents_too() {
                 .map(|e| e["resource"]["name"][0]["family"].as_str().unwrap())
                 .collect();
             assert_eq!(got, [want], "{b}: family={query}");
+        }
+    }
+}
+
+/// The ids of a search's matches, in order.
+fn match_ids(bundle: &Value) -> Vec<String> {
+    bundle["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["search"]["mode"] == "match")
+        .map(|e| e["resource"]["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_searches_take_the_entries_the_caller_may_see() {
+    for backend in backends("list_searches_take_the_entries_the_caller_may_see").await {
+        let app = spawn_app(&backend).await;
+        let b = backend.name();
+        let mut patients = Vec::new();
+        for family in ["Ames", "Boyd", "Cole", "Dunn"] {
+            patients.push(
+                app.create(&serde_json::json!({"resourceType": "Patient", "name": [{"family": family}]}))
+                    .await,
+            );
+        }
+        let obs = app
+            .create(&serde_json::json!({"resourceType": "Observation", "status": "final",
+                "code": {"text": "weight"}, "subject": {"reference": format!("Patient/{}", patients[0])}}))
+            .await;
+        let entry = |r: String| serde_json::json!({"item": {"reference": r}});
+        // A worklist of patients 0 and 1 (1 struck off), an observation, and patient 2 by
+        // absolute URL; patient 3 is on no list.
+        let mut struck = entry(format!("Patient/{}", patients[1]));
+        struck["deleted"] = Value::Bool(true);
+        let worklist = app
+            .create(
+                &serde_json::json!({"resourceType": "List", "status": "current", "mode": "working",
+                "entry": [entry(format!("Patient/{}", patients[0])), struck,
+                          entry(format!("Observation/{obs}")),
+                          entry(format!("https://elsewhere.example/fhir/Patient/{}", patients[3])),
+                          entry(format!("Patient/{}/_history/1", patients[2]))]}),
+            )
+            .await;
+        let other = app
+            .create(
+                &serde_json::json!({"resourceType": "List", "status": "current", "mode": "snapshot",
+                "entry": [entry(format!("Patient/{}", patients[1]))]}),
+            )
+            .await;
+        let sorted = |mut v: Vec<String>| {
+            v.sort();
+            v
+        };
+        let want = sorted(vec![patients[0].clone(), patients[2].clone()]);
+        let got = app.get(&format!("Patient?_list={worklist}")).await.json();
+        assert_eq!(sorted(match_ids(&got)), want, "{b}: Patient?_list");
+        assert_eq!(got["total"], 2, "{b}");
+        let got = app.get(&format!("Observation?_list={worklist}")).await.json();
+        assert_eq!(match_ids(&got), std::slice::from_ref(&obs), "{b}: Observation?_list");
+        let got = app
+            .get(&format!("Patient?_list={worklist},{other}&family=bo"))
+            .await
+            .json();
+        assert_eq!(match_ids(&got), [patients[1].clone()], "{b}: two lists and a name");
+        let got = app
+            .get("Patient?_list=0f0e0d0c-0b0a-4909-8807-060504030201")
+            .await
+            .json();
+        assert_eq!(got["total"], 0, "{b}: no such list");
+        let r = app.get("Patient?_list=$current-problems").await;
+        assert_eq!(r.status, 400, "{b}: functional lists");
+        assert!(r.outcome().contains("functional list"), "{b}: {}", r.outcome());
+
+        // A patient sees the list of their own compartment and, through it, only what they may.
+        let own = app
+            .create(
+                &serde_json::json!({"resourceType": "List", "status": "current", "mode": "working",
+                "subject": {"reference": format!("Patient/{}", patients[0])},
+                "entry": [entry(format!("Patient/{}", patients[0])), entry(format!("Patient/{}", patients[1]))]}),
+            )
+            .await;
+        let link = format!("Patient/{}", patients[0]);
+        let t = app.account_token("ames", "patient", &["--patient", &link], "patient/*.rs", "15m");
+        let got = app
+            .request_as(&t, Method::GET, &format!("Patient?_list={own}"), None)
+            .await
+            .json();
+        assert_eq!(match_ids(&got), [patients[0].clone()], "{b}: the patient's own list");
+        let got = app
+            .request_as(&t, Method::GET, &format!("Patient?_list={worklist}"), None)
+            .await
+            .json();
+        assert_eq!(got["total"], 0, "{b}: a list outside the patient's compartment");
+    }
+}
+
+/// Every page of a search across types (`Type/id` in page order), following `next`, and the
+/// pages again walking back from the last with `previous`.
+async fn walk_system(app: &TestApp, token: &str, first: &str) -> (Vec<String>, Vec<Vec<String>>) {
+    let keys = |b: &Value| -> Vec<String> {
+        b["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["search"]["mode"] == "match")
+            .map(|e| {
+                format!(
+                    "{}/{}",
+                    e["resource"]["resourceType"].as_str().unwrap(),
+                    e["resource"]["id"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    let get = |url: String| async move {
+        let r = app.client.get(&url).bearer_auth(token).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{url}");
+        r.json::<Value>().await.unwrap()
+    };
+    let link = |b: &Value, rel: &str| {
+        b["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == rel)
+            .map(|l| l["url"].as_str().unwrap().to_owned())
+    };
+    let mut pages = Vec::new();
+    let mut b = get(app.url(first)).await;
+    loop {
+        for l in b["link"].as_array().unwrap() {
+            let url = l["url"].as_str().unwrap();
+            let base = app.url("");
+            assert!(
+                url.starts_with(&format!("{}?_cursor=", base.trim_end_matches('/'))),
+                "{first}: link {url}"
+            );
+        }
+        pages.push(keys(&b));
+        match link(&b, "next") {
+            Some(next) => b = get(next).await,
+            None => break,
+        }
+        assert!(pages.len() < 200, "{first}: too many pages");
+    }
+    let mut back = vec![keys(&b)];
+    while let Some(previous) = link(&b, "previous") {
+        b = get(previous).await;
+        back.push(keys(&b));
+        assert!(back.len() <= pages.len(), "{first}: more pages backwards than forwards");
+    }
+    back.reverse();
+    assert_eq!(back, pages, "{first}: walking back gives the same pages");
+    (pages.concat(), pages)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn searches_across_types_merge_page_and_guard() {
+    for backend in backends("searches_across_types_merge_page_and_guard").await {
+        let app = spawn_app(&backend).await;
+        let b = backend.name();
+        let tag = serde_json::json!({"tag": [{"system": "urn:ward", "code": "w7"}]});
+        let mut want: BTreeSet<String> = BTreeSet::new();
+        let mut patients = Vec::new();
+        for i in 0..4 {
+            let p = app
+                .create(&serde_json::json!({"resourceType": "Patient", "meta": tag, "name": [{"family": format!("Sys{i}")}]}))
+                .await;
+            want.insert(format!("Patient/{p}"));
+            for kind in ["Observation", "Condition"] {
+                let code = serde_json::json!({"coding": [{"system": "urn:c", "code": "c1"}]});
+                let mut r = serde_json::json!({"resourceType": kind, "meta": tag, "code": code,
+                    "subject": {"reference": format!("Patient/{p}")}});
+                if kind == "Observation" {
+                    r["status"] = "final".into();
+                }
+                want.insert(format!("{kind}/{}", app.create(&r).await));
+            }
+            patients.push(p);
+        }
+        // Untagged resources of the same types, and a tagged one of another type.
+        app.create(&serde_json::json!({"resourceType": "Patient", "name": [{"family": "Other"}]}))
+            .await;
+        let basic = app
+            .create(&serde_json::json!({"resourceType": "Basic", "meta": tag, "code": {"text": "x"}}))
+            .await;
+
+        let q = "?_type=Patient,Observation,Condition&_tag=urn:ward|w7&_count=5";
+        let (all, pages) = walk_system(&app, &app.data.token, q).await;
+        assert_eq!(all.iter().cloned().collect::<BTreeSet<_>>(), want, "{b}: {q}");
+        assert_eq!(all.len(), want.len(), "{b}: nothing twice");
+        assert_eq!(pages.len(), 3, "{b}: 12 matches in pages of 5");
+        let counted = app.get(&format!("{q}&_summary=count")).await.json();
+        assert_eq!(counted["total"], 12, "{b}: _summary=count");
+
+        // Without _type: every type, the Basic included.
+        let (all, _) = walk_system(&app, &app.data.token, "?_tag=urn:ward|w7&_count=7").await;
+        assert_eq!(all.len(), 13, "{b}: every type");
+        assert!(all.contains(&format!("Basic/{basic}")), "{b}");
+
+        // Newest first, across types.
+        let (all, _) = walk_system(&app, &app.data.token, &format!("{q}&_sort=-_lastUpdated")).await;
+        let mut stamps = Vec::new();
+        for key in &all {
+            stamps.push(
+                app.get(key).await.json()["meta"]["lastUpdated"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            );
+        }
+        let mut sorted = stamps.clone();
+        sorted.sort_by_key(|s| std::cmp::Reverse(instant_ms(s)));
+        assert_eq!(stamps, sorted, "{b}: -_lastUpdated");
+
+        // A parameter common to the types named filters each of them.
+        let q = format!("?_type=Observation,Condition&patient={}&_total=accurate", patients[1]);
+        let got = app.get(&q).await.json();
+        assert_eq!(got["total"], 2, "{b}: {q}");
+
+        // Refusals: a parameter some types lack, includes, other sorts, unknown types, and a
+        // cursor of a type search.
+        for (q, says) in [
+            ("?_type=Patient,Observation&code=c1", "not of Patient"),
+            ("?code=c1", "`code` is a search parameter"),
+            ("?_type=Patient&_include=Patient:organization", "across types"),
+            ("?_type=Patient,Observation&_sort=_id", "_lastUpdated only"),
+            ("?_type=Patient,Nonsense", "unknown resource type"),
+            ("?_has:Observation:patient:code=c1", "at most 8 types"),
+        ] {
+            let r = app.get(q).await;
+            assert_eq!(r.status, 400, "{b}: {q}");
+            assert!(r.outcome().contains(says), "{b}: {q}: {}", r.outcome());
+        }
+        let typed = app.get("Patient?_count=1").await.json();
+        let next = typed["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == "next")
+            .unwrap();
+        let cursor = next["url"]
+            .as_str()
+            .unwrap()
+            .split("_cursor=")
+            .nth(1)
+            .unwrap()
+            .to_owned();
+        assert_eq!(
+            app.get(&format!("?_cursor={cursor}")).await.status,
+            400,
+            "{b}: a type search's cursor"
+        );
+        // Unknown parameters are reported, or refused under handling=strict.
+        let r = app.get("?_type=Basic&colour=blue").await.json();
+        assert_eq!(
+            r["entry"].as_array().unwrap().last().unwrap()["search"]["mode"],
+            "outcome",
+            "{b}"
+        );
+        let strict = app
+            .request(
+                Method::GET,
+                "?_type=Basic&colour=blue",
+                None,
+                &[("prefer", "handling=strict")],
+            )
+            .await;
+        assert_eq!(strict.status, 400, "{b}: strict");
+
+        // The form-body search.
+        let r = app
+            .client
+            .post(app.url("_search"))
+            .bearer_auth(&app.data.token)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("_type=Condition&_tag=urn:ward%7Cw7&_total=accurate")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{b}: POST _search");
+        assert_eq!(r.json::<Value>().await.unwrap()["total"], 4, "{b}: POST _search");
+
+        // A patient sees their own records across types, and nothing of anyone else's.
+        let link = format!("Patient/{}", patients[2]);
+        let t = app.account_token("sys2", "patient", &["--patient", &link], "patient/*.rs", "15m");
+        let (all, _) = walk_system(&app, &t, "?_type=Patient,Observation,Condition&_count=2").await;
+        assert_eq!(all.len(), 3, "{b}: the patient's own three");
+        for key in &all {
+            let r = app.get(key).await.json();
+            assert!(
+                r["id"] == patients[2].as_str() || r["subject"]["reference"] == link.as_str(),
+                "{b}: {key}"
+            );
+        }
+        let (all, _) = walk_system(&app, &t, "?_tag=urn:ward|w7").await;
+        assert_eq!(all.len(), 3, "{b}: every type, the patient's compartment only");
+    }
+}
+
+/// Great-circle distance in km (haversine), the oracle for `near`.
+fn haversine_km(a: (f64, f64), b: (f64, f64)) -> f64 {
+    let (la1, lo1, la2, lo2) = (a.0.to_radians(), a.1.to_radians(), b.0.to_radians(), b.1.to_radians());
+    let h = ((la2 - la1) / 2.0).sin().powi(2) + la1.cos() * la2.cos() * ((lo2 - lo1) / 2.0).sin().powi(2);
+    2.0 * 6371.0088 * h.sqrt().asin()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn near_finds_locations_within_the_distance() {
+    for backend in backends("near_finds_locations_within_the_distance").await {
+        let app = spawn_app(&backend).await;
+        let b = backend.name();
+        // Named places, spots either side of the antimeridian and around the north pole, and
+        // a scatter of pseudo-random points around Boston.
+        let mut points: Vec<(f64, f64)> = vec![
+            (42.3626, -71.0695),
+            (42.3736, -71.1097),
+            (42.2626, -71.8023),
+            (40.7128, -74.0060),
+            (-17.7134, 178.065),
+            (-17.6, -179.9),
+            (89.9, 0.0),
+            (89.9, 180.0),
+            (-90.0, 0.0),
+        ];
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..60 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let dlat = (seed % 20_000) as f64 / 10_000.0 - 1.0;
+            let dlon = ((seed >> 20) % 20_000) as f64 / 10_000.0 - 1.0;
+            points.push((42.36 + dlat, -71.06 + dlon));
+        }
+        let mut ids = HashMap::new();
+        for (lat, lon) in &points {
+            let id = app
+                .create(&serde_json::json!({"resourceType": "Location", "status": "active",
+                    "position": {"latitude": lat, "longitude": lon}}))
+                .await;
+            ids.insert(id, (*lat, *lon));
+        }
+        let unplaced = app
+            .create(&serde_json::json!({"resourceType": "Location", "name": "nowhere"}))
+            .await;
+        let km_per = |unit: &str| match unit {
+            "m" => 0.001,
+            "[mi_i]" => 1.609_344,
+            _ => 1.0,
+        };
+        let mut checked = 0;
+        for (centre, distance, unit) in [
+            ((42.3601, -71.0589), 5.0, "km"),
+            ((42.3601, -71.0589), 25.0, "km"),
+            ((42.3601, -71.0589), 60.0, "[mi_i]"),
+            ((42.3601, -71.0589), 400.0, "km"),
+            ((42.3626, -71.0695), 900.0, "m"),
+            ((42.0, -71.5), 40.0, "km"),
+            ((-17.65, 179.9), 60.0, "km"),
+            ((-17.65, -179.99), 30.0, "km"),
+            ((90.0, 0.0), 20.0, "km"),
+            ((89.95, 90.0), 15.0, "km"),
+            ((0.0, 0.0), 20_100.0, "km"),
+        ] {
+            let km = distance * km_per(unit);
+            // Points within a metre of the circle are left out of the comparison: they are
+            // rounding's to decide.
+            if ids.values().any(|p| (haversine_km(centre, *p) - km).abs() < 0.001) {
+                continue;
+            }
+            let want: BTreeSet<String> = ids
+                .iter()
+                .filter(|(_, p)| haversine_km(centre, **p) <= km)
+                .map(|(id, _)| id.clone())
+                .collect();
+            let q = format!(
+                "Location?near={}|{}|{distance}|{}&_count=1000",
+                centre.0,
+                centre.1,
+                unit.replace('[', "%5B").replace(']', "%5D")
+            );
+            let got: BTreeSet<String> = match_ids(&app.get(&q).await.json()).into_iter().collect();
+            assert_eq!(got, want, "{b}: {q}");
+            checked += 1;
+        }
+        assert!(checked >= 10, "{b}: only {checked} searches were decidable");
+        // A whole-globe distance finds every placed Location and not the unplaced one.
+        let all = match_ids(&app.get("Location?near=0|0|20100|km&_count=1000").await.json());
+        assert_eq!(all.len(), points.len(), "{b}");
+        let missing = match_ids(&app.get("Location?near:missing=true").await.json());
+        assert_eq!(missing, std::slice::from_ref(&unplaced), "{b}: near:missing");
+        // The default distance (5 km) around MGH: MGH and Cambridge among them.
+        let near_mgh: BTreeSet<String> = match_ids(&app.get("Location?near=42.3626|-71.0695&_count=1000").await.json())
+            .into_iter()
+            .collect();
+        let want: BTreeSet<String> = ids
+            .iter()
+            .filter(|(_, p)| haversine_km((42.3626, -71.0695), **p) <= 5.0)
+            .map(|(i, _)| i.clone())
+            .collect();
+        assert_eq!(near_mgh, want, "{b}: default distance");
+        // Moving a Location moves it in the index.
+        let (moved, _) = ids.iter().find(|(_, p)| p.0 == 40.7128).unwrap();
+        let r = app
+            .put(
+                &format!("Location/{moved}"),
+                &serde_json::json!({"resourceType": "Location", "id": moved, "status": "active",
+                    "position": {"latitude": 51.5072, "longitude": -0.1276}}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{b}");
+        assert!(
+            match_ids(&app.get("Location?near=40.7128|-74.006|10").await.json()).is_empty(),
+            "{b}"
+        );
+        assert_eq!(
+            match_ids(&app.get("Location?near=51.5|-0.12|10").await.json()),
+            std::slice::from_ref(moved),
+            "{b}"
+        );
+        for bad in [
+            "near=91|0|1",
+            "near=0|181",
+            "near=abc|0",
+            "near=0|0|-1",
+            "near=0|0|1|furlong",
+            "near=0",
+            "near:exact=0|0",
+            "_sort=near",
+        ] {
+            let r = app.get(&format!("Location?{bad}")).await;
+            assert_eq!(r.status, 400, "{b}: {bad}");
         }
     }
 }

@@ -87,7 +87,7 @@ fn composite_rows(p: &carevault_domain::search::SearchParam, body: &Value, out: 
                     param: key,
                     uri: u.clone(),
                 },
-                IndexValue::TokenText(_) => continue,
+                IndexValue::TokenText(_) | IndexValue::Position { .. } => continue,
             });
         }
     }
@@ -140,7 +140,7 @@ pub(crate) fn search_rows(key: &IndexKey, rtype: ResourceType, id: &ResourceId, 
         }
         let class = class_of(rtype, p);
         // A union of two parameters (`combo-code`) is searched through their rows.
-        if class == Class::Unsupported || params::union_of(rtype, p.name).is_some() {
+        if params::union_of(rtype, p.name).is_some() {
             continue;
         }
         if p.kind == carevault_domain::search::ParamKind::Composite {
@@ -192,6 +192,7 @@ pub(crate) fn search_rows(key: &IndexKey, rtype: ResourceType, id: &ResourceId, 
                     code,
                 },
                 IndexValue::Uri(uri) => SearchRow::Uri { param, uri },
+                IndexValue::Position { lat, lon } => SearchRow::Geo { param, lat, lon },
             });
         }
     }

@@ -1,12 +1,14 @@
 //! FHIR search over encrypted data: index rows written with every version (`index.rs`),
 //! query strings parsed into storage conditions under the searchability contract
-//! (`parse.rs`), and pages run, re-checked and linked with sealed cursors (`run.rs`).
+//! (`parse.rs`), and pages run, re-checked and linked with sealed cursors (`run.rs`); a search
+//! across types (`system.rs`) merges the pages of several type searches.
 
 mod everything;
 mod index;
 mod parse;
 mod run;
 mod summary;
+mod system;
 
 pub use parse::{Include, SearchRequest};
 pub use run::{SearchOptions, SearchPage};

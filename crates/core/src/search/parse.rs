@@ -70,6 +70,8 @@ pub(crate) enum Link {
         rest: String,
         value: String,
     },
+    /// `_list=id[,id]`: the resource is an entry of one of these Lists (as the caller sees them).
+    List { lists: Vec<ResourceId> },
 }
 
 /// An identifying condition to verify on the decrypted resource (any value may match).
@@ -159,7 +161,8 @@ fn table_of(kind: ParamKind) -> Table {
         ParamKind::Date => Table::Date,
         ParamKind::Number | ParamKind::Quantity => Table::Number,
         ParamKind::Uri => Table::Uri,
-        ParamKind::Composite | ParamKind::Special => Table::Token,
+        ParamKind::Composite => Table::Token,
+        ParamKind::Special => Table::Geo,
     }
 }
 
@@ -169,7 +172,6 @@ const NOT_YET: &[&str] = &[
     "_revinclude",
     "_contained",
     "_containedType",
-    "_list",
     "_text",
     "_content",
     "_query",
@@ -278,6 +280,18 @@ impl Parser<'_> {
                         target_type: Some("Patient".to_owned()),
                         target_id: id.to_string(),
                     });
+                }
+                "_list" => {
+                    let mut lists = Vec::new();
+                    for id in value.split(',') {
+                        if id.starts_with('$') {
+                            return Err(bad(format!(
+                                "the functional list `{id}` is not supported; name a List by id"
+                            )));
+                        }
+                        lists.push(ResourceId::parse(id).map_err(|_| bad("_list takes the ids of List resources"))?);
+                    }
+                    req.links.push(Link::List { lists });
                 }
                 "_include" | "_revinclude" => self.include(name == "_include", false, value, &mut req)?,
                 "_include:iterate" => self.include(true, true, value, &mut req)?,
@@ -413,7 +427,9 @@ impl Parser<'_> {
                                 p.name
                             )));
                         }
-                        Class::Unsupported => return Err(bad(format!("cannot sort by `{}` yet", p.name))),
+                        Class::Clinical if p.kind == ParamKind::Special => {
+                            return Err(bad(format!("cannot sort by `{}`", p.name)));
+                        }
                         Class::Clinical => {}
                     }
                     out.push((
@@ -451,12 +467,6 @@ impl Parser<'_> {
             return Ok(());
         };
         let class = class_of(self.rtype, p);
-        if class == Class::Unsupported {
-            return Err(bad(format!(
-                "the {} parameter `{name}` is not supported yet",
-                p.kind.as_str()
-            )));
-        }
         if modifier == Some("missing") {
             let missing = match value {
                 "true" => true,
@@ -848,7 +858,14 @@ impl Parser<'_> {
                     any.push(self.by_kind(name, *second, &[], key, None, std::slice::from_ref(rest))?);
                 }
             }
-            ParamKind::Special => return Err(bad(format!("`{name}` is not supported yet"))),
+            ParamKind::Special => {
+                if let Some(m) = modifier {
+                    return Err(unsupported(m));
+                }
+                for v in values {
+                    any.push(near(param.clone(), v)?);
+                }
+            }
         }
         Ok(if any.len() == 1 { any.remove(0) } else { Cond::Any(any) })
     }
@@ -914,6 +931,7 @@ fn param_of(c: &mut Cond) -> Option<&mut String> {
         | Cond::Date { param, .. }
         | Cond::Number { param, .. }
         | Cond::Uri { param, .. }
+        | Cond::Near { param, .. }
         | Cond::Present { param, .. } => Some(param),
         Cond::LastUpdated { .. }
         | Cond::Id(_)
@@ -928,6 +946,59 @@ fn param_of(c: &mut Cond) -> Option<&mut String> {
 /// system, or `*` for any system).
 pub(crate) fn composite_key(name: &str, system: Option<&str>, code: &str) -> String {
     format!("{name}${}|{code}", system.unwrap_or("*"))
+}
+
+/// Mean radius of the Earth (IUGG), in kilometres.
+const EARTH_RADIUS_KM: f64 = 6371.0088;
+/// The distance `near` takes when the value gives none (FHIR leaves it to the server).
+pub const DEFAULT_NEAR_KM: f64 = 5.0;
+
+/// `near=latitude|longitude|distance|units` (units `km` by default, or `m`, `[mi_i]`): the
+/// positions within that great-circle distance of the point.
+fn near(param: String, value: &str) -> Result<Cond, CoreError> {
+    let parts = split_escaped(value, '|');
+    let number = |s: Option<&String>, what: &str| -> Result<Option<f64>, CoreError> {
+        match s.map(|s| s.trim()).filter(|s| !s.is_empty()) {
+            None => Ok(None),
+            Some(s) => s
+                .parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite())
+                .map(Some)
+                .ok_or_else(|| bad(format!("near: the {what} must be a number"))),
+        }
+    };
+    if parts.len() > 4 {
+        return Err(bad("near takes latitude|longitude|distance|units"));
+    }
+    let (Some(lat), Some(lon)) = (number(parts.first(), "latitude")?, number(parts.get(1), "longitude")?) else {
+        return Err(bad("near takes latitude|longitude|distance|units"));
+    };
+    if !(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon) {
+        return Err(bad("near: latitude must lie in [-90, 90] and longitude in [-180, 180]"));
+    }
+    let distance = number(parts.get(2), "distance")?.unwrap_or(DEFAULT_NEAR_KM);
+    if distance < 0.0 {
+        return Err(bad("near: the distance must not be negative"));
+    }
+    let km = match parts.get(3).map(|u| u.trim()).filter(|u| !u.is_empty()) {
+        None | Some("km") => distance,
+        Some("m") => distance / 1000.0,
+        Some("[mi_i]" | "mi") => distance * 1.609_344,
+        Some(_) => return Err(bad("near: the units must be km, m or [mi_i]")),
+    };
+    // The angle the distance subtends at the centre; a position within it has a latitude
+    // within the same angle of the point's, and a unit vector whose dot product with the
+    // point's is at least its cosine.
+    let angle = (km / EARTH_RADIUS_KM).min(std::f64::consts::PI);
+    let degrees = angle.to_degrees();
+    Ok(Cond::Near {
+        param,
+        lat_lo: (lat - degrees).max(-90.0),
+        lat_hi: (lat + degrees).min(90.0),
+        unit: carevault_storage::unit_vector(lat, lon),
+        min_dot: angle.cos(),
+    })
 }
 
 /// `system|code`, `|code` (no system), `code` (any system) or `system|` (any code).

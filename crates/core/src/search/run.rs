@@ -42,10 +42,10 @@ pub struct SearchPage {
 
 /// What a cursor holds: the query as the client sent it (never shown in links) and where
 /// the page starts.
-struct CursorState {
-    query: String,
-    after: Option<(Vec<SortValue>, i64)>,
-    backwards: bool,
+pub(super) struct CursorState {
+    pub(super) query: String,
+    pub(super) after: Option<(Vec<SortValue>, i64)>,
+    pub(super) backwards: bool,
 }
 
 fn sort_json(v: &SortValue) -> Value {
@@ -69,7 +69,9 @@ fn sort_from_json(v: &Value) -> Option<SortValue> {
 }
 
 impl<S: Store> Session<'_, S> {
-    fn seal_cursor(&self, rtype: ResourceType, state: &CursorState) -> Result<String, CoreError> {
+    /// Seals a cursor bound to the tenant and `scope` (the searched type, or the system
+    /// scope), so it cannot be replayed against another search.
+    pub(super) fn seal_cursor(&self, scope: &str, state: &CursorState) -> Result<String, CoreError> {
         let after = state
             .after
             .as_ref()
@@ -78,14 +80,14 @@ impl<S: Store> Session<'_, S> {
         let bytes = serde_json::to_vec(&body).map_err(|_| CoreError::Integrity)?;
         Ok(self
             .cursor_key
-            .seal(self.rng.as_ref(), &format!("{}|{rtype}", self.tenant), &bytes)?)
+            .seal(self.rng.as_ref(), &format!("{}|{scope}", self.tenant), &bytes)?)
     }
 
-    fn open_cursor(&self, rtype: ResourceType, text: &str) -> Result<CursorState, CoreError> {
+    pub(super) fn open_cursor(&self, scope: &str, text: &str) -> Result<CursorState, CoreError> {
         let invalid = || CoreError::Invalid("the paging cursor is not valid for this search".into());
         let bytes = self
             .cursor_key
-            .open(&format!("{}|{rtype}", self.tenant), text)
+            .open(&format!("{}|{scope}", self.tenant), text)
             .map_err(|_| invalid())?;
         let v: Value = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
         let query = v.get("q").and_then(Value::as_str).ok_or_else(invalid)?.to_owned();
@@ -118,7 +120,7 @@ impl<S: Store> Session<'_, S> {
         let pairs = parse_query(query).map_err(|e| CoreError::Invalid(e.to_string()))?;
         let cursor = pairs.iter().find(|(k, _)| k == "_cursor").map(|(_, v)| v.clone());
         let (state, this) = match &cursor {
-            Some(c) => (self.open_cursor(rtype, c)?, Some(c.clone())),
+            Some(c) => (self.open_cursor(rtype.as_str(), c)?, Some(c.clone())),
             None => (
                 CursorState {
                     query: query.to_owned(),
@@ -191,16 +193,18 @@ impl<S: Store> Session<'_, S> {
             backwards,
         };
         let next = match hits.last() {
-            Some(last) if more || state.backwards => Some(self.seal_cursor(rtype, &base(position(last), false))?),
+            Some(last) if more || state.backwards => {
+                Some(self.seal_cursor(rtype.as_str(), &base(position(last), false))?)
+            }
             _ => None,
         };
         let previous = match hits.first() {
             Some(first) if (state.after.is_some() && !state.backwards) || (state.backwards && more) => {
-                Some(self.seal_cursor(rtype, &base(position(first), true))?)
+                Some(self.seal_cursor(rtype.as_str(), &base(position(first), true))?)
             }
             _ => None,
         };
-        let first = Some(self.seal_cursor(rtype, &base(None, false))?);
+        let first = Some(self.seal_cursor(rtype.as_str(), &base(None, false))?);
         let total = total.or_else(|| (!more && state.after.is_none()).then_some(resources.len() as u64));
         let included = self
             .includes(rtype, &req, &resources)
@@ -233,7 +237,7 @@ type Boxed<'a, T> = Pin<Box<dyn Future<Output = Result<T, CoreError>> + Send + '
 
 impl<S: Store> Session<'_, S> {
     /// Turns each chain and `_has` of `req` into a plain condition by running its inner search.
-    fn resolve_links<'a>(
+    pub(super) fn resolve_links<'a>(
         &'a self,
         rtype: ResourceType,
         req: &'a mut super::SearchRequest,
@@ -294,11 +298,48 @@ impl<S: Store> Session<'_, S> {
                         }
                         carevault_storage::Cond::Id(ids)
                     }
+                    Link::List { lists } => carevault_storage::Cond::Id(self.list_entries(rtype, &lists).await?),
                 };
                 req.conds.push(cond);
             }
             Ok(())
         })
+    }
+
+    /// Ids of the `rtype` entries of these Lists, those the caller cannot see or that are
+    /// gone left out (as are entries marked deleted); no hint whether a List exists.
+    async fn list_entries(&self, rtype: ResourceType, lists: &[ResourceId]) -> Result<Vec<String>, CoreError> {
+        let mut ids = Vec::new();
+        for list in lists {
+            let crate::ReadOutcome::Found(r) = self.read_raw(ResourceType::List, list).await? else {
+                continue;
+            };
+            let Ok(body) = serde_json::from_slice::<Value>(&r.body) else {
+                continue;
+            };
+            let entries = body
+                .get("entry")
+                .and_then(Value::as_array)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            for entry in entries {
+                if entry.get("deleted").and_then(Value::as_bool) == Some(true) {
+                    continue;
+                }
+                let Some(reference) = entry.pointer("/item/reference").and_then(Value::as_str) else {
+                    continue;
+                };
+                if let carevault_domain::Reference::Local { rtype: t, id, .. } =
+                    carevault_domain::Reference::parse(reference)
+                    && t == rtype
+                    && !ids.iter().any(|have: &String| have == id.as_str())
+                    && ids.len() < MAX_INNER as usize
+                {
+                    ids.push(id.to_string());
+                }
+            }
+        }
+        Ok(ids)
     }
 
     /// Ids of live resources of `rtype` matching a search query string (conditional
@@ -469,7 +510,7 @@ impl<S: Store> Session<'_, S> {
 
 /// Verifies identifying conditions on the decrypted body: blind tags are truncated and
 /// prefixes capped, so the index proposes and this decides.
-fn recheck(checks: &[Recheck], body: &[u8]) -> bool {
+pub(super) fn recheck(checks: &[Recheck], body: &[u8]) -> bool {
     if checks.is_empty() {
         return true;
     }

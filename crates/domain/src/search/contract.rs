@@ -12,8 +12,6 @@ pub enum Class {
     Identifying,
     /// Plain index values keyed by random resource ids.
     Clinical,
-    /// Not indexed; answered 400 (free text, `near`, …).
-    Unsupported,
 }
 
 impl Class {
@@ -21,7 +19,6 @@ impl Class {
         match self {
             Class::Identifying => "identifying",
             Class::Clinical => "clinical",
-            Class::Unsupported => "unsupported",
         }
     }
 }
@@ -36,8 +33,7 @@ pub fn is_person(rtype: ResourceType) -> bool {
 
 pub fn class_of(rtype: ResourceType, p: &SearchParam) -> Class {
     match p.kind {
-        // `near` needs geometry; composites are clinical (codes with values).
-        ParamKind::Special => Class::Unsupported,
+        // Composites are clinical (codes with values), and so is `near` (a Location's position).
         _ if is_person(rtype) => match (p.kind, p.name) {
             (ParamKind::String, _) => Class::Identifying,
             (ParamKind::Token, "identifier" | "telecom" | "phone" | "email") => Class::Identifying,

@@ -35,6 +35,11 @@ pub enum IndexValue {
         code: String,
     },
     Uri(String),
+    /// A WGS84 position in degrees (Location's `near`).
+    Position {
+        lat: f64,
+        lon: f64,
+    },
 }
 
 const NAME_PARTS: &[&str] = &["family", "given", "prefix", "suffix", "text"];
@@ -200,6 +205,19 @@ fn numbers(v: &Value, quantity: bool, out: &mut Vec<IndexValue>) {
     }
 }
 
+/// A `position` element with a latitude in [-90, 90] and a longitude in [-180, 180].
+fn positions(v: &Value, out: &mut Vec<IndexValue>) {
+    let (Some(lat), Some(lon)) = (
+        v.get("latitude").and_then(Value::as_f64),
+        v.get("longitude").and_then(Value::as_f64),
+    ) else {
+        return;
+    };
+    if (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon) {
+        out.push(IndexValue::Position { lat, lon });
+    }
+}
+
 /// The values one path of a parameter of `kind` selects.
 fn path_values(kind: ParamKind, path: &str, body: &Value, out: &mut Vec<IndexValue>) {
     if path.ends_with('!') {
@@ -222,7 +240,9 @@ fn path_values(kind: ParamKind, path: &str, body: &Value, out: &mut Vec<IndexVal
                     out.push(IndexValue::Uri(s.to_owned()));
                 }
             }
-            ParamKind::Composite | ParamKind::Special => {}
+            // `near`, the one special parameter R4 defines: a Location's position.
+            ParamKind::Special => positions(v, out),
+            ParamKind::Composite => {}
         }
     }
 }

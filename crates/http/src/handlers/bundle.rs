@@ -52,7 +52,7 @@ pub(crate) async fn process(
             entry["resource"] = serde_json::from_slice(body).unwrap_or(Value::Null);
         }
         if let Some((rtype, page)) = &e.search {
-            entry["resource"] = super::search::searchset(&base, *rtype, page)?;
+            entry["resource"] = super::search::searchset(&base, Some(*rtype), page)?;
         }
         if let Some(loc) = &e.location
             && let Some((path, _)) = loc.split_once("/_history")

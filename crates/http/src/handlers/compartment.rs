@@ -62,5 +62,5 @@ pub(crate) async fn patient_scoped(
     } else {
         format!("{}=Patient/{id}&{query}", carevault_core::COMPARTMENT)
     };
-    super::search::run(&state, &caller, &headers, target, &scoped).await
+    super::search::run(&state, &caller, &headers, Some(target), &scoped).await
 }

@@ -1,5 +1,6 @@
 //! `GET [base]/[type]?…` and `POST [base]/[type]/_search` (form body, which keeps search
-//! terms out of URLs and logs): a searchset Bundle with sealed-cursor paging links.
+//! terms out of URLs and logs): a searchset Bundle with sealed-cursor paging links; and the
+//! same across types, `GET [base]?_type=…` and `POST [base]/_search`.
 
 use super::parse_type;
 use crate::auth::Caller;
@@ -23,7 +24,28 @@ pub(crate) async fn search_type(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let rtype = parse_type(&rtype)?;
-    run(&state, &caller, &headers, rtype, query.as_deref().unwrap_or("")).await
+    run(&state, &caller, &headers, Some(rtype), query.as_deref().unwrap_or("")).await
+}
+
+/// `GET [base]?_type=…`: a search across types.
+pub(crate) async fn search_system(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    run(&state, &caller, &headers, None, query.as_deref().unwrap_or("")).await
+}
+
+/// `POST [base]/_search` with a form body: a search across types.
+pub(crate) async fn search_system_post(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let form = read_form(&state, &headers, body).await?;
+    run(&state, &caller, &headers, None, &form).await
 }
 
 pub(crate) async fn search_post(
@@ -35,7 +57,7 @@ pub(crate) async fn search_post(
 ) -> Result<Response, ApiError> {
     let rtype = parse_type(&rtype)?;
     let form = read_form(&state, &headers, body).await?;
-    run(&state, &caller, &headers, rtype, &form).await
+    run(&state, &caller, &headers, Some(rtype), &form).await
 }
 
 /// Whether the client asked for `Prefer: handling=strict` (unknown parameters are errors).
@@ -109,9 +131,14 @@ fn entry(base: &str, r: &StoredResource, shape: Option<&SearchPage>) -> Result<V
     }))
 }
 
-/// The searchset Bundle of one page.
-pub(crate) fn searchset(base: &str, rtype: ResourceType, page: &SearchPage) -> Result<Value, ApiError> {
-    let link = |rel: &str, cursor: &str| json!({"relation": rel, "url": format!("{base}/{rtype}?_cursor={cursor}")});
+/// The searchset Bundle of one page of a search of `rtype`, or of a search across types
+/// (`None`).
+pub(crate) fn searchset(base: &str, rtype: Option<ResourceType>, page: &SearchPage) -> Result<Value, ApiError> {
+    let searched = match rtype {
+        Some(t) => format!("{base}/{t}"),
+        None => base.to_owned(),
+    };
+    let link = |rel: &str, cursor: &str| json!({"relation": rel, "url": format!("{searched}?_cursor={cursor}")});
     let mut links = Vec::new();
     if let Some(c) = page.this.as_ref().or(page.first.as_ref()) {
         links.push(link("self", c));
@@ -152,20 +179,17 @@ pub(crate) async fn run(
     state: &AppState,
     caller: &Caller,
     headers: &HeaderMap,
-    rtype: ResourceType,
+    rtype: Option<ResourceType>,
     query: &str,
 ) -> Result<Response, ApiError> {
-    let page = state
-        .vault
-        .session(caller)
-        .search(
-            rtype,
-            query,
-            SearchOptions {
-                strict: strict(headers),
-            },
-        )
-        .await?;
+    let session = state.vault.session(caller);
+    let opts = SearchOptions {
+        strict: strict(headers),
+    };
+    let page = match rtype {
+        Some(t) => session.search(t, query, opts).await?,
+        None => session.search_system(query, opts).await?,
+    };
     let base = base_url(state, headers);
     let body = searchset(&base, rtype, &page)?;
     let mut response = fhir_json_response(StatusCode::OK, serde_json::to_vec(&body).unwrap_or_default());

@@ -591,6 +591,8 @@ async fn insert_search_rows(
         b: Vec<String>,
         ints: (Vec<i64>, Vec<i64>),
         reals: Vec<f64>,
+        /// A position's unit vector.
+        unit: (Vec<f64>, Vec<f64>, Vec<f64>),
         blobs: Vec<Vec<u8>>,
     }
     let mut by_table: std::collections::HashMap<Table, Cols> = std::collections::HashMap::new();
@@ -627,6 +629,13 @@ async fn insert_search_rows(
                     c.b.push(system.clone());
                 }
                 SearchRow::Uri { uri, .. } => c.a.push(uri.clone()),
+                SearchRow::Geo { lat, lon, .. } => {
+                    let (ux, uy, uz) = crate::unit_vector(*lat, *lon);
+                    c.reals.push(*lat);
+                    c.unit.0.push(ux);
+                    c.unit.1.push(uy);
+                    c.unit.2.push(uz);
+                }
             }
         }
     }
@@ -645,6 +654,11 @@ async fn insert_search_rows(
                 vec![&c.reals, &c.a, &c.b],
             ),
             Table::Uri => ("uri", "$3::text[]", vec![&c.a]),
+            Table::Geo => (
+                "lat, ux, uy, uz",
+                "$3::float8[], $4::float8[], $5::float8[], $6::float8[]",
+                vec![&c.reals, &c.unit.0, &c.unit.1, &c.unit.2],
+            ),
         };
         let sql = format!("INSERT INTO {name} (pkey, rid, {cols}) SELECT * FROM UNNEST({keys}, {arrays})");
         let mut args: Vec<&(dyn ToSql + Sync)> = vec![&c.pkey, &c.rid];

@@ -285,6 +285,19 @@ CREATE TABLE condition_claims (
 CREATE INDEX condition_claims_by_created ON condition_claims (created);
 "#,
     ),
+    (
+        10,
+        r#"
+-- Positions (Location's `near`): latitude in degrees, which the value index narrows by, and
+-- the unit vector whose dot product with the search point's gives the great-circle distance.
+CREATE TABLE search_geo (
+    pkey BIGINT NOT NULL, lat DOUBLE PRECISION NOT NULL, ux DOUBLE PRECISION NOT NULL,
+    uy DOUBLE PRECISION NOT NULL, uz DOUBLE PRECISION NOT NULL, rid BIGINT NOT NULL
+);
+CREATE INDEX search_geo_value ON search_geo (pkey, lat, rid);
+CREATE INDEX search_geo_owner ON search_geo (rid);
+"#,
+    ),
 ];
 
 pub(crate) async fn migrate(client: &mut Client) -> Result<(), StoreError> {

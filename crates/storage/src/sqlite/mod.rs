@@ -218,6 +218,13 @@ fn insert_search_row(conn: &Connection, k: &ResourceKey, rid: i64, row: &SearchR
         SearchRow::Uri { uri, .. } => conn
             .prepare_cached("INSERT OR IGNORE INTO search_uri (pkey, uri, rid) VALUES (?1, ?2, ?3)")?
             .execute(params![pkey, uri, rid])?,
+        SearchRow::Geo { lat, lon, .. } => {
+            let (ux, uy, uz) = crate::unit_vector(*lat, *lon);
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO search_geo (pkey, lat, ux, uy, uz, rid) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![pkey, lat, ux, uy, uz, rid])?
+        }
     };
     Ok(())
 }

@@ -296,6 +296,19 @@ CREATE TABLE condition_claims (
 CREATE INDEX condition_claims_by_created ON condition_claims (created);
 "#,
     ),
+    (
+        10,
+        r#"
+-- Positions (Location's `near`): latitude in degrees, which the value index narrows by, and
+-- the unit vector whose dot product with the search point's gives the great-circle distance.
+CREATE TABLE search_geo (
+    pkey INTEGER NOT NULL, lat REAL NOT NULL, ux REAL NOT NULL, uy REAL NOT NULL, uz REAL NOT NULL,
+    rid INTEGER NOT NULL,
+    PRIMARY KEY (pkey, lat, rid)
+) WITHOUT ROWID;
+CREATE INDEX search_geo_owner ON search_geo (rid);
+"#,
+    ),
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
