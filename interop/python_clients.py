@@ -1,7 +1,8 @@
 """Drives a running carevault with the Python clients hospitals use: fhirclient and fhirpy.
 
 Usage: python_clients.py BASE_URL TOKEN   (REQUESTS_CA_BUNDLE must trust the server's cert)
-Each client creates, reads, updates and deletes a Patient; fhirclient also signs a patient in
+Each client creates, reads, updates and deletes a Patient and searches with paging; fhirclient
+also signs a patient in
 through SMART App Launch (authorization code + PKCE: the script plays the browser on the login
 and consent pages) and reads the patient in context. Any failure raises.
 CAREVAULT_BIN and CAREVAULT_DATA name the binary and data directory (for `user add` and
@@ -70,6 +71,42 @@ def fhirpy_crud():
     r = requests.get(f"{BASE}/Patient/{p.id}", headers={"Authorization": "Bearer " + TOKEN})
     check(r.status_code == 410, "fhirpy: deleted patient answers 410")
     print("fhirpy: create, read, update, delete OK")
+
+
+def tagged_patients(family, n):
+    """Creates n Patients of this family under a fresh tag; returns the tag as system|code."""
+    code = f"{family.lower()}-{os.getpid()}"
+    for i in range(n):
+        r = requests.post(f"{BASE}/Patient",
+                          json={"resourceType": "Patient", "meta": {"tag": [{"system": "urn:interop", "code": code}]},
+                                "name": [{"family": family, "given": [f"G{i}"]}]},
+                          headers={"Authorization": "Bearer " + TOKEN, "Content-Type": "application/fhir+json"})
+        check(r.status_code == 201, f"create {family} {i}")
+    return f"urn:interop|{code}"
+
+
+def fhirpy_search():
+    client = SyncFHIRClient(BASE, authorization="Bearer " + TOKEN)
+    tag = tagged_patients("Pyfind", 5)
+    found = client.resources("Patient").search(_tag=tag).limit(2).fetch_all()
+    check(len(found) == 5 and len({p.id for p in found}) == 5, "fhirpy: fetch_all follows next links")
+    check(client.resources("Patient").search(_tag=tag).count() == 5, "fhirpy: count")
+    # A name prefix, case- and accent-insensitive, answered through the blind index.
+    named = client.resources("Patient").search(family="pyfí", _tag=tag).fetch_all()
+    check(len(named) == 5, "fhirpy: name prefix")
+    newest = client.resources("Patient").search(_tag=tag).sort("-_lastUpdated").first()
+    check(newest["name"][0]["given"][0] == "G4", "fhirpy: sort by -_lastUpdated")
+    print("fhirpy: search, paging, count, sort OK")
+
+
+def fhirclient_search():
+    smart = fc_client.FHIRClient(settings={"app_id": "carevault-interop", "api_base": BASE + "/"})
+    smart.server.session.headers["Authorization"] = "Bearer " + TOKEN
+    tag = tagged_patients("Fcfind", 5)
+    found = list(FcPatient.where(struct={"_tag": tag, "_count": "2"}).perform_resources_iter(smart.server))
+    check(len(found) == 5 and len({p.id for p in found}) == 5, "fhirclient: perform_resources_iter follows next")
+    check(all(p.name[0].family == "Fcfind" for p in found), "fhirclient: the resources parse")
+    print("fhirclient: search and paging OK")
 
 
 def hidden_fields(page):
@@ -143,6 +180,8 @@ def fhirclient_smart():
 
 
 fhirclient_crud()
+fhirclient_search()
 fhirclient_smart()
 fhirpy_crud()
+fhirpy_search()
 print(f"python interop: {passed} checks passed", flush=True)
