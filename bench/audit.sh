@@ -5,7 +5,8 @@
 # audit append rate (one entry per request).
 # With FLOOR=1 a third build joins the rounds: its append is only one durable file write per
 # group (--features bench-audit-fsync-floor), the floor any durable audit log pays;
-# CAREVAULT_FLOOR_MODE=inline|handoff|write|sync (sync is the default) takes that floor apart.
+# CAREVAULT_FLOOR_MODE=inline|handoff|write|sync|leader (sync is the default) takes that floor
+# apart (leader: no writer thread, a request leads each group's sync on its own worker).
 # Usage: [FLOOR=1] [REBUILD=1] [CONC=16] bench/audit.sh [sqlite|postgres|both] [seconds per load run] [rounds]
 set -euo pipefail
 cd "$(dirname "$0")/.."

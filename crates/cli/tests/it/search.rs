@@ -1660,6 +1660,11 @@ async fn near_finds_locations_within_the_distance() {
             checked += 1;
         }
         assert!(checked >= 10, "{b}: only {checked} searches were decidable");
+        // A distance of 0 finds the Location at the point itself, for every point.
+        for (at, p) in &ids {
+            let got = match_ids(&app.get(&format!("Location?near={}|{}|0|km", p.0, p.1)).await.json());
+            assert_eq!(got, std::slice::from_ref(at), "{b}: distance 0 at {p:?}");
+        }
         // A whole-globe distance finds every placed Location and not the unplaced one.
         let all = match_ids(&app.get("Location?near=0|0|20100|km&_count=1000").await.json());
         assert_eq!(all.len(), points.len(), "{b}");

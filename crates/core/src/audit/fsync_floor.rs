@@ -61,13 +61,15 @@ fn writer(rx: mpsc::Receiver<Job>) -> std::io::Result<()> {
 
 /// What the probe does past rendering, from `CAREVAULT_FLOOR_MODE`, to take the floor apart:
 /// `sync` (the default) writes and syncs, `write` only writes, `handoff` only passes the
-/// entry to the thread and back, `inline` returns as soon as the entry is made.
+/// entry to the thread and back, `inline` returns as soon as the entry is made; `leader`
+/// writes and syncs without a writer thread (see `append_led`).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Sync,
     Write,
     Handoff,
     Inline,
+    Leader,
 }
 
 fn mode() -> Mode {
@@ -76,8 +78,103 @@ fn mode() -> Mode {
         Ok("write") => Mode::Write,
         Ok("handoff") => Mode::Handoff,
         Ok("inline") => Mode::Inline,
+        Ok("leader") => Mode::Leader,
         _ => Mode::Sync,
     })
+}
+
+/// `leader`: no writer thread. The request that finds no sync under way writes every
+/// waiting entry and `fdatasync`s on its own worker thread; the others wait for the synced
+/// mark to pass theirs, and one of them leads the next group.
+struct Leader {
+    file: std::fs::File,
+    state: std::sync::Mutex<LeaderState>,
+    synced: tokio::sync::watch::Sender<u64>,
+}
+
+struct LeaderState {
+    buf: Vec<u8>,
+    appended: u64,
+    leading: bool,
+    at: u64,
+}
+
+fn open_file() -> std::io::Result<std::fs::File> {
+    let path = std::env::temp_dir().join(format!("carevault-fsync-floor-{}.bin", std::process::id()));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)?;
+    std::fs::remove_file(&path)?;
+    let chunk = vec![0u8; 1 << 20];
+    for i in 0..(FILE_LEN >> 20) {
+        file.write_all_at(&chunk, i << 20)?;
+    }
+    file.sync_all()?;
+    Ok(file)
+}
+
+async fn append_led(record: Vec<u8>) -> Result<(), crate::CoreError> {
+    static LEADER: OnceLock<Option<Leader>> = OnceLock::new();
+    let gone = || crate::CoreError::Store(carevault_storage::StoreError::WorkerGone);
+    let leader = LEADER
+        .get_or_init(|| {
+            open_file().ok().map(|file| Leader {
+                file,
+                state: std::sync::Mutex::new(LeaderState {
+                    buf: Vec::new(),
+                    appended: 0,
+                    leading: false,
+                    at: 0,
+                }),
+                synced: tokio::sync::watch::channel(0).0,
+            })
+        })
+        .as_ref()
+        .ok_or_else(gone)?;
+    let mut synced = leader.synced.subscribe();
+    let mine = {
+        let mut s = leader.state.lock().map_err(|_| gone())?;
+        s.buf.extend_from_slice(&(record.len() as u32).to_le_bytes());
+        s.buf.extend_from_slice(&record);
+        s.appended += 1;
+        s.appended
+    };
+    loop {
+        if *synced.borrow_and_update() >= mine {
+            return Ok(());
+        }
+        let round = {
+            let mut s = leader.state.lock().map_err(|_| gone())?;
+            if s.leading || s.buf.is_empty() {
+                None
+            } else {
+                s.leading = true;
+                let group = std::mem::take(&mut s.buf);
+                if s.at + group.len() as u64 > FILE_LEN {
+                    s.at = 0;
+                }
+                let at = s.at;
+                s.at += group.len() as u64;
+                Some((group, at, s.appended))
+            }
+        };
+        if let Some((group, at, upto)) = round {
+            let written = leader
+                .file
+                .write_all_at(&group, at)
+                .and_then(|()| leader.file.sync_data());
+            if let Ok(mut s) = leader.state.lock() {
+                s.leading = false;
+            }
+            written.map_err(|_| gone())?;
+            leader.synced.send_modify(|v| *v = (*v).max(upto));
+            continue;
+        }
+        synced.changed().await.map_err(|_| gone())?;
+    }
 }
 
 /// Waits until `record` is durable in the file.
@@ -85,6 +182,9 @@ pub(crate) async fn append(record: Vec<u8>) -> Result<(), crate::CoreError> {
     if mode() == Mode::Inline {
         std::hint::black_box(record);
         return Ok(());
+    }
+    if mode() == Mode::Leader {
+        return append_led(record).await;
     }
     let queue = QUEUE.get_or_init(|| {
         let (tx, rx) = mpsc::channel();

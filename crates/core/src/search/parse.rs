@@ -997,7 +997,10 @@ fn near(param: String, value: &str) -> Result<Cond, CoreError> {
         lat_lo: (lat - degrees).max(-90.0),
         lat_hi: (lat + degrees).min(90.0),
         unit: carevault_storage::unit_vector(lat, lon),
-        min_dot: angle.cos(),
+        // Less a few units of rounding, so that a position at the point itself is within
+        // a distance of 0 (the dot product of a unit vector with itself may round below 1);
+        // that widens the circle by about a decimetre, and only near zero distance.
+        min_dot: angle.cos() - 4.0 * f64::EPSILON,
     })
 }
 
