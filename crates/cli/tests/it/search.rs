@@ -1714,3 +1714,78 @@ async fn near_finds_locations_within_the_distance() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identifiers_are_found_by_their_type() {
+    for backend in backends("identifiers_are_found_by_their_type").await {
+        let app = spawn_app(&backend).await;
+        let b = backend.name();
+        let v2 = "http://terminology.hl7.org/CodeSystem/v2-0203";
+        let typed = |code: &str, system: &str, value: &str| serde_json::json!({"type": {"coding": [{"system": v2, "code": code}]}, "system": system, "value": value});
+        // The same value as a medical record number of one patient and a driver's licence of
+        // another; an untyped identifier with that value on a third.
+        let mrn = app
+            .create(&serde_json::json!({"resourceType": "Patient",
+                "identifier": [typed("MR", "urn:mrn", "12345"), typed("SS", "urn:ssn", "999-00-1234")]}))
+            .await;
+        let licence = app
+            .create(&serde_json::json!({"resourceType": "Patient", "identifier": [typed("DL", "urn:dl", "12345")]}))
+            .await;
+        app.create(
+            &serde_json::json!({"resourceType": "Patient", "identifier": [{"system": "urn:x", "value": "12345"}]}),
+        )
+        .await;
+        let obs = app
+            .create(
+                &serde_json::json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                "identifier": [typed("FILL", "urn:lab", "L-77")]}),
+            )
+            .await;
+        let of_type = |t: &str, value: &str| format!("{v2}|{t}|{value}");
+        for (query, want) in [
+            (
+                format!("Patient?identifier:of-type={}", of_type("MR", "12345")),
+                vec![mrn.clone()],
+            ),
+            (
+                format!("Patient?identifier:of-type={}", of_type("DL", "12345")),
+                vec![licence.clone()],
+            ),
+            (format!("Patient?identifier:of-type={}", of_type("SS", "12345")), vec![]),
+            (
+                format!(
+                    "Patient?identifier:of-type={},{}",
+                    of_type("MR", "12345"),
+                    of_type("DL", "12345")
+                ),
+                vec![mrn.clone(), licence.clone()],
+            ),
+            (
+                format!("Patient?identifier:of-type={}", of_type("SS", "999-00-1234")),
+                vec![mrn.clone()],
+            ),
+            (
+                format!("Observation?identifier:of-type={}", of_type("FILL", "L-77")),
+                vec![obs.clone()],
+            ),
+            (
+                format!("Observation?identifier:of-type={}", of_type("PLAC", "L-77")),
+                vec![],
+            ),
+        ] {
+            let mut got = match_ids(&app.get(&query).await.json());
+            got.sort();
+            let mut want = want;
+            want.sort();
+            assert_eq!(got, want, "{b}: {query}");
+        }
+        for bad in [
+            "Patient?identifier:of-type=MR|12345",
+            "Observation?identifier:of-type=a||c",
+        ] {
+            let r = app.get(bad).await;
+            assert_eq!(r.status, 400, "{b}: {bad}");
+            assert!(r.outcome().contains("system|code|value"), "{b}: {}", r.outcome());
+        }
+    }
+}

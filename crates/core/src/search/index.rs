@@ -97,6 +97,33 @@ fn composite_rows(p: &carevault_domain::search::SearchParam, body: &Value, out: 
 /// searches and `$everything`), from our table of the R4 patient compartment.
 pub const COMPARTMENT: &str = carevault_storage::COMPARTMENT_PARAM;
 
+/// Rows for `:of-type` (an identifier by its type and value): keyed blind tags where the
+/// parameter is identifying, else plain token rows under `<param>:of-type` whose system is
+/// the type's `system|code`.
+fn of_type_rows(
+    key: &IndexKey,
+    p: &carevault_domain::search::SearchParam,
+    class: Class,
+    body: &Value,
+    out: &mut Vec<SearchRow>,
+) {
+    for (system, code, value) in carevault_domain::search::extract::identifier_types(p, body) {
+        out.push(match class {
+            Class::Identifying => blind(key, p.name, "y", &of_type_input(&system, &code, &value)),
+            Class::Clinical => SearchRow::Token {
+                param: format!("{}:of-type", p.name),
+                system: format!("{system}|{code}"),
+                code: value,
+            },
+        });
+    }
+}
+
+/// What an identifying `:of-type` tag is made from.
+pub(crate) fn of_type_input(system: &str, code: &str, value: &str) -> String {
+    format!("{system}\0{code}\0{value}")
+}
+
 /// Blind rows of the logical identifiers references carry (`subject.identifier`), for the
 /// `:identifier` modifier: identifiers are identifying wherever they appear.
 fn reference_identifier_rows(
@@ -149,6 +176,9 @@ pub(crate) fn search_rows(key: &IndexKey, rtype: ResourceType, id: &ResourceId, 
         }
         if p.kind == carevault_domain::search::ParamKind::Reference {
             reference_identifier_rows(key, p, body, &mut out);
+        }
+        if p.kind == carevault_domain::search::ParamKind::Token {
+            of_type_rows(key, p, class, body, &mut out);
         }
         let values = carevault_domain::search::extract::param_values(p, body);
         if class == Class::Identifying {

@@ -90,6 +90,11 @@ pub(crate) enum Recheck {
         param: &'static SearchParam,
         values: Vec<String>,
     },
+    /// `:of-type`: an identifier of this type system, type code and value.
+    OfType {
+        param: &'static SearchParam,
+        values: Vec<(String, String, String)>,
+    },
 }
 
 pub const DEFAULT_COUNT: u32 = 20;
@@ -587,6 +592,21 @@ impl Parser<'_> {
                     values: checks,
                 });
             }
+            (ParamKind::Token, Some("of-type")) => {
+                let mut checks = Vec::new();
+                for v in values {
+                    let (system, code, value) = of_type_value(p.name, v)?;
+                    any.push(Cond::Blind {
+                        param: p.name.into(),
+                        tag: self.tag(p.name, "y", &super::index::of_type_input(&system, &code, &value)),
+                    });
+                    checks.push((system, code, value));
+                }
+                req.rechecks.push(Recheck::OfType {
+                    param: p,
+                    values: checks,
+                });
+            }
             (ParamKind::Date, None) => {
                 let mut checks = Vec::new();
                 for v in values {
@@ -702,6 +722,14 @@ impl Parser<'_> {
                             param: format!("{param}:text"),
                             prefix: normalize(&unescape(v)),
                         }),
+                        Some("of-type") => {
+                            let (system, code, value) = of_type_value(name, v)?;
+                            any.push(Cond::Token {
+                                param: format!("{param}:of-type"),
+                                system: Some(format!("{system}|{code}")),
+                                code: Some(value),
+                            });
+                        }
                         Some(m) => return Err(unsupported(m)),
                     }
                 }
@@ -1002,6 +1030,18 @@ fn near(param: String, value: &str) -> Result<Cond, CoreError> {
         // that widens the circle by about a decimetre, and only near zero distance.
         min_dot: angle.cos() - 4.0 * f64::EPSILON,
     })
+}
+
+/// `:of-type`'s value: the identifier type's system and code, then the identifier's value.
+fn of_type_value(name: &str, v: &str) -> Result<(String, String, String), CoreError> {
+    match split_escaped(v, '|').as_slice() {
+        [system, code, value] if !system.is_empty() && !code.is_empty() && !value.is_empty() => {
+            Ok((system.clone(), code.clone(), value.clone()))
+        }
+        _ => Err(bad(format!(
+            "`{name}:of-type` takes the type's system and code and the value: system|code|value"
+        ))),
+    }
 }
 
 /// `system|code`, `|code` (no system), `code` (any system) or `system|` (any code).

@@ -540,6 +540,10 @@ pub(super) fn recheck(checks: &[Recheck], body: &[u8]) -> bool {
                 })
             })
         }
+        Recheck::OfType { param, values } => {
+            let have = carevault_domain::search::extract::identifier_types(param, &v);
+            values.iter().any(|want| have.contains(want))
+        }
         Recheck::Date { param, values } => {
             let written: Vec<&str> = param
                 .paths

@@ -247,6 +247,32 @@ fn path_values(kind: ParamKind, path: &str, body: &Value, out: &mut Vec<IndexVal
     }
 }
 
+/// The typed identifiers a token parameter selects, for `:of-type`: each coding of an
+/// Identifier's `type` with the identifier's value, as `(type system, type code, value)`.
+pub fn identifier_types(param: &SearchParam, body: &Value) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    if param.kind != ParamKind::Token {
+        return out;
+    }
+    for path in param.paths.iter().filter(|p| !p.ends_with('!')) {
+        for v in select(body, path) {
+            let Some(value) = v.get("value").and_then(Value::as_str) else {
+                continue;
+            };
+            let codings = v.pointer("/type/coding").and_then(Value::as_array);
+            for c in codings.into_iter().flatten() {
+                if let (Some(system), Some(code)) = (
+                    c.get("system").and_then(Value::as_str),
+                    c.get("code").and_then(Value::as_str),
+                ) {
+                    out.push((system.to_owned(), code.to_owned(), value.to_owned()));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The values `param` indexes in `body`.
 pub fn param_values(param: &SearchParam, body: &Value) -> Vec<IndexValue> {
     let mut out = Vec::new();
