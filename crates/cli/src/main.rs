@@ -10,6 +10,7 @@ mod demo_data;
 mod generate;
 mod import;
 mod init;
+mod reindex;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -43,6 +44,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Import FHIR bundles (JSON) and NDJSON files or folders of them.
     Import(import::ImportArgs),
+    /// Compute the search index of every resource again (after an upgrade changed it).
+    Reindex(reindex::ReindexArgs),
     /// Write synthetic patients (Synthea-sized records) as transaction bundles, for benchmarks.
     Generate(generate::GenerateArgs),
     /// Manage accounts: add, list, disable, enable, totp, unlock.
@@ -79,6 +82,7 @@ fn operator_command(cmd: &Command) -> Option<(PathBuf, String, bool)> {
         },
         Command::Token(a) => with_change(&a.data_dir, "token"),
         Command::Import(a) => apart(&a.data_dir, "import"),
+        Command::Reindex(a) => apart(&a.data_dir, "reindex"),
         Command::Client(a) => match &a.command {
             ClientCommand::Add(x) => with_change(&x.data_dir, "client-add"),
             ClientCommand::List(x) => apart(&x.data_dir, "client-list"),
@@ -132,6 +136,7 @@ fn main() -> ExitCode {
                 Command::Serve(a) => serve::run(a).await,
                 Command::Demo(a) => demo::run(a).await,
                 Command::Import(a) => import::run(a).await,
+                Command::Reindex(a) => reindex::run(a).await,
                 Command::Generate(a) => generate::run(a),
                 Command::User(a) => accounts::user(a).await,
                 Command::Token(a) => accounts::token(a).await,

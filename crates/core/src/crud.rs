@@ -133,7 +133,7 @@ impl<S: Store> Session<'_, S> {
             key_id,
         };
         let sealed = self.seal_with(&dek, &row, &plaintext)?;
-        let tags = identifier_tags(&self.identifier_index, &resource);
+        let tags = identifier_tags(&self.identifier_index, resource.json());
         let search_rows = crate::search::search_rows(&self.search_index, rtype, id, resource.json());
         Ok(Ok(Pending {
             version: NewVersion {
@@ -190,6 +190,7 @@ impl<S: Store> Session<'_, S> {
                 versions: vec![pending.version],
                 audit: None,
                 claims: claim.map(|tag| vec![Claim { tag, version: 0 }]).unwrap_or_default(),
+                reindex: Vec::new(),
             })
             .await
         {
@@ -250,6 +251,7 @@ impl<S: Store> Session<'_, S> {
                         .clone()
                         .map(|tag| vec![Claim { tag, version: 0 }])
                         .unwrap_or_default(),
+                    reindex: Vec::new(),
                 })
                 .await
             {

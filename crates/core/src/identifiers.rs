@@ -81,9 +81,9 @@ fn value_tag(value: &str) -> Vec<u8> {
 }
 
 /// The blind tags a resource's identifiers are indexed under.
-pub(crate) fn identifier_tags(key: &IndexKey, resource: &Resource) -> Vec<Vec<u8>> {
+pub(crate) fn identifier_tags(key: &IndexKey, body: &serde_json::Value) -> Vec<Vec<u8>> {
     let mut tags = Vec::new();
-    for (system, value) in resource.identifiers() {
+    for (system, value) in carevault_domain::resource::identifiers_of(body) {
         for input in [system_value_tag(&system, &value), value_tag(&value)] {
             let t = key.tag(&input).0.to_vec();
             if !tags.contains(&t) {

@@ -17,6 +17,7 @@ mod history;
 mod identifiers;
 mod keys;
 mod patch;
+mod reindex;
 mod relationships;
 mod search;
 mod session;

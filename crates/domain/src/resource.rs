@@ -166,22 +166,7 @@ impl Resource {
 
     /// `(system, value)` of each `identifier` element; a missing system is empty.
     pub fn identifiers(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        let ids: &[Value] = match self.body.get("identifier") {
-            Some(Value::Array(ids)) => ids,
-            // Some R4 types (Bundle, Composition, QuestionnaireResponse, …) have one identifier.
-            Some(one @ Value::Object(_)) => std::slice::from_ref(one),
-            _ => &[],
-        };
-        {
-            for i in ids {
-                let system = i.get("system").and_then(Value::as_str).unwrap_or("");
-                if let Some(value) = i.get("value").and_then(Value::as_str) {
-                    out.push((system.to_owned(), value.to_owned()));
-                }
-            }
-        }
-        out
+        identifiers_of(&self.body)
     }
 
     /// Calls `f` on every `reference` string anywhere in the body (contained resources
@@ -253,6 +238,24 @@ fn collect_refs(v: &Value, out: &mut Vec<Reference>) {
         Value::Array(items) => items.iter().for_each(|i| collect_refs(i, out)),
         _ => {}
     }
+}
+
+/// The `(system, value)` of each of a resource body's identifiers (system empty if none).
+pub fn identifiers_of(body: &Value) -> Vec<(String, String)> {
+    let ids: &[Value] = match body.get("identifier") {
+        Some(Value::Array(ids)) => ids,
+        // Some R4 types (Bundle, Composition, QuestionnaireResponse, …) have one identifier.
+        Some(one @ Value::Object(_)) => std::slice::from_ref(one),
+        _ => &[],
+    };
+    let mut out = Vec::new();
+    for i in ids {
+        let system = i.get("system").and_then(Value::as_str).unwrap_or("");
+        if let Some(value) = i.get("value").and_then(Value::as_str) {
+            out.push((system.to_owned(), value.to_owned()));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

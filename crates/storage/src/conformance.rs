@@ -144,6 +144,7 @@ async fn suite<S: Store>(s: S) {
     // a change set is atomic: the bad second entry undoes the good first one
     let bad = ChangeSet {
         claims: Vec::new(),
+        reindex: Vec::new(),
         audit: None,
         versions: vec![
             version("b", 1, Expect::Absent, Op::Create, &[]),
@@ -750,7 +751,67 @@ async fn search_suite<S: Store>(s: S) {
     let mut del = version("p3", 2, Expect::Version(1), Op::Delete, &[]);
     del.key.rtype = "Patient".into();
     s.apply(one(del)).await.unwrap();
-    assert_eq!(s.search_count(&q(vec![female])).await.unwrap(), 0);
+    assert_eq!(s.search_count(&q(vec![female.clone()])).await.unwrap(), 0);
+
+    // Reindexing replaces the rows of a live current version, and leaves alone a resource
+    // written (p2 at version 2) or deleted (p3) since the version it was computed for.
+    let mut p2 = version("p2", 2, Expect::Version(1), Op::Update, &[]);
+    p2.key.rtype = "Patient".into();
+    p2.search_rows = vec![tok("gender", "", "male")];
+    s.apply(one(p2)).await.unwrap();
+    let patient = |id: &str| ResourceKey {
+        rtype: "Patient".into(),
+        ..key(id)
+    };
+    let again = |id: &str, version: u64, rows: Vec<SearchRow>| Reindex {
+        key: patient(id),
+        version,
+        identifier_tags: vec![b"tag".to_vec()],
+        search_rows: rows,
+    };
+    let unknown = Cond::Token {
+        param: "gender".into(),
+        system: None,
+        code: Some("unknown".into()),
+    };
+    s.apply(ChangeSet {
+        reindex: vec![
+            again("p1", 2, vec![tok("gender", "", "unknown")]),
+            again("p2", 1, vec![tok("gender", "", "unknown")]),
+            again("p3", 1, vec![tok("gender", "", "unknown")]),
+            again("nobody", 1, vec![tok("gender", "", "unknown")]),
+        ],
+        ..ChangeSet::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(ids(s.search(&q(vec![unknown])).await.unwrap()), ["p1"]);
+    let other = Cond::Token {
+        param: "gender".into(),
+        system: None,
+        code: Some("other".into()),
+    };
+    assert!(
+        s.search(&q(vec![other])).await.unwrap().is_empty(),
+        "p1's old rows are gone"
+    );
+    let male = Cond::Token {
+        param: "gender".into(),
+        system: None,
+        code: Some("male".into()),
+    };
+    assert_eq!(
+        ids(s.search(&q(vec![male])).await.unwrap()),
+        ["p2"],
+        "p2 keeps its own rows"
+    );
+    assert_eq!(
+        s.find_by_identifier("default", "Patient", b"tag").await.unwrap(),
+        ["p1"],
+        "identifier tags replaced too"
+    );
+    let current = s.current(&patient("p1")).await.unwrap().unwrap();
+    assert_eq!((current.version, current.last_updated), (2, 2000), "no new version");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -125,6 +125,21 @@ pub struct ChangeSet {
     pub audit: Option<crate::AuditMaker>,
     /// Conditional creates' claims on their conditions (see [`Claim`]).
     pub claims: Vec<Claim>,
+    /// Index rows computed again for current versions (see [`Reindex`]).
+    pub reindex: Vec<Reindex>,
+}
+
+/// The index of a resource's current version computed again, after the index definitions
+/// changed (a parameter added, a normalisation changed): replaces its index rows, identifier
+/// tags and facts if `version` is still its live current version. A resource written or
+/// deleted since is left alone (its rows are already those of its new version); that is not
+/// a conflict.
+#[derive(Debug, Clone)]
+pub struct Reindex {
+    pub key: ResourceKey,
+    pub version: u64,
+    pub identifier_tags: Vec<Vec<u8>>,
+    pub search_rows: Vec<crate::SearchRow>,
 }
 
 /// A conditional create's claim on its condition: `tag` (a keyed hash of tenant, type and

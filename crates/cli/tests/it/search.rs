@@ -1789,3 +1789,81 @@ async fn identifiers_are_found_by_their_type() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reindex_restores_what_older_versions_did_not_index() {
+    for backend in backends("reindex_restores_what_older_versions_did_not_index").await {
+        let app = spawn_app(&backend).await;
+        let b = backend.name();
+        let location = app
+            .create(&serde_json::json!({"resourceType": "Location", "status": "active",
+                "position": {"latitude": 48.8566, "longitude": 2.3522}}))
+            .await;
+        let patient = app
+            .create(
+                &serde_json::json!({"resourceType": "Patient", "name": [{"family": "Reindexová"}],
+                "identifier": [{"system": "urn:mrn", "value": "R-1",
+                    "type": {"coding": [{"system": "urn:t", "code": "MR"}]}}]}),
+            )
+            .await;
+        let gone = app
+            .create(&serde_json::json!({"resourceType": "Patient", "name": [{"family": "Reindexgone"}]}))
+            .await;
+        assert_eq!(app.delete(&format!("Patient/{gone}")).await.status, 204);
+        let searches = [
+            ("Location?near=48.85|2.35|5".to_owned(), location.clone()),
+            ("Patient?family=reindexo".to_owned(), patient.clone()),
+            ("Patient?identifier=urn:mrn|R-1".to_owned(), patient.clone()),
+            ("Patient?identifier:of-type=urn:t|MR|R-1".to_owned(), patient.clone()),
+            (format!("Patient?_id={patient}&family=reindex"), patient.clone()),
+        ];
+        for (q, want) in &searches {
+            assert_eq!(
+                &match_ids(&app.get(q).await.json()),
+                std::slice::from_ref(want),
+                "{b}: {q} before"
+            );
+        }
+        let before = app.get(&format!("Patient/{patient}")).await.json();
+        // As if written by a version that indexed less: no positions, blind tags or
+        // identifier tags.
+        crate::tamper::exec(
+            &app,
+            "DELETE FROM search_geo; DELETE FROM search_blind; DELETE FROM identifier_index;",
+        )
+        .await;
+        for (q, _) in &searches {
+            assert!(
+                match_ids(&app.get(q).await.json()).is_empty(),
+                "{b}: {q} without its rows"
+            );
+        }
+        let out = app.cli(&["reindex"]).expect("reindex runs");
+        assert!(out.contains("Reindexed 2 resources"), "{b}: {out}");
+        for (q, want) in &searches {
+            assert_eq!(
+                &match_ids(&app.get(q).await.json()),
+                std::slice::from_ref(want),
+                "{b}: {q} after"
+            );
+        }
+        // The deleted patient stays out of searches; nothing made a version.
+        assert!(
+            match_ids(&app.get("Patient?family=reindexg").await.json()).is_empty(),
+            "{b}"
+        );
+        assert_eq!(
+            app.get(&format!("Patient/{patient}")).await.json(),
+            before,
+            "{b}: unchanged"
+        );
+        let history = app.get(&format!("Patient/{patient}/_history")).await.json();
+        assert_eq!(history["total"], 1, "{b}: no new version");
+        let audit = app.get("$audit?subtype=cli:reindex").await.json();
+        assert_eq!(
+            audit["entry"].as_array().map(Vec::len),
+            Some(1),
+            "{b}: the reindex is on record"
+        );
+    }
+}

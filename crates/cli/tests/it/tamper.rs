@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 /// Runs one SQL statement against the test's database, outside the server.
-async fn exec(app: &TestApp, sql: &str) {
+pub(crate) async fn exec(app: &TestApp, sql: &str) {
     match &app.data.backend {
         Backend::Sqlite => {
             let conn = rusqlite::Connection::open(app.data.path().join("carevault.db")).unwrap();

@@ -262,7 +262,53 @@ impl ResourceStore for PgStore {
             }
             rids
         };
-        insert_search_rows(&tx, &changes, &rids).await?;
+        let mut rows: Vec<(&ResourceKey, i64, &[SearchRow])> = changes
+            .versions
+            .iter()
+            .zip(&rids)
+            .map(|(v, rid)| (&v.key, *rid, v.search_rows.as_slice()))
+            .collect();
+        if !changes.reindex.is_empty() {
+            let live = tx
+                .prepare_cached(
+                    "SELECT version, rid FROM resources WHERE tenant = $1 AND rtype = $2 AND id = $3 AND NOT deleted
+                     FOR UPDATE",
+                )
+                .await?;
+            let facts = tx
+                .prepare_cached("UPDATE resources SET facts = $2 WHERE rid = $1")
+                .await?;
+            for r in &changes.reindex {
+                let k = &r.key;
+                let found = tx
+                    .query_opt(&live, &[&k.tenant, &k.rtype, &k.id])
+                    .await
+                    .map_err(map_err)?
+                    .map(|row| (row.get::<_, i64>(0), row.get::<_, i64>(1)));
+                let Some((_, rid)) = found.filter(|(version, _)| *version == r.version as i64) else {
+                    continue;
+                };
+                tx.execute(&facts, &[&rid, &crate::types::encode_facts(&r.search_rows)])
+                    .await
+                    .map_err(map_err)?;
+                tx.execute(&unindex, &[&k.tenant, &k.rtype, &k.id])
+                    .await
+                    .map_err(map_err)?;
+                for table in Table::ALL {
+                    let stmt = tx
+                        .prepare_cached(&format!("DELETE FROM {} WHERE rid = $1", table.name()))
+                        .await?;
+                    tx.execute(&stmt, &[&rid]).await.map_err(map_err)?;
+                }
+                for tag in &r.identifier_tags {
+                    tx.execute(&index, &[&k.tenant, &k.rtype, tag, &k.id])
+                        .await
+                        .map_err(map_err)?;
+                }
+                rows.push((k, rid, r.search_rows.as_slice()));
+            }
+        }
+        insert_search_rows(&tx, &rows).await?;
         if let Some(maker) = &changes.audit {
             audit::insert_made(&tx, std::slice::from_ref(maker)).await?;
         }
@@ -578,10 +624,10 @@ async fn create_all(tx: &deadpool_postgres::Transaction<'_>, changes: &ChangeSet
     Ok(seqs)
 }
 
+/// Inserts the index rows of resources (key, row id, rows), a statement per table.
 async fn insert_search_rows(
     tx: &deadpool_postgres::Transaction<'_>,
-    changes: &ChangeSet,
-    rids: &[i64],
+    resources: &[(&ResourceKey, i64, &[SearchRow])],
 ) -> Result<(), StoreError> {
     #[derive(Default)]
     struct Cols {
@@ -596,10 +642,10 @@ async fn insert_search_rows(
         blobs: Vec<Vec<u8>>,
     }
     let mut by_table: std::collections::HashMap<Table, Cols> = std::collections::HashMap::new();
-    for (v, rid) in changes.versions.iter().zip(rids) {
-        for row in &v.search_rows {
+    for (key, rid, rows) in resources {
+        for row in rows.iter() {
             let c = by_table.entry(row.table()).or_default();
-            c.pkey.push(crate::param_key(&v.key.tenant, &v.key.rtype, row.param()));
+            c.pkey.push(crate::param_key(&key.tenant, &key.rtype, row.param()));
             c.rid.push(*rid);
             match row {
                 SearchRow::Token { system, code, .. } => {

@@ -160,26 +160,60 @@ fn apply_changes(conn: &Connection, changes: &ChangeSet) -> Result<(), StoreErro
             ])?;
         }
         if current.is_some() {
-            conn.prepare_cached("DELETE FROM identifier_index WHERE tenant = ?1 AND rtype = ?2 AND id = ?3")?
-                .execute(params![v.key.tenant, v.key.rtype, v.key.id])?;
-            for table in Table::ALL {
-                conn.prepare_cached(&format!("DELETE FROM {} WHERE rid = ?1", table.name()))?
-                    .execute([rid])?;
-            }
+            unindex(conn, &v.key, rid)?;
         }
-        let mut ins = conn.prepare_cached(
-            "INSERT OR IGNORE INTO identifier_index (tenant, rtype, tag, id) VALUES (?1, ?2, ?3, ?4)",
-        )?;
-        for tag in &v.identifier_tags {
-            ins.execute(params![v.key.tenant, v.key.rtype, tag, v.key.id])?;
-        }
-        for row in &v.search_rows {
-            insert_search_row(conn, &v.key, rid, row)?;
-        }
+        index(conn, &v.key, rid, &v.identifier_tags, &v.search_rows)?;
+    }
+    for r in &changes.reindex {
+        let live: Option<(i64, i64)> = conn
+            .prepare_cached(
+                "SELECT version, rid FROM resources WHERE tenant = ?1 AND rtype = ?2 AND id = ?3 AND NOT deleted",
+            )?
+            .query_row(params![r.key.tenant, r.key.rtype, r.key.id], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .optional()?;
+        let Some((version, rid)) = live.filter(|(version, _)| *version == r.version as i64) else {
+            continue;
+        };
+        conn.prepare_cached("UPDATE resources SET facts = ?2 WHERE rid = ?1 AND version = ?3")?
+            .execute(params![rid, crate::types::encode_facts(&r.search_rows), version])?;
+        unindex(conn, &r.key, rid)?;
+        index(conn, &r.key, rid, &r.identifier_tags, &r.search_rows)?;
     }
     claims::record(conn, changes)?;
     if let Some(maker) = &changes.audit {
         audit::insert_made(conn, std::slice::from_ref(maker))?;
+    }
+    Ok(())
+}
+
+/// Removes a resource's identifier tags and index rows.
+fn unindex(conn: &Connection, key: &ResourceKey, rid: i64) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM identifier_index WHERE tenant = ?1 AND rtype = ?2 AND id = ?3")?
+        .execute(params![key.tenant, key.rtype, key.id])?;
+    for table in Table::ALL {
+        conn.prepare_cached(&format!("DELETE FROM {} WHERE rid = ?1", table.name()))?
+            .execute([rid])?;
+    }
+    Ok(())
+}
+
+/// Writes a resource's identifier tags and index rows.
+fn index(
+    conn: &Connection,
+    key: &ResourceKey,
+    rid: i64,
+    tags: &[Vec<u8>],
+    rows: &[SearchRow],
+) -> Result<(), StoreError> {
+    let mut ins =
+        conn.prepare_cached("INSERT OR IGNORE INTO identifier_index (tenant, rtype, tag, id) VALUES (?1, ?2, ?3, ?4)")?;
+    for tag in tags {
+        ins.execute(params![key.tenant, key.rtype, tag, key.id])?;
+    }
+    for row in rows {
+        insert_search_row(conn, key, rid, row)?;
     }
     Ok(())
 }
