@@ -268,46 +268,7 @@ impl ResourceStore for PgStore {
             .zip(&rids)
             .map(|(v, rid)| (&v.key, *rid, v.search_rows.as_slice()))
             .collect();
-        if !changes.reindex.is_empty() {
-            let live = tx
-                .prepare_cached(
-                    "SELECT version, rid FROM resources WHERE tenant = $1 AND rtype = $2 AND id = $3 AND NOT deleted
-                     FOR UPDATE",
-                )
-                .await?;
-            let facts = tx
-                .prepare_cached("UPDATE resources SET facts = $2 WHERE rid = $1")
-                .await?;
-            for r in &changes.reindex {
-                let k = &r.key;
-                let found = tx
-                    .query_opt(&live, &[&k.tenant, &k.rtype, &k.id])
-                    .await
-                    .map_err(map_err)?
-                    .map(|row| (row.get::<_, i64>(0), row.get::<_, i64>(1)));
-                let Some((_, rid)) = found.filter(|(version, _)| *version == r.version as i64) else {
-                    continue;
-                };
-                tx.execute(&facts, &[&rid, &crate::types::encode_facts(&r.search_rows)])
-                    .await
-                    .map_err(map_err)?;
-                tx.execute(&unindex, &[&k.tenant, &k.rtype, &k.id])
-                    .await
-                    .map_err(map_err)?;
-                for table in Table::ALL {
-                    let stmt = tx
-                        .prepare_cached(&format!("DELETE FROM {} WHERE rid = $1", table.name()))
-                        .await?;
-                    tx.execute(&stmt, &[&rid]).await.map_err(map_err)?;
-                }
-                for tag in &r.identifier_tags {
-                    tx.execute(&index, &[&k.tenant, &k.rtype, tag, &k.id])
-                        .await
-                        .map_err(map_err)?;
-                }
-                rows.push((k, rid, r.search_rows.as_slice()));
-            }
-        }
+        rows.extend(reindex(&tx, &changes.reindex).await?);
         insert_search_rows(&tx, &rows).await?;
         if let Some(maker) = &changes.audit {
             audit::insert_made(&tx, std::slice::from_ref(maker)).await?;
@@ -622,6 +583,85 @@ async fn create_all(tx: &deadpool_postgres::Transaction<'_>, changes: &ChangeSet
             .map_err(map_err)?;
     }
     Ok(seqs)
+}
+
+/// Replaces the index of the resources of `reindex` still at the version each names, a few
+/// statements for all of them (tag by tag and row by row took ten round trips a resource):
+/// returns their keys, row ids and rows for `insert_search_rows`.
+async fn reindex<'a>(
+    tx: &deadpool_postgres::Transaction<'_>,
+    reindex: &'a [crate::Reindex],
+) -> Result<Vec<(&'a ResourceKey, i64, &'a [SearchRow])>, StoreError> {
+    let mut out = Vec::new();
+    if reindex.is_empty() {
+        return Ok(out);
+    }
+    let live = tx
+        .prepare_cached(
+            "SELECT r.tenant, r.rtype, r.id, r.version, r.rid FROM resources r
+             JOIN UNNEST($1::text[], $2::text[], $3::text[]) AS k(tenant, rtype, id)
+               ON r.tenant = k.tenant AND r.rtype = k.rtype AND r.id = k.id
+             WHERE NOT r.deleted ORDER BY r.rid FOR UPDATE OF r",
+        )
+        .await?;
+    let tenants: Vec<&str> = reindex.iter().map(|r| r.key.tenant.as_str()).collect();
+    let rtypes: Vec<&str> = reindex.iter().map(|r| r.key.rtype.as_str()).collect();
+    let ids: Vec<&str> = reindex.iter().map(|r| r.key.id.as_str()).collect();
+    // (tenant, type, id) → (current version, row id), for the live ones.
+    let found: std::collections::HashMap<(String, String, String), (i64, i64)> = tx
+        .query(&live, &[&tenants, &rtypes, &ids])
+        .await
+        .map_err(map_err)?
+        .iter()
+        .map(|row| ((row.get(0), row.get(1), row.get(2)), (row.get(3), row.get(4))))
+        .collect();
+    let (mut rids, mut facts, mut tag_keys, mut tags) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for r in reindex {
+        let key = (r.key.tenant.clone(), r.key.rtype.clone(), r.key.id.clone());
+        let Some(&(_, rid)) = found.get(&key).filter(|(version, _)| *version == r.version as i64) else {
+            continue;
+        };
+        rids.push(rid);
+        facts.push(crate::types::encode_facts(&r.search_rows));
+        for tag in &r.identifier_tags {
+            tag_keys.push(rid);
+            tags.push(tag.clone());
+        }
+        out.push((&r.key, rid, r.search_rows.as_slice()));
+    }
+    if rids.is_empty() {
+        return Ok(out);
+    }
+    let set_facts = tx
+        .prepare_cached(
+            "UPDATE resources r SET facts = u.facts FROM UNNEST($1::bigint[], $2::text[]) AS u(rid, facts)
+             WHERE r.rid = u.rid",
+        )
+        .await?;
+    tx.execute(&set_facts, &[&rids, &facts]).await.map_err(map_err)?;
+    let untag = tx
+        .prepare_cached(
+            "DELETE FROM identifier_index i USING resources r
+             WHERE r.rid = ANY($1) AND i.tenant = r.tenant AND i.rtype = r.rtype AND i.id = r.id",
+        )
+        .await?;
+    tx.execute(&untag, &[&rids]).await.map_err(map_err)?;
+    for table in Table::ALL {
+        let stmt = tx
+            .prepare_cached(&format!("DELETE FROM {} WHERE rid = ANY($1)", table.name()))
+            .await?;
+        tx.execute(&stmt, &[&rids]).await.map_err(map_err)?;
+    }
+    let tag = tx
+        .prepare_cached(
+            "INSERT INTO identifier_index (tenant, rtype, tag, id)
+             SELECT r.tenant, r.rtype, t.tag, r.id FROM UNNEST($1::bigint[], $2::bytea[]) AS t(rid, tag)
+             JOIN resources r ON r.rid = t.rid
+             ON CONFLICT DO NOTHING",
+        )
+        .await?;
+    tx.execute(&tag, &[&tag_keys, &tags]).await.map_err(map_err)?;
+    Ok(out)
 }
 
 /// Inserts the index rows of resources (key, row id, rows), a statement per table.
