@@ -79,6 +79,10 @@ pub(crate) enum Driver {
     Joined(usize),
 }
 
+/// A driver matching at least this many index rows is dense: walking the type in row-id order
+/// and probing finds a page sooner than listing every match first.
+pub(crate) const DENSE_DRIVER: u32 = 20_000;
+
 const INT_HI: i64 = i64::MAX / 2;
 const INT_LO: i64 = i64::MIN / 2;
 const REAL_HI: f64 = 1e300;
@@ -237,6 +241,15 @@ impl Sql {
             .map(|(_, i)| i)
     }
 
+    /// Whether condition `i` is on the update time (`_lastUpdated`, or an OR-list of them).
+    pub fn on_update_time(q: &SearchQuery, i: usize) -> bool {
+        match q.conds.get(i) {
+            Some(Cond::LastUpdated { .. }) => true,
+            Some(Cond::Any(list)) => !list.is_empty() && list.iter().all(|c| matches!(c, Cond::LastUpdated { .. })),
+            _ => false,
+        }
+    }
+
     /// How well a condition drives (lower is better), or `None`. An OR-list drives when every
     /// alternative does (it lists the union).
     fn drive_rank(c: &Cond) -> Option<u8> {
@@ -257,7 +270,11 @@ impl Sql {
             } => Some(6),
             // A range drives when nothing better does: walking a large type to probe a
             // narrow date would visit every row.
-            Cond::Date { prefix, .. } | Cond::Number { prefix, .. } if *prefix != Prefix::Ne => Some(7),
+            Cond::Date { prefix, .. } | Cond::Number { prefix, .. } | Cond::LastUpdated { prefix, .. }
+                if *prefix != Prefix::Ne =>
+            {
+                Some(7)
+            }
             _ => None,
         }
     }
@@ -269,7 +286,9 @@ impl Sql {
     pub fn probe(&mut self, q: &SearchQuery, i: usize, limit: u32) -> bool {
         let countable = |c: &Cond| match c {
             Cond::Token { .. } | Cond::StringPrefix { .. } | Cond::StringExact { .. } | Cond::Uri { .. } => true,
-            Cond::Date { prefix, .. } | Cond::Number { prefix, .. } => *prefix != Prefix::Ne,
+            Cond::Date { prefix, .. } | Cond::Number { prefix, .. } | Cond::LastUpdated { prefix, .. } => {
+                *prefix != Prefix::Ne
+            }
             _ => false,
         };
         let alternatives: Vec<&Cond> = match q.conds.get(i) {
@@ -290,6 +309,44 @@ impl Sql {
         self.push(&format!(" LIMIT {limit}) AS probe"));
         self.bare = None;
         true
+    }
+
+    /// `x.tenant = ? AND x.rtype = ? AND <x.last_updated in the range>` over `resource_versions x`.
+    fn versions_in_range(&mut self, prefix: Prefix, lo: i64, hi: i64) {
+        let (tenant, rtype) = (self.tenant.clone(), self.rtype.clone());
+        self.push("x.tenant = ");
+        self.text_arg(&tenant);
+        self.push(" AND x.rtype = ");
+        self.text_arg(&rtype);
+        self.push(" AND ");
+        self.instant_range(prefix, "x.last_updated", lo, hi);
+    }
+
+    /// `range` for a stored instant `t` (the range `[t, t + 1)`) written as comparisons of the
+    /// bare column, which an index on it can answer (`t + 1 > ?` could not).
+    fn instant_range(&mut self, prefix: Prefix, col: &str, lo: i64, hi: i64) {
+        let cmp = |s: &mut Sql, op: &str, v: i64| {
+            s.push(&format!("{col} {op} "));
+            s.arg(Arg::Int(v));
+        };
+        match prefix {
+            Prefix::Eq | Prefix::Ap => {
+                cmp(self, ">=", lo);
+                self.push(" AND ");
+                cmp(self, "<", hi);
+            }
+            Prefix::Ne => {
+                self.push("NOT (");
+                cmp(self, ">=", lo);
+                self.push(" AND ");
+                cmp(self, "<", hi);
+                self.push(")");
+            }
+            Prefix::Gt | Prefix::Sa => cmp(self, ">=", hi),
+            Prefix::Lt | Prefix::Eb => cmp(self, "<", lo),
+            Prefix::Ge => cmp(self, ">=", lo),
+            Prefix::Le => cmp(self, "<", hi),
+        }
     }
 
     fn range(&mut self, prefix: Prefix, lo_col: &str, hi_col: &str, lo: i64, hi: i64) {
@@ -504,7 +561,21 @@ impl Sql {
             }),
             Cond::Present { table, param } => self.exists(*table, param, |_| {}),
             Cond::LastUpdated { prefix, lo, hi } => {
+                if let Some(select) = self.bare {
+                    // A density probe: versions updated in the range (old ones too: an
+                    // estimate is all a probe needs).
+                    self.push(&format!("SELECT {select} FROM resource_versions x WHERE "));
+                    self.versions_in_range(*prefix, *lo, *hi);
+                    return;
+                }
                 self.push("(");
+                if !self.correlated && !self.joined {
+                    // Driving: the row ids of versions updated in the range, from the
+                    // versions' update-time index; the current version is checked below.
+                    self.push("r.rid IN (SELECT x.rid FROM resource_versions x WHERE ");
+                    self.versions_in_range(*prefix, *lo, *hi);
+                    self.push(") AND ");
+                }
                 if *prefix == Prefix::Ne {
                     self.push("NOT (");
                 }

@@ -1867,3 +1867,76 @@ async fn reindex_restores_what_older_versions_did_not_index() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_updated_alone_finds_current_versions_only() {
+    for backend in backends("last_updated_alone_finds_current_versions_only").await {
+        let app = spawn_app(&backend).await;
+        let b = backend.name();
+        let create = |i: usize| {
+            let app = &app;
+            async move {
+                app.create(&serde_json::json!({"resourceType": "Patient", "gender": "unknown", "name": [{"family": format!("Lu{i}")}]}))
+                    .await
+            }
+        };
+        let mut early = Vec::new();
+        for i in 0..12 {
+            early.push(create(i).await);
+        }
+        let cut = app.get(&format!("Patient/{}", early[11])).await.json()["meta"]["lastUpdated"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let mut late = Vec::new();
+        for i in 12..20 {
+            late.push(create(i).await);
+        }
+        // Four early ones updated (their current version is late, an old one early), one late
+        // one deleted.
+        for id in &early[..4] {
+            let r = app
+                .put(
+                    &format!("Patient/{id}"),
+                    &serde_json::json!({"resourceType": "Patient", "id": id, "gender": "other"}),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{b}");
+        }
+        assert_eq!(app.delete(&format!("Patient/{}", late[0])).await.status, 204);
+        let set = |ids: &[String]| ids.iter().cloned().collect::<BTreeSet<String>>();
+        let mut want_after = set(&late[1..]);
+        want_after.extend(set(&early[..4]));
+        let want_before = set(&early[4..]);
+        let cut = cut.replace('+', "%2B");
+        for (q, want) in [
+            (format!("Patient?_lastUpdated=gt{cut}&_count=3"), &want_after),
+            (format!("Patient?_lastUpdated=le{cut}&_count=3"), &want_before),
+            (
+                format!("Patient?_lastUpdated=gt{cut},lt2000-01-01&_count=5"),
+                &want_after,
+            ),
+        ] {
+            let (got, _) = all_pages(&app, &q).await;
+            assert_eq!(&got, want, "{b}: {q}");
+            let counted = app.get(&format!("{q}&_summary=count")).await.json();
+            assert_eq!(counted["total"], want.len(), "{b}: {q} count");
+        }
+        let none = app.get("Patient?_lastUpdated=gt2999-01-01").await.json();
+        assert_eq!(none["total"], 0, "{b}");
+        // Every prefix at several precisions: driving by the update-time index (alone) and
+        // probing each row (with `_id` driving) agree.
+        let all_ids = early.iter().chain(&late).cloned().collect::<Vec<_>>().join(",");
+        let second = cut.split('.').next().unwrap().to_owned();
+        let day = cut[..10].to_owned();
+        for value in [cut.clone(), second, day, cut[..4].to_owned()] {
+            for prefix in ["eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"] {
+                let alone = format!("Patient?_lastUpdated={prefix}{value}&_count=100");
+                let (driven, _) = all_pages(&app, &alone).await;
+                let (probed, _) = all_pages(&app, &format!("{alone}&_id={all_ids}")).await;
+                assert_eq!(driven, probed, "{b}: {alone}");
+            }
+        }
+    }
+}

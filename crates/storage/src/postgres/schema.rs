@@ -298,6 +298,14 @@ CREATE INDEX search_geo_value ON search_geo (pkey, lat, rid);
 CREATE INDEX search_geo_owner ON search_geo (rid);
 "#,
     ),
+    (
+        11,
+        r#"
+-- Versions by update time, so that `_lastUpdated` can drive a search: a client asking what
+-- changed since its last poll no longer walks the whole type.
+CREATE INDEX resource_versions_by_update ON resource_versions (tenant, rtype, last_updated, rid);
+"#,
+    ),
 ];
 
 pub(crate) async fn migrate(client: &mut Client) -> Result<(), StoreError> {

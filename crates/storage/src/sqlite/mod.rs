@@ -296,9 +296,7 @@ fn json_array(list: &[String]) -> String {
     out
 }
 
-/// A driver matching at least this many index rows is dense: walking the type in row-id order
-/// and probing finds a page sooner than listing every match first.
-const DENSE_DRIVER: u32 = 20_000;
+use crate::sql::DENSE_DRIVER;
 
 /// Which condition drives a page query. SQLite keeps no statistics here, so a code, string or
 /// range driver is measured first (a bounded count) when the page is in row-id order: a

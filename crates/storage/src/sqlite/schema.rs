@@ -309,6 +309,14 @@ CREATE TABLE search_geo (
 CREATE INDEX search_geo_owner ON search_geo (rid);
 "#,
     ),
+    (
+        11,
+        r#"
+-- Versions by update time, so that `_lastUpdated` can drive a search: a client asking what
+-- changed since its last poll no longer walks the whole type.
+CREATE INDEX resource_versions_by_update ON resource_versions (tenant, rtype, last_updated, rid);
+"#,
+    ),
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
