@@ -100,3 +100,14 @@ pub fn operator_entry(recorded: i64, command: &str, ok: bool) -> carevault_core:
         detail: Vec::new(),
     }
 }
+
+/// A spinner counting resources and their rate, for long operator commands.
+pub fn resource_spinner() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {pos} resources  {per_sec}  {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}

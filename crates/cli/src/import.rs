@@ -15,7 +15,7 @@ use carevault_core::{CoreError, Vault};
 use carevault_domain::ResourceType;
 use carevault_storage::AnyStore;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -203,12 +203,7 @@ pub async fn run(args: ImportArgs) -> Result<ExitCode, CliError> {
     let settings = Settings::load(&args.data_dir, FlagSettings::default())?;
     let vault = open_vault(&settings).await?;
     let files = collect_files(&args.paths)?;
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {pos} resources  {per_sec}  {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let bar = crate::app::resource_spinner();
     let started = Instant::now();
     let (totals, failed) = import_all(&vault, files, args.jobs.max(1), &bar).await;
     bar.finish_and_clear();

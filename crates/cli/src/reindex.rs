@@ -6,7 +6,6 @@ use crate::CliError;
 use crate::app::open_vault;
 use crate::config::{FlagSettings, Settings};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -21,12 +20,7 @@ pub struct ReindexArgs {
 pub async fn run(args: ReindexArgs) -> Result<ExitCode, CliError> {
     let settings = Settings::load(&args.data_dir, FlagSettings::default())?;
     let vault = open_vault(&settings).await?;
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {pos} resources  {per_sec}  {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let bar = crate::app::resource_spinner();
     let started = Instant::now();
     let done = vault
         .reindex(|rtype, n| {

@@ -19,20 +19,7 @@ static QUEUE: OnceLock<mpsc::Sender<Job>> = OnceLock::new();
 const FILE_LEN: u64 = 256 << 20;
 
 fn writer(rx: mpsc::Receiver<Job>) -> std::io::Result<()> {
-    let path = std::env::temp_dir().join(format!("carevault-fsync-floor-{}.bin", std::process::id()));
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)?;
-    // Unlinked at once: the space goes back when the process ends, however it ends.
-    std::fs::remove_file(&path)?;
-    let chunk = vec![0u8; 1 << 20];
-    for i in 0..(FILE_LEN >> 20) {
-        file.write_all_at(&chunk, i << 20)?;
-    }
-    file.sync_all()?;
+    let file = open_file()?;
     let (mut at, mut group) = (0u64, Vec::new());
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
@@ -99,6 +86,7 @@ struct LeaderState {
     at: u64,
 }
 
+/// The probe's file, zero-filled and synced.
 fn open_file() -> std::io::Result<std::fs::File> {
     let path = std::env::temp_dir().join(format!("carevault-fsync-floor-{}.bin", std::process::id()));
     let file = std::fs::OpenOptions::new()
@@ -107,6 +95,7 @@ fn open_file() -> std::io::Result<std::fs::File> {
         .create(true)
         .truncate(true)
         .open(&path)?;
+    // Unlinked at once: the space goes back when the process ends, however it ends.
     std::fs::remove_file(&path)?;
     let chunk = vec![0u8; 1 << 20];
     for i in 0..(FILE_LEN >> 20) {

@@ -40,6 +40,9 @@ pub struct SearchPage {
     pub previous: Option<String>,
 }
 
+/// A request's search: its parameters, where its page starts, and the cursor it came with.
+pub(super) type Resumed = (Vec<(String, String)>, CursorState, Option<String>);
+
 /// What a cursor holds: the query as the client sent it (never shown in links) and where
 /// the page starts.
 pub(super) struct CursorState {
@@ -83,6 +86,23 @@ impl<S: Store> Session<'_, S> {
             .seal(self.rng.as_ref(), &format!("{}|{scope}", self.tenant), &bytes)?)
     }
 
+    /// The search a request asks for: its own query, or the one its `_cursor` carries (with
+    /// the position and the cursor itself, for the `self` link).
+    pub(super) fn resume(&self, scope: &str, query: &str) -> Result<Resumed, CoreError> {
+        let pairs = parse_query(query).map_err(|e| CoreError::Invalid(e.to_string()))?;
+        let Some(cursor) = pairs.iter().find(|(k, _)| k == "_cursor").map(|(_, v)| v.clone()) else {
+            let state = CursorState {
+                query: query.to_owned(),
+                after: None,
+                backwards: false,
+            };
+            return Ok((pairs, state, None));
+        };
+        let state = self.open_cursor(scope, &cursor)?;
+        let pairs = parse_query(&state.query).map_err(|e| CoreError::Invalid(e.to_string()))?;
+        Ok((pairs, state, Some(cursor)))
+    }
+
     pub(super) fn open_cursor(&self, scope: &str, text: &str) -> Result<CursorState, CoreError> {
         let invalid = || CoreError::Invalid("the paging cursor is not valid for this search".into());
         let bytes = self
@@ -117,24 +137,7 @@ impl<S: Store> Session<'_, S> {
     /// Runs a search of `rtype` given the query string of the request.
     pub async fn search(&self, rtype: ResourceType, query: &str, opts: SearchOptions) -> Result<SearchPage, CoreError> {
         self.require(rtype, Perms::SEARCH)?;
-        let pairs = parse_query(query).map_err(|e| CoreError::Invalid(e.to_string()))?;
-        let cursor = pairs.iter().find(|(k, _)| k == "_cursor").map(|(_, v)| v.clone());
-        let (state, this) = match &cursor {
-            Some(c) => (self.open_cursor(rtype.as_str(), c)?, Some(c.clone())),
-            None => (
-                CursorState {
-                    query: query.to_owned(),
-                    after: None,
-                    backwards: false,
-                },
-                None,
-            ),
-        };
-        let pairs = if cursor.is_some() {
-            parse_query(&state.query).map_err(|e| CoreError::Invalid(e.to_string()))?
-        } else {
-            pairs
-        };
+        let (pairs, state, this) = self.resume(rtype.as_str(), query)?;
         let parser = Parser {
             rtype,
             blind: &self.search_index,

@@ -9,7 +9,6 @@ use crate::access::Perms;
 use crate::crud::StoredResource;
 use crate::{CoreError, Session};
 use carevault_domain::ResourceType;
-use carevault_domain::query::parse_query;
 use carevault_storage::{SearchHit, SearchQuery, SortValue, Store};
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -78,24 +77,7 @@ struct Part {
 impl<S: Store> Session<'_, S> {
     /// Runs a search across the types `_type` names (or every type the caller may search).
     pub async fn search_system(&self, query: &str, opts: SearchOptions) -> Result<SearchPage, CoreError> {
-        let pairs = parse_query(query).map_err(|e| CoreError::Invalid(e.to_string()))?;
-        let cursor = pairs.iter().find(|(k, _)| k == "_cursor").map(|(_, v)| v.clone());
-        let (state, this) = match &cursor {
-            Some(c) => (self.open_cursor(SYSTEM_SCOPE, c)?, Some(c.clone())),
-            None => (
-                CursorState {
-                    query: query.to_owned(),
-                    after: None,
-                    backwards: false,
-                },
-                None,
-            ),
-        };
-        let pairs = if cursor.is_some() {
-            parse_query(&state.query).map_err(|e| CoreError::Invalid(e.to_string()))?
-        } else {
-            pairs
-        };
+        let (pairs, state, this) = self.resume(SYSTEM_SCOPE, query)?;
         check_shape(&pairs)?;
         let types = match named_types(&pairs)? {
             Some(types) => {
