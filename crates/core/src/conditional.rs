@@ -138,6 +138,25 @@ impl<S: Store> Session<'_, S> {
         Err(CoreError::Conflict(CLAIMED.into()))
     }
 
+    /// Conditional patch (`PATCH [type]?search`): patches the one match; none is not found,
+    /// several a failed precondition.
+    pub async fn conditional_patch(
+        &self,
+        rtype: ResourceType,
+        condition: &str,
+        patch: &carevault_domain::patch::PatchDocument,
+        if_match: Option<carevault_domain::VersionId>,
+    ) -> Result<Written, CoreError> {
+        let found = self.conditional_matches(rtype, condition).await?;
+        match found.as_slice() {
+            [one] => self.patch(rtype, one, patch, if_match).await,
+            [] => Err(CoreError::NotFound),
+            _ => Err(CoreError::PreconditionFailed(
+                "the condition matches more than one resource".into(),
+            )),
+        }
+    }
+
     /// Conditional delete (`DELETE [type]?search`): deletes the one match; several are a
     /// failed precondition; none is success with nothing done.
     pub async fn conditional_delete(&self, rtype: ResourceType, condition: &str) -> Result<Option<u64>, CoreError> {

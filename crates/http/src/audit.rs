@@ -48,6 +48,7 @@ fn classify(method: &Method, path: &str) -> (String, char, Option<String>, Optio
             let (sub, action) = match *method {
                 Method::POST => ("create", 'C'),
                 Method::PUT => ("update", 'U'),
+                Method::PATCH => ("patch", 'U'),
                 Method::DELETE => ("delete", 'D'),
                 _ => ("search-type", 'R'),
             };
@@ -223,5 +224,6 @@ mod tests {
         assert_eq!(c(Method::POST, "/oauth/authorize").0, "login");
         assert_eq!(c(Method::DELETE, "/fhir/Patient/p1").1, 'D');
         assert_eq!(c(Method::PATCH, "/fhir/Patient/p1").0, "patch");
+        assert_eq!(c(Method::PATCH, "/fhir/Patient").1, 'U');
     }
 }

@@ -60,6 +60,7 @@ pub fn router(state: AppState) -> Router {
             get(handlers::search::search_type)
                 .post(handlers::create::create)
                 .put(handlers::conditional::update)
+                .patch(handlers::patch::conditional)
                 .delete(handlers::conditional::delete),
         )
         .route("/{rtype}/_history", get(handlers::history::of_type))

@@ -689,3 +689,73 @@ async fn conditional_reads_answer_304_when_the_copy_is_current() {
     let cap = app.get("metadata").await.json();
     assert_eq!(cap["rest"][0]["resource"][0]["conditionalRead"], "full-support");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_patch_changes_the_one_match() {
+    for backend in backends("conditional_patch_changes_the_one_match").await {
+        let app = spawn_app(&backend).await;
+        let b = backend.name();
+        let mrn = |v: &str| json!([{"system": "urn:mrn", "value": v}]);
+        let one = app
+            .create(&json!({"resourceType": "Patient", "identifier": mrn("C-1"), "active": true}))
+            .await;
+        for _ in 0..2 {
+            app.create(&json!({"resourceType": "Patient", "identifier": mrn("C-2")}))
+                .await;
+        }
+        let patch = |query: &str, body: &str, if_match: Option<&str>| {
+            let mut rb = app
+                .client
+                .patch(app.url(&format!("Patient?{query}")))
+                .bearer_auth(&app.data.token)
+                .header("content-type", "application/json-patch+json")
+                .body(body.to_owned());
+            if let Some(v) = if_match {
+                rb = rb.header("if-match", v);
+            }
+            rb.send()
+        };
+        let deactivate = r#"[{"op": "replace", "path": "/active", "value": false}]"#;
+        let r = patch("identifier=urn:mrn|C-1", deactivate, None).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{b}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(
+            (v["id"].as_str(), v["active"].as_bool()),
+            (Some(one.as_str()), Some(false)),
+            "{b}"
+        );
+        assert_eq!(
+            app.get(&format!("Patient/{one}")).await.json()["meta"]["versionId"],
+            "2",
+            "{b}"
+        );
+        // A stale If-Match, no match, several matches, no condition at all.
+        let stale = patch("identifier=urn:mrn|C-1", deactivate, Some("W/\"1\""))
+            .await
+            .unwrap();
+        assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED, "{b}");
+        let none = patch("identifier=urn:mrn|nobody", deactivate, None).await.unwrap();
+        assert_eq!(none.status(), StatusCode::NOT_FOUND, "{b}");
+        let several = patch("identifier=urn:mrn|C-2", deactivate, None).await.unwrap();
+        assert_eq!(several.status(), StatusCode::PRECONDITION_FAILED, "{b}");
+        let bare = app
+            .client
+            .patch(app.url("Patient"))
+            .bearer_auth(&app.data.token)
+            .header("content-type", "application/json-patch+json")
+            .body(deactivate)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bare.status(), StatusCode::METHOD_NOT_ALLOWED, "{b}");
+        // Recorded as a patch of the resource.
+        let audit = app.get("$audit?subtype=patch").await.json();
+        assert_eq!(
+            audit["total"]
+                .as_u64()
+                .or(audit["entry"].as_array().map(|a| a.len() as u64)),
+            Some(5),
+            "{b}"
+        );
+    }
+}
