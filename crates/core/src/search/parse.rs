@@ -290,9 +290,9 @@ impl Parser<'_> {
                     let mut lists = Vec::new();
                     for id in value.split(',') {
                         if id.starts_with('$') {
-                            return Err(bad(format!(
-                                "the functional list `{id}` is not supported; name a List by id"
-                            )));
+                            return Err(bad(
+                                "functional lists ($current-problems…) are not supported; name a List by id",
+                            ));
                         }
                         lists.push(ResourceId::parse(id).map_err(|_| bad("_list takes the ids of List resources"))?);
                     }
