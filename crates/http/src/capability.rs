@@ -85,9 +85,25 @@ pub(crate) fn capability_statement(date: &str, root: &str, cors: bool) -> Value 
             "resource": resources,
             "compartment": ["http://hl7.org/fhir/CompartmentDefinition/patient"],
             "interaction": SYSTEM_INTERACTIONS.iter().map(|i| json!({"code": i})).collect::<Vec<_>>(),
+            "searchParam": system_search_params(),
             "operation": [{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"}]
         }]
     })
+}
+
+/// The parameters of a search across types without `_type`: those every type has alike.
+fn system_search_params() -> Vec<Value> {
+    let Some(first) = ResourceType::ALL.first() else {
+        return Vec::new();
+    };
+    params::all(*first)
+        .filter(|p| {
+            ResourceType::ALL
+                .iter()
+                .all(|t| params::find(*t, p.name).is_some_and(|q| q.kind == p.kind))
+        })
+        .map(|p| json!({"name": p.name, "type": p.kind.as_str()}))
+        .collect()
 }
 
 /// The parameters a type supports, each with its class under the searchability contract.

@@ -284,6 +284,31 @@ async fn capability_statement_is_truthful() {
     batch["type"] = json!("batch");
     assert_eq!(app.post("", &batch).await.json()["type"], "batch-response");
     assert!(app.get("_history").await.json()["total"].as_u64().unwrap() > 0);
+    let common: Vec<&str> = rest["searchParam"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        common.contains(&"_lastUpdated") && common.contains(&"_tag"),
+        "{common:?}"
+    );
+    for p in rest["searchParam"].as_array().unwrap() {
+        let value = match p["type"].as_str().unwrap() {
+            "token" => "x",
+            "date" => "ge2000-01-01",
+            "uri" => "http://x",
+            other => panic!("unchecked system parameter type {other}"),
+        };
+        let r = app.get(&format!("?{}={value}", p["name"].as_str().unwrap())).await;
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "system search by {p}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
     let across = app.get("?_type=Basic,Patient&_total=accurate").await.json();
     assert_eq!(across["type"], "searchset", "search-system");
     assert!(across["total"].as_u64().unwrap() > 0, "search-system");
