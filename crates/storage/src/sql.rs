@@ -270,8 +270,11 @@ impl Sql {
             } => Some(6),
             // A range drives when nothing better does: walking a large type to probe a
             // narrow date would visit every row.
-            Cond::Date { prefix, .. } | Cond::Number { prefix, .. } | Cond::LastUpdated { prefix, .. }
-                if *prefix != Prefix::Ne =>
+            Cond::Date { prefix, .. } | Cond::Number { prefix, .. } if *prefix != Prefix::Ne => Some(7),
+            // The update time drives from below (what changed since) or as a window; "before"
+            // matches nearly everything (an export's upper bound), so it is only probed.
+            Cond::LastUpdated { prefix, .. }
+                if matches!(prefix, Prefix::Eq | Prefix::Gt | Prefix::Ge | Prefix::Sa | Prefix::Ap) =>
             {
                 Some(7)
             }
