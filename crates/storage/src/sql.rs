@@ -273,11 +273,10 @@ impl Sql {
             Cond::Date { prefix, .. } | Cond::Number { prefix, .. } if *prefix != Prefix::Ne => Some(7),
             // The update time drives from below (what changed since) or as a window; "before"
             // matches nearly everything (an export's upper bound), so it is only probed.
-            Cond::LastUpdated { prefix, .. }
-                if matches!(prefix, Prefix::Eq | Prefix::Gt | Prefix::Ge | Prefix::Sa | Prefix::Ap) =>
-            {
-                Some(7)
-            }
+            Cond::LastUpdated {
+                prefix: Prefix::Eq | Prefix::Gt | Prefix::Ge | Prefix::Sa | Prefix::Ap,
+                ..
+            } => Some(7),
             _ => None,
         }
     }
