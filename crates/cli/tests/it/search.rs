@@ -1940,3 +1940,24 @@ async fn last_updated_alone_finds_current_versions_only() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn free_text_search_is_refused_saying_why() {
+    for backend in backends("free_text_search_is_refused_saying_why").await {
+        let app = spawn_app(&backend).await;
+        let b = backend.name();
+        for q in [
+            "Patient?_content=smith",
+            "Observation?_text=smith",
+            "?_type=Patient&_text=smith",
+        ] {
+            let r = app.get(q).await;
+            assert_eq!(r.status, 400, "{b}: {q}");
+            assert!(
+                r.outcome().contains("free text") && !r.outcome().contains("smith"),
+                "{b}: {}",
+                r.outcome()
+            );
+        }
+    }
+}

@@ -177,8 +177,6 @@ const NOT_YET: &[&str] = &[
     "_revinclude",
     "_contained",
     "_containedType",
-    "_text",
-    "_content",
     "_query",
     "_filter",
     "_has",
@@ -463,6 +461,12 @@ impl Parser<'_> {
         }
         if NOT_YET.contains(&name) {
             return Err(bad(format!("`{name}` is not supported yet")));
+        }
+        if matches!(name, "_text" | "_content") {
+            return Err(bad(format!(
+                "`{name}` is not served: free text (narratives, notes) is not indexed, since it holds \
+                 identifying words (docs/SEARCHABILITY.md)"
+            )));
         }
         let Some(p) = params::find(self.rtype, name) else {
             if self.strict {
