@@ -58,12 +58,7 @@ impl<S: Store> Session<'_, S> {
         if let TypeFilter::AnyOf(sets) = filter {
             let mut any = Vec::new();
             for set in sets {
-                let parser = crate::search::Parser {
-                    rtype,
-                    blind: &self.search_index,
-                    strict: true,
-                    now_ms: self.clock.now().millis(),
-                };
+                let parser = self.parser(rtype, true);
                 // A constraint the index cannot express exactly grants nothing (fail closed).
                 let Ok(req) = parser.parse(&set) else { continue };
                 if !req.links.is_empty() || !req.rechecks.is_empty() {

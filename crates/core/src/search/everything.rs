@@ -146,12 +146,7 @@ impl<S: Store> Session<'_, S> {
             };
             conds.extend(guard);
             if !care.is_empty() && carevault_domain::search::params::CLINICAL_DATE.contains(&t) {
-                let parser = super::parse::Parser {
-                    rtype: t,
-                    blind: &self.search_index,
-                    strict: true,
-                    now_ms: self.clock.now().millis(),
-                };
+                let parser = self.parser(t, true);
                 conds.extend(parser.parse(&care)?.conds);
             }
             if let Some(s) = since {

@@ -16,7 +16,6 @@ pub use run::{SearchOptions, SearchPage};
 pub use everything::EverythingPage;
 pub use index::COMPARTMENT;
 pub(crate) use index::search_rows;
-pub(crate) use parse::Parser;
 
 /// Longest prefix a blind string index holds; longer search strings match on this prefix
 /// and are re-checked on the decrypted resource.

@@ -86,6 +86,16 @@ impl<S: Store> Session<'_, S> {
             .seal(self.rng.as_ref(), &format!("{}|{scope}", self.tenant), &bytes)?)
     }
 
+    /// The parser of searches of `rtype` for this session (its blind-index key and clock).
+    pub(crate) fn parser(&self, rtype: ResourceType, strict: bool) -> Parser<'_> {
+        Parser {
+            rtype,
+            blind: &self.search_index,
+            strict,
+            now_ms: self.clock.now().millis(),
+        }
+    }
+
     /// The search a request asks for: its own query, or the one its `_cursor` carries (with
     /// the position and the cursor itself, for the `self` link).
     pub(super) fn resume(&self, scope: &str, query: &str) -> Result<Resumed, CoreError> {
@@ -138,12 +148,7 @@ impl<S: Store> Session<'_, S> {
     pub async fn search(&self, rtype: ResourceType, query: &str, opts: SearchOptions) -> Result<SearchPage, CoreError> {
         self.require(rtype, Perms::SEARCH)?;
         let (pairs, state, this) = self.resume(rtype.as_str(), query)?;
-        let parser = Parser {
-            rtype,
-            blind: &self.search_index,
-            strict: opts.strict,
-            now_ms: self.clock.now().millis(),
-        };
+        let parser = self.parser(rtype, opts.strict);
         let mut req = parser.parse(&pairs)?;
         self.resolve_links(rtype, &mut req, 0).await?;
         let mut q = SearchQuery {
@@ -370,12 +375,7 @@ impl<S: Store> Session<'_, S> {
         depth: usize,
     ) -> Boxed<'a, Vec<String>> {
         Box::pin(async move {
-            let parser = Parser {
-                rtype,
-                blind: &self.search_index,
-                strict: true,
-                now_ms: self.clock.now().millis(),
-            };
+            let parser = self.parser(rtype, true);
             let mut req = parser.parse(&pairs)?;
             self.resolve_links(rtype, &mut req, depth).await?;
             // The inner search is limited like any other: a chain or `_has` can't be used to

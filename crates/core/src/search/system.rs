@@ -3,7 +3,7 @@
 //! type search (its own parameters, access conditions and re-checks); a parameter must
 //! mean something for every type searched, or the answer would silently ignore it for some.
 
-use super::parse::{Link, Parser};
+use super::parse::Link;
 use super::run::{CursorState, SearchOptions, SearchPage, recheck};
 use crate::access::Perms;
 use crate::crud::StoredResource;
@@ -99,12 +99,7 @@ impl<S: Store> Session<'_, S> {
         let many = types.len() > MAX_LINKED_TYPES;
         let mut parts = Vec::with_capacity(types.len());
         for rtype in types {
-            let parser = Parser {
-                rtype,
-                blind: &self.search_index,
-                strict: false,
-                now_ms: self.clock.now().millis(),
-            };
+            let parser = self.parser(rtype, false);
             let mut req = parser.parse(&rest)?;
             if many && req.links.iter().any(|l| !matches!(l, Link::List { .. })) {
                 return Err(bad(format!(

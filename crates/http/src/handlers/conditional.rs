@@ -11,7 +11,8 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-fn condition(query: Option<String>) -> Result<String, ApiError> {
+/// The search of a conditional interaction; without one the method is not allowed here.
+pub(crate) fn condition(query: Option<String>) -> Result<String, ApiError> {
     query.filter(|q| !q.is_empty()).ok_or(ApiError::MethodNotAllowed)
 }
 

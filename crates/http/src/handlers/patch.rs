@@ -44,7 +44,7 @@ pub(crate) async fn conditional(
     body: Body,
 ) -> Result<Response, ApiError> {
     let rtype = parse_type(&rtype)?;
-    let cond = query.filter(|q| !q.is_empty()).ok_or(ApiError::MethodNotAllowed)?;
+    let cond = super::conditional::condition(query)?;
     let expected = if_match(&headers)?;
     let doc = read_patch(&state, &headers, body).await?;
     let written = state
