@@ -86,6 +86,25 @@ impl<S: Store> Session<'_, S> {
             .seal(self.rng.as_ref(), &format!("{}|{scope}", self.tenant), &bytes)?)
     }
 
+    /// The store query of one page of `req` from `state`'s position, under the caller's
+    /// access conditions; one row more than the page, to tell whether another follows.
+    pub(super) fn page_query(
+        &self,
+        rtype: ResourceType,
+        req: &super::SearchRequest,
+        state: &CursorState,
+    ) -> Result<SearchQuery, CoreError> {
+        Ok(SearchQuery {
+            tenant: self.tenant.as_str().to_owned(),
+            rtype: rtype.as_str().to_owned(),
+            conds: self.guarded(rtype, Perms::SEARCH, req.conds.clone())?,
+            sort: req.sort.clone(),
+            after: state.after.clone(),
+            backwards: state.backwards,
+            limit: req.count + 1,
+        })
+    }
+
     /// The parser of searches of `rtype` for this session (its blind-index key and clock).
     pub(crate) fn parser(&self, rtype: ResourceType, strict: bool) -> Parser<'_> {
         Parser {
@@ -151,15 +170,7 @@ impl<S: Store> Session<'_, S> {
         let parser = self.parser(rtype, opts.strict);
         let mut req = parser.parse(&pairs)?;
         self.resolve_links(rtype, &mut req, 0).await?;
-        let mut q = SearchQuery {
-            tenant: self.tenant.as_str().to_owned(),
-            rtype: rtype.as_str().to_owned(),
-            conds: self.guarded(rtype, Perms::SEARCH, req.conds.clone())?,
-            sort: req.sort.clone(),
-            after: state.after.clone(),
-            backwards: state.backwards,
-            limit: req.count + 1,
-        };
+        let mut q = self.page_query(rtype, &req, &state)?;
         let total = if req.total {
             Some(self.store.search_count(&q).await?)
         } else {

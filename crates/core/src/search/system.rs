@@ -107,15 +107,7 @@ impl<S: Store> Session<'_, S> {
                 )));
             }
             self.resolve_links(rtype, &mut req, 0).await?;
-            let query = SearchQuery {
-                tenant: self.tenant.as_str().to_owned(),
-                rtype: rtype.as_str().to_owned(),
-                conds: self.guarded(rtype, Perms::SEARCH, req.conds.clone())?,
-                sort: req.sort.clone(),
-                after: state.after.clone(),
-                backwards: state.backwards,
-                limit: req.count + 1,
-            };
+            let query = self.page_query(rtype, &req, &state)?;
             parts.push(Part { rtype, req, query });
         }
         let ignored = self.ignored_by_all(&parts, first_type, opts)?;
