@@ -5,13 +5,19 @@
 //! the manifest, or the failure. Jobs expire; expired jobs and their files are deleted.
 //!
 //! The job's stored request is rebuilt from the parsed parameters (types, a date, a random
-//! group id), so no caller text reaches the database, a log or the manifest.
+//! group id), so no caller text reaches the database in the clear, a log or the status of a
+//! running job. `_typeFilter` queries are caller text that may hold identifying values (a
+//! name prefix): the worker runs them from memory, and the job keeps them only sealed under
+//! the tenant's data key, opened to show them in the finished job's manifest.
 
 use crate::access::Perms;
 use crate::keys::Row;
+use crate::search::{TypeFilter, split_type_filter};
 use crate::{CoreError, ReadOutcome, Session};
 use carevault_domain::{ResourceId, ResourceType, Timestamp, compartment};
-use carevault_storage::{Cond, ExportFile, ExportFileInfo, ExportJob, ExportState, Prefix, SearchQuery, Store, Table};
+use carevault_storage::{
+    Cond, ExportFile, ExportFileInfo, ExportJob, ExportState, Prefix, SealedText, SearchQuery, Store, Table,
+};
 use serde_json::Value;
 
 /// Resources per output file before a new file starts.
@@ -61,6 +67,8 @@ pub struct ExportPlan {
     any_patient: bool,
     since: Option<Timestamp>,
     transaction_time: Timestamp,
+    /// `_typeFilter`: a type with filters exports what matches any of its filters.
+    filters: Vec<TypeFilter>,
 }
 
 /// Where a job stands, as the status endpoint reports it.
@@ -96,12 +104,15 @@ fn compartment_types() -> Vec<ResourceType> {
 
 impl<S: Store> Session<'_, S> {
     /// Validates a kick-off (`query` is the raw query string) and records the job. The caller
-    /// runs [`Session::run_export`] with the plan in the background.
+    /// runs [`Session::run_export`] with the plan in the background. `strict` (the Bulk Data
+    /// default; `Prefer: handling=lenient` turns it off): a `_typeFilter` parameter the server
+    /// does not know is an error rather than ignored.
     pub async fn start_export(
         &self,
         level: ExportLevel,
         query: &str,
         ttl_ms: i64,
+        strict: bool,
     ) -> Result<(ExportJobId, ExportPlan), CoreError> {
         let pairs = carevault_domain::query::parse_query(query).map_err(|e| CoreError::Invalid(e.to_string()))?;
         let allowed = match level {
@@ -110,6 +121,7 @@ impl<S: Store> Session<'_, S> {
         };
         let mut types: Option<Vec<ResourceType>> = None;
         let mut since = None;
+        let mut filter_texts: Vec<String> = Vec::new();
         for (k, v) in &pairs {
             match k.as_str() {
                 "_outputFormat" => {
@@ -133,14 +145,23 @@ impl<S: Store> Session<'_, S> {
                     }
                     types = Some(list);
                 }
-                "_typeFilter" | "_elements" | "patient" | "includeAssociatedData" => {
+                "_typeFilter" => filter_texts.extend(split_type_filter(v).into_iter().map(str::to_owned)),
+                "_elements" | "patient" | "includeAssociatedData" => {
                     return Err(bad("this server does not support that $export parameter"));
                 }
-                _ => return Err(bad("$export takes _outputFormat, _since and _type")),
+                _ => return Err(bad("$export takes _outputFormat, _since, _type and _typeFilter")),
             }
         }
-        let mut types = types.unwrap_or(allowed);
+        let mut types = types.unwrap_or_else(|| allowed.clone());
         types.sort_by_key(|t| t.as_str());
+        let mut filters = Vec::with_capacity(filter_texts.len());
+        for text in &filter_texts {
+            let f = self.type_filter(text, &allowed, strict).await?;
+            if !types.contains(&f.rtype) {
+                return Err(bad("a _typeFilter names a type that _type leaves out"));
+            }
+            filters.push(f);
+        }
         let patients = match &level {
             ExportLevel::Group(id) => Some(self.group_members(id).await?),
             _ => None,
@@ -172,6 +193,14 @@ impl<S: Store> Session<'_, S> {
         } else {
             format!("{path}?{}", params.join("&"))
         };
+        let sealed_filters = if filters.is_empty() {
+            None
+        } else {
+            let (key_id, key) = self.key_for_scope("").await?;
+            let text = serde_json::to_vec(&filter_texts).map_err(|_| CoreError::Integrity)?;
+            let body = self.seal_with(&key, &Self::export_row("$export-filters", &id.0, key_id), &text)?;
+            Some(SealedText { key_id, body })
+        };
         let entry = self.change_entry(|d| self.fill_caller(d));
         self.store
             .insert_export(
@@ -187,6 +216,7 @@ impl<S: Store> Session<'_, S> {
                     error: None,
                     written: 0,
                     owner: self.access().actor_key(),
+                    filters: sealed_filters,
                 },
                 crate::audit::ChangeEntry::maker(&entry),
             )
@@ -198,6 +228,7 @@ impl<S: Store> Session<'_, S> {
             patients,
             since,
             transaction_time: now,
+            filters,
         };
         Ok((id, plan))
     }
@@ -286,43 +317,64 @@ impl<S: Store> Session<'_, S> {
                 continue;
             };
             conds.extend(guard);
-            let mut query = SearchQuery {
-                tenant: self.tenant.as_str().to_owned(),
-                rtype: t.as_str().to_owned(),
-                conds,
-                sort: Vec::new(),
-                after: None,
-                backwards: false,
-                limit: PAGE,
+            // One walk without filters, or one per filter of the type; a resource that
+            // matches several filters is written once.
+            let filters: Vec<&TypeFilter> = plan.filters.iter().filter(|f| f.rtype == t).collect();
+            let walks: Vec<Option<&TypeFilter>> = if filters.is_empty() {
+                vec![None]
+            } else {
+                filters.into_iter().map(Some).collect()
             };
+            let mut written = (walks.len() > 1).then(std::collections::HashSet::new);
             let mut lines: Vec<u8> = Vec::new();
             let mut count = 0usize;
-            loop {
-                let hits = self.store.search(&query).await?;
-                let Some(last) = hits.last() else { break };
-                query.after = Some((Vec::new(), last.rid));
-                let last_page = hits.len() < PAGE as usize;
-                let ids: Vec<String> = hits.iter().map(|h| h.id.clone()).collect();
-                for r in self.read_many(t, &ids).await?.into_iter().map(|r| self.masked(r)) {
-                    if r.body.contains(&b'\n') {
-                        let v: Value = serde_json::from_slice(&r.body).map_err(|_| CoreError::Integrity)?;
-                        lines.extend(serde_json::to_vec(&v).map_err(|_| CoreError::Integrity)?);
-                    } else {
-                        lines.extend_from_slice(&r.body);
-                    }
-                    lines.push(b'\n');
-                    count += 1;
-                    if count == MAX_PER_FILE || lines.len() >= MAX_FILE_BYTES {
-                        if !self.flush_export_file(job, n, t, count, &lines).await? {
-                            return Ok(false);
+            for filter in walks {
+                let mut query = SearchQuery {
+                    tenant: self.tenant.as_str().to_owned(),
+                    rtype: t.as_str().to_owned(),
+                    conds: conds
+                        .iter()
+                        .chain(filter.iter().flat_map(|f| f.conds.iter()))
+                        .cloned()
+                        .collect(),
+                    sort: Vec::new(),
+                    after: None,
+                    backwards: false,
+                    limit: PAGE,
+                };
+                loop {
+                    let hits = self.store.search(&query).await?;
+                    let Some(last) = hits.last() else { break };
+                    query.after = Some((Vec::new(), last.rid));
+                    let last_page = hits.len() < PAGE as usize;
+                    let ids: Vec<String> = hits.iter().map(|h| h.id.clone()).collect();
+                    for r in self.read_many(t, &ids).await? {
+                        if filter.is_some_and(|f| !f.admits(&r.body))
+                            || written.as_mut().is_some_and(|w| !w.insert(r.id.clone()))
+                        {
+                            continue;
                         }
-                        n += 1;
-                        lines.clear();
-                        count = 0;
+                        let r = self.masked(r);
+                        if r.body.contains(&b'\n') {
+                            let v: Value = serde_json::from_slice(&r.body).map_err(|_| CoreError::Integrity)?;
+                            lines.extend(serde_json::to_vec(&v).map_err(|_| CoreError::Integrity)?);
+                        } else {
+                            lines.extend_from_slice(&r.body);
+                        }
+                        lines.push(b'\n');
+                        count += 1;
+                        if count == MAX_PER_FILE || lines.len() >= MAX_FILE_BYTES {
+                            if !self.flush_export_file(job, n, t, count, &lines).await? {
+                                return Ok(false);
+                            }
+                            n += 1;
+                            lines.clear();
+                            count = 0;
+                        }
                     }
-                }
-                if last_page {
-                    break;
+                    if last_page {
+                        break;
+                    }
                 }
             }
             if count > 0 {
@@ -402,11 +454,30 @@ impl<S: Store> Session<'_, S> {
             },
             ExportState::Done => ExportStatus::Done {
                 transaction_time: Timestamp::from_millis(j.transaction_time),
-                request: j.request,
+                request: self.request_with_filters(&j).await?,
                 files: self.store.export_files(self.tenant.as_str(), job.as_str()).await?,
                 expires: Timestamp::from_millis(j.expires),
             },
         })
+    }
+
+    /// The kick-off request as the manifest shows it: the stored canonical text, with the
+    /// sealed `_typeFilter` queries opened and appended.
+    async fn request_with_filters(&self, j: &ExportJob) -> Result<String, CoreError> {
+        let Some(sealed) = &j.filters else {
+            return Ok(j.request.clone());
+        };
+        let text = self
+            .open(&Self::export_row("$export-filters", &j.id, sealed.key_id), &sealed.body)
+            .await?;
+        let filters: Vec<String> = serde_json::from_slice(&text).map_err(|_| CoreError::Integrity)?;
+        let mut request = j.request.clone();
+        for f in filters {
+            request.push(if request.contains('?') { '&' } else { '?' });
+            request.push_str("_typeFilter=");
+            request.push_str(&carevault_domain::query::percent_encode(&f));
+        }
+        Ok(request)
     }
 
     /// One output file of a finished job, opened: NDJSON.

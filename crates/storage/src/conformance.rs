@@ -883,6 +883,10 @@ async fn export_suite<S: Store>(s: S) {
         error: None,
         written: 0,
         owner: "user:u1".into(),
+        filters: (id == "j1").then(|| SealedText {
+            key_id: 7,
+            body: vec![1, 2, 3],
+        }),
     };
     let file = |n: i64, count: i64| ExportFile {
         n,
@@ -898,6 +902,8 @@ async fn export_suite<S: Store>(s: S) {
     assert!(s.add_export_file("default", "j1", file(1, 2), 30).await.unwrap());
     let j = s.export("default", "j1").await.unwrap().unwrap();
     assert_eq!((j.state, j.updated, j.written), (ExportState::Running, 30, 5));
+    assert_eq!(j.filters, job("j1", 0).filters, "sealed filters come back as stored");
+    assert_eq!(s.export("default", "j2").await.unwrap().unwrap().filters, None);
     assert_eq!(s.export("other", "j1").await.unwrap(), None, "tenants are apart");
     let files = s.export_files("default", "j1").await.unwrap();
     assert_eq!(

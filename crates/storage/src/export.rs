@@ -1,6 +1,7 @@
 //! Bulk export jobs and their output files, as the store keeps them: the files are sealed by
 //! the layer above (the store sees ciphertext only); a job's request is the canonical text
-//! the core rebuilt from parsed parameters (types, a date, random ids), never caller input.
+//! the core rebuilt from parsed parameters (types, a date, random ids), never caller input,
+//! and its `_typeFilter` queries are kept sealed beside it.
 
 use crate::StoreError;
 use std::future::Future;
@@ -43,6 +44,16 @@ pub struct ExportJob {
     pub written: i64,
     /// Who started it (an opaque actor key): only they see its status and files.
     pub owner: String,
+    /// The kick-off's `_typeFilter` queries, sealed by the layer above: they are caller
+    /// text and may hold identifying search values, so they never reach `request`.
+    pub filters: Option<SealedText>,
+}
+
+/// Text sealed by the layer above, with the id of the key that opens it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedText {
+    pub key_id: i64,
+    pub body: Vec<u8>,
 }
 
 /// One output file: NDJSON of one resource type, sealed.

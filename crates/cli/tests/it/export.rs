@@ -148,7 +148,7 @@ async fn bulk_export_refusals_cancellation_and_expiry() {
                 "outside the patient compartment",
             ),
             (
-                "$export?_typeFilter=Patient%3Fgender%3Dfemale",
+                "$export?includeAssociatedData=LatestProvenanceResources",
                 true,
                 "does not support",
             ),
@@ -239,5 +239,221 @@ async fn bulk_export_refusals_cancellation_and_expiry() {
         assert_eq!(e["agent"][0]["who"]["identifier"]["value"], "system");
         let job = status.rsplit('/').next().unwrap();
         assert!(e.to_string().contains(job), "the entry names the job: {e}");
+    }
+}
+
+/// The stored export jobs' request text and sealed filters, straight from the database.
+async fn stored_jobs(app: &TestApp) -> Vec<(String, Option<Vec<u8>>)> {
+    let sql = "SELECT request, filters FROM export_jobs";
+    match &app.data.backend {
+        Backend::Sqlite => {
+            let c = rusqlite::Connection::open(app.data.path().join("carevault.db")).unwrap();
+            let mut stmt = c.prepare(sql).unwrap();
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        }
+        Backend::Postgres { url, .. } => {
+            let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            let rows = client.query(sql, &[]).await.unwrap();
+            rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_export_type_filters_select_and_stay_sealed() {
+    for backend in backends("bulk_export_type_filters_select_and_stay_sealed").await {
+        let app = spawn_app(&backend).await;
+        let b = backend.name();
+        let quill = app
+            .create(&json!({"resourceType": "Patient", "gender": "female", "name": [{"family": "Quillfeather"}]}))
+            .await;
+        let other = app
+            .create(&json!({"resourceType": "Patient", "gender": "male", "name": [{"family": "Quimby"}]}))
+            .await;
+        // A name whose blind prefix tag is shared ("qui…") but that the re-check turns away.
+        let near = app
+            .create(&json!({"resourceType": "Patient", "gender": "female", "name": [{"family": "Quisling"}]}))
+            .await;
+        let obs = |p: &String, code: &str, status: &str| {
+            json!({"resourceType": "Observation", "status": status,
+                "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+                "subject": {"reference": format!("Patient/{p}")}})
+        };
+        let heart_q = app.create(&obs(&quill, "8867-4", "final")).await;
+        let resp_q = app.create(&obs(&quill, "9279-1", "preliminary")).await;
+        let heart_o = app.create(&obs(&other, "8867-4", "preliminary")).await;
+        let temp_o = app.create(&obs(&other, "8310-5", "final")).await;
+        let _temp_n = app.create(&obs(&near, "8310-5", "preliminary")).await;
+        let org = app
+            .create(&json!({"resourceType": "Organization", "name": "Ward 9"}))
+            .await;
+
+        // One filter per type; a type without a filter exports whole.
+        let (_, m) = app
+            .export_and_wait("$export?_typeFilter=Patient%3Fname%3Dquil,Observation%3Fcode%3D8867-4")
+            .await;
+        let got = download(&app, &m).await;
+        assert_eq!(got["Patient"], ids(&[&quill]), "{b}");
+        assert_eq!(got["Observation"], ids(&[&heart_q, &heart_o]), "{b}");
+        assert_eq!(got["Organization"], ids(&[&org]), "{b}");
+        // The manifest repeats the filters; nothing of them is stored in the clear.
+        let request = m["request"].as_str().unwrap();
+        assert!(
+            request.contains("_typeFilter=Patient%3Fname%3Dquil") && request.contains("_typeFilter=Observation%3F"),
+            "{b}: {request}"
+        );
+
+        // Several filters on a type combine with OR, each resource written once; repeated
+        // parameters and a comma list are the same.
+        for path in [
+            "$export?_type=Observation&_typeFilter=Observation%3Fstatus%3Dfinal&_typeFilter=Observation%3Fcode%3D8867-4",
+            "$export?_type=Observation&_typeFilter=Observation%3Fstatus%3Dfinal,Observation%3Fcode%3D8867-4",
+        ] {
+            let (_, m) = app.export_and_wait(path).await;
+            let lines: i64 = m["output"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["count"].as_i64().unwrap())
+                .sum();
+            let got = download(&app, &m).await;
+            assert_eq!(got["Observation"], ids(&[&heart_q, &heart_o, &temp_o]), "{b}: {path}");
+            assert_eq!(lines, 3, "{b}: {path}: no resource twice");
+        }
+        // A value list inside one filter, encoded on its own (%2C) or not: not cut apart.
+        for path in [
+            "$export?_type=Observation&_typeFilter=Observation%3Fcode%3D9279-1%252C8310-5",
+            "$export?_type=Observation&_typeFilter=Observation%3Fcode%3D9279-1%2C8310-5%26status%3Dfinal",
+        ] {
+            let (_, m) = app.export_and_wait(path).await;
+            let want = if path.contains("status") {
+                ids(&[&temp_o])
+            } else {
+                ids(&[&resp_q, &temp_o, &_temp_n])
+            };
+            assert_eq!(download(&app, &m).await["Observation"], want, "{b}: {path}");
+        }
+        // Past the longest blind prefix (32 characters) the index proposes both long names;
+        // the re-check on the decrypted patient keeps the one that matches.
+        let long = app
+            .create(
+                &json!({"resourceType": "Patient", "name": [{"family": "Zanderwickhamptonshirebrightwater-Smythe"}]}),
+            )
+            .await;
+        app.create(
+            &json!({"resourceType": "Patient", "name": [{"family": "Zanderwickhamptonshirebrightwater-Jones"}]}),
+        )
+        .await;
+        let (_, m) = app
+            .export_and_wait("$export?_type=Patient&_typeFilter=Patient%3Fname%3Dzanderwickhamptonshirebrightwater-smy")
+            .await;
+        assert_eq!(download(&app, &m).await["Patient"], ids(&[&long]), "{b}");
+        // A chain through an identifying parameter, re-checked on the patient.
+        let (_, m) = app
+            .export_and_wait(
+                "Patient/$export?_type=Observation&_typeFilter=Observation%3Fsubject%3APatient.name%3Dquil",
+            )
+            .await;
+        assert_eq!(
+            download(&app, &m).await["Observation"],
+            ids(&[&heart_q, &resp_q]),
+            "{b}"
+        );
+
+        // The stored jobs: the canonical request in the clear, the filters only sealed.
+        let jobs = stored_jobs(&app).await;
+        assert!(jobs.iter().filter(|(_, f)| f.is_some()).count() >= 6, "{b}");
+        for (request, filters) in &jobs {
+            assert!(
+                !request.contains("_typeFilter") && !request.contains("quil"),
+                "{b}: {request}"
+            );
+            let sealed = filters.clone().unwrap_or_default();
+            for plain in [&b"quil"[..], b"8867-4", b"Observation?"] {
+                assert!(
+                    !sealed.windows(plain.len()).any(|w| w == plain),
+                    "{b}: sealed filters hold plaintext"
+                );
+            }
+        }
+        let log = std::fs::read_to_string(&app.log).unwrap();
+        assert!(
+            !log.contains("quil"),
+            "{b}: the server log holds a filter's search value"
+        );
+
+        // Refusals, each with a reason, and nothing started.
+        let before = stored_jobs(&app).await.len();
+        for (path, why) in [
+            ("$export?_typeFilter=Nonsense%3Fx%3D1", "unknown resource type"),
+            ("$export?_typeFilter=Patient", "[type]?[parameters]"),
+            (
+                "$export?_type=Patient&_typeFilter=Observation%3Fstatus%3Dfinal",
+                "_type leaves out",
+            ),
+            (
+                "Patient/$export?_typeFilter=Organization%3Fname%3Dward",
+                "does not cover",
+            ),
+            (
+                "$export?_typeFilter=Observation%3Fstatus%3Dfinal%26_sort%3Ddate",
+                "search parameters only",
+            ),
+            ("$export?_typeFilter=Observation%3Fcolour%3Dblue", "colour"),
+            ("$export?_typeFilter=Observation%3Fdate%3Dnot-a-date", "date"),
+        ] {
+            let r = app
+                .client
+                .get(app.url(path))
+                .bearer_auth(&app.data.token)
+                .header("prefer", "respond-async")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{b}: {path}");
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(body["resourceType"], "OperationOutcome");
+            assert!(body.to_string().contains(why), "{b}: {path}: {body}");
+        }
+        assert_eq!(
+            stored_jobs(&app).await.len(),
+            before,
+            "{b}: a refused kick-off records no job"
+        );
+        // `Prefer: handling=lenient` ignores what the server does not know.
+        let r = app
+            .client
+            .get(app.url("$export?_type=Observation&_typeFilter=Observation%3Fcolour%3Dblue%26status%3Dfinal"))
+            .bearer_auth(&app.data.token)
+            .header("prefer", "respond-async, handling=lenient")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED, "{b}");
+        let status = r.headers()["content-location"].to_str().unwrap().to_owned();
+        let mut manifest = Value::Null;
+        for _ in 0..600 {
+            let s = app
+                .client
+                .get(&status)
+                .bearer_auth(&app.data.token)
+                .send()
+                .await
+                .unwrap();
+            if s.status() == StatusCode::OK {
+                manifest = s.json().await.unwrap();
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            download(&app, &manifest).await["Observation"],
+            ids(&[&heart_q, &temp_o]),
+            "{b}"
+        );
     }
 }

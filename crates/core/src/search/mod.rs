@@ -1,7 +1,8 @@
 //! FHIR search over encrypted data: index rows written with every version (`index.rs`),
 //! query strings parsed into storage conditions under the searchability contract
 //! (`parse.rs`), and pages run, re-checked and linked with sealed cursors (`run.rs`); a search
-//! across types (`system.rs`) merges the pages of several type searches.
+//! across types (`system.rs`) merges the pages of several type searches; a bulk export's
+//! `_typeFilter` queries (`type_filter.rs`) are parsed the same way.
 
 mod everything;
 mod index;
@@ -9,6 +10,7 @@ mod parse;
 mod run;
 mod summary;
 mod system;
+mod type_filter;
 
 pub use parse::{Include, SearchRequest};
 pub use run::{SearchOptions, SearchPage};
@@ -16,6 +18,8 @@ pub use run::{SearchOptions, SearchPage};
 pub use everything::EverythingPage;
 pub use index::COMPARTMENT;
 pub(crate) use index::search_rows;
+pub use type_filter::TypeFilter;
+pub(crate) use type_filter::split as split_type_filter;
 
 /// Longest prefix a blind string index holds; longer search strings match on this prefix
 /// and are re-checked on the decrypted resource.

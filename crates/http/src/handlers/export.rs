@@ -82,7 +82,19 @@ async fn kick_off(
         return Err(ApiError::BadRequest("$export answers in application/fhir+json".into()));
     }
     let ttl_ms = i64::try_from(state.config.export_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-    let (job, plan) = state.vault.session(caller).start_export(level, query, ttl_ms).await?;
+    // Bulk Data: an unknown `_typeFilter` parameter is an error unless the client asked for
+    // leniency.
+    let lenient = headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("handling=lenient"));
+    let (job, plan) = state
+        .vault
+        .session(caller)
+        .start_export(level, query, ttl_ms, !lenient)
+        .await?;
     // The worker exports with the decision of the caller who started it.
     let vault = Arc::clone(&state.vault);
     let access = Arc::clone(&caller.0);

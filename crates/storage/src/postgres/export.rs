@@ -4,8 +4,7 @@ use super::{PgStore, map_err};
 use crate::{ExportFile, ExportFileInfo, ExportJob, ExportState, ExportStore, StoreError};
 use tokio_postgres::Row;
 
-const JOB_COLUMNS: &str =
-    "tenant, id, state, created, updated, expires, transaction_time, request, error, written, owner";
+const JOB_COLUMNS: &str = "tenant, id, state, created, updated, expires, transaction_time, request, error, written, owner, filters_key, filters";
 
 fn job_from_row(r: &Row) -> ExportJob {
     ExportJob {
@@ -20,6 +19,10 @@ fn job_from_row(r: &Row) -> ExportJob {
         error: r.get(8),
         written: r.get(9),
         owner: r.get(10),
+        filters: match (r.get::<_, Option<i64>>(11), r.get::<_, Option<Vec<u8>>>(12)) {
+            (Some(key_id), Some(body)) => Some(crate::SealedText { key_id, body }),
+            _ => None,
+        },
     }
 }
 
@@ -29,10 +32,12 @@ impl ExportStore for PgStore {
         let tx = client.transaction().await.map_err(map_err)?;
         let stmt = tx
             .prepare_cached(&format!(
-                "INSERT INTO export_jobs ({JOB_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                "INSERT INTO export_jobs ({JOB_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
             ))
             .await?;
         let state = job.state as i64;
+        let filters_key = job.filters.as_ref().map(|f| f.key_id);
+        let filters = job.filters.as_ref().map(|f| f.body.as_slice());
         tx.execute(
             &stmt,
             &[
@@ -47,6 +52,8 @@ impl ExportStore for PgStore {
                 &job.error,
                 &job.written,
                 &job.owner,
+                &filters_key,
+                &filters,
             ],
         )
         .await

@@ -4,8 +4,7 @@ use super::SqliteStore;
 use crate::{ExportFile, ExportFileInfo, ExportJob, ExportState, ExportStore, StoreError};
 use rusqlite::{OptionalExtension, Row, params};
 
-const JOB_COLUMNS: &str =
-    "tenant, id, state, created, updated, expires, transaction_time, request, error, written, owner";
+const JOB_COLUMNS: &str = "tenant, id, state, created, updated, expires, transaction_time, request, error, written, owner, filters_key, filters";
 
 fn job_from_row(r: &Row<'_>) -> rusqlite::Result<ExportJob> {
     Ok(ExportJob {
@@ -20,6 +19,10 @@ fn job_from_row(r: &Row<'_>) -> rusqlite::Result<ExportJob> {
         error: r.get(8)?,
         written: r.get(9)?,
         owner: r.get(10)?,
+        filters: match (r.get::<_, Option<i64>>(11)?, r.get::<_, Option<Vec<u8>>>(12)?) {
+            (Some(key_id), Some(body)) => Some(crate::SealedText { key_id, body }),
+            _ => None,
+        },
     })
 }
 
@@ -28,7 +31,7 @@ impl ExportStore for SqliteStore {
         self.pool
             .write(move |conn| {
                 conn.prepare_cached(&format!(
-                    "INSERT INTO export_jobs ({JOB_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+                    "INSERT INTO export_jobs ({JOB_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
                 ))?
                 .execute(params![
                     job.tenant,
@@ -41,7 +44,9 @@ impl ExportStore for SqliteStore {
                     job.request,
                     job.error,
                     job.written,
-                    job.owner
+                    job.owner,
+                    job.filters.as_ref().map(|f| f.key_id),
+                    job.filters.as_ref().map(|f| f.body.as_slice())
                 ])?;
                 super::audit::append_if(conn, true, &audit)
             })

@@ -317,6 +317,15 @@ CREATE INDEX search_geo_owner ON search_geo (rid);
 CREATE INDEX resource_versions_by_update ON resource_versions (tenant, rtype, last_updated, rid);
 "#,
     ),
+    (
+        12,
+        r#"
+-- An export's `_typeFilter` queries, sealed under the tenant's data key (they are caller
+-- text and may hold identifying search values); the key's id opens them.
+ALTER TABLE export_jobs ADD COLUMN filters_key INTEGER;
+ALTER TABLE export_jobs ADD COLUMN filters BLOB;
+"#,
+    ),
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
