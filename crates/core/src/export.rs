@@ -69,6 +69,46 @@ pub struct ExportPlan {
     transaction_time: Timestamp,
     /// `_typeFilter`: a type with filters exports what matches any of its filters.
     filters: Vec<TypeFilter>,
+    /// `_elements`: top-level elements every type keeps (`name`), and those of one type
+    /// (`Patient.name`); a type none of them names is written whole.
+    elements: Vec<(Option<ResourceType>, String)>,
+}
+
+impl ExportPlan {
+    /// The elements resources of `t` are cut down to, if any.
+    fn elements_of(&self, t: ResourceType) -> Option<Vec<String>> {
+        let list: Vec<String> = self
+            .elements
+            .iter()
+            .filter(|(only, _)| only.is_none_or(|o| o == t))
+            .map(|(_, e)| e.clone())
+            .collect();
+        (!list.is_empty()).then_some(list)
+    }
+}
+
+/// `_elements=Patient.name,id`: each item a top-level element name, of one type or of all.
+fn parse_elements(value: &str, allowed: &[ResourceType]) -> Result<Vec<(Option<ResourceType>, String)>, CoreError> {
+    let mut out = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (t, name) = match item.split_once('.') {
+            Some((t, name)) => {
+                let t: ResourceType = t.parse().map_err(|_| bad("_elements names an unknown resource type"))?;
+                if !allowed.contains(&t) {
+                    return Err(bad("_elements names a type this export does not cover"));
+                }
+                (Some(t), name)
+            }
+            None => (None, item),
+        };
+        let plain = name.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !plain {
+            return Err(bad("_elements takes top-level element names: name or Type.name"));
+        }
+        out.push((t, name.to_owned()));
+    }
+    Ok(out)
 }
 
 /// Where a job stands, as the status endpoint reports it.
@@ -122,6 +162,7 @@ impl<S: Store> Session<'_, S> {
         let mut types: Option<Vec<ResourceType>> = None;
         let mut since = None;
         let mut filter_texts: Vec<String> = Vec::new();
+        let mut elements = Vec::new();
         for (k, v) in &pairs {
             match k.as_str() {
                 "_outputFormat" => {
@@ -146,10 +187,15 @@ impl<S: Store> Session<'_, S> {
                     types = Some(list);
                 }
                 "_typeFilter" => filter_texts.extend(split_type_filter(v).into_iter().map(str::to_owned)),
-                "_elements" | "patient" | "includeAssociatedData" => {
+                "_elements" => elements.extend(parse_elements(v, &allowed)?),
+                "patient" | "includeAssociatedData" => {
                     return Err(bad("this server does not support that $export parameter"));
                 }
-                _ => return Err(bad("$export takes _outputFormat, _since, _type and _typeFilter")),
+                _ => {
+                    return Err(bad(
+                        "$export takes _outputFormat, _since, _type, _typeFilter and _elements",
+                    ));
+                }
             }
         }
         let mut types = types.unwrap_or_else(|| allowed.clone());
@@ -182,6 +228,13 @@ impl<S: Store> Session<'_, S> {
                 "_since={}",
                 carevault_domain::query::percent_encode(&s.to_fhir())
             ));
+        }
+        if !elements.is_empty() {
+            let names: Vec<String> = elements
+                .iter()
+                .map(|(t, e)| t.map_or_else(|| e.clone(), |t| format!("{}.{e}", t.as_str())))
+                .collect();
+            params.push(format!("_elements={}", names.join(",")));
         }
         let path = match &level {
             ExportLevel::System => "$export".to_owned(),
@@ -229,6 +282,7 @@ impl<S: Store> Session<'_, S> {
             since,
             transaction_time: now,
             filters,
+            elements,
         };
         Ok((id, plan))
     }
@@ -326,6 +380,7 @@ impl<S: Store> Session<'_, S> {
                 filters.into_iter().map(Some).collect()
             };
             let mut written = (walks.len() > 1).then(std::collections::HashSet::new);
+            let elements = plan.elements_of(t);
             let mut lines: Vec<u8> = Vec::new();
             let mut count = 0usize;
             for filter in walks {
@@ -355,7 +410,11 @@ impl<S: Store> Session<'_, S> {
                             continue;
                         }
                         let r = self.masked(r);
-                        if r.body.contains(&b'\n') {
+                        if let Some(el) = &elements {
+                            let v: Value = serde_json::from_slice(&r.body).map_err(|_| CoreError::Integrity)?;
+                            let v = carevault_domain::subset::subset(v, el);
+                            lines.extend(serde_json::to_vec(&v).map_err(|_| CoreError::Integrity)?);
+                        } else if r.body.contains(&b'\n') {
                             let v: Value = serde_json::from_slice(&r.body).map_err(|_| CoreError::Integrity)?;
                             lines.extend(serde_json::to_vec(&v).map_err(|_| CoreError::Integrity)?);
                         } else {

@@ -16,6 +16,7 @@ pub mod resource_type;
 pub mod search;
 #[cfg(test)]
 mod searchability_doc;
+pub mod subset;
 pub mod validate;
 
 pub use clock::{Clock, FixedClock, SystemClock, Timestamp};

@@ -364,6 +364,52 @@ async fn bulk_export_type_filters_select_and_stay_sealed() {
             "{b}"
         );
 
+        // `_elements`: the named top-level elements (of one type, or of every type) and the
+        // mandatory ones, each resource marked SUBSETTED.
+        let (_, m) = app
+            .export_and_wait(
+                "$export?_type=Patient,Observation&_elements=Patient.gender,status&_typeFilter=Patient%3Fname%3Dquil",
+            )
+            .await;
+        assert!(
+            m["request"]
+                .as_str()
+                .unwrap()
+                .contains("_elements=Patient.gender,status"),
+            "{b}: {m}"
+        );
+        let mut seen = BTreeMap::new();
+        for f in m["output"].as_array().unwrap() {
+            let r = app
+                .client
+                .get(f["url"].as_str().unwrap())
+                .bearer_auth(&app.data.token)
+                .send()
+                .await
+                .unwrap();
+            for line in r.text().await.unwrap().lines() {
+                let v: Value = serde_json::from_str(line).unwrap();
+                let t = v["resourceType"].as_str().unwrap().to_owned();
+                let kept = if t == "Patient" { "gender" } else { "status" };
+                let keys: BTreeSet<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+                assert_eq!(keys, BTreeSet::from(["resourceType", "id", "meta", kept]), "{b}: {v}");
+                assert!(
+                    v["meta"]["tag"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|t| t["code"] == "SUBSETTED"),
+                    "{b}"
+                );
+                *seen.entry(t).or_insert(0) += 1;
+            }
+        }
+        assert_eq!(
+            seen,
+            BTreeMap::from([("Observation".to_owned(), 5), ("Patient".to_owned(), 1)]),
+            "{b}"
+        );
+
         // The stored jobs: the canonical request in the clear, the filters only sealed.
         let jobs = stored_jobs(&app).await;
         assert!(jobs.iter().filter(|(_, f)| f.is_some()).count() >= 6, "{b}");
@@ -405,6 +451,9 @@ async fn bulk_export_type_filters_select_and_stay_sealed() {
             ),
             ("$export?_typeFilter=Observation%3Fcolour%3Dblue", "colour"),
             ("$export?_typeFilter=Observation%3Fdate%3Dnot-a-date", "date"),
+            ("$export?_elements=Patient.name.family", "top-level element names"),
+            ("$export?_elements=Nonsense.id", "unknown resource type"),
+            ("Patient/$export?_elements=Organization.name", "does not cover"),
         ] {
             let r = app
                 .client

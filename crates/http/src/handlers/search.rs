@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use carevault_core::{SearchOptions, SearchPage, StoredResource};
 use carevault_domain::ResourceType;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 pub(crate) async fn search_type(
     State(state): State<AppState>,
@@ -72,57 +72,16 @@ pub(crate) fn strict(headers: &HeaderMap) -> bool {
         })
 }
 
-/// Does element `key` of a resource answer to the requested `name`? Exactly, or as a choice
-/// variant (`value` asks for `valueQuantity`).
-fn element_matches(key: &str, name: &str) -> bool {
-    key == name || (key.len() > name.len() && key.starts_with(name) && key.as_bytes()[name.len()].is_ascii_uppercase())
-}
-
-/// Marks a resource SUBSETTED.
-fn mark_subsetted(out: &mut Map<String, Value>) {
-    let meta = out.entry("meta").or_insert_with(|| json!({}));
-    if let Value::Object(m) = meta {
-        let tags = m.entry("tag").or_insert_with(|| json!([]));
-        if let Value::Array(t) = tags {
-            t.push(json!({"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}));
-        }
-    }
-}
-
-/// Keeps only the requested top-level elements (plus the mandatory ones) and marks the
-/// resource SUBSETTED.
-fn subset(resource: Value, elements: &[String]) -> Value {
-    let Value::Object(map) = resource else { return resource };
-    let mut out = Map::new();
-    for (k, v) in map {
-        if matches!(k.as_str(), "resourceType" | "id" | "meta") || elements.iter().any(|e| element_matches(&k, e)) {
-            out.insert(k, v);
-        }
-    }
-    mark_subsetted(&mut out);
-    Value::Object(out)
-}
-
-/// `_summary=data`: everything but the narrative, marked SUBSETTED.
-fn without_text(resource: Value) -> Value {
-    let Value::Object(mut map) = resource else {
-        return resource;
-    };
-    map.remove("text");
-    mark_subsetted(&mut map);
-    Value::Object(map)
-}
-
 /// A bundle entry; `shape` subsets a match as `_elements`/`_summary` asked (included
 /// resources go whole).
 fn entry(base: &str, r: &StoredResource, shape: Option<&SearchPage>) -> Result<Value, ApiError> {
     let mut resource: Value =
         serde_json::from_slice(&r.body).map_err(|_| ApiError::Internal("stored body is not JSON".into()))?;
     if let Some(el) = shape.and_then(|p| p.elements.as_deref()) {
-        resource = subset(resource, el);
+        resource = carevault_domain::subset::subset(resource, el);
     }
     if shape.is_some_and(|p| p.without_text) {
-        resource = without_text(resource);
+        resource = carevault_domain::subset::without_text(resource);
     }
     Ok(json!({
         "fullUrl": format!("{base}/{}/{}", r.rtype, r.id),
