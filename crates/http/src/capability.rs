@@ -116,5 +116,10 @@ fn search_params(t: ResourceType) -> Vec<Value> {
             };
             json!({"name": p.name, "type": p.kind.as_str(), "documentation": doc})
         })
+        .chain(std::iter::once(json!({
+            "name": "_filter",
+            "type": "special",
+            "documentation": "FHIR filter expressions over these parameters (and, or, not, parentheses); identifying parameters only ANDed at the top"
+        })))
         .collect()
 }

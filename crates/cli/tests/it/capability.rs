@@ -203,6 +203,7 @@ async fn capability_statement_is_truthful() {
                     (n, "composite") if n.contains("date") => "x$2020".to_owned(),
                     (_, "composite") => "x$1".to_owned(),
                     ("near", "special") => "42.36|-71.06|5|km".to_owned(),
+                    ("_filter", "special") => format!("_id%20eq%20{id}%20or%20_id%20eq%20none"),
                     (_, other) => panic!("{t}.{name}: unchecked type {other}"),
                 };
                 let r = app.get(&format!("{t}?{name}={value}")).await;
@@ -214,7 +215,7 @@ async fn capability_statement_is_truthful() {
                 );
                 let b = r.json();
                 assert_eq!(b["type"], "searchset");
-                if matches!(name, "_id" | "identifier") {
+                if matches!(name, "_id" | "identifier" | "_filter") {
                     assert_eq!(b["total"], 1, "{t}?{name}");
                 }
             }

@@ -1961,3 +1961,177 @@ async fn free_text_search_is_refused_saying_why() {
         }
     }
 }
+
+/// `_filter` compared with a literal evaluation of each filter over the resources as
+/// created: combinations with `and`, `or`, `not` and parentheses, every kind of comparison,
+/// a chain under `or`, an identifying name ANDed at the top, paging, counts, and the
+/// refusals. (Each evaluation is written in the shape of its filter, not simplified.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::nonminimal_bool, clippy::type_complexity)]
+async fn filters_combine_comparisons_like_a_literal_evaluation() {
+    for backend in backends("filters_combine_comparisons_like_a_literal_evaluation").await {
+        let app = spawn_app(&backend).await;
+        let b = backend.name();
+        let families = ["Peterson", "Petrov", "Smith", "Smythe", "Ortega", "Quinn"];
+        let genders = ["male", "female", "other"];
+        // (id, gender, birth date, active, family)
+        let mut patients: Vec<(String, &str, String, bool, &str)> = Vec::new();
+        for i in 0..30usize {
+            let (g, fam) = (genders[i % 3], families[i % 6]);
+            let birth = format!("{}-{:02}-{:02}", 1950 + (i * 7) % 60, 1 + i % 12, 1 + i % 28);
+            let active = i % 4 == 0;
+            let id = app
+                .create(
+                    &serde_json::json!({"resourceType": "Patient", "gender": g, "birthDate": birth, "active": active,
+                    "name": [{"family": fam}]}),
+                )
+                .await;
+            patients.push((id, g, birth, active, fam));
+        }
+        let codes = ["8867-4", "9279-1", "8310-5"];
+        // (id, code, status, value, day of January 2020, patient index)
+        let mut observations: Vec<(String, &str, &str, i64, usize, usize)> = Vec::new();
+        for i in 0..60usize {
+            let (code, status, day, p) = (codes[i % 3], ["final", "preliminary"][i % 2], 1 + i % 28, (i * 11) % 30);
+            let id = app
+                .create(&serde_json::json!({"resourceType": "Observation", "status": status,
+                    "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+                    "subject": {"reference": format!("Patient/{}", patients[p].0)},
+                    "effectiveDateTime": format!("2020-01-{day:02}T10:00:00Z"),
+                    "valueQuantity": {"value": i, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"}}))
+                .await;
+            observations.push((id, code, status, i as i64, day, p));
+        }
+        type P<'a> = &'a (String, &'a str, String, bool, &'a str);
+        type O<'a> = &'a (String, &'a str, &'a str, i64, usize, usize);
+        let patient_cases: Vec<(&str, Box<dyn Fn(P) -> bool>)> = vec![
+            (
+                "gender eq male or active eq true",
+                Box::new(|p: P| p.1 == "male" || p.3),
+            ),
+            (
+                "not (gender eq female) and active eq true",
+                Box::new(|p: P| p.1 != "female" && p.3),
+            ),
+            (
+                "family sw pet and (gender eq male or gender eq other)",
+                Box::new(|p: P| p.4.to_lowercase().starts_with("pet") && p.1 != "female"),
+            ),
+            (
+                "family eq Smith and active ne true",
+                Box::new(|p: P| p.4 == "Smith" && !p.3),
+            ),
+            (
+                "(gender eq other and active eq false) or not (gender eq male or active eq false)",
+                Box::new(|p: P| (p.1 == "other" && !p.3) || !(p.1 == "male" || !p.3)),
+            ),
+            // A birth date is identifying: an equality at the top, re-checked.
+            (
+                "birthdate eq 1957 and gender ne other",
+                Box::new(|p: P| p.2.starts_with("1957") && p.1 != "other"),
+            ),
+            ("gender ne other", Box::new(|p: P| p.1 != "other")),
+        ];
+        for (filter, want) in &patient_cases {
+            let expected: BTreeSet<String> = patients.iter().filter(|p| want(p)).map(|p| p.0.clone()).collect();
+            let q = format!("Patient?_filter={}&_count=7", urlencoding(filter));
+            let (got, _) = all_pages(&app, &q).await;
+            assert_eq!(got, expected, "{b}: {filter}");
+            let count = app
+                .get(&format!("Patient?_filter={}&_summary=count", urlencoding(filter)))
+                .await
+                .json();
+            assert_eq!(count["total"], expected.len(), "{b}: {filter} counted");
+        }
+        let obs_cases: Vec<(&str, Box<dyn Fn(O) -> bool>)> = vec![
+            (
+                "(code eq 8867-4 and value-quantity gt 30) or (status eq preliminary and date lt 2020-01-10)",
+                Box::new(|o: O| (o.1 == "8867-4" && o.3 > 30) || (o.2 == "preliminary" && o.4 < 10)),
+            ),
+            (
+                "code ne 8867-4 and status eq final",
+                Box::new(|o: O| o.1 != "8867-4" && o.2 == "final"),
+            ),
+            (
+                "subject:Patient.gender eq male or code eq http://loinc.org|9279-1",
+                Box::new(|o: O| patients[o.5].1 == "male" || o.1 == "9279-1"),
+            ),
+            (
+                "not (subject:Patient.family sw smi) and value-quantity le 20",
+                Box::new(|o: O| !patients[o.5].4.starts_with("Smi") && o.3 <= 20),
+            ),
+            ("date po 2020-01-05", Box::new(|o: O| o.4 == 5)),
+            (
+                "status eq final or _lastUpdated lt 2000-01-01",
+                Box::new(|o: O| o.2 == "final"),
+            ),
+            (
+                "value-quantity pr false or code eq 8310-5",
+                Box::new(|o: O| o.1 == "8310-5"),
+            ),
+        ];
+        for (filter, want) in &obs_cases {
+            let expected: BTreeSet<String> = observations.iter().filter(|o| want(o)).map(|o| o.0.clone()).collect();
+            let (got, _) = all_pages(&app, &format!("Observation?_filter={}&_count=9", urlencoding(filter))).await;
+            assert_eq!(got, expected, "{b}: {filter}");
+        }
+        // A filter ANDs with the search's other parameters, and two filters with each other.
+        let (got, _) = all_pages(
+            &app,
+            &format!(
+                "Observation?status=final&_filter={}&_filter={}",
+                urlencoding("code eq 8867-4 or code eq 9279-1"),
+                urlencoding("value-quantity lt 40")
+            ),
+        )
+        .await;
+        let expected: BTreeSet<String> = observations
+            .iter()
+            .filter(|o| o.2 == "final" && o.1 != "8310-5" && o.3 < 40)
+            .map(|o| o.0.clone())
+            .collect();
+        assert_eq!(got, expected, "{b}");
+
+        // A filter's comparisons count toward the 32 parameters of a search.
+        let twenty = vec!["gender eq male"; 20].join(" or ");
+        let q = format!(
+            "Patient?_filter={}&_filter={}",
+            urlencoding(&twenty),
+            urlencoding(&twenty)
+        );
+        let r = app.get(&q).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{b}");
+        assert!(r.json().to_string().contains("at most 32 parameters"), "{b}");
+        let q = format!("Patient?_filter={}&active=true", urlencoding(&twenty));
+        assert_eq!(app.get(&q).await.status, StatusCode::OK, "{b}");
+
+        // Refusals: each a 400 with a reason that never repeats a searched value.
+        for (filter, why) in [
+            ("family eq Quillfeather or gender eq male", "identifying"),
+            ("not (family sw Quillfeather)", "identifying"),
+            ("gender eq male and", "expected a comparison"),
+            ("colour eq blue", "unknown search parameter"),
+            ("family ew Quillfeather", "not served"),
+            ("name co Quillfeather", ":contains"),
+            ("birthdate lt 1970 or gender eq male", "identifying"),
+        ] {
+            let r = app.get(&format!("Patient?_filter={}", urlencoding(filter))).await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{b}: {filter}");
+            let text = r.json().to_string();
+            assert!(text.contains(why), "{b}: {filter}: {text}");
+            assert!(
+                !text.contains("Quillfeather"),
+                "{b}: the refusal repeats the value: {text}"
+            );
+        }
+    }
+}
+
+fn urlencoding(s: &str) -> String {
+    s.bytes()
+        .map(|c| match c {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (c as char).to_string(),
+            _ => format!("%{c:02X}"),
+        })
+        .collect()
+}

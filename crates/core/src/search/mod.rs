@@ -5,6 +5,7 @@
 //! `_typeFilter` queries (`type_filter.rs`) are parsed the same way.
 
 mod everything;
+mod filter;
 mod index;
 mod parse;
 mod run;

@@ -72,6 +72,18 @@ pub(crate) enum Link {
     },
     /// `_list=id[,id]`: the resource is an entry of one of these Lists (as the caller sees them).
     List { lists: Vec<ResourceId> },
+    /// The part of a `_filter` under `or`/`not`: one condition, once its chains are resolved.
+    Filter(FilterNode),
+}
+
+/// A `_filter` combination, its comparisons parsed as searches of their own (none
+/// identifying: see `filter.rs`).
+#[derive(Debug, Clone)]
+pub(crate) enum FilterNode {
+    Leaf(Box<SearchRequest>),
+    All(Vec<FilterNode>),
+    Any(Vec<FilterNode>),
+    Not(Box<FilterNode>),
 }
 
 /// An identifying condition to verify on the decrypted resource (any value may match).
@@ -178,7 +190,6 @@ const NOT_YET: &[&str] = &[
     "_contained",
     "_containedType",
     "_query",
-    "_filter",
     "_has",
 ];
 
@@ -237,6 +248,7 @@ impl Parser<'_> {
             revincludes: Vec::new(),
             links: Vec::new(),
         };
+        let mut weight = pairs.len();
         for (name, value) in pairs {
             match name.as_str() {
                 "_format" | "_pretty" | "_cursor" => {}
@@ -296,6 +308,17 @@ impl Parser<'_> {
                     }
                     req.links.push(Link::List { lists });
                 }
+                "_filter" => {
+                    // Each comparison counts toward the search's limit on parameters.
+                    let e = super::filter::parse(self.rtype, value)?;
+                    weight += e.comparisons().saturating_sub(1);
+                    if weight > MAX_PARAMETERS {
+                        return Err(bad(format!(
+                            "a search may have at most {MAX_PARAMETERS} parameters, a filter's comparisons counted"
+                        )));
+                    }
+                    self.filter(e, &mut req)?
+                }
                 "_include" | "_revinclude" => self.include(name == "_include", false, value, &mut req)?,
                 "_include:iterate" => self.include(true, true, value, &mut req)?,
                 "_revinclude:iterate" => self.include(false, true, value, &mut req)?,
@@ -306,6 +329,60 @@ impl Parser<'_> {
             }
         }
         Ok(req)
+    }
+
+    /// A `_filter`: its top-level conjuncts join the search's own conditions (identifying
+    /// ones with their re-checks, as if written as parameters); anything under `or` or `not`
+    /// becomes one composite condition, resolved when the search runs.
+    fn filter(&self, e: super::filter::Expr, req: &mut SearchRequest) -> Result<(), CoreError> {
+        use super::filter::Expr;
+        match e {
+            Expr::And(list) => list.into_iter().try_for_each(|x| self.filter(x, req)),
+            Expr::Compare(pairs) => pairs.iter().try_for_each(|(n, v)| self.param(n, v, req)),
+            other => {
+                let node = self.filter_node(other)?;
+                req.links.push(Link::Filter(node));
+                Ok(())
+            }
+        }
+    }
+
+    fn filter_node(&self, e: super::filter::Expr) -> Result<FilterNode, CoreError> {
+        use super::filter::Expr;
+        let nodes = |list: Vec<Expr>| {
+            list.into_iter()
+                .map(|x| self.filter_node(x))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(match e {
+            Expr::Compare(pairs) => FilterNode::Leaf(Box::new(self.filter_leaf(&pairs)?)),
+            Expr::Negated(pairs) => FilterNode::Not(Box::new(FilterNode::Leaf(Box::new(self.filter_leaf(&pairs)?)))),
+            Expr::And(list) => FilterNode::All(nodes(list)?),
+            Expr::Or(list) => FilterNode::Any(nodes(list)?),
+            Expr::Not(x) => FilterNode::Not(Box::new(self.filter_node(*x)?)),
+        })
+    }
+
+    /// One comparison under `or`/`not`, parsed as a search of its own.
+    fn filter_leaf(&self, pairs: &[(String, String)]) -> Result<SearchRequest, CoreError> {
+        let strict = Parser {
+            rtype: self.rtype,
+            blind: self.blind,
+            strict: true,
+            now_ms: self.now_ms,
+        };
+        let sub = strict.parse(pairs)?;
+        if !sub.rechecks.is_empty() {
+            let name = pairs
+                .first()
+                .map(|(n, _)| n.split(':').next().unwrap_or(n))
+                .unwrap_or_default();
+            return Err(bad(format!(
+                "_filter: `{name}` is identifying, so it can only be ANDed at the top of a filter: its blind \
+                 index proposes candidates that only the decrypted resource decides (docs/SEARCHABILITY.md)"
+            )));
+        }
+        Ok(sub)
     }
 
     /// `subject:Patient.name=x` or `patient.identifier=x`: the part before the first dot.

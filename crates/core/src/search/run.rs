@@ -318,10 +318,45 @@ impl<S: Store> Session<'_, S> {
                         carevault_storage::Cond::Id(ids)
                     }
                     Link::List { lists } => carevault_storage::Cond::Id(self.list_entries(rtype, &lists).await?),
+                    Link::Filter(node) => self.filter_cond(rtype, node, depth).await?,
                 };
                 req.conds.push(cond);
             }
             Ok(())
+        })
+    }
+
+    /// The condition of a `_filter` combination, each comparison's chains resolved.
+    fn filter_cond<'a>(
+        &'a self,
+        rtype: ResourceType,
+        node: super::parse::FilterNode,
+        depth: usize,
+    ) -> Boxed<'a, carevault_storage::Cond> {
+        use super::parse::FilterNode;
+        use carevault_storage::Cond;
+        Box::pin(async move {
+            Ok(match node {
+                FilterNode::Leaf(mut sub) => {
+                    self.resolve_links(rtype, &mut sub, depth).await?;
+                    Cond::All(sub.conds)
+                }
+                FilterNode::Not(x) => Cond::Not(Box::new(self.filter_cond(rtype, *x, depth).await?)),
+                FilterNode::All(list) => {
+                    let mut all = Vec::with_capacity(list.len());
+                    for x in list {
+                        all.push(self.filter_cond(rtype, x, depth).await?);
+                    }
+                    Cond::All(all)
+                }
+                FilterNode::Any(list) => {
+                    let mut any = Vec::with_capacity(list.len());
+                    for x in list {
+                        any.push(self.filter_cond(rtype, x, depth).await?);
+                    }
+                    Cond::Any(any)
+                }
+            })
         })
     }
 
