@@ -318,7 +318,14 @@ impl<S: Store> Session<'_, S> {
                         carevault_storage::Cond::Id(ids)
                     }
                     Link::List { lists } => carevault_storage::Cond::Id(self.list_entries(rtype, &lists).await?),
-                    Link::Filter(node) => self.filter_cond(rtype, node, depth).await?,
+                    Link::Filter(node) => match simplify(self.filter_cond(rtype, node, depth).await?) {
+                        // Its conjuncts join the search's own, so that one of them can drive.
+                        carevault_storage::Cond::All(list) => {
+                            req.conds.extend(list);
+                            continue;
+                        }
+                        c => c,
+                    },
                 };
                 req.conds.push(cond);
             }
@@ -557,6 +564,36 @@ impl<S: Store> Session<'_, S> {
     }
 }
 
+/// A filter's condition without needless nesting: a one-item `All` or `Any` is its item, and
+/// an `Any` inside an `Any` (an `All` inside an `All`) joins its parent's list — so that an OR
+/// of codes reaches the planner as the OR-list it can drive from. (`Any([])` is false and
+/// `All([])` true, so dropping an empty one inside its own kind changes nothing.)
+fn simplify(c: carevault_storage::Cond) -> carevault_storage::Cond {
+    use carevault_storage::Cond;
+    let flatten = |list: Vec<Cond>, any: bool| {
+        let mut out = Vec::with_capacity(list.len());
+        for x in list {
+            match (simplify(x), any) {
+                (Cond::Any(inner), true) | (Cond::All(inner), false) => out.extend(inner),
+                (y, _) => out.push(y),
+            }
+        }
+        out
+    };
+    match c {
+        Cond::Any(list) => {
+            let mut out = flatten(list, true);
+            if out.len() == 1 { out.remove(0) } else { Cond::Any(out) }
+        }
+        Cond::All(list) => {
+            let mut out = flatten(list, false);
+            if out.len() == 1 { out.remove(0) } else { Cond::All(out) }
+        }
+        Cond::Not(x) => Cond::Not(Box::new(simplify(*x))),
+        other => other,
+    }
+}
+
 /// Verifies identifying conditions on the decrypted body: blind tags are truncated and
 /// prefixes capped, so the index proposes and this decides.
 pub(super) fn recheck(checks: &[Recheck], body: &[u8]) -> bool {
@@ -605,4 +642,53 @@ pub(super) fn recheck(checks: &[Recheck], body: &[u8]) -> bool {
                 .any(|want| written.iter().any(|w| w.starts_with(want.as_str())))
         }
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::simplify;
+    use carevault_storage::Cond;
+
+    fn id(s: &str) -> Cond {
+        Cond::Id(vec![s.to_owned()])
+    }
+
+    #[test]
+    fn simplify_flattens_without_changing_the_meaning() {
+        let nested = Cond::Any(vec![
+            Cond::All(vec![id("a")]),
+            Cond::Any(vec![id("b"), Cond::Any(vec![id("c")])]),
+        ]);
+        assert_eq!(
+            format!("{:?}", simplify(nested)),
+            format!("{:?}", Cond::Any(vec![id("a"), id("b"), id("c")]))
+        );
+        let mixed = Cond::All(vec![
+            Cond::All(vec![id("a"), id("b")]),
+            Cond::Not(Box::new(Cond::All(vec![id("c")]))),
+            Cond::Any(vec![id("d"), Cond::All(vec![id("e"), id("f")])]),
+        ]);
+        assert_eq!(
+            format!("{:?}", simplify(mixed)),
+            format!(
+                "{:?}",
+                Cond::All(vec![
+                    id("a"),
+                    id("b"),
+                    Cond::Not(Box::new(id("c"))),
+                    Cond::Any(vec![id("d"), Cond::All(vec![id("e"), id("f")])]),
+                ])
+            )
+        );
+        // False and true stay what they are.
+        assert_eq!(
+            format!("{:?}", simplify(Cond::Any(vec![]))),
+            format!("{:?}", Cond::Any(vec![]))
+        );
+        assert_eq!(
+            format!("{:?}", simplify(Cond::Any(vec![Cond::Any(vec![]), id("a")]))),
+            format!("{:?}", id("a"))
+        );
+    }
 }
