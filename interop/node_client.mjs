@@ -80,7 +80,16 @@ async function main() {
     resourceType: 'Observation', compartment: { resourceType: 'Patient', id: firstPatient }, searchParams: { _count: 10 },
   });
   assert.strictEqual(own.entry.length, 1, 'the patient compartment holds its observation');
-  console.log('fhir-kit-client: transaction, paging (GET and POST), search across types, patch, compartment OK');
+  // A filter expression, by GET and by POST _search.
+  for (const postSearch of [false, true]) {
+    const filtered = await client.search({
+      resourceType: 'Observation',
+      searchParams: { _filter: `_tag eq ${tag.system}|${tag.code} and not (subject eq Patient/${firstPatient})`, _total: 'accurate' },
+      options: { postSearch },
+    });
+    assert.strictEqual(filtered.total, 6, '_filter: every observation but the first patient\'s');
+  }
+  console.log('fhir-kit-client: transaction, paging (GET and POST), search across types, patch, compartment, _filter OK');
 }
 
 main().catch((e) => {

@@ -96,7 +96,11 @@ def fhirpy_search():
     check(len(named) == 5, "fhirpy: name prefix")
     newest = client.resources("Patient").search(_tag=tag).sort("-_lastUpdated").first()
     check(newest["name"][0]["given"][0] == "G4", "fhirpy: sort by -_lastUpdated")
-    print("fhirpy: search, paging, count, sort OK")
+    # A filter expression: the prefix ANDed at the top, an OR of tags under it.
+    filtered = client.resources("Patient").search(
+        _filter=f'family sw "pyf" and (_tag eq {tag} or _tag eq urn:interop|none)').fetch_all()
+    check(len(filtered) == 5, "fhirpy: _filter")
+    print("fhirpy: search, paging, count, sort, _filter OK")
 
 
 def fhirclient_search():

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Interoperability check: starts carevault on a fresh data directory and drives it over
 # HTTPS with Python fhirclient and fhirpy and npm fhir-kit-client (create, read, update,
-# delete, searches paged through their next links; fhir-kit-client also a transaction,
-# POST _search, a search across types, JSON Patch and a compartment search; fhirclient also
+# delete, searches paged through their next links, a _filter expression; fhir-kit-client also a
+# transaction, POST _search, a search across types, JSON Patch and a compartment search; fhirclient also
 # through a SMART authorization-code + PKCE sign-in). Installs the clients from the registries into target/interop (cached there).
 set -euo pipefail
 cd "$(dirname "$0")/.."

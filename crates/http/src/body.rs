@@ -57,6 +57,6 @@ pub(crate) async fn read_form(state: &AppState, headers: &HeaderMap, body: Body)
         .await
         .map_err(|_| ApiError::PayloadTooLarge)?;
     let text = String::from_utf8(bytes.to_vec()).map_err(|_| ApiError::BadRequest("the form is not UTF-8".into()))?;
-    // Forms encode spaces as `+`; the query parser keeps `+` literal, so turn them back.
-    Ok(text.replace('+', "%20"))
+    // Forms encode spaces as `+`, which the query parser reads as it reads a URL's.
+    Ok(text)
 }

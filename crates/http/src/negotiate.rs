@@ -41,7 +41,8 @@ fn admits(range: &str) -> bool {
 }
 
 fn format_ok(value: &str) -> bool {
-    let v = value.trim().to_ascii_lowercase();
+    // `_format=application/fhir+json` with its plus unescaped arrives with a space.
+    let v = value.trim().to_ascii_lowercase().replace("/fhir ", "/fhir+");
     SHORT.contains(&v.as_str()) || admits(&v)
 }
 
@@ -99,5 +100,8 @@ mod tests {
         }
         assert!(format_ok("json") && format_ok("application/fhir+json") && format_ok("ndjson"));
         assert!(!format_ok("xml") && !format_ok("ttl") && !format_ok("html"));
+        // An unescaped plus arrives as a space.
+        assert!(format_ok("application/fhir json") && format_ok("application/fhir json; fhirVersion=4.0"));
+        assert!(!format_ok("application/fhir xml") && !format_ok("application/fhir json;fhirVersion=3.0"));
     }
 }

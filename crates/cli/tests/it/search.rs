@@ -2075,6 +2075,19 @@ async fn filters_combine_comparisons_like_a_literal_evaluation() {
             let (got, _) = all_pages(&app, &format!("Observation?_filter={}&_count=9", urlencoding(filter))).await;
             assert_eq!(got, expected, "{b}: {filter}");
         }
+        // Spaces written as `+` (as URLSearchParams and requests write them); a plus sign left
+        // unescaped before a time zone offset is still a plus sign.
+        let (got, _) = all_pages(&app, "Patient?_filter=gender+eq+male+or+active+eq+true").await;
+        let expected: BTreeSet<String> = patients.iter().filter(|p| p.1 == "male" || p.3).map(|p| p.0.clone()).collect();
+        assert_eq!(got, expected, "{b}: + as space");
+        let (got, _) = all_pages(&app, "Observation?date=ge2020-01-20T11:00:00+01:00&_filter=status+eq+final").await;
+        let expected: BTreeSet<String> = observations
+            .iter()
+            .filter(|o| o.4 >= 20 && o.2 == "final")
+            .map(|o| o.0.clone())
+            .collect();
+        assert_eq!(got, expected, "{b}: an unescaped offset");
+
         // A filter ANDs with the search's other parameters, and two filters with each other.
         let (got, _) = all_pages(
             &app,
