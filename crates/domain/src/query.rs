@@ -163,4 +163,29 @@ mod tests {
         assert_eq!(parse_query("a+b=c").unwrap()[0].0, "a b");
         assert!(parse_query("a=%zz+b").is_err());
     }
+
+    #[test]
+    fn any_mix_of_signs_digits_and_escapes_decodes_without_panicking() {
+        // Every string of up to five symbols from an alphabet made of what the rules look at.
+        let alphabet = ["+", "%2B", "%20", "T", "1", ":", ".", ",", "|", "$", "%", "é"];
+        let mut stack: Vec<(String, usize)> = vec![(String::new(), 0)];
+        let mut seen = 0;
+        while let Some((s, symbols)) = stack.pop() {
+            let decoded = parse_query(&format!("v={s}"));
+            if let Ok(pairs) = &decoded {
+                let v = &pairs[0].1;
+                assert_eq!(
+                    v.matches(['+', ' ']).count(),
+                    s.matches('+').count() + s.matches("%2B").count() + s.matches("%20").count()
+                );
+            }
+            seen += 1;
+            if symbols < 5 {
+                for a in alphabet {
+                    stack.push((format!("{s}{a}"), symbols + 1));
+                }
+            }
+        }
+        assert!(seen > 200_000);
+    }
 }

@@ -2078,9 +2078,17 @@ async fn filters_combine_comparisons_like_a_literal_evaluation() {
         // Spaces written as `+` (as URLSearchParams and requests write them); a plus sign left
         // unescaped before a time zone offset is still a plus sign.
         let (got, _) = all_pages(&app, "Patient?_filter=gender+eq+male+or+active+eq+true").await;
-        let expected: BTreeSet<String> = patients.iter().filter(|p| p.1 == "male" || p.3).map(|p| p.0.clone()).collect();
+        let expected: BTreeSet<String> = patients
+            .iter()
+            .filter(|p| p.1 == "male" || p.3)
+            .map(|p| p.0.clone())
+            .collect();
         assert_eq!(got, expected, "{b}: + as space");
-        let (got, _) = all_pages(&app, "Observation?date=ge2020-01-20T11:00:00+01:00&_filter=status+eq+final").await;
+        let (got, _) = all_pages(
+            &app,
+            "Observation?date=ge2020-01-20T11:00:00+01:00&_filter=status+eq+final",
+        )
+        .await;
         let expected: BTreeSet<String> = observations
             .iter()
             .filter(|o| o.4 >= 20 && o.2 == "final")
