@@ -42,6 +42,15 @@ pub enum ExportLevel {
     Group(ResourceId),
 }
 
+/// A kick-off: the level, its parameters (decoded, from the query string or a `Parameters`
+/// body) and whether it came by POST.
+#[derive(Debug, Clone)]
+pub struct ExportKickOff {
+    pub level: ExportLevel,
+    pub params: Vec<(String, String)>,
+    pub by_post: bool,
+}
+
 /// A job's id: random, URL-safe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportJobId(String);
@@ -143,18 +152,22 @@ fn compartment_types() -> Vec<ResourceType> {
 }
 
 impl<S: Store> Session<'_, S> {
-    /// Validates a kick-off (`query` is the raw query string) and records the job. The caller
-    /// runs [`Session::run_export`] with the plan in the background. `strict` (the Bulk Data
-    /// default; `Prefer: handling=lenient` turns it off): a `_typeFilter` parameter the server
-    /// does not know is an error rather than ignored.
+    /// Validates a kick-off and records the job. The caller runs [`Session::run_export`] with
+    /// the plan in the background. `strict` (the Bulk Data default; `Prefer: handling=lenient`
+    /// turns it off): a `_typeFilter` parameter the server does not know is an error rather
+    /// than ignored.
     pub async fn start_export(
         &self,
-        level: ExportLevel,
-        query: &str,
+        kick_off: ExportKickOff,
         ttl_ms: i64,
         strict: bool,
     ) -> Result<(ExportJobId, ExportPlan), CoreError> {
-        let pairs = carevault_domain::query::parse_query(query).map_err(|e| CoreError::Invalid(e.to_string()))?;
+        let ExportKickOff {
+            level,
+            params: pairs,
+            by_post,
+        } = kick_off;
+        let mut listed: Option<Vec<String>> = None;
         let allowed = match level {
             ExportLevel::System => ResourceType::ALL.to_vec(),
             _ => compartment_types(),
@@ -188,12 +201,27 @@ impl<S: Store> Session<'_, S> {
                 }
                 "_typeFilter" => filter_texts.extend(split_type_filter(v).into_iter().map(str::to_owned)),
                 "_elements" => elements.extend(parse_elements(v, &allowed)?),
-                "patient" | "includeAssociatedData" => {
+                "patient" => {
+                    if level == ExportLevel::System {
+                        return Err(bad("patient applies to Patient and Group level exports"));
+                    }
+                    let list = listed.get_or_insert_with(Vec::new);
+                    for r in v.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+                        let id = r
+                            .strip_prefix("Patient/")
+                            .and_then(|id| ResourceId::parse(id).ok())
+                            .ok_or_else(|| bad("patient takes references to Patients (Patient/[id])"))?;
+                        if !list.contains(&id.to_string()) {
+                            list.push(id.to_string());
+                        }
+                    }
+                }
+                "includeAssociatedData" => {
                     return Err(bad("this server does not support that $export parameter"));
                 }
                 _ => {
                     return Err(bad(
-                        "$export takes _outputFormat, _since, _type, _typeFilter and _elements",
+                        "$export takes _outputFormat, _since, _type, _typeFilter, _elements and patient",
                     ));
                 }
             }
@@ -208,9 +236,20 @@ impl<S: Store> Session<'_, S> {
             }
             filters.push(f);
         }
-        let patients = match &level {
-            ExportLevel::Group(id) => Some(self.group_members(id).await?),
-            _ => None,
+        // `patient` narrows a Patient level export to those patients, and a Group's to those
+        // of its members (a patient the caller cannot see exports nothing, as if absent).
+        let listed_refs: Option<Vec<String>> = listed
+            .as_ref()
+            .map(|ids| ids.iter().map(|id| format!("Patient/{id}")).collect());
+        let patients = match (&level, listed) {
+            (ExportLevel::Group(id), listed) => {
+                let members = self.group_members(id).await?;
+                Some(match listed {
+                    Some(l) => members.into_iter().filter(|m| l.contains(m)).collect(),
+                    None => members,
+                })
+            }
+            (_, listed) => listed,
         };
         let now = self.clock.now();
         let mut raw = [0u8; 16];
@@ -229,6 +268,12 @@ impl<S: Store> Session<'_, S> {
                 carevault_domain::query::percent_encode(&s.to_fhir())
             ));
         }
+        if let Some(refs) = &listed_refs {
+            params.push(format!(
+                "patient={}",
+                carevault_domain::query::percent_encode(&refs.join(","))
+            ));
+        }
         if !elements.is_empty() {
             let names: Vec<String> = elements
                 .iter()
@@ -241,12 +286,15 @@ impl<S: Store> Session<'_, S> {
             ExportLevel::Patient => "Patient/$export".to_owned(),
             ExportLevel::Group(g) => format!("Group/{g}/$export"),
         };
-        let request = if params.is_empty() {
+        // A POST kick-off's request is its URL alone (the Bulk Data IG): its parameters came
+        // in the body.
+        let request = if params.is_empty() || by_post {
             path
         } else {
             format!("{path}?{}", params.join("&"))
         };
-        let sealed_filters = if filters.is_empty() {
+        // Kept only for the manifest's request, which a POST kick-off's does not repeat.
+        let sealed_filters = if filters.is_empty() || by_post {
             None
         } else {
             let (key_id, key) = self.key_for_scope("").await?;

@@ -31,7 +31,7 @@ pub use bundle::{BundleKind, BundleOutcome, EntryResult, condition_query, parse_
 pub use crud::{ReadOutcome, StoredResource, Written};
 pub use emergency::{DEFAULT_EMERGENCY_MINUTES, EmergencyGrant, StaffMember, VERDICTS};
 pub use error::CoreError;
-pub use export::{ExportJobId, ExportLevel, ExportPlan, ExportStatus};
+pub use export::{ExportJobId, ExportKickOff, ExportLevel, ExportPlan, ExportStatus};
 pub use history::{HistoryEntry, HistoryPage, HistoryScope, MAX_PAGE};
 pub use identifiers::IdentifierQuery;
 pub use relationships::AccessPolicy;

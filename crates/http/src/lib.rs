@@ -39,8 +39,14 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/_search", axum::routing::post(handlers::search::search_system_post))
         .route("/_history", get(handlers::history::system))
-        .route("/$export", get(handlers::export::system))
-        .route("/Patient/$export", get(handlers::export::patients))
+        .route(
+            "/$export",
+            get(handlers::export::system).post(handlers::export::system_post),
+        )
+        .route(
+            "/Patient/$export",
+            get(handlers::export::patients).post(handlers::export::patients_post),
+        )
         .route(
             "/$export-status/{job}",
             get(handlers::export::status).delete(handlers::export::cancel),

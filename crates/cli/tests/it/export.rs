@@ -506,3 +506,172 @@ async fn bulk_export_type_filters_select_and_stay_sealed() {
         );
     }
 }
+
+/// A POST kick-off with a `Parameters` body.
+async fn kick_off_post(app: &TestApp, path: &str, params: Value) -> reqwest::Response {
+    app.client
+        .post(app.url(path))
+        .bearer_auth(&app.data.token)
+        .header("prefer", "respond-async")
+        .header("content-type", "application/fhir+json")
+        .json(&json!({"resourceType": "Parameters", "parameter": params}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Polls a kick-off's status URL until the manifest.
+async fn manifest_of(app: &TestApp, r: reqwest::Response) -> Value {
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let status = r.headers()["content-location"].to_str().unwrap().to_owned();
+    for _ in 0..600 {
+        let s = app
+            .client
+            .get(&status)
+            .bearer_auth(&app.data.token)
+            .send()
+            .await
+            .unwrap();
+        if s.status() == StatusCode::OK {
+            return s.json().await.unwrap();
+        }
+        assert_eq!(s.status(), StatusCode::ACCEPTED);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the export did not finish")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_export_by_post_names_its_patients() {
+    for backend in backends("bulk_export_by_post_names_its_patients").await {
+        let app = spawn_app(&backend).await;
+        let b = backend.name();
+        let mut patients = Vec::new();
+        let mut finals = Vec::new();
+        for _ in 0..4 {
+            let p = app
+                .create(&json!({"resourceType": "Patient", "gender": "female"}))
+                .await;
+            for status in ["final", "preliminary"] {
+                let o = app
+                    .create(
+                        &json!({"resourceType": "Observation", "status": status, "code": {"text": "hr"},
+                        "subject": {"reference": format!("Patient/{p}")}}),
+                    )
+                    .await;
+                if status == "final" {
+                    finals.push(o);
+                }
+            }
+            patients.push(p);
+        }
+        let group = app
+            .create(
+                &json!({"resourceType": "Group", "type": "person", "actual": true, "member": [
+                {"entity": {"reference": format!("Patient/{}", patients[0])}},
+                {"entity": {"reference": format!("Patient/{}", patients[1])}}]}),
+            )
+            .await;
+
+        // Patient level: the named patients only, with a filter and a type list, by POST.
+        let r = kick_off_post(
+            &app,
+            "Patient/$export",
+            json!([
+                {"name": "_type", "valueString": "Patient,Observation"},
+                {"name": "patient", "valueReference": {"reference": format!("Patient/{}", patients[1])}},
+                {"name": "patient", "valueReference": {"reference": format!("Patient/{}", patients[3])}},
+                {"name": "_typeFilter", "valueString": "Observation?status=final"},
+                {"name": "_outputFormat", "valueString": "application/fhir+ndjson"},
+            ]),
+        )
+        .await;
+        let m = manifest_of(&app, r).await;
+        // A POST kick-off's request is its URL alone.
+        assert_eq!(m["request"], app.url("Patient/$export"), "{b}");
+        let got = download(&app, &m).await;
+        assert_eq!(got["Patient"], ids(&[&patients[1], &patients[3]]), "{b}");
+        assert_eq!(got["Observation"], ids(&[&finals[1], &finals[3]]), "{b}");
+
+        // Group level: the members among the named patients.
+        let r = kick_off_post(
+            &app,
+            &format!("Group/{group}/$export"),
+            json!([{"name": "patient", "valueReference": {"reference": format!("Patient/{}", patients[1])}},
+                   {"name": "patient", "valueReference": {"reference": format!("Patient/{}", patients[2])}}]),
+        )
+        .await;
+        let got = download(&app, &manifest_of(&app, r).await).await;
+        assert_eq!(got["Patient"], ids(&[&patients[1]]), "{b}");
+        // By GET too, and the canonical request names them.
+        let (_, m) = app
+            .export_and_wait(&format!(
+                "Patient/$export?_type=Patient&patient=Patient/{}",
+                patients[2]
+            ))
+            .await;
+        assert_eq!(download(&app, &m).await["Patient"], ids(&[&patients[2]]), "{b}");
+        assert!(
+            m["request"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("patient=Patient%2F{}", patients[2])),
+            "{b}: {m}"
+        );
+
+        // Refusals.
+        for (path, params, why) in [
+            (
+                "$export",
+                json!([{"name": "patient", "valueReference": {"reference": "Patient/x"}}]),
+                "Patient and Group level",
+            ),
+            (
+                "Patient/$export",
+                json!([{"name": "patient", "valueReference": {"reference": "Observation/x"}}]),
+                "references to Patients",
+            ),
+            (
+                "Patient/$export",
+                json!([{"name": "_type", "valueBoolean": true}]),
+                "valueString",
+            ),
+            (
+                "Patient/$export",
+                json!([{"name": "colour", "valueString": "blue"}]),
+                "$export takes",
+            ),
+            (
+                "Patient/$export",
+                json!([{"name": "includeAssociatedData", "valueCode": "LatestProvenanceResources"}]),
+                "does not support",
+            ),
+        ] {
+            let r = kick_off_post(&app, path, params).await;
+            assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{b}: {path}");
+            let body: Value = r.json().await.unwrap();
+            assert!(body.to_string().contains(why), "{b}: {path}: {body}");
+        }
+        let r = app
+            .client
+            .post(app.url("$export"))
+            .bearer_auth(&app.data.token)
+            .header("prefer", "respond-async")
+            .header("content-type", "application/fhir+json")
+            .body("{\"resourceType\": \"Patient\"}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{b}: not Parameters");
+        // Without Prefer: respond-async, as for GET.
+        let r = app
+            .client
+            .post(app.url("$export"))
+            .bearer_auth(&app.data.token)
+            .json(&json!({"resourceType": "Parameters"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{b}: respond-async");
+    }
+}

@@ -45,6 +45,8 @@ fn grant_parameters(g: &EmergencyGrant) -> Value {
     json!({"name": "grant", "part": parts})
 }
 
+/// `POST [base]/[type]/[id]/[operation]`: `Patient/[id]/$break-the-glass`, and the door to
+/// `Group/[id]/$export` by POST (see `export.rs`).
 pub(crate) async fn start(
     State(state): State<AppState>,
     caller: Caller,
@@ -52,6 +54,10 @@ pub(crate) async fn start(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    if rtype == "Group" && op == "$export" {
+        let id = parse_id_for_read(&id)?;
+        return super::export::group_post(&state, &caller, &headers, id, body).await;
+    }
     if rtype != "Patient" || op != "$break-the-glass" {
         return Err(ApiError::NotFound("no such operation"));
     }

@@ -1,18 +1,21 @@
-//! Bulk Data export: kick-off (`GET [base]/$export`, `[base]/Patient/$export`,
-//! `[base]/Group/[id]/$export`, with `Prefer: respond-async`), status polling and
+//! Bulk Data export: kick-off (`GET` or `POST` with a `Parameters` body, at `[base]/$export`,
+//! `[base]/Patient/$export`, `[base]/Group/[id]/$export`, with `Prefer: respond-async`), status polling and
 //! cancellation (`GET`/`DELETE [base]/$export-status/[job]`) and the output files
 //! (`GET [base]/$export-file/[job]/[n]`, NDJSON). Every call needs the bearer token, and the
 //! manifest says so (`requiresAccessToken`).
 
 use crate::auth::Caller;
+use crate::body::read_body;
 use crate::error::{fhir_json_response, operation_outcome};
 use crate::respond::{base_url, http_date};
 use crate::{ApiError, AppState};
+use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use carevault_core::{ExportJobId, ExportLevel, ExportStatus};
-use serde_json::json;
+use carevault_core::{ExportJobId, ExportKickOff, ExportLevel, ExportStatus};
+use carevault_domain::query::parse_query;
+use serde_json::{Value, json};
 use std::sync::Arc;
 
 pub(crate) async fn system(
@@ -21,14 +24,8 @@ pub(crate) async fn system(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    kick_off(
-        &state,
-        &caller,
-        &headers,
-        ExportLevel::System,
-        query.as_deref().unwrap_or(""),
-    )
-    .await
+    let k = by_get(ExportLevel::System, query.as_deref())?;
+    kick_off(&state, &caller, &headers, k).await
 }
 
 pub(crate) async fn patients(
@@ -37,17 +34,33 @@ pub(crate) async fn patients(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    kick_off(
-        &state,
-        &caller,
-        &headers,
-        ExportLevel::Patient,
-        query.as_deref().unwrap_or(""),
-    )
-    .await
+    let k = by_get(ExportLevel::Patient, query.as_deref())?;
+    kick_off(&state, &caller, &headers, k).await
 }
 
-/// `Group/[id]/$export`, reached through the `[type]/[id]/[operation]` route.
+/// `POST [base]/$export` with a `Parameters` body.
+pub(crate) async fn system_post(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let k = by_post(&state, &headers, ExportLevel::System, body).await?;
+    kick_off(&state, &caller, &headers, k).await
+}
+
+/// `POST [base]/Patient/$export` with a `Parameters` body.
+pub(crate) async fn patients_post(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let k = by_post(&state, &headers, ExportLevel::Patient, body).await?;
+    kick_off(&state, &caller, &headers, k).await
+}
+
+/// `GET [base]/Group/[id]/$export`, reached through the `[type]/[id]/[operation]` route.
 pub(crate) async fn group(
     state: &AppState,
     caller: &Caller,
@@ -55,15 +68,84 @@ pub(crate) async fn group(
     id: carevault_domain::ResourceId,
     query: &str,
 ) -> Result<Response, ApiError> {
-    kick_off(state, caller, headers, ExportLevel::Group(id), query).await
+    let k = by_get(ExportLevel::Group(id), Some(query))?;
+    kick_off(state, caller, headers, k).await
+}
+
+/// `POST [base]/Group/[id]/$export`, reached through the `[type]/[id]/[operation]` route.
+pub(crate) async fn group_post(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    id: carevault_domain::ResourceId,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let k = by_post(state, headers, ExportLevel::Group(id), body).await?;
+    kick_off(state, caller, headers, k).await
+}
+
+fn by_get(level: ExportLevel, query: Option<&str>) -> Result<ExportKickOff, ApiError> {
+    let params = parse_query(query.unwrap_or("")).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    Ok(ExportKickOff {
+        level,
+        params,
+        by_post: false,
+    })
+}
+
+/// A POST kick-off's `Parameters` body as the same (name, value) pairs a query string gives:
+/// strings, codes, instants and uris as they are, a reference as its `reference`.
+async fn by_post(
+    state: &AppState,
+    headers: &HeaderMap,
+    level: ExportLevel,
+    body: Body,
+) -> Result<ExportKickOff, ApiError> {
+    let bytes = read_body(state, headers, body).await?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|_| ApiError::BadRequest("the body is not JSON".into()))?;
+    if v["resourceType"] != "Parameters" {
+        return Err(ApiError::BadRequest(
+            "a POST kick-off takes a Parameters resource".into(),
+        ));
+    }
+    let mut params = Vec::new();
+    for p in v["parameter"].as_array().into_iter().flatten() {
+        let name = p["name"]
+            .as_str()
+            .ok_or_else(|| ApiError::BadRequest("each parameter needs a name".into()))?;
+        let value = [
+            "valueString",
+            "valueCode",
+            "valueInstant",
+            "valueDateTime",
+            "valueUri",
+            "valueUrl",
+        ]
+        .iter()
+        .find_map(|k| p[*k].as_str())
+        .or_else(|| p["valueReference"]["reference"].as_str())
+        .ok_or_else(|| {
+            ApiError::BadRequest(
+                "each parameter needs a valueString, valueCode, valueInstant, valueUri or valueReference".into(),
+            )
+        })?;
+        if carevault_domain::validate::has_control(value) || carevault_domain::validate::has_control(name) {
+            return Err(ApiError::BadRequest("a parameter holds a control character".into()));
+        }
+        params.push((name.to_owned(), value.to_owned()));
+    }
+    Ok(ExportKickOff {
+        level,
+        params,
+        by_post: true,
+    })
 }
 
 async fn kick_off(
     state: &AppState,
     caller: &Caller,
     headers: &HeaderMap,
-    level: ExportLevel,
-    query: &str,
+    k: ExportKickOff,
 ) -> Result<Response, ApiError> {
     let prefer_async = headers
         .get_all("prefer")
@@ -90,11 +172,7 @@ async fn kick_off(
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|p| p.trim().eq_ignore_ascii_case("handling=lenient"));
-    let (job, plan) = state
-        .vault
-        .session(caller)
-        .start_export(level, query, ttl_ms, !lenient)
-        .await?;
+    let (job, plan) = state.vault.session(caller).start_export(k, ttl_ms, !lenient).await?;
     // The worker exports with the decision of the caller who started it.
     let vault = Arc::clone(&state.vault);
     let access = Arc::clone(&caller.0);
