@@ -1959,6 +1959,24 @@ async fn free_text_search_is_refused_saying_why() {
                 r.outcome()
             );
         }
+        // Contained resources are not indexed on their own: searching containers only (the
+        // default) is served, the rest refused saying so; no named queries are defined.
+        let p = app
+            .create(&serde_json::json!({"resourceType": "Patient", "active": true}))
+            .await;
+        let r = app
+            .get(&format!("Patient?_id={p}&_contained=false&_containedType=container"))
+            .await;
+        assert_eq!((r.status, r.json()["total"].as_u64()), (StatusCode::OK, Some(1)), "{b}");
+        for (q, why) in [
+            ("Patient?_contained=true", "not indexed on their own"),
+            ("Patient?_contained=both", "not indexed on their own"),
+            ("Patient?_query=current-high-risk", "no named queries"),
+        ] {
+            let r = app.get(q).await;
+            assert_eq!(r.status, 400, "{b}: {q}");
+            assert!(r.outcome().contains(why), "{b}: {q}: {}", r.outcome());
+        }
     }
 }
 

@@ -252,6 +252,15 @@ impl Parser<'_> {
         for (name, value) in pairs {
             match name.as_str() {
                 "_format" | "_pretty" | "_cursor" => {}
+                // Searching containers only is what every search here does.
+                "_contained" if value == "false" => {}
+                "_contained" => {
+                    return Err(bad(
+                        "_contained=true|both is not served: contained resources are not indexed on their own; search their container",
+                    ));
+                }
+                "_containedType" => {}
+                "_query" => return Err(bad("_query: this server defines no named queries")),
                 "_count" => {
                     let n: u32 = value.parse().map_err(|_| bad("_count must be a whole number"))?;
                     if n == 0 {
