@@ -29,6 +29,10 @@ const PAGE: u32 = 500;
 /// A running job whose worker wrote nothing for this long is reported as failed (its server
 /// stopped, say).
 const STALE_MS: i64 = 10 * 60 * 1000;
+/// The most `_typeFilter` queries one export may run (each is a search, its chains resolved
+/// at kick-off), and the most patients `patient` may name.
+const MAX_FILTERS: usize = 32;
+const MAX_PATIENTS: usize = 1_000;
 const OUTPUT_FORMATS: [&str; 3] = ["application/fhir+ndjson", "application/ndjson", "ndjson"];
 
 /// Which resources an export covers.
@@ -225,6 +229,14 @@ impl<S: Store> Session<'_, S> {
                     ));
                 }
             }
+        }
+        if filter_texts.len() > MAX_FILTERS {
+            return Err(bad(&format!(
+                "an export may have at most {MAX_FILTERS} _typeFilter queries"
+            )));
+        }
+        if listed.as_ref().is_some_and(|l| l.len() > MAX_PATIENTS) {
+            return Err(bad(&format!("patient may name at most {MAX_PATIENTS} patients")));
         }
         let mut types = types.unwrap_or_else(|| allowed.clone());
         types.sort_by_key(|t| t.as_str());

@@ -468,6 +468,17 @@ async fn bulk_export_type_filters_select_and_stay_sealed() {
             assert_eq!(body["resourceType"], "OperationOutcome");
             assert!(body.to_string().contains(why), "{b}: {path}: {body}");
         }
+        let many = vec!["Observation%3Fstatus%3Dfinal"; 33].join(",");
+        let r = app
+            .client
+            .get(app.url(&format!("$export?_typeFilter={many}")))
+            .bearer_auth(&app.data.token)
+            .header("prefer", "respond-async")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{b}: 33 filters");
+        assert!(r.text().await.unwrap().contains("at most 32"), "{b}");
         assert_eq!(
             stored_jobs(&app).await.len(),
             before,
