@@ -455,28 +455,14 @@ async fn bulk_export_type_filters_select_and_stay_sealed() {
             ("$export?_elements=Nonsense.id", "unknown resource type"),
             ("Patient/$export?_elements=Organization.name", "does not cover"),
         ] {
-            let r = app
-                .client
-                .get(app.url(path))
-                .bearer_auth(&app.data.token)
-                .header("prefer", "respond-async")
-                .send()
-                .await
-                .unwrap();
+            let r = kick_off_get(&app, path, "respond-async").await;
             assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{b}: {path}");
             let body: Value = r.json().await.unwrap();
             assert_eq!(body["resourceType"], "OperationOutcome");
             assert!(body.to_string().contains(why), "{b}: {path}: {body}");
         }
         let many = vec!["Observation%3Fstatus%3Dfinal"; 33].join(",");
-        let r = app
-            .client
-            .get(app.url(&format!("$export?_typeFilter={many}")))
-            .bearer_auth(&app.data.token)
-            .header("prefer", "respond-async")
-            .send()
-            .await
-            .unwrap();
+        let r = kick_off_get(&app, &format!("$export?_typeFilter={many}"), "respond-async").await;
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{b}: 33 filters");
         assert!(r.text().await.unwrap().contains("at most 32"), "{b}");
         assert_eq!(
@@ -485,37 +471,26 @@ async fn bulk_export_type_filters_select_and_stay_sealed() {
             "{b}: a refused kick-off records no job"
         );
         // `Prefer: handling=lenient` ignores what the server does not know.
-        let r = app
-            .client
-            .get(app.url("$export?_type=Observation&_typeFilter=Observation%3Fcolour%3Dblue%26status%3Dfinal"))
-            .bearer_auth(&app.data.token)
-            .header("prefer", "respond-async, handling=lenient")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::ACCEPTED, "{b}");
-        let status = r.headers()["content-location"].to_str().unwrap().to_owned();
-        let mut manifest = Value::Null;
-        for _ in 0..600 {
-            let s = app
-                .client
-                .get(&status)
-                .bearer_auth(&app.data.token)
-                .send()
-                .await
-                .unwrap();
-            if s.status() == StatusCode::OK {
-                manifest = s.json().await.unwrap();
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        let path = "$export?_type=Observation&_typeFilter=Observation%3Fcolour%3Dblue%26status%3Dfinal";
+        let r = kick_off_get(&app, path, "respond-async, handling=lenient").await;
+        let (_, manifest) = app.export_finished(r, path).await;
         assert_eq!(
             download(&app, &manifest).await["Observation"],
             ids(&[&heart_q, &temp_o]),
             "{b}"
         );
     }
+}
+
+/// A GET kick-off with this `Prefer` header.
+async fn kick_off_get(app: &TestApp, path: &str, prefer: &str) -> reqwest::Response {
+    app.client
+        .get(app.url(path))
+        .bearer_auth(&app.data.token)
+        .header("prefer", prefer)
+        .send()
+        .await
+        .unwrap()
 }
 
 /// A POST kick-off with a `Parameters` body.
@@ -529,27 +504,6 @@ async fn kick_off_post(app: &TestApp, path: &str, params: Value) -> reqwest::Res
         .send()
         .await
         .unwrap()
-}
-
-/// Polls a kick-off's status URL until the manifest.
-async fn manifest_of(app: &TestApp, r: reqwest::Response) -> Value {
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let status = r.headers()["content-location"].to_str().unwrap().to_owned();
-    for _ in 0..600 {
-        let s = app
-            .client
-            .get(&status)
-            .bearer_auth(&app.data.token)
-            .send()
-            .await
-            .unwrap();
-        if s.status() == StatusCode::OK {
-            return s.json().await.unwrap();
-        }
-        assert_eq!(s.status(), StatusCode::ACCEPTED);
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("the export did not finish")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -597,7 +551,7 @@ async fn bulk_export_by_post_names_its_patients() {
             ]),
         )
         .await;
-        let m = manifest_of(&app, r).await;
+        let m = app.export_finished(r, "POST").await.1;
         // A POST kick-off's request is its URL alone.
         assert_eq!(m["request"], app.url("Patient/$export"), "{b}");
         let got = download(&app, &m).await;
@@ -612,7 +566,7 @@ async fn bulk_export_by_post_names_its_patients() {
                    {"name": "patient", "valueReference": {"reference": format!("Patient/{}", patients[2])}}]),
         )
         .await;
-        let got = download(&app, &manifest_of(&app, r).await).await;
+        let got = download(&app, &app.export_finished(r, "POST").await.1).await;
         assert_eq!(got["Patient"], ids(&[&patients[1]]), "{b}");
         // By GET too, and the canonical request names them.
         let (_, m) = app

@@ -341,6 +341,12 @@ impl TestApp {
             .send()
             .await
             .unwrap();
+        self.export_finished(r, path).await
+    }
+
+    /// Polls an accepted kick-off's status URL until its export finishes: the status URL and
+    /// the manifest.
+    pub async fn export_finished(&self, r: reqwest::Response, path: &str) -> (String, Value) {
         assert_eq!(r.status(), StatusCode::ACCEPTED, "{path}");
         let status_url = r.headers()["content-location"].to_str().unwrap().to_owned();
         for _ in 0..600 {
