@@ -540,6 +540,46 @@ async fn the_privacy_officer_searches_the_log_and_the_patient_sees_who_looked() 
         // A date that does not start with two ASCII letters is refused, never a panic.
         let odd = app.request_as(&officer, Method::GET, "$audit?date=x%C3%A9", None).await;
         assert_eq!(odd.status, StatusCode::BAD_REQUEST, "{b}");
+        // Dates with FHIR's precision ranges: a day is the whole day.
+        let day = |offset: i64| {
+            let d = time::OffsetDateTime::now_utc().date() + time::Duration::days(offset);
+            format!("{}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+        };
+        let count = |q: String| {
+            let (app, officer) = (&app, &officer);
+            async move {
+                let r = app
+                    .request_as(officer, Method::GET, &format!("$audit?{q}&_count=1000"), None)
+                    .await;
+                assert_eq!(r.status, StatusCode::OK, "{q}");
+                r.json()["entry"].as_array().unwrap().len()
+            }
+        };
+        let today = count(format!("date={}", day(0))).await;
+        assert!(today > 0, "{b}");
+        assert!(
+            count(format!("date=le{}", day(0))).await >= today,
+            "{b}: le takes the whole day"
+        );
+        assert!(
+            count(format!("date=ge{}&date=lt{}", day(0), day(1))).await >= today,
+            "{b}"
+        );
+        for q in [
+            format!("date=gt{}", day(0)),
+            format!("date=sa{}", day(0)),
+            format!("date=lt{}", day(-1)),
+            format!("date={}", day(1)),
+            format!("date=ge{}&date=lt{}", day(0), day(0)),
+        ] {
+            assert_eq!(count(q.clone()).await, 0, "{b}: {q}");
+        }
+        for q in [format!("date=ne{}", day(0)), "date=2026-13-01".to_owned()] {
+            let r = app
+                .request_as(&officer, Method::GET, &format!("$audit?{q}"), None)
+                .await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{b}: {q}");
+        }
         let typed = app
             .request_as(&officer, Method::GET, "$audit?type=rest&_count=3", None)
             .await

@@ -24,11 +24,25 @@ fn pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
     parse_query(query.unwrap_or("")).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
-/// A `date` value with its prefix: an instant, or a day (its start).
-fn instant(v: &str) -> Result<i64, ApiError> {
-    let t = Timestamp::parse(v).or_else(|| Timestamp::parse(&format!("{v}T00:00:00Z")));
-    t.map(Timestamp::millis)
-        .ok_or_else(|| ApiError::BadRequest("date takes ge, gt, le or lt and an instant or a day".into()))
+/// A `date` condition as the bounds `[since, until)` of the entries' recorded instants, with
+/// FHIR's precision ranges: `le2026-12-01` takes the whole day, `gt2026-12` starts after
+/// the month, a bare value (or `eq`) is its range.
+fn date_bounds(v: &str) -> Result<(Option<i64>, Option<i64>), ApiError> {
+    let refuse =
+        || ApiError::BadRequest("date takes eq, ge, gt, le, lt, sa or eb and a date, dateTime or instant".into());
+    let (op, rest) = match (v.get(..2), v.get(2..)) {
+        (Some(op), Some(rest)) if op.bytes().all(|b| b.is_ascii_lowercase()) => (op, rest),
+        _ => ("eq", v),
+    };
+    let (lo, hi) = carevault_domain::search::ranges::date_range(rest).ok_or_else(refuse)?;
+    Ok(match op {
+        "eq" => (Some(lo), Some(hi)),
+        "ge" => (Some(lo), None),
+        "gt" | "sa" => (Some(hi), None),
+        "le" => (None, Some(hi)),
+        "lt" | "eb" => (None, Some(lo)),
+        _ => return Err(refuse()),
+    })
 }
 
 fn may_audit(caller: &Caller) -> bool {
@@ -49,18 +63,13 @@ pub(crate) async fn search(
     for (k, v) in pairs(query.as_deref())? {
         match k.as_str() {
             "date" => {
-                // (a prefix is two ASCII letters; anything else is taken as a bare instant)
-                let (op, rest) = match (v.get(..2), v.get(2..)) {
-                    (Some(op), Some(rest)) => (op, rest),
-                    _ => ("", v.as_str()),
+                // Repeated, they all hold: the latest start and the earliest end.
+                let (since, until) = date_bounds(&v)?;
+                f.since = f.since.max(since);
+                f.until = match (f.until, until) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
                 };
-                match op {
-                    "ge" => f.since = Some(instant(rest)?),
-                    "gt" => f.since = Some(instant(rest)? + 1),
-                    "lt" => f.until = Some(instant(rest)?),
-                    "le" => f.until = Some(instant(rest)? + 1),
-                    _ => f.since = Some(instant(&v)?),
-                }
             }
             "agent" => f.agent = Some(if v.contains(':') { v } else { format!("user:{v}") }),
             "patient" => f.patient = Some(v.strip_prefix("Patient/").unwrap_or(&v).to_owned()),
