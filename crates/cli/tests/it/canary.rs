@@ -115,6 +115,22 @@ async fn write_canaries(app: &TestApp) {
         }
     }
     assert_eq!(app.get("Patient?name=zanzibar0").await.json()["total"], 0);
+    // A filter expression carries identifying values the same way: found, never echoed, its
+    // paging links free of it; refused under `or` without repeating the value.
+    let r = app
+        .get("Patient?_filter=family+eq+Zanzibaroo+and+(birthdate+eq+1901-02-03+and+active+pr+true)&_count=1")
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["entry"].as_array().map(Vec::len), Some(1));
+    for l in r.json()["link"].as_array().unwrap() {
+        assert!(
+            find_any(l["url"].as_str().unwrap().as_bytes()).is_empty(),
+            "_filter: {l}"
+        );
+    }
+    let r = app.get("Patient?_filter=family+eq+Zanzibaroo+or+gender+eq+male").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(find_any(&r.body).is_empty(), "error body echoes a canary");
     // ...and a search by identifier finds it through the blind index.
     let r = app
         .get("Patient?identifier=http://hl7.org/fhir/sid/us-ssn|CANARY-SSN-918273645")
@@ -135,6 +151,13 @@ async fn canaries_never_reach_disk_or_logs() {
             find_any(manifest.to_string().as_bytes()).is_empty(),
             "manifest: {manifest}"
         );
+        // An export filtered by an identifying value: the filter is kept sealed (the scans
+        // below cover the jobs table); only the finished manifest shows it, to its owner.
+        let (status_url, manifest) = app
+            .export_and_wait("$export?_type=Patient&_typeFilter=Patient%3Ffamily%3DZanzibaroo")
+            .await;
+        assert!(find_any(status_url.as_bytes()).is_empty());
+        assert_eq!(manifest["output"][0]["count"], 1);
         let file = manifest["output"][0]["url"].as_str().unwrap();
         let r = app.client.get(file).bearer_auth(&app.data.token).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::OK);
