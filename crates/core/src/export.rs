@@ -25,7 +25,7 @@ const MAX_PER_FILE: usize = 5_000;
 /// Bytes per output file (before sealing) before a new file starts.
 const MAX_FILE_BYTES: usize = 32 * 1024 * 1024;
 /// Search page size of the worker's walk.
-const PAGE: u32 = 500;
+const PAGE: u32 = 5_000;
 /// A running job whose worker wrote nothing for this long is reported as failed (its server
 /// stopped, say).
 const STALE_MS: i64 = 10 * 60 * 1000;

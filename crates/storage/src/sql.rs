@@ -51,6 +51,11 @@ pub(crate) struct Sql {
     /// Whether the condition being written is the joined driver (see `Driver::Joined`): only
     /// its column tests, on the alias `d`.
     joined: bool,
+    /// A page resumed by row id alone: the row id it resumes after, and whether it walks
+    /// backwards. Each index probe repeats the bound (`x.rid > ?`), which the outer condition
+    /// already implies: PostgreSQL does not carry an inequality across `x.rid = r.rid`, and
+    /// without it merged the owner index from its first row for every page of a walk.
+    resume: Option<(i64, bool)>,
 }
 
 /// Whether a condition reads index tables only, naming the resource by its row id alone
@@ -111,6 +116,7 @@ impl Sql {
             correlated: false,
             bare: None,
             joined: false,
+            resume: None,
         }
     }
 
@@ -197,6 +203,10 @@ impl Sql {
         }
         self.arg(key);
         rest(self);
+        if let Some((after, backwards)) = self.resume {
+            self.push(if backwards { " AND x.rid < " } else { " AND x.rid > " });
+            self.arg(Arg::Int(after));
+        }
         self.push(")");
     }
 
@@ -788,7 +798,12 @@ impl Sql {
             self.push(", ");
             types.push(self.sort_expr(key, *desc));
         }
+        self.resume = match &q.after {
+            Some((_, last_rid)) if q.sort.is_empty() => Some((*last_rid, q.backwards)),
+            _ => None,
+        };
         self.base_where(q, driver);
+        self.resume = None;
         if let Some((values, last_rid)) = &q.after {
             // (k1, k2, …, rid) strictly after the cursor, in the walk's direction.
             self.push(" AND (");
