@@ -19,15 +19,25 @@ pub(crate) enum ReturnPref {
     OperationOutcome,
 }
 
-pub(crate) fn return_pref(headers: &HeaderMap) -> ReturnPref {
-    let prefer = headers
+/// The preferences of every `Prefer` header, each trimmed and lowercased
+/// (`respond-async`, `handling=strict`, `return=minimal`…).
+fn preferences(headers: &HeaderMap) -> impl Iterator<Item = String> + '_ {
+    headers
         .get_all("prefer")
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .collect::<Vec<_>>()
-        .join(",");
-    for part in prefer.split([',', ';']) {
-        match part.trim().to_ascii_lowercase().as_str() {
+        .flat_map(|v| v.split([',', ';']))
+        .map(|p| p.trim().to_ascii_lowercase())
+}
+
+/// Whether a `Prefer` header states `preference` (`respond-async`, `handling=lenient`…).
+pub(crate) fn prefers(headers: &HeaderMap, preference: &str) -> bool {
+    preferences(headers).any(|p| p == preference)
+}
+
+pub(crate) fn return_pref(headers: &HeaderMap) -> ReturnPref {
+    for part in preferences(headers) {
+        match part.as_str() {
             "return=minimal" => return ReturnPref::Minimal,
             "return=operationoutcome" => return ReturnPref::OperationOutcome,
             "return=representation" => return ReturnPref::Representation,

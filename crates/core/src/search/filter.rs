@@ -204,39 +204,38 @@ impl Parser {
             ));
         }
         let op = op.to_ascii_lowercase();
-        let kind = self.kind_of(&path)?;
-        comparison(&path, kind, &op, &value)
+        let n = self.comparisons;
+        let kind = self.kind_of(&path).ok_or_else(|| {
+            // Not echoed: a value written where a parameter belongs would be repeated back.
+            bad(format!(
+                "comparison {n} names no search parameter of {} (expected: parameter operator value)",
+                self.rtype
+            ))
+        })?;
+        comparison(&path, kind, &op, &value, n)
     }
 
     /// The kind of the parameter a path ends in (through a chain: in the first target type
-    /// that has it).
-    fn kind_of(&self, path: &str) -> Result<ParamKind, CoreError> {
-        let unknown = || bad(format!("unknown search parameter `{path}` for {}", self.rtype));
+    /// that has it); `None` when it names none.
+    fn kind_of(&self, path: &str) -> Option<ParamKind> {
         match path.split_once('.') {
-            None => params::find(self.rtype, path).map(|p| p.kind).ok_or_else(unknown),
+            None => params::find(self.rtype, path).map(|p| p.kind),
             Some((head, rest)) => {
                 let (name, target) = match head.split_once(':') {
                     Some((n, t)) => (n, Some(t)),
                     None => (head, None),
                 };
-                let p = params::find(self.rtype, name)
-                    .filter(|p| p.kind == ParamKind::Reference)
-                    .ok_or_else(unknown)?;
+                let p = params::find(self.rtype, name).filter(|p| p.kind == ParamKind::Reference)?;
                 let targets: Vec<ResourceType> = match target {
-                    Some(t) => vec![t.parse().map_err(|_| unknown())?],
+                    Some(t) => vec![t.parse().ok()?],
                     None => p.targets.to_vec(),
                 };
-                let last = rest.split('.').next_back().unwrap_or(rest);
-                let last = last.split(':').next().unwrap_or(last);
                 if rest.contains('.') {
                     // A longer chain: the inner search judges the rest.
-                    return Ok(ParamKind::Reference);
+                    return Some(ParamKind::Reference);
                 }
-                targets
-                    .iter()
-                    .find_map(|t| params::find(*t, last))
-                    .map(|p| p.kind)
-                    .ok_or_else(unknown)
+                let last = rest.split(':').next().unwrap_or(rest);
+                targets.iter().find_map(|t| params::find(*t, last)).map(|p| p.kind)
             }
         }
     }
@@ -247,8 +246,8 @@ fn one_value(v: &str) -> String {
     v.replace('\\', "\\\\").replace(',', "\\,")
 }
 
-/// The search parameters one comparison stands for.
-fn comparison(path: &str, kind: ParamKind, op: &str, value: &str) -> Result<Expr, CoreError> {
+/// The search parameters comparison `n` stands for.
+fn comparison(path: &str, kind: ParamKind, op: &str, value: &str, n: usize) -> Result<Expr, CoreError> {
     let v = one_value(value);
     let pair = |name: String, value: String| Ok(Expr::Compare(vec![(name, value)]));
     let ordered = matches!(kind, ParamKind::Date | ParamKind::Number | ParamKind::Quantity);
@@ -278,7 +277,10 @@ fn comparison(path: &str, kind: ParamKind, op: &str, value: &str) -> Result<Expr
             | "re",
             _,
         ) => Err(bad(format!("`{op}` is not served on a {} parameter", kind_name(kind)))),
-        _ => Err(bad(format!("unknown operator `{op}`"))),
+        // Not echoed, for the same reason as an unknown parameter.
+        _ => Err(bad(format!(
+            "comparison {n} has no operator FHIR defines (eq, ne, co, sw, gt, lt, ge, le…)"
+        ))),
     }
 }
 
@@ -375,8 +377,13 @@ mod tests {
             ("(gender eq male", "not closed"),
             ("gender eq male)", "after the filter"),
             ("gender eq male female", "after the filter"),
-            ("colour eq blue", "unknown search parameter"),
-            ("gender zz male", "unknown operator"),
+            ("colour eq blue", "comparison 1 names no search parameter"),
+            (
+                "gender eq male or Quillfeather eq x",
+                "comparison 2 names no search parameter",
+            ),
+            ("gender zz male", "no operator FHIR defines"),
+            ("family Quillfeather x", "no operator FHIR defines"),
             ("family ew son", "not served on a string"),
             ("gender gt male", "not served on a token"),
             ("family eq \"open", "not closed"),
@@ -385,6 +392,10 @@ mod tests {
         ] {
             let e = parse(ResourceType::Patient, f).unwrap_err().to_string();
             assert!(e.contains(why), "{f}: {e}");
+            assert!(
+                !e.contains("Quillfeather") && !e.contains("colour"),
+                "{f}: the error repeats caller text: {e}"
+            );
         }
         let deep = format!("{}gender eq male{}", "(".repeat(9), ")".repeat(9));
         assert!(parse(ResourceType::Patient, &deep).is_err());

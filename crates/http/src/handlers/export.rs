@@ -7,7 +7,7 @@
 use crate::auth::Caller;
 use crate::body::read_body;
 use crate::error::{fhir_json_response, operation_outcome};
-use crate::respond::{base_url, http_date};
+use crate::respond::{base_url, http_date, prefers};
 use crate::{ApiError, AppState};
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
@@ -147,13 +147,7 @@ async fn kick_off(
     headers: &HeaderMap,
     k: ExportKickOff,
 ) -> Result<Response, ApiError> {
-    let prefer_async = headers
-        .get_all("prefer")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|p| p.trim().eq_ignore_ascii_case("respond-async"));
-    if !prefer_async {
+    if !prefers(headers, "respond-async") {
         return Err(ApiError::BadRequest(
             "$export runs asynchronously: send Prefer: respond-async".into(),
         ));
@@ -166,13 +160,8 @@ async fn kick_off(
     let ttl_ms = i64::try_from(state.config.export_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     // Bulk Data: an unknown `_typeFilter` parameter is an error unless the client asked for
     // leniency.
-    let lenient = headers
-        .get_all("prefer")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|p| p.trim().eq_ignore_ascii_case("handling=lenient"));
-    let (job, plan) = state.vault.session(caller).start_export(k, ttl_ms, !lenient).await?;
+    let strict = !prefers(headers, "handling=lenient");
+    let (job, plan) = state.vault.session(caller).start_export(k, ttl_ms, strict).await?;
     // The worker exports with the decision of the caller who started it.
     let vault = Arc::clone(&state.vault);
     let access = Arc::clone(&caller.0);

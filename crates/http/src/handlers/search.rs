@@ -62,14 +62,7 @@ pub(crate) async fn search_post(
 
 /// Whether the client asked for `Prefer: handling=strict` (unknown parameters are errors).
 pub(crate) fn strict(headers: &HeaderMap) -> bool {
-    headers
-        .get_all("prefer")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| {
-            v.split([',', ';'])
-                .any(|p| p.trim().eq_ignore_ascii_case("handling=strict"))
-        })
+    crate::respond::prefers(headers, "handling=strict")
 }
 
 /// A bundle entry; `shape` subsets a match as `_elements`/`_summary` asked (included
