@@ -4,21 +4,24 @@
 //! data key (bound to the job and file number), and a status call answers "still running",
 //! the manifest, or the failure. Jobs expire; expired jobs and their files are deleted.
 //!
-//! The job's stored request is rebuilt from the parsed parameters (types, a date, a random
-//! group id), so no caller text reaches the database in the clear, a log or the status of a
-//! running job. `_typeFilter` queries are caller text that may hold identifying values (a
+//! The job's stored request is rebuilt from the parsed parameters (`kick_off.rs`: types, a
+//! date, random ids, element names), so no caller text reaches the database in the clear, a
+//! log or the status of a running job. `_typeFilter` queries are caller text that may hold identifying values (a
 //! name prefix): the worker runs them from memory, and the job keeps them only sealed under
 //! the tenant's data key, opened to show them in the finished job's manifest.
 
 use crate::access::Perms;
 use crate::keys::Row;
-use crate::search::{TypeFilter, split_type_filter};
+use crate::search::TypeFilter;
 use crate::{CoreError, ReadOutcome, Session};
-use carevault_domain::{ResourceId, ResourceType, Timestamp, compartment};
+use carevault_domain::{ResourceId, ResourceType, Timestamp};
 use carevault_storage::{
     Cond, ExportFile, ExportFileInfo, ExportJob, ExportState, Prefix, SealedText, SearchQuery, Store, Table,
 };
+use kick_off::{KickOffParams, allowed_types};
 use serde_json::Value;
+
+mod kick_off;
 
 /// Resources per output file before a new file starts.
 const MAX_PER_FILE: usize = 5_000;
@@ -29,11 +32,6 @@ const PAGE: u32 = 5_000;
 /// A running job whose worker wrote nothing for this long is reported as failed (its server
 /// stopped, say).
 const STALE_MS: i64 = 10 * 60 * 1000;
-/// The most `_typeFilter` queries one export may run (each is a search, its chains resolved
-/// at kick-off), and the most patients `patient` may name.
-const MAX_FILTERS: usize = 32;
-const MAX_PATIENTS: usize = 1_000;
-const OUTPUT_FORMATS: [&str; 3] = ["application/fhir+ndjson", "application/ndjson", "ndjson"];
 
 /// Which resources an export covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,30 +98,6 @@ impl ExportPlan {
     }
 }
 
-/// `_elements=Patient.name,id`: each item a top-level element name, of one type or of all.
-fn parse_elements(value: &str, allowed: &[ResourceType]) -> Result<Vec<(Option<ResourceType>, String)>, CoreError> {
-    let mut out = Vec::new();
-    for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-        let (t, name) = match item.split_once('.') {
-            Some((t, name)) => {
-                let t: ResourceType = t.parse().map_err(|_| bad("_elements names an unknown resource type"))?;
-                if !allowed.contains(&t) {
-                    return Err(bad("_elements names a type this export does not cover"));
-                }
-                (Some(t), name)
-            }
-            None => (None, item),
-        };
-        let plain = name.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if !plain {
-            return Err(bad("_elements takes top-level element names: name or Type.name"));
-        }
-        out.push((t, name.to_owned()));
-    }
-    Ok(out)
-}
-
 /// Where a job stands, as the status endpoint reports it.
 #[derive(Debug, Clone)]
 pub enum ExportStatus {
@@ -146,15 +120,6 @@ fn bad(msg: &str) -> CoreError {
     CoreError::Invalid(msg.to_owned())
 }
 
-/// Types in the patient compartment, and Patient itself.
-fn compartment_types() -> Vec<ResourceType> {
-    ResourceType::ALL
-        .iter()
-        .copied()
-        .filter(|t| *t == ResourceType::Patient || !compartment::params(*t).is_empty())
-        .collect()
-}
-
 impl<S: Store> Session<'_, S> {
     /// Validates a kick-off and records the job. The caller runs [`Session::run_export`] with
     /// the plan in the background. `strict` (the Bulk Data default; `Prefer: handling=lenient`
@@ -171,89 +136,19 @@ impl<S: Store> Session<'_, S> {
             params: pairs,
             by_post,
         } = kick_off;
-        let mut listed: Option<Vec<String>> = None;
-        let allowed = match level {
-            ExportLevel::System => ResourceType::ALL.to_vec(),
-            _ => compartment_types(),
-        };
-        let mut types: Option<Vec<ResourceType>> = None;
-        let mut since = None;
-        let mut filter_texts: Vec<String> = Vec::new();
-        let mut elements = Vec::new();
-        for (k, v) in &pairs {
-            match k.as_str() {
-                "_outputFormat" => {
-                    if !OUTPUT_FORMATS.contains(&v.as_str()) {
-                        return Err(bad("_outputFormat must be application/fhir+ndjson"));
-                    }
-                }
-                "_since" => {
-                    since = Some(Timestamp::parse(v).ok_or_else(|| bad("_since must be an instant"))?);
-                }
-                "_type" => {
-                    let mut list = types.take().unwrap_or_default();
-                    for t in v.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-                        let t: ResourceType = t.parse().map_err(|_| bad("_type names an unknown resource type"))?;
-                        if !allowed.contains(&t) {
-                            return Err(bad("_type names a type outside the patient compartment"));
-                        }
-                        if !list.contains(&t) {
-                            list.push(t);
-                        }
-                    }
-                    types = Some(list);
-                }
-                "_typeFilter" => filter_texts.extend(split_type_filter(v).into_iter().map(str::to_owned)),
-                "_elements" => elements.extend(parse_elements(v, &allowed)?),
-                "patient" => {
-                    if level == ExportLevel::System {
-                        return Err(bad("patient applies to Patient and Group level exports"));
-                    }
-                    let list = listed.get_or_insert_with(Vec::new);
-                    for r in v.split(',').map(str::trim).filter(|r| !r.is_empty()) {
-                        let id = r
-                            .strip_prefix("Patient/")
-                            .and_then(|id| ResourceId::parse(id).ok())
-                            .ok_or_else(|| bad("patient takes references to Patients (Patient/[id])"))?;
-                        if !list.contains(&id.to_string()) {
-                            list.push(id.to_string());
-                        }
-                    }
-                }
-                "includeAssociatedData" => {
-                    return Err(bad("this server does not support that $export parameter"));
-                }
-                _ => {
-                    return Err(bad(
-                        "$export takes _outputFormat, _since, _type, _typeFilter, _elements and patient",
-                    ));
-                }
-            }
-        }
-        if filter_texts.len() > MAX_FILTERS {
-            return Err(bad(&format!(
-                "an export may have at most {MAX_FILTERS} _typeFilter queries"
-            )));
-        }
-        if listed.as_ref().is_some_and(|l| l.len() > MAX_PATIENTS) {
-            return Err(bad(&format!("patient may name at most {MAX_PATIENTS} patients")));
-        }
-        let mut types = types.unwrap_or_else(|| allowed.clone());
-        types.sort_by_key(|t| t.as_str());
-        let mut filters = Vec::with_capacity(filter_texts.len());
-        for text in &filter_texts {
+        let allowed = allowed_types(&level);
+        let p = KickOffParams::read(&level, &pairs)?;
+        let mut filters = Vec::with_capacity(p.filter_texts.len());
+        for text in &p.filter_texts {
             let f = self.type_filter(text, &allowed, strict).await?;
-            if !types.contains(&f.rtype) {
+            if !p.types.contains(&f.rtype) {
                 return Err(bad("a _typeFilter names a type that _type leaves out"));
             }
             filters.push(f);
         }
         // `patient` narrows a Patient level export to those patients, and a Group's to those
         // of its members (a patient the caller cannot see exports nothing, as if absent).
-        let listed_refs: Option<Vec<String>> = listed
-            .as_ref()
-            .map(|ids| ids.iter().map(|id| format!("Patient/{id}")).collect());
-        let patients = match (&level, listed) {
+        let patients = match (&level, p.listed.clone()) {
             (ExportLevel::Group(id), listed) => {
                 let members = self.group_members(id).await?;
                 Some(match listed {
@@ -267,50 +162,13 @@ impl<S: Store> Session<'_, S> {
         let mut raw = [0u8; 16];
         self.rng.fill(&mut raw)?;
         let id = ExportJobId(raw.iter().map(|b| format!("{b:02x}")).collect());
-        let mut params = Vec::new();
-        if types.len() != ResourceType::ALL.len() {
-            params.push(format!(
-                "_type={}",
-                types.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(",")
-            ));
-        }
-        if let Some(s) = since {
-            params.push(format!(
-                "_since={}",
-                carevault_domain::query::percent_encode(&s.to_fhir())
-            ));
-        }
-        if let Some(refs) = &listed_refs {
-            params.push(format!(
-                "patient={}",
-                carevault_domain::query::percent_encode(&refs.join(","))
-            ));
-        }
-        if !elements.is_empty() {
-            let names: Vec<String> = elements
-                .iter()
-                .map(|(t, e)| t.map_or_else(|| e.clone(), |t| format!("{}.{e}", t.as_str())))
-                .collect();
-            params.push(format!("_elements={}", names.join(",")));
-        }
-        let path = match &level {
-            ExportLevel::System => "$export".to_owned(),
-            ExportLevel::Patient => "Patient/$export".to_owned(),
-            ExportLevel::Group(g) => format!("Group/{g}/$export"),
-        };
-        // A POST kick-off's request is its URL alone (the Bulk Data IG): its parameters came
-        // in the body.
-        let request = if params.is_empty() || by_post {
-            path
-        } else {
-            format!("{path}?{}", params.join("&"))
-        };
+        let request = p.request(&level, by_post);
         // Kept only for the manifest's request, which a POST kick-off's does not repeat.
         let sealed_filters = if filters.is_empty() || by_post {
             None
         } else {
             let (key_id, key) = self.key_for_scope("").await?;
-            let text = serde_json::to_vec(&filter_texts).map_err(|_| CoreError::Integrity)?;
+            let text = serde_json::to_vec(&p.filter_texts).map_err(|_| CoreError::Integrity)?;
             let body = self.seal_with(&key, &Self::export_row("$export-filters", &id.0, key_id), &text)?;
             Some(SealedText { key_id, body })
         };
@@ -336,13 +194,13 @@ impl<S: Store> Session<'_, S> {
             .await?;
         crate::audit::ChangeEntry::done_if(entry, true);
         let plan = ExportPlan {
-            types,
+            types: p.types,
             any_patient: level == ExportLevel::Patient,
             patients,
-            since,
+            since: p.since,
             transaction_time: now,
             filters,
-            elements,
+            elements: p.elements,
         };
         Ok((id, plan))
     }
