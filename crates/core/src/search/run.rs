@@ -40,6 +40,25 @@ pub struct SearchPage {
     pub previous: Option<String>,
 }
 
+impl SearchPage {
+    /// The answer to `_summary=count`: the total alone, no resources and no links.
+    pub(super) fn count_only(total: Option<u64>, ignored: Vec<String>, this: Option<String>) -> Self {
+        SearchPage {
+            resources: Vec::new(),
+            included: Vec::new(),
+            total,
+            summary_count: true,
+            elements: None,
+            without_text: false,
+            ignored,
+            this,
+            first: None,
+            next: None,
+            previous: None,
+        }
+    }
+}
+
 /// A request's search: its parameters, where its page starts, and the cursor it came with.
 pub(super) type Resumed = (Vec<(String, String)>, CursorState, Option<String>);
 
@@ -177,19 +196,7 @@ impl<S: Store> Session<'_, S> {
             None
         };
         if req.summary_count {
-            return Ok(SearchPage {
-                resources: Vec::new(),
-                included: Vec::new(),
-                total,
-                summary_count: true,
-                elements: None,
-                without_text: false,
-                ignored: req.ignored,
-                this,
-                first: None,
-                next: None,
-                previous: None,
-            });
+            return Ok(SearchPage::count_only(total, req.ignored, this));
         }
         let mut hits: Vec<SearchHit> = self.store.search(&q).await?;
         let more = hits.len() > req.count as usize;

@@ -124,19 +124,7 @@ impl<S: Store> Session<'_, S> {
             None
         };
         if summary_count {
-            return Ok(SearchPage {
-                resources: Vec::new(),
-                included: Vec::new(),
-                total,
-                summary_count: true,
-                elements: None,
-                without_text: false,
-                ignored,
-                this,
-                first: None,
-                next: None,
-                previous: None,
-            });
+            return Ok(SearchPage::count_only(total, ignored, this));
         }
         let mut hits: Vec<(usize, SearchHit)> = Vec::new();
         for (i, p) in parts.iter().enumerate() {
