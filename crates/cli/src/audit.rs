@@ -4,7 +4,7 @@
 use crate::CliError;
 use crate::app::open_vault;
 use crate::config::{FlagSettings, Settings};
-use carevault_core::audit::{SignedHead, WitnessHead, verify_log};
+use carevault_core::audit::{SignedHead, WitnessHead, journal_backlog, verify_log};
 use clap::{Args, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -75,6 +75,17 @@ pub async fn run(args: AuditArgs) -> Result<ExitCode, CliError> {
                 "{} entries ({} emptied by retention), {} signed heads, {} witness heads checked",
                 report.entries, report.pruned, report.heads_checked, report.witness_checked
             );
+            if matches!(vault.unchecked_store(), carevault_storage::AnyStore::Sqlite(_)) {
+                let waiting = journal_backlog(vault.unchecked_store(), vault.keys(), &settings.audit_journal)
+                    .await
+                    .map_err(|e| CliError::new(format!("cannot read the audit journal: {e}")))?;
+                if waiting > 0 {
+                    println!(
+                        "{waiting} entries in the audit journal ({}) are not in the log yet: the server copies them when it starts",
+                        settings.audit_journal.display()
+                    );
+                }
+            }
             if report.ok() {
                 println!("the audit log is intact");
                 Ok(ExitCode::SUCCESS)

@@ -43,6 +43,11 @@ pub struct FileSettings {
     pub encounter_days: Option<i64>,
     /// The witness file of signed audit heads (outside the database).
     pub audit_witness: Option<PathBuf>,
+    /// The audit journal (a server over SQLite: where entries not committed with a write
+    /// become durable before they are copied into the log).
+    pub audit_journal: Option<PathBuf>,
+    /// Milliseconds between copies of the audit journal into the log under load (default 25).
+    pub audit_copy_millis: Option<u64>,
     /// Seconds between signed audit heads.
     pub audit_head_secs: Option<u64>,
     /// Days an audit entry is kept before retention empties it (default 2,192: six years).
@@ -88,6 +93,8 @@ pub struct Settings {
     pub auth_attempts_per_minute: u32,
     pub cors_origins: Vec<String>,
     pub audit_witness: PathBuf,
+    pub audit_journal: PathBuf,
+    pub audit_copy_millis: u64,
     pub audit_head_secs: u64,
     pub audit_retention_days: u64,
     /// Where the operator endpoints listen (`None`: not at all).
@@ -215,6 +222,17 @@ impl Settings {
                 .map(PathBuf::from)
                 .or_else(|| file.audit_witness.clone())
                 .unwrap_or_else(|| data_dir.join("audit-witness.jsonl")),
+            audit_journal: env("AUDIT_JOURNAL")
+                .map(PathBuf::from)
+                .or_else(|| file.audit_journal.clone())
+                .unwrap_or_else(|| data_dir.join("audit-journal")),
+            audit_copy_millis: match env("AUDIT_COPY_MILLIS") {
+                Some(v) => v
+                    .parse()
+                    .map_err(|_| CliError::new("CAREVAULT_AUDIT_COPY_MILLIS must be a number of milliseconds"))?,
+                None => file.audit_copy_millis.unwrap_or(25),
+            }
+            .clamp(1, 3_600_000),
             audit_head_secs: match env("AUDIT_HEAD_SECS") {
                 Some(v) => v
                     .parse()

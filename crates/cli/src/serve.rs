@@ -146,6 +146,24 @@ pub async fn serve_vault(
         cors_origins: settings.cors_origins.clone(),
         audit_witness: Some(settings.audit_witness.clone()),
     };
+    if matches!(vault.unchecked_store(), carevault_storage::AnyStore::Sqlite(_)) {
+        let every = Duration::from_millis(settings.audit_copy_millis);
+        let copied = vault
+            .open_audit_journal(&settings.audit_journal, every)
+            .await
+            .map_err(|e| {
+                CliError::new(format!(
+                    "cannot open the audit journal {}: {e}",
+                    settings.audit_journal.display()
+                ))
+            })?;
+        if copied > 0 {
+            tracing::info!(
+                entries = copied,
+                "audit entries left in the journal copied into the log"
+            );
+        }
+    }
     spawn_janitor(std::sync::Arc::clone(&vault));
     spawn_head_signer(
         std::sync::Arc::clone(&vault),
@@ -153,7 +171,7 @@ pub async fn serve_vault(
         settings.audit_head_secs,
     );
     spawn_audit_retention(std::sync::Arc::clone(&vault), settings.audit_retention_days);
-    let state = AppState::new(vault, config, tls.is_some(), tokens);
+    let state = AppState::new(std::sync::Arc::clone(&vault), config, tls.is_some(), tokens);
     let operator = match settings.operator_listen {
         Some(at) => {
             let l = tokio::net::TcpListener::bind(at)
@@ -193,6 +211,9 @@ pub async fn serve_vault(
             tokio::join!(main, op);
         }
         None => main.await,
+    }
+    if let Err(e) = vault.flush_audit_journal().await {
+        tracing::error!(error = %e, "the audit journal could not be copied into the log; it is copied at the next start");
     }
     Ok(())
 }

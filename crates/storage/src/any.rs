@@ -321,6 +321,14 @@ impl AuditStore for AnyStore {
         forward!(self, s => s.prune_audit(from, through, record))
     }
 
+    async fn ingest_audit(&self, makers: Vec<AuditMaker>, mark: crate::JournalMark) -> Result<i64, StoreError> {
+        forward!(self, s => s.ingest_audit(makers, mark))
+    }
+
+    async fn journal_mark(&self) -> Result<Option<crate::JournalMark>, StoreError> {
+        forward!(self, s => s.journal_mark())
+    }
+
     async fn audit_size(&self) -> Result<i64, StoreError> {
         forward!(self, s => s.audit_size())
     }

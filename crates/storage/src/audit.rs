@@ -47,6 +47,17 @@ pub struct StoredHead {
     pub signature: Vec<u8>,
 }
 
+/// How far a server's audit journal (a file beside a SQLite database where a read's entry is
+/// made durable before its response; see the core's `audit::journal`) has been copied into
+/// the log: the journal's generation, the byte offset just past the last record copied and
+/// the sequence number of the next record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalMark {
+    pub generation: i64,
+    pub offset: i64,
+    pub next_seq: i64,
+}
+
 /// What an auditor's search of the log filters on; every field optional, all must hold.
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
@@ -66,6 +77,17 @@ pub trait AuditStore: Send + Sync {
     /// Appends one entry per maker, numbered from the log's current size in one transaction
     /// (two writers never interleave); the first index.
     fn append_audit(&self, makers: Vec<AuditMaker>) -> impl Future<Output = Result<i64, StoreError>> + Send;
+
+    /// Appends one entry per maker, as `append_audit` does, and in the same transaction
+    /// moves the journal's mark to `mark`: a record is copied from the journal exactly once.
+    fn ingest_audit(
+        &self,
+        makers: Vec<AuditMaker>,
+        mark: JournalMark,
+    ) -> impl Future<Output = Result<i64, StoreError>> + Send;
+
+    /// The journal's mark, if anything was ever copied from a journal.
+    fn journal_mark(&self) -> impl Future<Output = Result<Option<JournalMark>, StoreError>> + Send;
 
     /// How many entries the log holds.
     fn audit_size(&self) -> impl Future<Output = Result<i64, StoreError>> + Send;

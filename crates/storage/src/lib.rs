@@ -19,7 +19,7 @@ mod conformance;
 
 pub use accounts::{AccessEpoch, AccountStore, StoredEmergency, StoredUser};
 pub use any::AnyStore;
-pub use audit::{AuditFilter, AuditMaker, AuditRecord, AuditStore, StoredHead};
+pub use audit::{AuditFilter, AuditMaker, AuditRecord, AuditStore, JournalMark, StoredHead};
 pub use error::StoreError;
 pub use export::*;
 pub use oauth::{OAuthStore, Revoke, SessionMatch, StoredClient, StoredSecurity, StoredSession};

@@ -167,11 +167,16 @@ async fn canaries_never_reach_disk_or_logs() {
         );
         match &backend {
             Backend::Sqlite => {
-                // Scan while running (the WAL holds recent writes), then after shutdown.
-                for name in ["carevault.db", "carevault.db-wal"] {
+                // Scan while running (the WAL holds recent writes, the audit journal the
+                // entries of recent reads), then after shutdown.
+                for name in ["carevault.db", "carevault.db-wal", "audit-journal"] {
                     let bytes = std::fs::read(app.data.path().join(name)).unwrap_or_default();
                     assert!(find_any(&bytes).is_empty(), "{name} holds {:?}", find_any(&bytes));
                 }
+                assert!(
+                    std::fs::metadata(app.data.path().join("audit-journal")).is_ok_and(|m| m.len() > 0),
+                    "the reads' entries went through the journal"
+                );
                 app.terminate();
                 let bytes = std::fs::read(app.data.path().join("carevault.db")).unwrap();
                 assert!(bytes.len() > 10_000);

@@ -205,6 +205,16 @@ pub(crate) struct Rendered {
 }
 
 impl Rendered {
+    /// What follows the index in the body.
+    pub(crate) fn tail(&self) -> &[u8] {
+        &self.tail
+    }
+
+    /// An entry rendered earlier (kept in the journal), from what follows its index.
+    pub(crate) fn from_tail(tail: Vec<u8>) -> Self {
+        Rendered { tail }
+    }
+
     /// The body with its index in place.
     pub(crate) fn with_index(&self, index: i64) -> Vec<u8> {
         let mut body = Vec::with_capacity(HEAD.len() + 20 + self.tail.len());

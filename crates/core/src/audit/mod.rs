@@ -14,8 +14,13 @@
 
 mod entry;
 mod fsync_floor;
+mod journal;
 mod read;
+mod unnumbered;
 mod verify;
+
+#[cfg(test)]
+mod journal_tests;
 
 #[cfg(test)]
 mod retention_tests;
@@ -25,6 +30,7 @@ mod proof_tests;
 
 pub use crate::emergency::StaffMember;
 pub use entry::{AuditAgent, AuditDraft, Outcome};
+pub use journal::journal_backlog;
 pub use read::AccessLine;
 pub use verify::{VerifyReport, WitnessHead, verify_log};
 
@@ -32,7 +38,7 @@ use crate::{CoreError, Vault};
 use carevault_crypto::merkle::{self, Frontier, Hash, SubtreeCache};
 use carevault_crypto::{HeadSigner, IndexKey};
 use carevault_domain::Timestamp;
-use carevault_storage::{AuditMaker, AuditRecord, Store, StoreError, StoredHead};
+use carevault_storage::{AuditMaker, Store, StoreError, StoredHead};
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use tokio::sync::{mpsc, oneshot};
@@ -51,6 +57,8 @@ pub const ANONYMOUS: &str = "anonymous";
 /// and the roots of its complete subtrees of a block and more (for proofs).
 pub(crate) struct AuditLog {
     queue: OnceLock<mpsc::UnboundedSender<(AuditMaker, Reply)>>,
+    /// The journal, on a server that keeps one (`open_audit_journal`).
+    journal: OnceLock<Arc<journal::Journal>>,
     key: OnceLock<IndexKey>,
     tree: tokio::sync::Mutex<(Frontier, SubtreeCache)>,
 }
@@ -62,6 +70,7 @@ impl Default for AuditLog {
     fn default() -> Self {
         Self {
             queue: OnceLock::new(),
+            journal: OnceLock::new(),
             key: OnceLock::new(),
             tree: tokio::sync::Mutex::new((Frontier::new(), SubtreeCache::new(PROOF_BLOCK_LEVEL))),
         }
@@ -84,22 +93,7 @@ const BATCH: usize = 512;
 /// A maker the store calls with the entry's index, inside its transaction: the entry is
 /// rendered now, so that only the index, a hash and a MAC are left for the store's writer.
 pub(crate) fn maker(key: IndexKey, draft: AuditDraft) -> AuditMaker {
-    let rendered = draft.rendered();
-    AuditMaker(Arc::new(move |index| {
-        let body = rendered.with_index(index);
-        AuditRecord {
-            index,
-            recorded: draft.recorded,
-            mac: key.mac(&body),
-            leaf: merkle::leaf_hash(&body).to_vec(),
-            agent: draft.agent.who.clone(),
-            patient: draft.patient.clone(),
-            subtype: draft.subtype.clone(),
-            outcome: draft.outcome.code().to_owned(),
-            entity: draft.entity.clone(),
-            body,
-        }
-    }))
+    unnumbered::Unnumbered::of(&draft).maker(key)
 }
 
 async fn appender<S: Store>(store: S, mut rx: mpsc::UnboundedReceiver<(AuditMaker, Reply)>) {
@@ -250,12 +244,56 @@ impl<S: Store> Vault<S> {
         Some(maker(mac_key(&self.keys), self.system_draft(subtype, detail)))
     }
 
-    /// Appends one entry and waits until it is durable; its index in the log.
-    pub async fn audit(&self, draft: AuditDraft) -> Result<i64, CoreError> {
+    /// Keeps the audit journal at `path` (a server over SQLite): entries not committed with
+    /// a write become durable there and are copied into the log behind, at once when the
+    /// journal was idle and then at most every `every` (and whenever the log is read).
+    /// Copies whatever an earlier run left in it first; how many entries that was. Once per
+    /// vault.
+    pub async fn open_audit_journal(
+        &self,
+        path: &std::path::Path,
+        every: std::time::Duration,
+    ) -> Result<usize, CoreError> {
+        if cfg!(any(feature = "bench-audit-noop", feature = "bench-audit-fsync-floor")) {
+            return Ok(0);
+        }
+        let log_key = self.audit_log.key.get_or_init(|| mac_key(&self.keys)).clone();
+        let (j, replayed) =
+            journal::Journal::open(path, &self.store, journal::journal_key(&self.keys), &log_key).await?;
+        let j = Arc::new(j);
+        if self.audit_log.journal.set(Arc::clone(&j)).is_err() {
+            return Err(CoreError::Invalid("the audit journal is already open".into()));
+        }
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            loop {
+                j.wait().await;
+                if let Err(e) = j.ingest(&store, &log_key).await {
+                    tracing::error!(error = %e, "the audit journal could not be copied into the log; trying again");
+                }
+                tokio::time::sleep(every).await;
+            }
+        });
+        Ok(replayed)
+    }
+
+    /// Copies every entry waiting in the journal into the log: before the log is read, and
+    /// when the server stops.
+    pub async fn flush_audit_journal(&self) -> Result<(), CoreError> {
+        if let Some(j) = self.audit_log.journal.get() {
+            let key = self.audit_log.key.get_or_init(|| mac_key(&self.keys));
+            j.ingest(&self.store, key).await?;
+        }
+        Ok(())
+    }
+
+    /// Appends one entry and waits until it is durable (in the log, or in the journal
+    /// that is copied into it).
+    pub async fn audit(&self, draft: AuditDraft) -> Result<(), CoreError> {
         if cfg!(feature = "bench-audit-noop") {
             // The benchmark's baseline build: nothing is recorded.
             let _ = draft;
-            return Ok(-1);
+            return Ok(());
         }
         if cfg!(feature = "bench-audit-fsync-floor") {
             // The benchmark's floor: the entry made as usual, then only a durable write.
@@ -265,7 +303,10 @@ impl<S: Store> Vault<S> {
             record.extend_from_slice(&merkle::leaf_hash(&body));
             record.extend_from_slice(&body);
             fsync_floor::append(record).await?;
-            return Ok(-1);
+            return Ok(());
+        }
+        if let Some(j) = self.audit_log.journal.get() {
+            return j.append(unnumbered::Unnumbered::of(&draft)).await;
         }
         let tx = self.audit_log.queue.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
@@ -276,7 +317,9 @@ impl<S: Store> Vault<S> {
         let (reply, wait) = oneshot::channel();
         tx.send((maker(key.clone(), draft), reply))
             .map_err(|_| CoreError::Store(StoreError::WorkerGone))?;
-        wait.await.map_err(|_| CoreError::Store(StoreError::WorkerGone))?
+        wait.await
+            .map_err(|_| CoreError::Store(StoreError::WorkerGone))?
+            .map(|_| ())
     }
 
     /// A keyed hash of a search's terms, for the entry's `query` (never the terms).
@@ -290,6 +333,7 @@ impl<S: Store> Vault<S> {
     /// The tree over the whole log, kept in memory and caught up with the entries written
     /// since it was last read; held locked while the caller uses it.
     async fn tree(&self) -> Result<tokio::sync::MutexGuard<'_, (Frontier, SubtreeCache)>, CoreError> {
+        self.flush_audit_journal().await?;
         let mut t = self.audit_log.tree.lock().await;
         loop {
             let page = self.store.audit_range(t.0.size() as i64, 10_000).await?;
@@ -451,6 +495,7 @@ impl<S: Store> Vault<S> {
     pub async fn prune_audit(&self, keep_millis: i64) -> Result<u64, CoreError> {
         const CHUNK: i64 = 10_000;
         let cutoff = self.clock.now().millis().saturating_sub(keep_millis);
+        self.flush_audit_journal().await?;
         let from = self.audit_pruned().await?;
         let mut through = from;
         'scan: loop {

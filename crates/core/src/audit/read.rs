@@ -33,6 +33,7 @@ impl<S: Store> Session<'_, S> {
         if !allowed {
             return Err(CoreError::Forbidden("the audit log is for the privacy officer".into()));
         }
+        self.flush_audit_journal().await?;
         Ok(self
             .store
             .audit_search(filter)
@@ -50,6 +51,7 @@ impl<S: Store> Session<'_, S> {
             return Err(CoreError::Forbidden("the access report is the patient's own".into()));
         };
         let me = self.access().actor_key();
+        self.flush_audit_journal().await?;
         let rows = self
             .store
             .audit_search(&AuditFilter {

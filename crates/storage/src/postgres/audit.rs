@@ -3,7 +3,7 @@
 
 use super::{PgStore, map_err};
 use crate::audit::{AUDIT_COLUMNS, PRUNE_SET};
-use crate::{AuditFilter, AuditMaker, AuditRecord, AuditStore, StoreError, StoredHead};
+use crate::{AuditFilter, AuditMaker, AuditRecord, AuditStore, JournalMark, StoreError, StoredHead};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
@@ -158,6 +158,34 @@ impl AuditStore for PgStore {
             }
         }
         Err(StoreError::Conflict)
+    }
+
+    async fn ingest_audit(&self, makers: Vec<AuditMaker>, mark: JournalMark) -> Result<i64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        let first = insert_made(&tx, &makers).await?;
+        tx.execute(
+            "INSERT INTO audit_journal_mark (id, generation, byte_offset, next_seq) VALUES (1, $1, $2, $3)
+             ON CONFLICT (id) DO UPDATE SET generation = $1, byte_offset = $2, next_seq = $3",
+            &[&mark.generation, &mark.offset, &mark.next_seq],
+        )
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(first)
+    }
+
+    async fn journal_mark(&self) -> Result<Option<JournalMark>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt("SELECT generation, byte_offset, next_seq FROM audit_journal_mark", &[])
+            .await
+            .map_err(map_err)?;
+        Ok(row.map(|r| JournalMark {
+            generation: r.get(0),
+            offset: r.get(1),
+            next_seq: r.get(2),
+        }))
     }
 
     async fn prune_audit(&self, from: i64, through: i64, record: AuditMaker) -> Result<i64, StoreError> {

@@ -315,6 +315,19 @@ ALTER TABLE export_jobs ADD COLUMN filters_key BIGINT;
 ALTER TABLE export_jobs ADD COLUMN filters BYTEA;
 "#,
     ),
+    (
+        13,
+        r#"
+-- How far the server's audit journal (a file beside the database, where a read's entry is
+-- made durable before its response) has been copied into audit_log: one row.
+CREATE TABLE audit_journal_mark (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    generation  BIGINT NOT NULL,
+    byte_offset BIGINT NOT NULL,
+    next_seq    BIGINT NOT NULL
+);
+"#,
+    ),
 ];
 
 pub(crate) async fn migrate(client: &mut Client) -> Result<(), StoreError> {

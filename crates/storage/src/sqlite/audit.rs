@@ -2,7 +2,7 @@
 
 use super::SqliteStore;
 use crate::audit::{AUDIT_COLUMNS, PRUNE_SET};
-use crate::{AuditFilter, AuditMaker, AuditRecord, AuditStore, StoreError, StoredHead};
+use crate::{AuditFilter, AuditMaker, AuditRecord, AuditStore, JournalMark, StoreError, StoredHead};
 use rusqlite::types::Value as V;
 use rusqlite::{Row, params, params_from_iter};
 
@@ -55,6 +55,38 @@ impl AuditStore for SqliteStore {
     async fn append_audit(&self, makers: Vec<AuditMaker>) -> Result<i64, StoreError> {
         // Only a backend error can fail an append: it runs without a savepoint.
         self.pool.write_checked(move |conn| insert_made(conn, &makers)).await
+    }
+
+    async fn ingest_audit(&self, makers: Vec<AuditMaker>, mark: JournalMark) -> Result<i64, StoreError> {
+        // Like an append, only a backend error can fail it: no savepoint.
+        self.pool
+            .write_checked(move |conn| {
+                let first = insert_made(conn, &makers)?;
+                conn.prepare_cached(
+                    "INSERT INTO audit_journal_mark (id, generation, byte_offset, next_seq) VALUES (1, ?1, ?2, ?3)
+                     ON CONFLICT (id) DO UPDATE SET generation = ?1, byte_offset = ?2, next_seq = ?3",
+                )?
+                .execute(params![mark.generation, mark.offset, mark.next_seq])?;
+                Ok(first)
+            })
+            .await
+    }
+
+    async fn journal_mark(&self) -> Result<Option<JournalMark>, StoreError> {
+        self.pool
+            .read(|conn| {
+                let mut stmt =
+                    conn.prepare_cached("SELECT generation, byte_offset, next_seq FROM audit_journal_mark")?;
+                let mut rows = stmt.query_map([], |r| {
+                    Ok(JournalMark {
+                        generation: r.get(0)?,
+                        offset: r.get(1)?,
+                        next_seq: r.get(2)?,
+                    })
+                })?;
+                Ok(rows.next().transpose()?)
+            })
+            .await
     }
 
     async fn prune_audit(&self, from: i64, through: i64, record: AuditMaker) -> Result<i64, StoreError> {

@@ -326,6 +326,19 @@ ALTER TABLE export_jobs ADD COLUMN filters_key INTEGER;
 ALTER TABLE export_jobs ADD COLUMN filters BLOB;
 "#,
     ),
+    (
+        13,
+        r#"
+-- How far the server's audit journal (a file beside the database, where a read's entry is
+-- made durable before its response) has been copied into audit_log: one row.
+CREATE TABLE audit_journal_mark (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    generation  INTEGER NOT NULL,
+    byte_offset INTEGER NOT NULL,
+    next_seq    INTEGER NOT NULL
+);
+"#,
+    ),
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

@@ -1,0 +1,385 @@
+//! The audit journal: where an entry that is not committed with a write (a read's, a search's,
+//! a refusal's) becomes durable before its response, on a server over SQLite.
+//!
+//! A durable commit of the log's table costs a WAL commit of a dozen pages or more per group
+//! (the table and its three search indexes); the journal costs one `pwrite` and one
+//! `fdatasync` per group. One thread writes every entry waiting at that moment as a record
+//! — payload length, generation, sequence number, the entry not yet numbered
+//! (`Unnumbered`), and an HMAC of all of it under a key of the journal's own — syncs, and
+//! only then answers the requests. The server's copier moves the durable records into the
+//! log in batches (at once after a quiet spell, then at most as often as configured, and at
+//! once whenever the log is read), numbering them in the store's transaction and moving the
+//! journal's mark (generation, offset, next sequence number) in the same transaction, so a
+//! record is copied exactly once.
+//!
+//! At start-up the records past the mark are read back and copied before the server
+//! serves: a crash loses no entry whose request was answered. A record is taken only if its
+//! generation and sequence number are the ones expected and its MAC holds; the first one
+//! that is not ends the run (a write cut short by a crash, or an edit — said in the log).
+//! Once everything written has been copied and the file has passed `WRAP_AT` bytes, the
+//! writer starts again from the file's start under the next generation: older records left
+//! further on fail the generation check.
+
+use super::unnumbered::Unnumbered;
+use crate::CoreError;
+use carevault_crypto::{IndexKey, KeyFile};
+use carevault_storage::{JournalMark, Store, StoreError};
+use std::fs::File;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// Payload length (u32), generation (u32) and sequence number (u64), little-endian.
+const HEADER: usize = 16;
+/// HMAC-SHA256 of the header and the payload.
+const MAC: usize = 32;
+/// The longest payload a record may claim (an entry is about a kilobyte).
+const MAX_PAYLOAD: u32 = 1 << 20;
+/// Past this many bytes the writer starts the file again once everything in it is copied
+/// (in the tests after a few records, so that they wrap).
+#[cfg(not(test))]
+const WRAP_AT: u64 = 16 << 20;
+#[cfg(test)]
+const WRAP_AT: u64 = 4096;
+/// How long the writer waits for the copier to catch up before it may wrap (it goes on
+/// past `WRAP_AT` if the wait runs out).
+#[cfg(not(test))]
+const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
+#[cfg(test)]
+const CATCH_UP_WAIT: Duration = Duration::from_millis(20);
+/// Most entries in one group write.
+const GROUP: usize = 512;
+/// Most records copied into the log in one transaction.
+const INGEST_BATCH: usize = 4096;
+
+/// The journal's MAC key, apart from the log's.
+pub(crate) fn journal_key(keys: &KeyFile) -> IndexKey {
+    IndexKey::derive(keys, "*", "audit-journal")
+}
+
+/// A record on disk, not yet in the log.
+struct Durable {
+    generation: u32,
+    seq: u64,
+    /// The offset just past the record.
+    end: u64,
+    entry: Unnumbered,
+}
+
+struct Shared {
+    durable: Mutex<Vec<Durable>>,
+    /// The sequence number of the first record not yet in the log.
+    ingested: Mutex<u64>,
+    caught_up: Condvar,
+    wake: tokio::sync::Notify,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing panics while holding these locks; a poisoned one still holds consistent data.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+type Job = (Unnumbered, oneshot::Sender<bool>);
+
+/// The journal of one server.
+pub(crate) struct Journal {
+    jobs: mpsc::Sender<Job>,
+    shared: Arc<Shared>,
+    ingesting: tokio::sync::Mutex<()>,
+}
+
+fn failed(what: &str) -> CoreError {
+    CoreError::Store(StoreError::backend("audit journal", what))
+}
+
+impl Journal {
+    /// Opens (or creates) the journal at `path`, copies every record past the store's mark
+    /// into the log, and starts the writer; how many records were copied.
+    pub(crate) async fn open<S: Store>(
+        path: &Path,
+        store: &S,
+        key: IndexKey,
+        log_key: &IndexKey,
+    ) -> Result<(Journal, usize), CoreError> {
+        let mark = store.journal_mark().await?;
+        let existed = path.exists();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| failed(&format!("cannot open {}: {e}", path.display())))?;
+        if !existed {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| failed(&e.to_string()))?;
+            }
+            if mark.is_some() {
+                tracing::error!(
+                    path = %path.display(),
+                    "the audit journal was missing: entries made durable after the last copy into the log may be lost"
+                );
+            }
+        }
+        let (found, last_generation, next_seq) = past_mark(&file, &key, mark)?;
+        let replayed = found.len();
+        let shared = Arc::new(Shared {
+            durable: Mutex::new(found),
+            ingested: Mutex::new(next_seq),
+            caught_up: Condvar::new(),
+            wake: tokio::sync::Notify::new(),
+        });
+        let writer = Writer {
+            file,
+            key,
+            generation: last_generation + 1,
+            at: 0,
+            next_seq: next_seq + replayed as u64,
+            failed: false,
+            wrap_at: WRAP_AT,
+        };
+        let (jobs, rx) = mpsc::channel();
+        let journal = Journal {
+            jobs,
+            shared: Arc::clone(&shared),
+            ingesting: tokio::sync::Mutex::new(()),
+        };
+        journal.ingest(store, log_key).await?;
+        std::thread::Builder::new()
+            .name("audit-journal".into())
+            .spawn(move || writer.run(rx, &shared))
+            .map_err(|e| failed(&e.to_string()))?;
+        Ok((journal, replayed))
+    }
+
+    /// Waits until `entry` is durable in the journal.
+    pub(crate) async fn append(&self, entry: Unnumbered) -> Result<(), CoreError> {
+        let (done, wait) = oneshot::channel();
+        self.jobs
+            .send((entry, done))
+            .map_err(|_| CoreError::Store(StoreError::WorkerGone))?;
+        match wait.await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(failed("the audit journal could not be written")),
+            Err(_) => Err(CoreError::Store(StoreError::WorkerGone)),
+        }
+    }
+
+    /// Waits until records are waiting to be copied.
+    pub(crate) async fn wait(&self) {
+        self.shared.wake.notified().await;
+    }
+
+    /// Copies every durable record into the log (numbered by the store, the mark moved in
+    /// the same transaction). A failed copy leaves the records to be copied again.
+    pub(crate) async fn ingest<S: Store>(&self, store: &S, log_key: &IndexKey) -> Result<(), CoreError> {
+        let _one = self.ingesting.lock().await;
+        let mut waiting = std::mem::take(&mut *lock(&self.shared.durable));
+        while !waiting.is_empty() {
+            let rest = waiting.split_off(waiting.len().min(INGEST_BATCH));
+            let Some(last) = waiting.last() else { break };
+            let mark = JournalMark {
+                generation: i64::from(last.generation),
+                offset: i64::try_from(last.end).map_err(|_| CoreError::Integrity)?,
+                next_seq: i64::try_from(last.seq + 1).map_err(|_| CoreError::Integrity)?,
+            };
+            let next = last.seq + 1;
+            let makers = waiting.iter().map(|d| d.entry.clone().maker(log_key.clone())).collect();
+            if let Err(e) = store.ingest_audit(makers, mark).await {
+                // Back in front of whatever arrived meanwhile, in order.
+                let mut durable = lock(&self.shared.durable);
+                waiting.extend(rest);
+                waiting.append(&mut durable);
+                *durable = waiting;
+                return Err(e.into());
+            }
+            *lock(&self.shared.ingested) = next;
+            self.shared.caught_up.notify_all();
+            waiting = rest;
+        }
+        Ok(())
+    }
+}
+
+/// The records past `mark` (every record when there is none yet), the generation they are
+/// of, and the sequence number of the first.
+fn past_mark(file: &File, key: &IndexKey, mark: Option<JournalMark>) -> Result<(Vec<Durable>, u32, u64), CoreError> {
+    let start = mark.unwrap_or(JournalMark {
+        generation: 1,
+        offset: 0,
+        next_seq: 0,
+    });
+    let (generation, offset, next_seq) = (
+        u32::try_from(start.generation).map_err(|_| CoreError::Integrity)?,
+        u64::try_from(start.offset).map_err(|_| CoreError::Integrity)?,
+        u64::try_from(start.next_seq).map_err(|_| CoreError::Integrity)?,
+    );
+    let found = read_run(file, key, offset, generation, next_seq);
+    if found.is_empty() && offset > 0 {
+        // The writer wrapped after everything before had been copied.
+        let wrapped = read_run(file, key, 0, generation + 1, next_seq);
+        if !wrapped.is_empty() {
+            return Ok((wrapped, generation + 1, next_seq));
+        }
+    }
+    Ok((found, generation, next_seq))
+}
+
+/// How many entries the journal at `path` holds that are not yet in the log (durable, and
+/// copied when a server next opens the journal); read only, nothing changed. 0 when there is
+/// no journal.
+pub async fn journal_backlog<S: Store>(store: &S, keys: &KeyFile, path: &Path) -> Result<usize, CoreError> {
+    let mark = store.journal_mark().await?;
+    let Ok(file) = File::open(path) else {
+        return Ok(0);
+    };
+    Ok(past_mark(&file, &journal_key(keys), mark)?.0.len())
+}
+
+/// The writer thread's state.
+struct Writer {
+    file: File,
+    key: IndexKey,
+    generation: u32,
+    at: u64,
+    next_seq: u64,
+    /// Once a write fails, every later append fails: no entry, no response.
+    failed: bool,
+    /// Where the writer next waits for the copier to catch up so that it can wrap.
+    wrap_at: u64,
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Job>, shared: &Shared) {
+        let mut buf = Vec::new();
+        while let Ok(first) = rx.recv() {
+            let (entries, replies): (Vec<Unnumbered>, Vec<oneshot::Sender<bool>>) =
+                std::iter::once(first).chain(rx.try_iter().take(GROUP - 1)).unzip();
+            if !self.failed && self.at >= self.wrap_at {
+                self.wrap_when_copied(shared);
+            }
+            buf.clear();
+            let mut ends = Vec::with_capacity(entries.len());
+            for (i, entry) in entries.iter().enumerate() {
+                frame(&mut buf, &self.key, self.generation, self.next_seq + i as u64, entry);
+                ends.push(self.at + buf.len() as u64);
+            }
+            let written = if self.failed {
+                Err(std::io::Error::other("an earlier write failed"))
+            } else {
+                self.file
+                    .write_all_at(&buf, self.at)
+                    .and_then(|()| self.file.sync_data())
+            };
+            if let Err(e) = written {
+                if !self.failed {
+                    tracing::error!(error = %e, "the audit journal could not be written; requests fail from now on");
+                }
+                self.failed = true;
+                for reply in replies {
+                    let _ = reply.send(false);
+                }
+                continue;
+            }
+            {
+                let mut durable = lock(&shared.durable);
+                for (i, (entry, end)) in entries.into_iter().zip(ends).enumerate() {
+                    durable.push(Durable {
+                        generation: self.generation,
+                        seq: self.next_seq + i as u64,
+                        end,
+                        entry,
+                    });
+                }
+            }
+            self.next_seq += replies.len() as u64;
+            self.at += buf.len() as u64;
+            shared.wake.notify_one();
+            for reply in replies {
+                let _ = reply.send(true);
+            }
+        }
+    }
+
+    /// Starts the file again from its start once every record written is in the log.
+    fn wrap_when_copied(&mut self, shared: &Shared) {
+        shared.wake.notify_one();
+        let ingested = lock(&shared.ingested);
+        let next = self.next_seq;
+        let caught_up = shared
+            .caught_up
+            .wait_timeout_while(ingested, CATCH_UP_WAIT, |i| *i != next)
+            .map(|(i, _)| *i == next)
+            .unwrap_or(false);
+        if caught_up {
+            self.generation += 1;
+            self.at = 0;
+            self.wrap_at = WRAP_AT;
+        } else {
+            // The copier is failing: go on growing the file, and wait again only later.
+            self.wrap_at = self.at + WRAP_AT / 4;
+        }
+    }
+}
+
+/// Appends one record to `buf`.
+fn frame(buf: &mut Vec<u8>, key: &IndexKey, generation: u32, seq: u64, entry: &Unnumbered) {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; 4]);
+    buf.extend_from_slice(&generation.to_le_bytes());
+    buf.extend_from_slice(&seq.to_le_bytes());
+    entry.encode(buf);
+    let len = (buf.len() - start - HEADER) as u32;
+    buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    let mac = key.mac(&buf[start..]);
+    buf.extend_from_slice(&mac);
+}
+
+/// The records of `generation` from `at` on, numbered on from `seq`, up to the first that is
+/// not one (the end of what was written, a write cut short, or an edit).
+fn read_run(file: &File, key: &IndexKey, mut at: u64, generation: u32, mut seq: u64) -> Vec<Durable> {
+    let mut out = Vec::new();
+    loop {
+        let mut header = [0u8; HEADER];
+        if file.read_exact_at(&mut header, at).is_err() {
+            break;
+        }
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        let g = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        let s = u64::from_le_bytes(header[8..16].try_into().unwrap_or([0; 8]));
+        if g != generation || s != seq || len == 0 || len > MAX_PAYLOAD {
+            break;
+        }
+        let mut record = header.to_vec();
+        record.resize(HEADER + len as usize + MAC, 0);
+        if file.read_exact_at(&mut record[HEADER..], at + HEADER as u64).is_err() {
+            tracing::warn!(offset = at, "the audit journal ends inside a record: a write cut short");
+            break;
+        }
+        let (signed, mac) = record.split_at(HEADER + len as usize);
+        let entry = match key.verify(signed, mac).then(|| Unnumbered::decode(&signed[HEADER..])) {
+            Some(Some(entry)) => entry,
+            _ => {
+                tracing::warn!(
+                    offset = at,
+                    "an audit journal record failed its check: nothing from it on is copied (a write cut short by a crash, or an edit)"
+                );
+                break;
+            }
+        };
+        at += record.len() as u64;
+        out.push(Durable {
+            generation,
+            seq,
+            end: at,
+            entry,
+        });
+        seq += 1;
+    }
+    out
+}
