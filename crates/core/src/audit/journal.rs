@@ -16,9 +16,13 @@
 //! serves: a crash loses no entry whose request was answered. A record is taken only if its
 //! generation and sequence number are the ones expected and its MAC holds; the first one
 //! that is not ends the run (a write cut short by a crash, or an edit — said in the log).
-//! Once everything written has been copied and the file has passed `WRAP_AT` bytes, the
-//! writer starts again from the file's start under the next generation: older records left
-//! further on fail the generation check.
+//! Once the file has passed `WRAP_AT` bytes and the copier has copied at least the first
+//! half of it, the writer starts again from the file's start under the next generation,
+//! without waiting for the copier: it only never writes over the part of the generation
+//! before that is not copied yet (it waits for the copier if it would, which with the
+//! copier milliseconds behind and 8 MiB to spare it does not in practice). Read back, a generation's records are followed by the next one's from the
+//! file's start; older records left further on fail the generation check. The file is
+//! locked while a server has it open: one journal, one server.
 
 use super::unnumbered::Unnumbered;
 use crate::CoreError;
@@ -37,14 +41,14 @@ const HEADER: usize = 16;
 const MAC: usize = 32;
 /// The longest payload a record may claim (an entry is about a kilobyte).
 const MAX_PAYLOAD: u32 = 1 << 20;
-/// Past this many bytes the writer starts the file again once everything in it is copied
-/// (in the tests after a few records, so that they wrap).
+/// Past this many bytes the writer starts the file again (in the tests after a few
+/// records, so that they wrap).
 #[cfg(not(test))]
 const WRAP_AT: u64 = 16 << 20;
 #[cfg(test)]
 const WRAP_AT: u64 = 4096;
-/// How long the writer waits for the copier to catch up before it may wrap (it goes on
-/// past `WRAP_AT` if the wait runs out).
+/// How long the writer waits for the copier when a group would overwrite records not yet
+/// copied (the group fails if the wait runs out).
 #[cfg(not(test))]
 const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
 #[cfg(test)]
@@ -70,10 +74,19 @@ struct Durable {
 
 struct Shared {
     durable: Mutex<Vec<Durable>>,
-    /// The sequence number of the first record not yet in the log.
-    ingested: Mutex<u64>,
+    /// How far the log has copied: the mark of the last copy.
+    copied: Mutex<Copied>,
     caught_up: Condvar,
     wake: tokio::sync::Notify,
+}
+
+/// The journal's mark as the writer needs it.
+#[derive(Debug, Clone, Copy)]
+struct Copied {
+    generation: u32,
+    /// Just past the last record copied.
+    offset: u64,
+    next_seq: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -113,6 +126,15 @@ impl Journal {
             .mode(0o600)
             .open(path)
             .map_err(|e| failed(&format!("cannot open {}: {e}", path.display())))?;
+        // A server that has just stopped may take a moment to let go of it.
+        let mut tries = 0;
+        while let Err(e) = file.try_lock() {
+            tries += 1;
+            if tries > 200 {
+                return Err(failed(&format!("{} is in use by another server: {e}", path.display())));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         if !existed {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 File::open(dir)
@@ -126,11 +148,12 @@ impl Journal {
                 );
             }
         }
-        let (found, last_generation, next_seq) = past_mark(&file, &key, mark)?;
+        let (found, last_generation, copied) = past_mark(&file, &key, mark)?;
         let replayed = found.len();
+        let next_seq = copied.next_seq + replayed as u64;
         let shared = Arc::new(Shared {
             durable: Mutex::new(found),
-            ingested: Mutex::new(next_seq),
+            copied: Mutex::new(copied),
             caught_up: Condvar::new(),
             wake: tokio::sync::Notify::new(),
         });
@@ -139,9 +162,9 @@ impl Journal {
             key,
             generation: last_generation + 1,
             at: 0,
-            next_seq: next_seq + replayed as u64,
+            next_seq,
+            first_seq: next_seq,
             failed: false,
-            wrap_at: WRAP_AT,
         };
         let (jobs, rx) = mpsc::channel();
         let journal = Journal {
@@ -170,9 +193,22 @@ impl Journal {
         }
     }
 
-    /// Waits until records are waiting to be copied.
-    pub(crate) async fn wait(&self) {
-        self.shared.wake.notified().await;
+    /// Starts the copier: at once when records are waiting after a quiet spell, then at
+    /// most every `every`. It holds the journal only while it copies, so that dropping the
+    /// vault closes the journal (the writer ends, the file's lock goes).
+    pub(crate) fn spawn_copier<S: Store>(self: &Arc<Self>, store: S, log_key: IndexKey, every: Duration) {
+        let (journal, shared) = (Arc::downgrade(self), Arc::clone(&self.shared));
+        tokio::spawn(async move {
+            loop {
+                shared.wake.notified().await;
+                let Some(j) = journal.upgrade() else { break };
+                if let Err(e) = j.ingest(&store, &log_key).await {
+                    tracing::error!(error = %e, "the audit journal could not be copied into the log; trying again");
+                }
+                drop(j);
+                tokio::time::sleep(every).await;
+            }
+        });
     }
 
     /// Copies every durable record into the log (numbered by the store, the mark moved in
@@ -188,7 +224,11 @@ impl Journal {
                 offset: i64::try_from(last.end).map_err(|_| CoreError::Integrity)?,
                 next_seq: i64::try_from(last.seq + 1).map_err(|_| CoreError::Integrity)?,
             };
-            let next = last.seq + 1;
+            let copied = Copied {
+                generation: last.generation,
+                offset: last.end,
+                next_seq: last.seq + 1,
+            };
             let makers = waiting.iter().map(|d| d.entry.clone().maker(log_key.clone())).collect();
             if let Err(e) = store.ingest_audit(makers, mark).await {
                 // Back in front of whatever arrived meanwhile, in order.
@@ -198,7 +238,7 @@ impl Journal {
                 *durable = waiting;
                 return Err(e.into());
             }
-            *lock(&self.shared.ingested) = next;
+            *lock(&self.shared.copied) = copied;
             self.shared.caught_up.notify_all();
             waiting = rest;
         }
@@ -206,28 +246,35 @@ impl Journal {
     }
 }
 
-/// The records past `mark` (every record when there is none yet), the generation they are
-/// of, and the sequence number of the first.
-fn past_mark(file: &File, key: &IndexKey, mark: Option<JournalMark>) -> Result<(Vec<Durable>, u32, u64), CoreError> {
+/// The records past `mark` (every record when there is none yet): the rest of the mark's
+/// generation, then the next generation's from the file's start; the generation the last
+/// of them is of, and the mark as it stands.
+fn past_mark(file: &File, key: &IndexKey, mark: Option<JournalMark>) -> Result<(Vec<Durable>, u32, Copied), CoreError> {
     let start = mark.unwrap_or(JournalMark {
         generation: 1,
         offset: 0,
         next_seq: 0,
     });
-    let (generation, offset, next_seq) = (
-        u32::try_from(start.generation).map_err(|_| CoreError::Integrity)?,
-        u64::try_from(start.offset).map_err(|_| CoreError::Integrity)?,
-        u64::try_from(start.next_seq).map_err(|_| CoreError::Integrity)?,
+    let copied = Copied {
+        generation: u32::try_from(start.generation).map_err(|_| CoreError::Integrity)?,
+        offset: u64::try_from(start.offset).map_err(|_| CoreError::Integrity)?,
+        next_seq: u64::try_from(start.next_seq).map_err(|_| CoreError::Integrity)?,
+    };
+    let mut found = read_run(file, key, copied.offset, copied.generation, copied.next_seq);
+    let next = read_run(
+        file,
+        key,
+        0,
+        copied.generation + 1,
+        copied.next_seq + found.len() as u64,
     );
-    let found = read_run(file, key, offset, generation, next_seq);
-    if found.is_empty() && offset > 0 {
-        // The writer wrapped after everything before had been copied.
-        let wrapped = read_run(file, key, 0, generation + 1, next_seq);
-        if !wrapped.is_empty() {
-            return Ok((wrapped, generation + 1, next_seq));
-        }
-    }
-    Ok((found, generation, next_seq))
+    let last_generation = if next.is_empty() {
+        copied.generation
+    } else {
+        copied.generation + 1
+    };
+    found.extend(next);
+    Ok((found, last_generation, copied))
 }
 
 /// How many entries the journal at `path` holds that are not yet in the log (durable, and
@@ -248,10 +295,10 @@ struct Writer {
     generation: u32,
     at: u64,
     next_seq: u64,
+    /// The sequence number of the generation's first record.
+    first_seq: u64,
     /// Once a write fails, every later append fails: no entry, no response.
     failed: bool,
-    /// Where the writer next waits for the copier to catch up so that it can wrap.
-    wrap_at: u64,
 }
 
 impl Writer {
@@ -260,8 +307,13 @@ impl Writer {
         while let Ok(first) = rx.recv() {
             let (entries, replies): (Vec<Unnumbered>, Vec<oneshot::Sender<bool>>) =
                 std::iter::once(first).chain(rx.try_iter().take(GROUP - 1)).unzip();
-            if !self.failed && self.at >= self.wrap_at {
-                self.wrap_when_copied(shared);
+            let copied = *lock(&shared.copied);
+            if self.at >= WRAP_AT && copied.generation == self.generation && copied.offset >= WRAP_AT / 2 {
+                // Every older generation and the first half of this one are in the log: start
+                // again from the file's start (else go on growing the file for now).
+                self.generation += 1;
+                self.at = 0;
+                self.first_seq = self.next_seq;
             }
             buf.clear();
             let mut ends = Vec::with_capacity(entries.len());
@@ -271,16 +323,18 @@ impl Writer {
             }
             let written = if self.failed {
                 Err(std::io::Error::other("an earlier write failed"))
+            } else if !self.room_for(buf.len() as u64, shared) {
+                Err(std::io::Error::other("the copier is behind"))
             } else {
                 self.file
                     .write_all_at(&buf, self.at)
                     .and_then(|()| self.file.sync_data())
+                    .inspect_err(|e| {
+                        tracing::error!(error = %e, "the audit journal could not be written; requests fail from now on");
+                        self.failed = true;
+                    })
             };
-            if let Err(e) = written {
-                if !self.failed {
-                    tracing::error!(error = %e, "the audit journal could not be written; requests fail from now on");
-                }
-                self.failed = true;
+            if written.is_err() {
                 for reply in replies {
                     let _ = reply.send(false);
                 }
@@ -306,24 +360,22 @@ impl Writer {
         }
     }
 
-    /// Starts the file again from its start once every record written is in the log.
-    fn wrap_when_copied(&mut self, shared: &Shared) {
-        shared.wake.notify_one();
-        let ingested = lock(&shared.ingested);
-        let next = self.next_seq;
-        let caught_up = shared
-            .caught_up
-            .wait_timeout_while(ingested, CATCH_UP_WAIT, |i| *i != next)
-            .map(|(i, _)| *i == next)
-            .unwrap_or(false);
-        if caught_up {
-            self.generation += 1;
-            self.at = 0;
-            self.wrap_at = WRAP_AT;
-        } else {
-            // The copier is failing: go on growing the file, and wait again only later.
-            self.wrap_at = self.at + WRAP_AT / 4;
+    /// Whether `len` bytes can be written at `at` without overwriting records of the
+    /// generation before that are not copied yet; waits a while for the copier if not.
+    fn room_for(&self, len: u64, shared: &Shared) -> bool {
+        let (at, first) = (self.at, self.first_seq);
+        let fits = |c: &Copied| c.next_seq >= first || at + len <= c.offset;
+        let copied = lock(&shared.copied);
+        if fits(&copied) {
+            return true;
         }
+        shared.wake.notify_one();
+        let waited = shared.caught_up.wait_timeout_while(copied, CATCH_UP_WAIT, |c| !fits(c));
+        let room = waited.is_ok_and(|(c, _)| fits(&c));
+        if !room {
+            tracing::error!("the audit journal's copier is too far behind: entries fail until it catches up");
+        }
+        room
     }
 }
 

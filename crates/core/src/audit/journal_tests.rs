@@ -1,7 +1,8 @@
 //! The journal across a crash: entries made durable in it but not yet copied into the log
 //! are copied when the next server opens it, each once; an edited record stops the copy
-//! there. Runs on a real SQLite file; a second vault opening the same files while the first
-//! one's copier sleeps stands for a restart after a crash.
+//! there; the file wraps, with and without a backlog. Runs on a real SQLite file; a vault
+//! dropped without copying what it holds, and a second one opening the same files, stand
+//! for a crash and a restart.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -85,6 +86,7 @@ async fn entries_left_in_the_journal_are_copied_once_at_the_next_start_and_an_ed
     append(&a, 0, 10, 0).await;
 
     // "After a crash": the nine entries still in the journal are copied, in order, once.
+    drop(a);
     let b = vault(&db, &keys);
     assert_eq!(b.open_audit_journal(&journal, HOUR).await.unwrap(), 9);
     let want: Vec<String> = (0..10).map(|n| format!("p{n}")).collect();
@@ -92,6 +94,7 @@ async fn entries_left_in_the_journal_are_copied_once_at_the_next_start_and_an_ed
 
     // The next start finds nothing more to copy: the mark moved with the copy.
     append(&b, 10, 15, 10).await;
+    drop(b);
     let c = vault(&db, &keys);
     assert_eq!(c.open_audit_journal(&journal, HOUR).await.unwrap(), 4);
     assert_eq!(patients(&c).await.len(), 15);
@@ -106,6 +109,7 @@ async fn entries_left_in_the_journal_are_copied_once_at_the_next_start_and_an_ed
         at += 16 + len + 32;
     }
     bytes[at + 16 + 200] ^= 1; // inside the rendered entry: only the MAC can tell
+    drop(c);
     std::fs::write(&journal, &bytes).unwrap();
     let d = vault(&db, &keys);
     assert_eq!(d.open_audit_journal(&journal, HOUR).await.unwrap(), 2);
@@ -145,6 +149,7 @@ async fn the_journal_starts_again_once_everything_is_copied_and_is_read_back_aft
     assert_eq!(std::fs::metadata(&journal).unwrap().len(), len, "the file did not grow");
     assert_eq!(a.unchecked_store().journal_mark().await.unwrap(), Some(mark));
 
+    drop(a);
     let b = vault(&db, &keys);
     assert_eq!(b.open_audit_journal(&journal, HOUR).await.unwrap(), 3);
     let want: Vec<String> = (0..n + 3).map(|k| format!("p{k}")).collect();
@@ -153,4 +158,68 @@ async fn the_journal_starts_again_once_everything_is_copied_and_is_read_back_aft
     assert_eq!(moved.generation, mark.generation + 1);
     let report = verify_log(b.unchecked_store(), &keys, &[]).await.unwrap();
     assert!(report.ok(), "{:?}", report.problems);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_journal_wraps_without_waiting_for_the_copier_and_both_generations_are_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, journal) = (dir.path().join("t.db"), dir.path().join("audit-journal"));
+    let keys = Arc::new(KeyFile::parse(&KeyFile::generate(&SystemRandomSource::new()).unwrap()).unwrap());
+    let a = vault(&db, &keys);
+    a.open_audit_journal(&journal, HOUR).await.unwrap();
+    let len = || std::fs::metadata(&journal).unwrap().len();
+    // Copied as they go to half the wrapping point, then left in the journal past it…
+    let mut n = 0;
+    while len() < 2048 {
+        a.audit(draft(n)).await.unwrap();
+        a.flush_audit_journal().await.unwrap();
+        n += 1;
+    }
+    let copied = n;
+    while len() < 4096 {
+        a.audit(draft(n)).await.unwrap();
+        n += 1;
+    }
+    let mark = a.unchecked_store().journal_mark().await.unwrap().unwrap();
+    // …and the next entry starts the next generation at the file's start, over records
+    // already copied, without waiting for the rest to be copied.
+    let full = len();
+    a.audit(draft(n)).await.unwrap();
+    n += 1;
+    assert_eq!(len(), full, "the file did not grow");
+    assert_eq!(a.unchecked_store().journal_mark().await.unwrap(), Some(mark));
+    // The new generation may not reach the records not yet copied: with the copier asleep,
+    // an entry that would overwrite them fails instead (no entry, no response).
+    let mut refused = false;
+    for _ in 0..8 {
+        if a.audit(draft(n)).await.is_err() {
+            refused = true;
+            break;
+        }
+        n += 1;
+    }
+    assert!(refused, "the writer went over records not yet copied");
+
+    drop(a);
+    let b = vault(&db, &keys);
+    assert_eq!(b.open_audit_journal(&journal, HOUR).await.unwrap(), n - copied);
+    let want: Vec<String> = (0..n).map(|k| format!("p{k}")).collect();
+    assert_eq!(patients(&b).await, want);
+    let moved = b.unchecked_store().journal_mark().await.unwrap().unwrap();
+    assert_eq!(moved.generation, mark.generation + 1);
+    let report = verify_log(b.unchecked_store(), &keys, &[]).await.unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_in_use_by_another_server_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, journal) = (dir.path().join("t.db"), dir.path().join("audit-journal"));
+    let keys = Arc::new(KeyFile::parse(&KeyFile::generate(&SystemRandomSource::new()).unwrap()).unwrap());
+    let a = vault(&db, &keys);
+    a.open_audit_journal(&journal, HOUR).await.unwrap();
+    let b = vault(&db, &keys);
+    let refused = b.open_audit_journal(&journal, HOUR).await.unwrap_err();
+    assert!(refused.to_string().contains("storage"), "{refused}");
+    a.audit(draft(0)).await.unwrap();
 }

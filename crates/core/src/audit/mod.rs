@@ -264,16 +264,7 @@ impl<S: Store> Vault<S> {
         if self.audit_log.journal.set(Arc::clone(&j)).is_err() {
             return Err(CoreError::Invalid("the audit journal is already open".into()));
         }
-        let store = self.store.clone();
-        tokio::spawn(async move {
-            loop {
-                j.wait().await;
-                if let Err(e) = j.ingest(&store, &log_key).await {
-                    tracing::error!(error = %e, "the audit journal could not be copied into the log; trying again");
-                }
-                tokio::time::sleep(every).await;
-            }
-        });
+        j.spawn_copier(self.store.clone(), log_key, every);
         Ok(replayed)
     }
 
