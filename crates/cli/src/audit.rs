@@ -75,18 +75,34 @@ pub async fn run(args: AuditArgs) -> Result<ExitCode, CliError> {
                 "{} entries ({} emptied by retention), {} signed heads, {} witness heads checked",
                 report.entries, report.pruned, report.heads_checked, report.witness_checked
             );
+            let mut journal_edited = false;
             if matches!(vault.unchecked_store(), carevault_storage::AnyStore::Sqlite(_)) {
-                let waiting = journal_backlog(vault.unchecked_store(), vault.keys(), &settings.audit_journal)
+                let backlog = journal_backlog(vault.unchecked_store(), vault.keys(), &settings.audit_journal)
                     .await
                     .map_err(|e| CliError::new(format!("cannot read the audit journal: {e}")))?;
-                if waiting > 0 {
+                if backlog.entries > 0 {
                     println!(
-                        "{waiting} entries in the audit journal ({}) are not in the log yet: the server copies them when it starts",
+                        "{} entries in the audit journal ({}) are not in the log yet: the server copies them when it starts",
+                        backlog.entries,
                         settings.audit_journal.display()
                     );
                 }
+                match backlog.damage {
+                    Some(d) if d.edited => {
+                        println!(
+                            "the audit journal's record at byte {} was edited: it and the records after it will not be copied",
+                            d.offset
+                        );
+                        journal_edited = true;
+                    }
+                    Some(d) => println!(
+                        "the audit journal ends with a record cut short at byte {} (a write a crash interrupted; its request was never answered)",
+                        d.offset
+                    ),
+                    None => {}
+                }
             }
-            if report.ok() {
+            if report.ok() && !journal_edited {
                 println!("the audit log is intact");
                 Ok(ExitCode::SUCCESS)
             } else {

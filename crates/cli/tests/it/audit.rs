@@ -957,3 +957,59 @@ async fn reads_answered_before_a_kill_9_are_in_the_log_after_restart() {
         assert!(ok, "{b}: {text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_journal_fails_verification_and_the_log_records_the_damage() {
+    // The journal is SQLite's: on PostgreSQL every entry goes straight into the log.
+    let backend = Backend::Sqlite;
+    let mut app = start_with_env(init(&backend), &[], &[("CAREVAULT_AUDIT_COPY_MILLIS", "3600000")]);
+    let db = Db::open(&app).await;
+    let p = app.create(&json!({"resourceType": "Patient", "active": true})).await;
+    let entity = format!("Patient/{p}");
+    let reads = |rows: &[Row]| {
+        rows.iter()
+            .filter(|r| r.6 == "read" && r.8.as_deref() == Some(entity.as_str()))
+            .count()
+    };
+    for _ in 0..10 {
+        assert_eq!(app.get(&entity).await.status, StatusCode::OK);
+    }
+    let logged = reads(&db.read_rows().await);
+    app.child.kill().unwrap(); // SIGKILL
+    app.child.wait().unwrap();
+
+    // Edit the third record past the journal's mark (a byte inside its entry).
+    let journal = app.data.path().join("audit-journal");
+    let c = rusqlite::Connection::open(app.data.path().join("carevault.db")).unwrap();
+    let mark: i64 = c
+        .query_row("SELECT byte_offset FROM audit_journal_mark", [], |r| r.get(0))
+        .unwrap();
+    let mut bytes = std::fs::read(&journal).unwrap();
+    let mut at = mark as usize;
+    for _ in 0..2 {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        at += 16 + len + 32;
+    }
+    bytes[at + 16 + 200] ^= 0x20;
+    std::fs::write(&journal, &bytes).unwrap();
+    let (ok, _, text) = verify(&app);
+    assert!(!ok, "{text}");
+    assert!(text.contains(&format!("record at byte {at} was edited")), "{text}");
+
+    // The next start copies the records before the edited one and records the damage.
+    let dir = std::mem::replace(&mut app.data.dir, tempfile::tempdir().unwrap());
+    let data = DataDir {
+        dir,
+        token: app.data.token.clone(),
+        backend: backend.clone(),
+    };
+    let mut app = start(data, &[]);
+    let rows = db.read_rows().await;
+    assert_eq!(reads(&rows), logged + 2);
+    let damaged: Vec<_> = rows.iter().filter(|r| r.6 == "audit-journal-damaged").collect();
+    assert_eq!(damaged.len(), 1);
+    assert!(String::from_utf8_lossy(&damaged[0].1).contains("edited"));
+    app.terminate();
+    let (ok, _, text) = verify(&app);
+    assert!(ok, "{text}");
+}

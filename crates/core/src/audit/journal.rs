@@ -27,7 +27,7 @@
 use super::unnumbered::Unnumbered;
 use crate::CoreError;
 use carevault_crypto::{IndexKey, KeyFile};
-use carevault_storage::{JournalMark, Store, StoreError};
+use carevault_storage::{AuditMaker, JournalMark, Store, StoreError};
 use std::fs::File;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
@@ -109,12 +109,14 @@ fn failed(what: &str) -> CoreError {
 
 impl Journal {
     /// Opens (or creates) the journal at `path`, copies every record past the store's mark
-    /// into the log, and starts the writer; how many records were copied.
+    /// into the log — and, if a record failed its check and stopped the copy, the entry
+    /// `record_damage` makes of it — and starts the writer; how many records were copied.
     pub(crate) async fn open<S: Store>(
         path: &Path,
         store: &S,
         key: IndexKey,
         log_key: &IndexKey,
+        record_damage: impl FnOnce(JournalDamage, usize) -> AuditMaker,
     ) -> Result<(Journal, usize), CoreError> {
         let mark = store.journal_mark().await?;
         let existed = path.exists();
@@ -148,7 +150,12 @@ impl Journal {
                 );
             }
         }
-        let (found, last_generation, copied) = past_mark(&file, &key, mark)?;
+        let Past {
+            records: found,
+            last_generation,
+            copied,
+            damage,
+        } = past_mark(&file, &key, mark)?;
         let replayed = found.len();
         let next_seq = copied.next_seq + replayed as u64;
         let shared = Arc::new(Shared {
@@ -173,6 +180,22 @@ impl Journal {
             ingesting: tokio::sync::Mutex::new(()),
         };
         journal.ingest(store, log_key).await?;
+        if let Some(d) = damage {
+            // The damage goes on record, and the mark moves to the writer's fresh generation
+            // in the same transaction, so that it is not found again at the next start.
+            let fresh = Copied {
+                generation: writer.generation,
+                offset: 0,
+                next_seq: writer.next_seq,
+            };
+            let mark = JournalMark {
+                generation: i64::from(fresh.generation),
+                offset: 0,
+                next_seq: i64::try_from(fresh.next_seq).map_err(|_| CoreError::Integrity)?,
+            };
+            store.ingest_audit(vec![record_damage(d, replayed)], mark).await?;
+            *lock(&shared.copied) = fresh;
+        }
         std::thread::Builder::new()
             .name("audit-journal".into())
             .spawn(move || writer.run(rx, &shared))
@@ -246,10 +269,19 @@ impl Journal {
     }
 }
 
+/// What a journal holds past the store's mark.
+struct Past {
+    records: Vec<Durable>,
+    /// The generation the last record is of (the mark's, if none).
+    last_generation: u32,
+    /// The mark as it stands.
+    copied: Copied,
+    damage: Option<JournalDamage>,
+}
+
 /// The records past `mark` (every record when there is none yet): the rest of the mark's
-/// generation, then the next generation's from the file's start; the generation the last
-/// of them is of, and the mark as it stands.
-fn past_mark(file: &File, key: &IndexKey, mark: Option<JournalMark>) -> Result<(Vec<Durable>, u32, Copied), CoreError> {
+/// generation, then the next generation's from the file's start.
+fn past_mark(file: &File, key: &IndexKey, mark: Option<JournalMark>) -> Result<Past, CoreError> {
     let start = mark.unwrap_or(JournalMark {
         generation: 1,
         offset: 0,
@@ -260,32 +292,43 @@ fn past_mark(file: &File, key: &IndexKey, mark: Option<JournalMark>) -> Result<(
         offset: u64::try_from(start.offset).map_err(|_| CoreError::Integrity)?,
         next_seq: u64::try_from(start.next_seq).map_err(|_| CoreError::Integrity)?,
     };
-    let mut found = read_run(file, key, copied.offset, copied.generation, copied.next_seq);
-    let next = read_run(
-        file,
-        key,
-        0,
-        copied.generation + 1,
-        copied.next_seq + found.len() as u64,
-    );
-    let last_generation = if next.is_empty() {
-        copied.generation
-    } else {
-        copied.generation + 1
-    };
-    found.extend(next);
-    Ok((found, last_generation, copied))
+    let (mut records, damage) = read_run(file, key, copied.offset, copied.generation, copied.next_seq);
+    let after = copied.next_seq + records.len() as u64;
+    let (next, next_damage) = read_run(file, key, 0, copied.generation + 1, after);
+    let last_generation = copied.generation + u32::from(!next.is_empty());
+    records.extend(next);
+    Ok(Past {
+        records,
+        last_generation,
+        copied,
+        damage: damage.or(next_damage),
+    })
 }
 
-/// How many entries the journal at `path` holds that are not yet in the log (durable, and
-/// copied when a server next opens the journal); read only, nothing changed. 0 when there is
-/// no journal.
-pub async fn journal_backlog<S: Store>(store: &S, keys: &KeyFile, path: &Path) -> Result<usize, CoreError> {
+/// What the journal holds that is not yet in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalBacklog {
+    /// Entries durable in the journal, copied when a server next opens it.
+    pub entries: usize,
+    /// The record after them that fails its check, if one does.
+    pub damage: Option<JournalDamage>,
+}
+
+/// What the journal at `path` holds that is not yet in the log; read only, nothing changed.
+/// Nothing when there is no journal.
+pub async fn journal_backlog<S: Store>(store: &S, keys: &KeyFile, path: &Path) -> Result<JournalBacklog, CoreError> {
     let mark = store.journal_mark().await?;
     let Ok(file) = File::open(path) else {
-        return Ok(0);
+        return Ok(JournalBacklog {
+            entries: 0,
+            damage: None,
+        });
     };
-    Ok(past_mark(&file, &journal_key(keys), mark)?.0.len())
+    let past = past_mark(&file, &journal_key(keys), mark)?;
+    Ok(JournalBacklog {
+        entries: past.records.len(),
+        damage: past.damage,
+    })
 }
 
 /// The writer thread's state.
@@ -392,46 +435,77 @@ fn frame(buf: &mut Vec<u8>, key: &IndexKey, generation: u32, seq: u64, entry: &U
     buf.extend_from_slice(&mac);
 }
 
-/// The records of `generation` from `at` on, numbered on from `seq`, up to the first that is
-/// not one (the end of what was written, a write cut short, or an edit).
-fn read_run(file: &File, key: &IndexKey, mut at: u64, generation: u32, mut seq: u64) -> Vec<Durable> {
-    let mut out = Vec::new();
-    loop {
-        let mut header = [0u8; HEADER];
-        if file.read_exact_at(&mut header, at).is_err() {
-            break;
-        }
-        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-        let g = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-        let s = u64::from_le_bytes(header[8..16].try_into().unwrap_or([0; 8]));
-        if g != generation || s != seq || len == 0 || len > MAX_PAYLOAD {
-            break;
-        }
-        let mut record = header.to_vec();
-        record.resize(HEADER + len as usize + MAC, 0);
-        if file.read_exact_at(&mut record[HEADER..], at + HEADER as u64).is_err() {
-            tracing::warn!(offset = at, "the audit journal ends inside a record: a write cut short");
-            break;
-        }
-        let (signed, mac) = record.split_at(HEADER + len as usize);
-        let entry = match key.verify(signed, mac).then(|| Unnumbered::decode(&signed[HEADER..])) {
-            Some(Some(entry)) => entry,
-            _ => {
-                tracing::warn!(
-                    offset = at,
-                    "an audit journal record failed its check: nothing from it on is copied (a write cut short by a crash, or an edit)"
-                );
-                break;
-            }
-        };
-        at += record.len() as u64;
-        out.push(Durable {
+/// What stopped a run of records short of its end: a record whose header is the one
+/// expected but whose content is cut short or fails its MAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalDamage {
+    /// Where the record starts in the file.
+    pub offset: u64,
+    /// A record the next one expected follows it intact: it was edited, not cut short by a
+    /// crash (which leaves nothing after the group being written).
+    pub edited: bool,
+}
+
+/// One record read at a position.
+enum Read {
+    Record(Durable),
+    /// No record of this generation and sequence number starts here: the run's end.
+    End,
+    /// One does, but it is cut short or fails its check; its claimed end.
+    Bad(u64),
+}
+
+fn read_record(file: &File, key: &IndexKey, at: u64, generation: u32, seq: u64) -> Read {
+    let mut header = [0u8; HEADER];
+    if file.read_exact_at(&mut header, at).is_err() {
+        return Read::End;
+    }
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+    let g = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    let s = u64::from_le_bytes(header[8..16].try_into().unwrap_or([0; 8]));
+    if g != generation || s != seq || len == 0 || len > MAX_PAYLOAD {
+        return Read::End;
+    }
+    let mut record = header.to_vec();
+    record.resize(HEADER + len as usize + MAC, 0);
+    let end = at + record.len() as u64;
+    if file.read_exact_at(&mut record[HEADER..], at + HEADER as u64).is_err() {
+        return Read::Bad(end);
+    }
+    let (signed, mac) = record.split_at(HEADER + len as usize);
+    match key.verify(signed, mac).then(|| Unnumbered::decode(&signed[HEADER..])) {
+        Some(Some(entry)) => Read::Record(Durable {
             generation,
             seq,
-            end: at,
+            end,
             entry,
-        });
-        seq += 1;
+        }),
+        _ => Read::Bad(end),
     }
-    out
+}
+
+/// The records of `generation` from `at` on, numbered on from `seq`, up to the first that is
+/// not one (the end of what was written, a write cut short, or an edit: the damage).
+fn read_run(
+    file: &File,
+    key: &IndexKey,
+    mut at: u64,
+    generation: u32,
+    mut seq: u64,
+) -> (Vec<Durable>, Option<JournalDamage>) {
+    let mut out = Vec::new();
+    loop {
+        match read_record(file, key, at, generation, seq) {
+            Read::Record(d) => {
+                at = d.end;
+                out.push(d);
+                seq += 1;
+            }
+            Read::End => return (out, None),
+            Read::Bad(end) => {
+                let edited = matches!(read_record(file, key, end, generation, seq + 1), Read::Record(_));
+                return (out, Some(JournalDamage { offset: at, edited }));
+            }
+        }
+    }
 }

@@ -111,17 +111,29 @@ async fn entries_left_in_the_journal_are_copied_once_at_the_next_start_and_an_ed
     bytes[at + 16 + 200] ^= 1; // inside the rendered entry: only the MAC can tell
     drop(c);
     std::fs::write(&journal, &bytes).unwrap();
+    let offline = AnyStore::Sqlite(SqliteStore::open(&db).unwrap());
+    let backlog = super::journal_backlog(&offline, &keys, &journal).await.unwrap();
+    let damage = super::JournalDamage {
+        offset: at as u64,
+        edited: true,
+    };
+    assert_eq!((backlog.entries, backlog.damage), (2, Some(damage)));
     let d = vault(&db, &keys);
     assert_eq!(d.open_audit_journal(&journal, HOUR).await.unwrap(), 2);
     let got = patients(&d).await;
-    assert_eq!(got.len(), 18);
-    assert_eq!(got[16..], ["p16", "p17"]);
+    assert_eq!(got.len(), 19);
+    assert_eq!(got[16..18], ["p16", "p17"]);
+    // …and the log says so itself, in an entry of its own.
+    let last = d.unchecked_store().audit_range(18, 1).await.unwrap().remove(0);
+    assert_eq!(last.subtype, "audit-journal-damaged");
+    let body = String::from_utf8(last.body).unwrap();
+    assert!(body.contains("edited"), "{body}");
 
     // The log as copied verifies, and a head can be signed over it.
     let report = verify_log(d.unchecked_store(), &keys, &[]).await.unwrap();
     assert!(report.ok(), "{:?}", report.problems);
-    assert_eq!(report.entries, 18);
-    assert_eq!(d.sign_head().await.unwrap().size, 18);
+    assert_eq!(report.entries, 19);
+    assert_eq!(d.sign_head().await.unwrap().size, 19);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

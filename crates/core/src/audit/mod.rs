@@ -30,7 +30,7 @@ mod proof_tests;
 
 pub use crate::emergency::StaffMember;
 pub use entry::{AuditAgent, AuditDraft, Outcome};
-pub use journal::journal_backlog;
+pub use journal::{JournalBacklog, JournalDamage, journal_backlog};
 pub use read::AccessLine;
 pub use verify::{VerifyReport, WitnessHead, verify_log};
 
@@ -258,8 +258,32 @@ impl<S: Store> Vault<S> {
             return Ok(0);
         }
         let log_key = self.audit_log.key.get_or_init(|| mac_key(&self.keys)).clone();
-        let (j, replayed) =
-            journal::Journal::open(path, &self.store, journal::journal_key(&self.keys), &log_key).await?;
+        let record_damage = |d: journal::JournalDamage, copied: usize| {
+            let kind = if d.edited { "edited" } else { "cut-short" };
+            tracing::error!(
+                offset = d.offset,
+                kind,
+                "an audit journal record failed its check: nothing from it on was copied into the log"
+            );
+            let mut draft = self.system_draft(
+                "audit-journal-damaged",
+                vec![
+                    ("offset".into(), d.offset.to_string()),
+                    ("kind".into(), kind.into()),
+                    ("copied".into(), copied.to_string()),
+                ],
+            );
+            draft.action = 'E';
+            maker(log_key.clone(), draft)
+        };
+        let (j, replayed) = journal::Journal::open(
+            path,
+            &self.store,
+            journal::journal_key(&self.keys),
+            &log_key,
+            record_damage,
+        )
+        .await?;
         let j = Arc::new(j);
         if self.audit_log.journal.set(Arc::clone(&j)).is_err() {
             return Err(CoreError::Invalid("the audit journal is already open".into()));
