@@ -329,6 +329,10 @@ impl AuditStore for AnyStore {
         forward!(self, s => s.journal_mark())
     }
 
+    async fn audit_leaves(&self, from: i64, limit: u32) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+        forward!(self, s => s.audit_leaves(from, limit))
+    }
+
     async fn audit_size(&self) -> Result<i64, StoreError> {
         forward!(self, s => s.audit_size())
     }

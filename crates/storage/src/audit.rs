@@ -95,6 +95,14 @@ pub trait AuditStore: Send + Sync {
     /// Up to `limit` entries from index `from` on, in index order.
     fn audit_range(&self, from: i64, limit: u32) -> impl Future<Output = Result<Vec<AuditRecord>, StoreError>> + Send;
 
+    /// The leaf hashes of up to `limit` entries from index `from` on, in index order, with
+    /// their indexes: all the tree needs, without the bodies.
+    fn audit_leaves(
+        &self,
+        from: i64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<(i64, Vec<u8>)>, StoreError>> + Send;
+
     /// Entries matching `filter`, newest first.
     fn audit_search(&self, filter: &AuditFilter) -> impl Future<Output = Result<Vec<AuditRecord>, StoreError>> + Send;
 

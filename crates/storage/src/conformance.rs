@@ -1185,6 +1185,11 @@ async fn audit_suite<S: Store>(s: S) {
     assert_eq!(all.iter().map(|r| r.index).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
     assert_eq!(all[2], rec(2, Some("p1")));
     assert_eq!(s.audit_range(3, 10).await.unwrap().len(), 1);
+    // The leaves alone, for the tree.
+    assert_eq!(
+        s.audit_leaves(1, 2).await.unwrap(),
+        vec![(1, all[1].leaf.clone()), (2, all[2].leaf.clone())]
+    );
     let mine = s
         .audit_search(&AuditFilter {
             patient: Some("p1".into()),
@@ -1260,6 +1265,28 @@ async fn audit_suite<S: Store>(s: S) {
         .await
         .unwrap();
     assert_eq!(mine.iter().map(|r| r.index).collect::<Vec<_>>(), vec![2]);
+    // A copy from a journal appends and moves the journal's mark in one transaction.
+    assert_eq!(s.journal_mark().await.unwrap(), None);
+    let mark = JournalMark {
+        generation: 3,
+        offset: 4096,
+        next_seq: 17,
+    };
+    assert_eq!(
+        s.ingest_audit(vec![maker(None), maker(Some("p3"))], mark)
+            .await
+            .unwrap(),
+        5
+    );
+    assert_eq!(s.journal_mark().await.unwrap(), Some(mark));
+    let moved = JournalMark {
+        generation: 4,
+        offset: 0,
+        next_seq: 19,
+    };
+    assert_eq!(s.ingest_audit(vec![maker(None)], moved).await.unwrap(), 7);
+    assert_eq!(s.journal_mark().await.unwrap(), Some(moved));
+    assert_eq!(s.audit_range(6, 1).await.unwrap()[0], rec(6, Some("p3")));
     // Account changes with their entries: both or neither (a tenant of their own, so the
     // accounts suite on the same store starts empty).
     let before = s.audit_size().await.unwrap();

@@ -351,15 +351,15 @@ impl<S: Store> Vault<S> {
         self.flush_audit_journal().await?;
         let mut t = self.audit_log.tree.lock().await;
         loop {
-            let page = self.store.audit_range(t.0.size() as i64, 10_000).await?;
+            let page = self.store.audit_leaves(t.0.size() as i64, 10_000).await?;
             if page.is_empty() {
                 break;
             }
-            for r in page {
-                if r.index != t.0.size() as i64 {
+            for (index, leaf) in page {
+                if index != t.0.size() as i64 {
                     return Err(CoreError::Integrity);
                 }
-                let leaf: Hash = r.leaf.as_slice().try_into().map_err(|_| CoreError::Integrity)?;
+                let leaf: Hash = leaf.as_slice().try_into().map_err(|_| CoreError::Integrity)?;
                 t.0.push(leaf);
                 t.1.push(leaf);
             }
@@ -431,9 +431,9 @@ impl<S: Store> Vault<S> {
             let blocks: std::collections::BTreeSet<u64> = missing.iter().map(|i| i / t.1.block_len()).collect();
             for b in blocks {
                 let from = b * t.1.block_len();
-                for r in self.store.audit_range(from as i64, t.1.block_len() as u32).await? {
-                    let leaf: Hash = r.leaf.as_slice().try_into().map_err(|_| CoreError::Integrity)?;
-                    leaves.insert(r.index as u64, leaf);
+                for (index, leaf) in self.store.audit_leaves(from as i64, t.1.block_len() as u32).await? {
+                    let leaf: Hash = leaf.as_slice().try_into().map_err(|_| CoreError::Integrity)?;
+                    leaves.insert(index as u64, leaf);
                 }
             }
         }

@@ -213,6 +213,18 @@ impl AuditStore for PgStore {
             .get(0))
     }
 
+    async fn audit_leaves(&self, from: i64, limit: u32) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT idx, leaf FROM audit_log WHERE idx >= $1 ORDER BY idx LIMIT $2",
+                &[&from, &i64::from(limit)],
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
     async fn audit_range(&self, from: i64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
         let client = self.client().await?;
         let rows = client

@@ -111,6 +111,17 @@ impl AuditStore for SqliteStore {
             .await
     }
 
+    async fn audit_leaves(&self, from: i64, limit: u32) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+        self.pool
+            .read(move |conn| {
+                let mut stmt =
+                    conn.prepare_cached("SELECT idx, leaf FROM audit_log WHERE idx >= ?1 ORDER BY idx LIMIT ?2")?;
+                let rows = stmt.query_map(params![from, i64::from(limit)], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
     async fn audit_range(&self, from: i64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
         self.pool
             .read(move |conn| {
