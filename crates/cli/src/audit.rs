@@ -4,7 +4,7 @@
 use crate::CliError;
 use crate::app::open_vault;
 use crate::config::{FlagSettings, Settings};
-use carevault_core::audit::{SignedHead, WitnessHead, journal_backlog, verify_log};
+use carevault_core::audit::{DamageKind, SignedHead, WitnessHead, journal_backlog, verify_log};
 use clap::{Args, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -75,7 +75,7 @@ pub async fn run(args: AuditArgs) -> Result<ExitCode, CliError> {
                 "{} entries ({} emptied by retention), {} signed heads, {} witness heads checked",
                 report.entries, report.pruned, report.heads_checked, report.witness_checked
             );
-            let mut journal_edited = false;
+            let mut journal_tampered = false;
             if matches!(vault.unchecked_store(), carevault_storage::AnyStore::Sqlite(_)) {
                 let backlog = journal_backlog(vault.unchecked_store(), vault.keys(), &settings.audit_journal)
                     .await
@@ -87,22 +87,27 @@ pub async fn run(args: AuditArgs) -> Result<ExitCode, CliError> {
                         settings.audit_journal.display()
                     );
                 }
-                match backlog.damage {
-                    Some(d) if d.edited => {
-                        println!(
-                            "the audit journal's record at byte {} was edited: it and the records after it will not be copied",
-                            d.offset
-                        );
-                        journal_edited = true;
-                    }
-                    Some(d) => println!(
-                        "the audit journal ends with a record cut short at byte {} (a write a crash interrupted; its request was never answered)",
-                        d.offset
-                    ),
-                    None => {}
+                if let Some(d) = backlog.damage {
+                    journal_tampered = d.kind.tampering();
+                    println!(
+                        "{}",
+                        match d.kind {
+                            DamageKind::Edited => format!(
+                                "the audit journal's record at byte {} was edited: it and the records after it will not be copied",
+                                d.offset
+                            ),
+                            DamageKind::Truncated => {
+                                "the audit journal is gone or shorter than what the log has copied from it: it was cut or replaced".into()
+                            }
+                            DamageKind::CutShort => format!(
+                                "the audit journal ends with a record cut short at byte {} (a write a crash interrupted; its request was never answered)",
+                                d.offset
+                            ),
+                        }
+                    );
                 }
             }
-            if report.ok() && !journal_edited {
+            if report.ok() && !journal_tampered {
                 println!("the audit log is intact");
                 Ok(ExitCode::SUCCESS)
             } else {

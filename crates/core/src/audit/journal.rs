@@ -53,6 +53,8 @@ const WRAP_AT: u64 = 4096;
 const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
 #[cfg(test)]
 const CATCH_UP_WAIT: Duration = Duration::from_millis(20);
+/// Most entries waiting to be copied (about 1.2 KB each in memory) before appends fail.
+const MAX_BACKLOG: usize = 200_000;
 /// Most entries in one group write.
 const GROUP: usize = 512;
 /// Most records copied into the log in one transaction.
@@ -120,6 +122,7 @@ impl Journal {
     ) -> Result<(Journal, usize), CoreError> {
         let mark = store.journal_mark().await?;
         let existed = path.exists();
+        let mut missing = false;
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -144,10 +147,7 @@ impl Journal {
                     .map_err(|e| failed(&e.to_string()))?;
             }
             if mark.is_some() {
-                tracing::error!(
-                    path = %path.display(),
-                    "the audit journal was missing: entries made durable after the last copy into the log may be lost"
-                );
+                missing = true;
             }
         }
         let Past {
@@ -156,6 +156,10 @@ impl Journal {
             copied,
             damage,
         } = past_mark(&file, &key, mark)?;
+        let damage = damage.or(missing.then_some(JournalDamage {
+            offset: 0,
+            kind: DamageKind::Truncated,
+        }));
         let replayed = found.len();
         let next_seq = copied.next_seq + replayed as u64;
         let shared = Arc::new(Shared {
@@ -292,6 +296,19 @@ fn past_mark(file: &File, key: &IndexKey, mark: Option<JournalMark>) -> Result<P
         offset: u64::try_from(start.offset).map_err(|_| CoreError::Integrity)?,
         next_seq: u64::try_from(start.next_seq).map_err(|_| CoreError::Integrity)?,
     };
+    let len = file.metadata().map_err(|e| failed(&e.to_string()))?.len();
+    if len < copied.offset {
+        let damage = JournalDamage {
+            offset: len,
+            kind: DamageKind::Truncated,
+        };
+        return Ok(Past {
+            records: Vec::new(),
+            last_generation: copied.generation,
+            copied,
+            damage: Some(damage),
+        });
+    }
     let (mut records, damage) = read_run(file, key, copied.offset, copied.generation, copied.next_seq);
     let after = copied.next_seq + records.len() as u64;
     let (next, next_damage) = read_run(file, key, 0, copied.generation + 1, after);
@@ -319,10 +336,12 @@ pub struct JournalBacklog {
 pub async fn journal_backlog<S: Store>(store: &S, keys: &KeyFile, path: &Path) -> Result<JournalBacklog, CoreError> {
     let mark = store.journal_mark().await?;
     let Ok(file) = File::open(path) else {
-        return Ok(JournalBacklog {
-            entries: 0,
-            damage: None,
+        // Gone: harmless before anything was ever copied from it.
+        let damage = mark.map(|_| JournalDamage {
+            offset: 0,
+            kind: DamageKind::Truncated,
         });
+        return Ok(JournalBacklog { entries: 0, damage });
     };
     let past = past_mark(&file, &journal_key(keys), mark)?;
     Ok(JournalBacklog {
@@ -366,6 +385,12 @@ impl Writer {
             }
             let written = if self.failed {
                 Err(std::io::Error::other("an earlier write failed"))
+            } else if lock(&shared.durable).len() + replies.len() > MAX_BACKLOG {
+                // The log has not taken entries for a while (its database is failing): stop
+                // taking more rather than hold them all in memory.
+                tracing::error!("the audit journal's copier is too far behind: entries fail until it catches up");
+                shared.wake.notify_one();
+                Err(std::io::Error::other("the copier is behind"))
             } else if !self.room_for(buf.len() as u64, shared) {
                 Err(std::io::Error::other("the copier is behind"))
             } else {
@@ -435,15 +460,39 @@ fn frame(buf: &mut Vec<u8>, key: &IndexKey, generation: u32, seq: u64, entry: &U
     buf.extend_from_slice(&mac);
 }
 
-/// What stopped a run of records short of its end: a record whose header is the one
-/// expected but whose content is cut short or fails its MAC.
+/// What is wrong with a journal, found when it is read back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JournalDamage {
-    /// Where the record starts in the file.
+    /// Where in the file (the record's start; the file's length when it is too short).
     pub offset: u64,
-    /// A record the next one expected follows it intact: it was edited, not cut short by a
-    /// crash (which leaves nothing after the group being written).
-    pub edited: bool,
+    pub kind: DamageKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DamageKind {
+    /// A record whose header is the one expected fails its MAC or is cut short, and the
+    /// record after it is intact: an edit.
+    Edited,
+    /// The same with nothing intact after it: the group a crash interrupted (its requests
+    /// were never answered).
+    CutShort,
+    /// The file is gone or shorter than what the log has copied from it: cut or replaced.
+    Truncated,
+}
+
+impl DamageKind {
+    pub fn code(self) -> &'static str {
+        match self {
+            DamageKind::Edited => "edited",
+            DamageKind::CutShort => "cut-short",
+            DamageKind::Truncated => "truncated",
+        }
+    }
+
+    /// Whether someone, not a crash, did it.
+    pub fn tampering(self) -> bool {
+        !matches!(self, DamageKind::CutShort)
+    }
 }
 
 /// One record read at a position.
@@ -503,8 +552,11 @@ fn read_run(
             }
             Read::End => return (out, None),
             Read::Bad(end) => {
-                let edited = matches!(read_record(file, key, end, generation, seq + 1), Read::Record(_));
-                return (out, Some(JournalDamage { offset: at, edited }));
+                let kind = match read_record(file, key, end, generation, seq + 1) {
+                    Read::Record(_) => DamageKind::Edited,
+                    _ => DamageKind::CutShort,
+                };
+                return (out, Some(JournalDamage { offset: at, kind }));
             }
         }
     }

@@ -115,7 +115,7 @@ async fn entries_left_in_the_journal_are_copied_once_at_the_next_start_and_an_ed
     let backlog = super::journal_backlog(&offline, &keys, &journal).await.unwrap();
     let damage = super::JournalDamage {
         offset: at as u64,
-        edited: true,
+        kind: super::DamageKind::Edited,
     };
     assert_eq!((backlog.entries, backlog.damage), (2, Some(damage)));
     let d = vault(&db, &keys);
@@ -234,4 +234,52 @@ async fn a_journal_in_use_by_another_server_is_refused() {
     let refused = b.open_audit_journal(&journal, HOUR).await.unwrap_err();
     assert!(refused.to_string().contains("storage"), "{refused}");
     a.audit(draft(0)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn noise_in_the_journal_copies_nothing_and_a_cut_journal_is_recorded_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, journal) = (dir.path().join("t.db"), dir.path().join("audit-journal"));
+    let keys = Arc::new(KeyFile::parse(&KeyFile::generate(&SystemRandomSource::new()).unwrap()).unwrap());
+    // Noise where the journal should be: nothing in it is a record.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let noise: Vec<u8> = (0..65_536)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(&journal, &noise).unwrap();
+    let a = vault(&db, &keys);
+    assert_eq!(a.open_audit_journal(&journal, HOUR).await.unwrap(), 0);
+    append(&a, 0, 3, 0).await;
+    drop(a);
+
+    // Cut below what the log has copied from it: the two entries waiting are lost, and the
+    // verifier and then the log say so.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&journal)
+        .unwrap()
+        .set_len(100)
+        .unwrap();
+    let offline = AnyStore::Sqlite(SqliteStore::open(&db).unwrap());
+    let backlog = super::journal_backlog(&offline, &keys, &journal).await.unwrap();
+    assert_eq!(backlog.damage.map(|d| d.kind), Some(super::DamageKind::Truncated));
+    let b = vault(&db, &keys);
+    assert_eq!(b.open_audit_journal(&journal, HOUR).await.unwrap(), 0);
+    let rows = b.unchecked_store().audit_range(0, 10).await.unwrap();
+    let subtypes: Vec<&str> = rows.iter().map(|r| r.subtype.as_str()).collect();
+    assert_eq!(subtypes, ["read", "audit-journal-damaged"]);
+    drop(b);
+    // Once: the mark moved past it.
+    assert_eq!(
+        super::journal_backlog(&offline, &keys, &journal).await.unwrap().damage,
+        None
+    );
+    let c = vault(&db, &keys);
+    assert_eq!(c.open_audit_journal(&journal, HOUR).await.unwrap(), 0);
+    assert_eq!(c.unchecked_store().audit_size().await.unwrap(), 2);
 }

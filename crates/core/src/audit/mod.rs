@@ -30,7 +30,7 @@ mod proof_tests;
 
 pub use crate::emergency::StaffMember;
 pub use entry::{AuditAgent, AuditDraft, Outcome};
-pub use journal::{JournalBacklog, JournalDamage, journal_backlog};
+pub use journal::{DamageKind, JournalBacklog, JournalDamage, journal_backlog};
 pub use read::AccessLine;
 pub use verify::{VerifyReport, WitnessHead, verify_log};
 
@@ -259,7 +259,7 @@ impl<S: Store> Vault<S> {
         }
         let log_key = self.audit_log.key.get_or_init(|| mac_key(&self.keys)).clone();
         let record_damage = |d: journal::JournalDamage, copied: usize| {
-            let kind = if d.edited { "edited" } else { "cut-short" };
+            let kind = d.kind.code();
             tracing::error!(
                 offset = d.offset,
                 kind,
