@@ -910,32 +910,37 @@ async fn sign_ins_tokens_operations_and_operator_commands_are_recorded_too() {
     }
 }
 
+/// A server whose journal is copied into the log at once after a quiet spell, then not for
+/// an hour, after `n` reads of one patient: the later reads' entries are durable only in the
+/// journal. The server, its database, and what counts those reads' entries among rows.
+async fn reads_left_in_the_journal(backend: &Backend, n: usize) -> (TestApp, Db, impl Fn(&[Row]) -> usize) {
+    let app = start_with_env(init(backend), &[], &[("CAREVAULT_AUDIT_COPY_MILLIS", "3600000")]);
+    let db = Db::open(&app).await;
+    let p = app.create(&json!({"resourceType": "Patient", "active": true})).await;
+    let entity = format!("Patient/{p}");
+    for _ in 0..n {
+        assert_eq!(app.get(&entity).await.status, StatusCode::OK);
+    }
+    let reads = move |rows: &[Row]| {
+        rows.iter()
+            .filter(|r| r.6 == "read" && r.8.as_deref() == Some(entity.as_str()))
+            .count()
+    };
+    (app, db, reads)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_answered_before_a_kill_9_are_in_the_log_after_restart() {
     for backend in backends("reads_answered_before_a_kill_9_are_in_the_log_after_restart").await {
         let b = backend.name();
-        // The journal is copied into the log at once after a quiet spell, then not for an
-        // hour: the later reads' entries are durable only in the journal when the server dies.
-        let mut app = start_with_env(init(&backend), &[], &[("CAREVAULT_AUDIT_COPY_MILLIS", "3600000")]);
-        let db = Db::open(&app).await;
-        let p = app.create(&json!({"resourceType": "Patient", "active": true})).await;
-        let entity = format!("Patient/{p}");
-        let reads = |rows: &[Row]| {
-            rows.iter()
-                .filter(|r| r.6 == "read" && r.8.as_deref() == Some(entity.as_str()))
-                .count()
-        };
-        for _ in 0..20 {
-            assert_eq!(app.get(&entity).await.status, StatusCode::OK, "{b}");
-        }
+        let (mut app, db, reads) = reads_left_in_the_journal(&backend, 20).await;
         let logged = reads(&db.read_rows().await);
         match backend {
             // (on PostgreSQL every read's entry is in the log before its response)
             Backend::Postgres { .. } => assert_eq!(logged, 20, "{b}"),
             Backend::Sqlite => assert!(logged < 20, "{b}: {logged} of 20 reads copied already"),
         }
-        app.child.kill().unwrap(); // SIGKILL
-        app.child.wait().unwrap();
+        app.kill_9();
         // The offline verifier checks the log as it stands and says what still waits.
         let (ok, _, text) = verify(&app);
         assert!(ok, "{b}: {text}");
@@ -943,13 +948,7 @@ async fn reads_answered_before_a_kill_9_are_in_the_log_after_restart() {
             let waiting = format!("{} entries in the audit journal", 20 - logged);
             assert!(text.contains(&waiting), "{b}: {text}");
         }
-        let dir = std::mem::replace(&mut app.data.dir, tempfile::tempdir().unwrap());
-        let data = DataDir {
-            dir,
-            token: app.data.token.clone(),
-            backend: backend.clone(),
-        };
-        let mut app = start(data, &[]);
+        let mut app = app.restart();
         // Copied before the server answers anything, each once.
         assert_eq!(reads(&db.read_rows().await), 20, "{b}");
         app.terminate();
@@ -961,22 +960,9 @@ async fn reads_answered_before_a_kill_9_are_in_the_log_after_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edited_journal_fails_verification_and_the_log_records_the_damage() {
     // The journal is SQLite's: on PostgreSQL every entry goes straight into the log.
-    let backend = Backend::Sqlite;
-    let mut app = start_with_env(init(&backend), &[], &[("CAREVAULT_AUDIT_COPY_MILLIS", "3600000")]);
-    let db = Db::open(&app).await;
-    let p = app.create(&json!({"resourceType": "Patient", "active": true})).await;
-    let entity = format!("Patient/{p}");
-    let reads = |rows: &[Row]| {
-        rows.iter()
-            .filter(|r| r.6 == "read" && r.8.as_deref() == Some(entity.as_str()))
-            .count()
-    };
-    for _ in 0..10 {
-        assert_eq!(app.get(&entity).await.status, StatusCode::OK);
-    }
+    let (mut app, db, reads) = reads_left_in_the_journal(&Backend::Sqlite, 10).await;
     let logged = reads(&db.read_rows().await);
-    app.child.kill().unwrap(); // SIGKILL
-    app.child.wait().unwrap();
+    app.kill_9();
 
     // Edit the third record past the journal's mark (a byte inside its entry).
     let journal = app.data.path().join("audit-journal");
@@ -997,13 +983,7 @@ async fn an_edited_journal_fails_verification_and_the_log_records_the_damage() {
     assert!(text.contains(&format!("record at byte {at} was edited")), "{text}");
 
     // The next start copies the records before the edited one and records the damage.
-    let dir = std::mem::replace(&mut app.data.dir, tempfile::tempdir().unwrap());
-    let data = DataDir {
-        dir,
-        token: app.data.token.clone(),
-        backend: backend.clone(),
-    };
-    let mut app = start(data, &[]);
+    let mut app = app.restart();
     let rows = db.read_rows().await;
     assert_eq!(reads(&rows), logged + 2);
     let damaged: Vec<_> = rows.iter().filter(|r| r.6 == "audit-journal-damaged").collect();

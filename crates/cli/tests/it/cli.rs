@@ -98,15 +98,8 @@ async fn acknowledged_writes_survive_kill_9_and_sigterm_drains() {
                 .await,
             );
         }
-        app.child.kill().unwrap(); // SIGKILL
-        app.child.wait().unwrap();
-        let dir = std::mem::replace(&mut app.data.dir, tempfile::tempdir().unwrap());
-        let data = DataDir {
-            dir,
-            token: app.data.token.clone(),
-            backend: backend.clone(),
-        };
-        let mut app = start(data, &[]);
+        app.kill_9();
+        let mut app = app.restart();
         for id in &ids {
             assert_eq!(
                 app.get(&format!("Observation/{id}")).await.status,

@@ -281,6 +281,24 @@ impl TestApp {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Kills the server with SIGKILL (no shutdown of any kind) and waits for it; its data
+    /// directory stays for `restart`.
+    pub fn kill_9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Starts a server again on this one's data directory (after `kill_9` or `terminate`).
+    pub fn restart(mut self) -> TestApp {
+        let dir = std::mem::replace(&mut self.data.dir, tempfile::tempdir().unwrap());
+        let data = DataDir {
+            dir,
+            token: self.data.token.clone(),
+            backend: self.data.backend.clone(),
+        };
+        start(data, &[])
+    }
+
     /// Stops the server with SIGTERM and waits for it.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();

@@ -19,6 +19,12 @@ use std::time::Duration;
 /// spell.
 const HOUR: Duration = Duration::from_secs(3600);
 
+/// A directory for the database and the journal, and a key file.
+fn setup() -> (tempfile::TempDir, Arc<KeyFile>) {
+    let keys = KeyFile::parse(&KeyFile::generate(&SystemRandomSource::new()).unwrap()).unwrap();
+    (tempfile::tempdir().unwrap(), Arc::new(keys))
+}
+
 fn vault(db: &std::path::Path, keys: &Arc<KeyFile>) -> Vault<AnyStore> {
     Vault::new(
         AnyStore::Sqlite(SqliteStore::open(db).unwrap()),
@@ -75,11 +81,31 @@ async fn append(v: &Vault<AnyStore>, from: usize, to: usize, logged: i64) {
     assert_eq!(v.unchecked_store().audit_size().await.unwrap(), logged + 1);
 }
 
+/// After a "crash" past a wrap: a new vault copies `replayed` entries from the journal, the
+/// log then holds p0..p(n-1) in order, the mark is in the generation after `mark`'s, and the
+/// log verifies.
+async fn reopened_holds_every_entry(
+    db: &std::path::Path,
+    keys: &Arc<KeyFile>,
+    journal: &std::path::Path,
+    replayed: usize,
+    n: usize,
+    mark: carevault_storage::JournalMark,
+) {
+    let b = vault(db, keys);
+    assert_eq!(b.open_audit_journal(journal, HOUR).await.unwrap(), replayed);
+    let want: Vec<String> = (0..n).map(|k| format!("p{k}")).collect();
+    assert_eq!(patients(&b).await, want);
+    let moved = b.unchecked_store().journal_mark().await.unwrap().unwrap();
+    assert_eq!(moved.generation, mark.generation + 1);
+    let report = verify_log(b.unchecked_store(), keys, &[]).await.unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_left_in_the_journal_are_copied_once_at_the_next_start_and_an_edit_stops_the_copy() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, keys) = setup();
     let (db, journal) = (dir.path().join("t.db"), dir.path().join("audit-journal"));
-    let keys = Arc::new(KeyFile::parse(&KeyFile::generate(&SystemRandomSource::new()).unwrap()).unwrap());
 
     let a = vault(&db, &keys);
     assert_eq!(a.open_audit_journal(&journal, HOUR).await.unwrap(), 0);
@@ -138,9 +164,8 @@ async fn entries_left_in_the_journal_are_copied_once_at_the_next_start_and_an_ed
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_journal_starts_again_once_everything_is_copied_and_is_read_back_after_wrapping() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, keys) = setup();
     let (db, journal) = (dir.path().join("t.db"), dir.path().join("audit-journal"));
-    let keys = Arc::new(KeyFile::parse(&KeyFile::generate(&SystemRandomSource::new()).unwrap()).unwrap());
     let a = vault(&db, &keys);
     a.open_audit_journal(&journal, HOUR).await.unwrap();
     // Everything copied as it goes, until the file has passed the wrapping point (4 KiB in
@@ -162,21 +187,13 @@ async fn the_journal_starts_again_once_everything_is_copied_and_is_read_back_aft
     assert_eq!(a.unchecked_store().journal_mark().await.unwrap(), Some(mark));
 
     drop(a);
-    let b = vault(&db, &keys);
-    assert_eq!(b.open_audit_journal(&journal, HOUR).await.unwrap(), 3);
-    let want: Vec<String> = (0..n + 3).map(|k| format!("p{k}")).collect();
-    assert_eq!(patients(&b).await, want);
-    let moved = b.unchecked_store().journal_mark().await.unwrap().unwrap();
-    assert_eq!(moved.generation, mark.generation + 1);
-    let report = verify_log(b.unchecked_store(), &keys, &[]).await.unwrap();
-    assert!(report.ok(), "{:?}", report.problems);
+    reopened_holds_every_entry(&db, &keys, &journal, 3, n + 3, mark).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_journal_wraps_without_waiting_for_the_copier_and_both_generations_are_read_back() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, keys) = setup();
     let (db, journal) = (dir.path().join("t.db"), dir.path().join("audit-journal"));
-    let keys = Arc::new(KeyFile::parse(&KeyFile::generate(&SystemRandomSource::new()).unwrap()).unwrap());
     let a = vault(&db, &keys);
     a.open_audit_journal(&journal, HOUR).await.unwrap();
     let len = || std::fs::metadata(&journal).unwrap().len();
@@ -213,21 +230,13 @@ async fn the_journal_wraps_without_waiting_for_the_copier_and_both_generations_a
     assert!(refused, "the writer went over records not yet copied");
 
     drop(a);
-    let b = vault(&db, &keys);
-    assert_eq!(b.open_audit_journal(&journal, HOUR).await.unwrap(), n - copied);
-    let want: Vec<String> = (0..n).map(|k| format!("p{k}")).collect();
-    assert_eq!(patients(&b).await, want);
-    let moved = b.unchecked_store().journal_mark().await.unwrap().unwrap();
-    assert_eq!(moved.generation, mark.generation + 1);
-    let report = verify_log(b.unchecked_store(), &keys, &[]).await.unwrap();
-    assert!(report.ok(), "{:?}", report.problems);
+    reopened_holds_every_entry(&db, &keys, &journal, n - copied, n, mark).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_journal_in_use_by_another_server_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, keys) = setup();
     let (db, journal) = (dir.path().join("t.db"), dir.path().join("audit-journal"));
-    let keys = Arc::new(KeyFile::parse(&KeyFile::generate(&SystemRandomSource::new()).unwrap()).unwrap());
     let a = vault(&db, &keys);
     a.open_audit_journal(&journal, HOUR).await.unwrap();
     let b = vault(&db, &keys);
@@ -238,9 +247,8 @@ async fn a_journal_in_use_by_another_server_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn noise_in_the_journal_copies_nothing_and_a_cut_journal_is_recorded_once() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, keys) = setup();
     let (db, journal) = (dir.path().join("t.db"), dir.path().join("audit-journal"));
-    let keys = Arc::new(KeyFile::parse(&KeyFile::generate(&SystemRandomSource::new()).unwrap()).unwrap());
     // Noise where the journal should be: nothing in it is a record.
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     let noise: Vec<u8> = (0..65_536)
