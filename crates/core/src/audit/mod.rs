@@ -7,10 +7,11 @@
 //! Entries are the leaves of an RFC 6962 Merkle tree. The store numbers them inside its
 //! transaction and calls back (`AuditMaker`) to render each entry with its index, hash it and
 //! MAC it. A write's entry goes into the write's own change set (`with_pending`); every other
-//! entry goes through one appender task per server, which writes every entry waiting at that
-//! moment in one store call (group commit). Either way the entry is durable before the
-//! response leaves. Signed tree heads (`sign_head`) commit to the tree; `verify` checks the
-//! whole log offline.
+//! entry goes, on a server over SQLite, to the journal (`journal.rs`: durable in a file at
+//! once, copied into the log in batches and before the log is read), and otherwise through
+//! one appender task per server, which writes every entry waiting at that moment in one store
+//! call (group commit). Either way the entry is durable before the response leaves. Signed
+//! tree heads (`sign_head`) commit to the tree; `verify` checks the whole log offline.
 
 mod entry;
 mod fsync_floor;
@@ -263,7 +264,7 @@ impl<S: Store> Vault<S> {
             tracing::error!(
                 offset = d.offset,
                 kind,
-                "an audit journal record failed its check: nothing from it on was copied into the log"
+                "the audit journal is damaged: nothing from there on was copied into the log"
             );
             let mut draft = self.system_draft(
                 "audit-journal-damaged",
