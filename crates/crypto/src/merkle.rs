@@ -73,6 +73,26 @@ impl Frontier {
         self.size += 1;
     }
 
+    /// Pushes the root of a complete subtree of `size` leaves (a power of two) in place of
+    /// its leaves; the leaves pushed so far must be a multiple of `size`. False, and nothing
+    /// pushed, otherwise.
+    pub fn push_subtree(&mut self, size: u64, root: Hash) -> bool {
+        if !size.is_power_of_two() || !self.size.is_multiple_of(size) {
+            return false;
+        }
+        let mut node = (size, root);
+        while let Some(&(s, h)) = self.stack.last() {
+            if s != node.0 {
+                break;
+            }
+            self.stack.pop();
+            node = (s * 2, node_hash(&h, &node.1));
+        }
+        self.stack.push(node);
+        self.size += size;
+        true
+    }
+
     /// The root of the tree over every leaf pushed (RFC 6962 MTH).
     pub fn root(&self) -> Hash {
         let mut it = self.stack.iter().rev();
@@ -213,21 +233,41 @@ impl SubtreeCache {
         self.block.push(leaf);
         self.size += 1;
         if self.block.len() as u64 == self.block_len() {
-            let mut node = root(&self.block);
+            let node = root(&self.block);
             self.block.clear();
-            let mut level = 0;
-            loop {
-                if self.levels.len() == level {
-                    self.levels.push(Vec::new());
-                }
-                self.levels[level].push(node);
-                let row = &self.levels[level];
-                if !row.len().is_multiple_of(2) {
-                    break;
-                }
-                node = node_hash(&row[row.len() - 2], &row[row.len() - 1]);
-                level += 1;
+            self.add_block(node);
+        }
+    }
+
+    /// Pushes a whole block by its root, when no block is part-filled. False, and nothing
+    /// pushed, otherwise.
+    pub fn push_block(&mut self, root: Hash) -> bool {
+        if !self.block.is_empty() {
+            return false;
+        }
+        self.size += self.block_len();
+        self.add_block(root);
+        true
+    }
+
+    /// The roots of the complete blocks, in order.
+    pub fn blocks(&self) -> &[Hash] {
+        self.levels.first().map_or(&[], Vec::as_slice)
+    }
+
+    fn add_block(&mut self, mut node: Hash) {
+        let mut level = 0;
+        loop {
+            if self.levels.len() == level {
+                self.levels.push(Vec::new());
             }
+            self.levels[level].push(node);
+            let row = &self.levels[level];
+            if !row.len().is_multiple_of(2) {
+                break;
+            }
+            node = node_hash(&row[row.len() - 2], &row[row.len() - 1]);
+            level += 1;
         }
     }
 
@@ -469,6 +509,36 @@ mod tests {
                 &want
             ));
         }
+    }
+
+    /// A tree rebuilt from its blocks' roots and the leaves after them has the same root
+    /// and answers the same proofs as one built from every leaf.
+    #[test]
+    fn a_tree_rebuilt_from_block_roots_equals_the_tree_of_every_leaf() {
+        let leaves: Vec<Hash> = (0u32..300).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+        let (mut whole, mut cache) = (Frontier::new(), SubtreeCache::new(3));
+        for l in &leaves {
+            whole.push(*l);
+            cache.push(*l);
+        }
+        assert_eq!(cache.blocks().len(), 37);
+        let (mut f, mut c) = (Frontier::new(), SubtreeCache::new(3));
+        for b in cache.blocks() {
+            assert!(f.push_subtree(8, *b) && c.push_block(*b));
+        }
+        for l in &leaves[296..] {
+            f.push(*l);
+            c.push(*l);
+        }
+        assert_eq!((f.size(), f.root()), (whole.size(), whole.root()));
+        assert_eq!(c.size(), 300);
+        for (a, level) in [(0, 3), (64, 6), (256, 5), (128, 7)] {
+            assert_eq!(c.get(a, level), cache.get(a, level), "[{a}, +2^{level})");
+        }
+        // Out of place: nothing pushed.
+        assert!(!f.push_subtree(8, leaves[0]) && !c.push_block(leaves[0]));
+        assert!(!Frontier::new().push_subtree(6, leaves[0]));
+        assert_eq!(f.root(), whole.root());
     }
 
     /// Every proof of every shape verifies; a changed node, a wrong index or size, a proof

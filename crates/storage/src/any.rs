@@ -333,6 +333,18 @@ impl AuditStore for AnyStore {
         forward!(self, s => s.audit_leaves(from, limit))
     }
 
+    async fn audit_blocks(&self, from: i64, limit: u32) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+        forward!(self, s => s.audit_blocks(from, limit))
+    }
+
+    async fn insert_audit_blocks(&self, blocks: Vec<(i64, Vec<u8>)>) -> Result<(), StoreError> {
+        forward!(self, s => s.insert_audit_blocks(blocks))
+    }
+
+    async fn latest_head(&self) -> Result<Option<StoredHead>, StoreError> {
+        forward!(self, s => s.latest_head())
+    }
+
     async fn audit_size(&self) -> Result<i64, StoreError> {
         forward!(self, s => s.audit_size())
     }

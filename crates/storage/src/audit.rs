@@ -103,6 +103,21 @@ pub trait AuditStore: Send + Sync {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<(i64, Vec<u8>)>, StoreError>> + Send;
 
+    /// The stored roots of the tree's complete blocks from block `from` on, in order: up to
+    /// `limit` (block number, root).
+    fn audit_blocks(
+        &self,
+        from: i64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<(i64, Vec<u8>)>, StoreError>> + Send;
+
+    /// Stores block roots (replacing a block's earlier root: they are a cache, rebuilt from
+    /// the leaves when they do not match).
+    fn insert_audit_blocks(&self, blocks: Vec<(i64, Vec<u8>)>) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The signed head of the largest size, if any.
+    fn latest_head(&self) -> impl Future<Output = Result<Option<StoredHead>, StoreError>> + Send;
+
     /// Entries matching `filter`, newest first.
     fn audit_search(&self, filter: &AuditFilter) -> impl Future<Output = Result<Vec<AuditRecord>, StoreError>> + Send;
 

@@ -1244,6 +1244,20 @@ async fn audit_suite<S: Store>(s: S) {
     let heads = s.heads().await.unwrap();
     assert_eq!(heads.iter().map(|h| h.size).collect::<Vec<_>>(), vec![2, 4]);
     assert_eq!(heads[1], head, "a head for a size is written once");
+    assert_eq!(s.latest_head().await.unwrap(), Some(head.clone()));
+    // Block roots: kept in order, a block's root replaced by a later one.
+    assert!(s.audit_blocks(0, 10).await.unwrap().is_empty());
+    s.insert_audit_blocks(vec![(0, vec![1; 32]), (1, vec![2; 32])])
+        .await
+        .unwrap();
+    s.insert_audit_blocks(vec![(1, vec![9; 32]), (2, vec![3; 32])])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.audit_blocks(1, 10).await.unwrap(),
+        vec![(1, vec![9; 32]), (2, vec![3; 32])]
+    );
+    assert_eq!(s.audit_blocks(0, 1).await.unwrap(), vec![(0, vec![1; 32])]);
 
     // Retention empties a range (index, time, leaf hash and MAC stay) and appends its own
     // entry in the same transaction; the emptied entries leave the auditor's searches.

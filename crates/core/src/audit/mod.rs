@@ -62,6 +62,8 @@ pub(crate) struct AuditLog {
     journal: OnceLock<Arc<journal::Journal>>,
     key: OnceLock<IndexKey>,
     tree: tokio::sync::Mutex<(Frontier, SubtreeCache)>,
+    /// Whether the tree has been started from the stored block roots (once per server).
+    from_blocks: std::sync::atomic::AtomicBool,
 }
 
 /// Proofs read at most a few blocks of this many leaves (2^10) from the store.
@@ -74,6 +76,7 @@ impl Default for AuditLog {
             journal: OnceLock::new(),
             key: OnceLock::new(),
             tree: tokio::sync::Mutex::new((Frontier::new(), SubtreeCache::new(PROOF_BLOCK_LEVEL))),
+            from_blocks: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -351,6 +354,15 @@ impl<S: Store> Vault<S> {
     async fn tree(&self) -> Result<tokio::sync::MutexGuard<'_, (Frontier, SubtreeCache)>, CoreError> {
         self.flush_audit_journal().await?;
         let mut t = self.audit_log.tree.lock().await;
+        if t.0.size() == 0
+            && !self
+                .audit_log
+                .from_blocks
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            *t = self.tree_from_blocks().await?;
+        }
+        let stored_blocks = t.1.blocks().len();
         loop {
             let page = self.store.audit_leaves(t.0.size() as i64, 10_000).await?;
             if page.is_empty() {
@@ -365,7 +377,88 @@ impl<S: Store> Vault<S> {
                 t.1.push(leaf);
             }
         }
+        // The blocks completed meanwhile, for the next start (a cache: failing to keep them
+        // only costs that start a longer read).
+        let fresh: Vec<(i64, Vec<u8>)> = (stored_blocks..t.1.blocks().len())
+            .zip(&t.1.blocks()[stored_blocks..])
+            .map(|(b, root)| (b as i64, root.to_vec()))
+            .collect();
+        for chunk in fresh.chunks(10_000) {
+            if let Err(e) = self.store.insert_audit_blocks(chunk.to_vec()).await {
+                tracing::warn!(error = %e, "the audit tree's block roots could not be stored");
+                break;
+            }
+        }
         Ok(t)
+    }
+
+    /// The tree as far as the stored block roots and the newest signed head vouch for it: the
+    /// blocks below the head's size, accepted only if they and the leaves after them give the
+    /// head's root. An empty tree (every leaf is then read) when there is no head or they do
+    /// not.
+    async fn tree_from_blocks(&self) -> Result<(Frontier, SubtreeCache), CoreError> {
+        let empty = || (Frontier::new(), SubtreeCache::new(PROOF_BLOCK_LEVEL));
+        let Some(head) = self.store.latest_head().await? else {
+            return Ok(empty());
+        };
+        let public = HeadSigner::derive(&self.keys)?.public_key();
+        let (Ok(size), Ok(root)) = (u64::try_from(head.size), Hash::try_from(head.root.as_slice())) else {
+            return Ok(empty());
+        };
+        if !carevault_crypto::verify_head(&public, size, &root, head.at, &head.signature) {
+            tracing::error!(
+                size,
+                "the newest signed audit head does not verify; the tree is rebuilt from every leaf"
+            );
+            return Ok(empty());
+        }
+        let (mut tree, block_len) = (empty(), 1u64 << PROOF_BLOCK_LEVEL);
+        let wanted = (size / block_len) as i64;
+        'blocks: while (tree.1.blocks().len() as i64) < wanted {
+            let next = tree.1.blocks().len() as i64;
+            let page = self
+                .store
+                .audit_blocks(next, (wanted - next).min(10_000) as u32)
+                .await?;
+            if page.is_empty() {
+                break;
+            }
+            for (b, r) in page {
+                let expected = tree.1.blocks().len() as i64;
+                match Hash::try_from(r.as_slice()) {
+                    Ok(r) if b == expected && tree.0.push_subtree(block_len, r) && tree.1.push_block(r) => {}
+                    _ => break 'blocks,
+                }
+            }
+        }
+        if tree.0.size() != tree.1.size() {
+            return Ok(empty());
+        }
+        let mut check = tree.0.clone();
+        while check.size() < size {
+            let page = self
+                .store
+                .audit_leaves(check.size() as i64, (size - check.size()).min(10_000) as u32)
+                .await?;
+            if page.is_empty() {
+                break;
+            }
+            for (index, leaf) in page {
+                let leaf: Hash = leaf.as_slice().try_into().map_err(|_| CoreError::Integrity)?;
+                if index as u64 != check.size() {
+                    return Err(CoreError::Integrity);
+                }
+                check.push(leaf);
+            }
+        }
+        if check.size() != size || check.root() != root {
+            tracing::error!(
+                size,
+                "the stored roots of the audit tree's blocks do not give the newest signed head's root; the tree is rebuilt from every leaf"
+            );
+            return Ok(empty());
+        }
+        Ok(tree)
     }
 
     /// Signs a head over the whole log as it stands and stores it.

@@ -22,6 +22,15 @@ fn record_from_row(r: &Row) -> AuditRecord {
     }
 }
 
+fn head_from_row(r: &Row) -> StoredHead {
+    StoredHead {
+        size: r.get(0),
+        root: r.get(1),
+        at: r.get(2),
+        signature: r.get(3),
+    }
+}
+
 /// The advisory lock that orders audit appends (the transaction holds it until it ends).
 const AUDIT_LOCK: i64 = 0x6361_7265_5661_7564;
 
@@ -225,6 +234,44 @@ impl AuditStore for PgStore {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
+    async fn audit_blocks(&self, from: i64, limit: u32) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT block, root FROM audit_blocks WHERE block >= $1 ORDER BY block LIMIT $2",
+                &[&from, &i64::from(limit)],
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    async fn insert_audit_blocks(&self, blocks: Vec<(i64, Vec<u8>)>) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let (numbers, roots): (Vec<i64>, Vec<Vec<u8>>) = blocks.into_iter().unzip();
+        client
+            .execute(
+                "INSERT INTO audit_blocks (block, root) SELECT * FROM unnest($1::bigint[], $2::bytea[])
+                 ON CONFLICT (block) DO UPDATE SET root = excluded.root",
+                &[&numbers, &roots],
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn latest_head(&self) -> Result<Option<StoredHead>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT size, root, at, signature FROM audit_heads ORDER BY size DESC LIMIT 1",
+                &[],
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(row.as_ref().map(head_from_row))
+    }
+
     async fn audit_range(&self, from: i64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
         let client = self.client().await?;
         let rows = client
@@ -298,14 +345,6 @@ impl AuditStore for PgStore {
             .query("SELECT size, root, at, signature FROM audit_heads ORDER BY size", &[])
             .await
             .map_err(map_err)?;
-        Ok(rows
-            .iter()
-            .map(|r| StoredHead {
-                size: r.get(0),
-                root: r.get(1),
-                at: r.get(2),
-                signature: r.get(3),
-            })
-            .collect())
+        Ok(rows.iter().map(head_from_row).collect())
     }
 }

@@ -21,6 +21,15 @@ fn record_from_row(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
     })
 }
 
+fn head_from_row(r: &Row<'_>) -> rusqlite::Result<StoredHead> {
+    Ok(StoredHead {
+        size: r.get(0)?,
+        root: r.get(1)?,
+        at: r.get(2)?,
+        signature: r.get(3)?,
+    })
+}
+
 /// Numbers and inserts entries inside the writer's transaction; the first index.
 pub(crate) fn insert_made(conn: &rusqlite::Connection, makers: &[AuditMaker]) -> Result<i64, StoreError> {
     let first: i64 = conn
@@ -122,6 +131,42 @@ impl AuditStore for SqliteStore {
             .await
     }
 
+    async fn audit_blocks(&self, from: i64, limit: u32) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+        self.pool
+            .read(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached("SELECT block, root FROM audit_blocks WHERE block >= ?1 ORDER BY block LIMIT ?2")?;
+                let rows = stmt.query_map(params![from, i64::from(limit)], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
+    async fn insert_audit_blocks(&self, blocks: Vec<(i64, Vec<u8>)>) -> Result<(), StoreError> {
+        self.pool
+            .write(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "INSERT INTO audit_blocks (block, root) VALUES (?1, ?2) ON CONFLICT (block) DO UPDATE SET root = excluded.root",
+                )?;
+                for (block, root) in &blocks {
+                    stmt.execute(params![block, root])?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn latest_head(&self) -> Result<Option<StoredHead>, StoreError> {
+        self.pool
+            .read(|conn| {
+                let mut stmt = conn
+                    .prepare_cached("SELECT size, root, at, signature FROM audit_heads ORDER BY size DESC LIMIT 1")?;
+                let mut rows = stmt.query_map([], head_from_row)?;
+                Ok(rows.next().transpose()?)
+            })
+            .await
+    }
+
     async fn audit_range(&self, from: i64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
         self.pool
             .read(move |conn| {
@@ -192,14 +237,7 @@ impl AuditStore for SqliteStore {
             .read(|conn| {
                 let mut stmt =
                     conn.prepare_cached("SELECT size, root, at, signature FROM audit_heads ORDER BY size")?;
-                let rows = stmt.query_map([], |r| {
-                    Ok(StoredHead {
-                        size: r.get(0)?,
-                        root: r.get(1)?,
-                        at: r.get(2)?,
-                        signature: r.get(3)?,
-                    })
-                })?;
+                let rows = stmt.query_map([], head_from_row)?;
                 Ok(rows.collect::<Result<Vec<_>, _>>()?)
             })
             .await

@@ -339,6 +339,18 @@ CREATE TABLE audit_journal_mark (
 );
 "#,
     ),
+    (
+        14,
+        r#"
+-- The roots of the audit tree's complete blocks of 1,024 entries, in order: a server rebuilds
+-- its tree from them and the leaves after them (checked against the newest signed head)
+-- instead of reading every leaf hash when it starts.
+CREATE TABLE audit_blocks (
+    block INTEGER PRIMARY KEY,
+    root  BLOB NOT NULL
+);
+"#,
+    ),
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
