@@ -61,16 +61,8 @@ impl Frontier {
     }
 
     pub fn push(&mut self, leaf: Hash) {
-        let mut node = (1u64, leaf);
-        while let Some(&(s, h)) = self.stack.last() {
-            if s != node.0 {
-                break;
-            }
-            self.stack.pop();
-            node = (s * 2, node_hash(&h, &node.1));
-        }
-        self.stack.push(node);
-        self.size += 1;
+        // A leaf is a complete subtree of one: always in place.
+        self.push_subtree(1, leaf);
     }
 
     /// Pushes the root of a complete subtree of `size` leaves (a power of two) in place of

@@ -8,13 +8,9 @@ use carevault_crypto::merkle::{self, Hash};
 use carevault_domain::{FixedClock, Timestamp};
 use carevault_storage::AuditStore;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn proofs_over_several_blocks_equal_proofs_from_every_leaf() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = FixedClock::new(Timestamp::parse("2026-01-01T00:00:00Z").unwrap());
-    let v = crate::test_vault::sqlite_vault(&dir.path().join("t.db"), clock).await;
-    let key = mac_key(v.keys());
-    let makers = (0..2_600)
+/// The makers of `n` read entries, one agent each.
+fn reads(key: &carevault_crypto::IndexKey, n: i64) -> Vec<carevault_storage::AuditMaker> {
+    (0..n)
         .map(|n| {
             maker(
                 key.clone(),
@@ -35,7 +31,16 @@ async fn proofs_over_several_blocks_equal_proofs_from_every_leaf() {
                 },
             )
         })
-        .collect();
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proofs_over_several_blocks_equal_proofs_from_every_leaf() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = FixedClock::new(Timestamp::parse("2026-01-01T00:00:00Z").unwrap());
+    let v = crate::test_vault::sqlite_vault(&dir.path().join("t.db"), clock).await;
+    let key = mac_key(v.keys());
+    let makers = reads(&key, 2_600);
     let store = v.unchecked_store();
     assert_eq!(store.append_audit(makers).await.unwrap(), 0);
     let leaves: Vec<Hash> = store
@@ -91,28 +96,7 @@ async fn a_restart_takes_the_tree_from_stored_block_roots_only_when_they_give_th
     );
     let first = vault_with(&db, &keys);
     let key = mac_key(first.keys());
-    let makers = (0..2_600)
-        .map(|n| {
-            maker(
-                key.clone(),
-                AuditDraft {
-                    recorded: n,
-                    subtype: "read".into(),
-                    action: 'R',
-                    outcome: Outcome::Success,
-                    agent: AuditAgent {
-                        who: format!("user:u{n}"),
-                        ..AuditAgent::default()
-                    },
-                    entity: None,
-                    patient: None,
-                    query_tag: None,
-                    purpose: None,
-                    detail: Vec::new(),
-                },
-            )
-        })
-        .collect();
+    let makers = reads(&key, 2_600);
     first.unchecked_store().append_audit(makers).await.unwrap();
     let head = first.sign_head().await.unwrap();
     assert_eq!(head.size, 2_600);
