@@ -50,6 +50,8 @@ impl<S: Store> Vault<S> {
             total += n;
             progress(rtype, n);
         }
+        // Every live resource now has the index rows of this version, its tallies included.
+        self.store.tallies_complete().await?;
         Ok(total)
     }
 

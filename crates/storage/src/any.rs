@@ -107,6 +107,9 @@ impl ResourceStore for AnyStore {
     async fn purge_claims(&self, before: i64) -> Result<u64, StoreError> {
         forward!(self, s => s.purge_claims(before))
     }
+    async fn tallies_complete(&self) -> Result<(), StoreError> {
+        forward!(self, s => s.tallies_complete())
+    }
 }
 
 impl KeyStore for AnyStore {

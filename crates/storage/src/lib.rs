@@ -12,10 +12,13 @@ pub mod postgres;
 mod search;
 mod sql;
 pub mod sqlite;
+mod tally;
 mod types;
 
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+mod tally_tests;
 
 pub use accounts::{AccessEpoch, AccountStore, StoredEmergency, StoredUser};
 pub use any::AnyStore;
@@ -97,6 +100,10 @@ pub trait ResourceStore: Send + Sync {
 
     /// Deletes the conditional-create claims made before `before` (ms); how many.
     fn purge_claims(&self, before: i64) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Records that every live resource's index has been written by this version (a
+    /// reindex finished): the tallies now count every resource, so counts may use them.
+    fn tallies_complete(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// Wrapped data keys, one per (tenant, scope).

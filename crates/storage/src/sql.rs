@@ -120,12 +120,12 @@ impl Sql {
         }
     }
 
-    fn push(&mut self, s: &str) {
+    pub(crate) fn push(&mut self, s: &str) {
         self.text.push_str(s);
     }
 
     /// Appends a placeholder for `a`.
-    fn arg(&mut self, a: Arg) {
+    pub(crate) fn arg(&mut self, a: Arg) {
         self.args.push(a);
         match self.dialect {
             Dialect::Sqlite => self.text.push('?'),

@@ -888,6 +888,10 @@ async fn searches_are_no_oracle_for_a_resource_the_caller_may_not_see() {
             "Observation?_total=accurate",
             "Observation?_summary=count",
             "Observation?code=urn:t|shared&_total=accurate",
+            // Shapes a tally answers for an unguarded caller (never for this one).
+            "Observation?code=shared&_summary=count",
+            "Observation?code=urn:t|shared&date=ge2020&_summary=count",
+            "Observation?code=urn:t|shared&date=2020&_total=accurate",
             "Observation?code:not=other&_total=accurate",
             "Observation?value-quantity=gt50",
             "Observation?value-quantity=ge99",

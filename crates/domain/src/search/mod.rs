@@ -8,6 +8,7 @@ pub mod normalize;
 pub mod params;
 pub mod path;
 pub mod ranges;
+pub mod tally;
 
 pub use contract::{Class, class_of};
 pub use extract::{IndexValue, index_values};

@@ -25,7 +25,14 @@ pub struct PgStore {
     /// The audit log's next index as this server last saw it (-1: unknown): an append tries
     /// it first and reads the log's size only when it was wrong.
     audit_next: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// Resources indexed by this server since it last folded the tally deltas into the
+    /// counts (see `compact_tallies`).
+    tally_writes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
+
+/// Resources indexed between two foldings of the tally deltas: the deltas a count also
+/// reads stay a few thousand rows.
+const COMPACT_EVERY: usize = 5_000;
 
 fn map_err(e: tokio_postgres::Error) -> StoreError {
     if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
@@ -55,6 +62,7 @@ impl PgStore {
         Ok(Self {
             pool,
             audit_next: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(-1)),
+            tally_writes: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         })
     }
 
@@ -63,9 +71,11 @@ impl PgStore {
     /// that index-only scans of the search tables skip the heap.
     pub async fn refresh_after_bulk_load(&self) -> Result<(), StoreError> {
         let client = self.client().await?;
-        let tables: Vec<&str> = ["resources", "resource_versions", "identifier_index"]
+        self.compact_tallies().await?;
+        let tables: Vec<&str> = ["resources", "resource_versions", "identifier_index", "tally_counts"]
             .into_iter()
             .chain(Table::ALL.iter().map(|t| t.name()))
+            .chain([crate::tally::TABLE])
             .collect();
         client
             .batch_execute(&format!("VACUUM (ANALYZE) {}", tables.join(", ")))
@@ -75,6 +85,31 @@ impl PgStore {
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(|e| StoreError::backend("connect", e))
+    }
+
+    /// Folds the tally deltas into the counts, in one transaction (a count, which reads
+    /// both, sees either side of it); skipped while another server does it.
+    pub async fn compact_tallies(&self) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        let mine: bool = tx
+            .query_one("SELECT pg_try_advisory_xact_lock(7411201)", &[])
+            .await
+            .map_err(map_err)?
+            .get(0);
+        if !mine {
+            return Ok(());
+        }
+        tx.execute(
+            "WITH moved AS (DELETE FROM tally_deltas RETURNING pkey, code, system, kind, first_day, last_day, n)
+             INSERT INTO tally_counts (pkey, code, system, kind, first_day, last_day, n)
+             SELECT pkey, code, system, kind, first_day, last_day, sum(n)::bigint FROM moved GROUP BY 1, 2, 3, 4, 5, 6
+             ON CONFLICT (pkey, code, system, kind, first_day, last_day) DO UPDATE SET n = tally_counts.n + EXCLUDED.n",
+            &[],
+        )
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)
     }
 }
 
@@ -247,9 +282,9 @@ impl ResourceStore for PgStore {
                     tx.execute(&unindex, &[&k.tenant, &k.rtype, &k.id])
                         .await
                         .map_err(map_err)?;
-                    for table in Table::ALL {
+                    for table in Table::ALL.iter().map(|t| t.name()).chain([crate::tally::TABLE]) {
                         let stmt = tx
-                            .prepare_cached(&format!("DELETE FROM {} WHERE rid = $1", table.name()))
+                            .prepare_cached(&format!("DELETE FROM {table} WHERE rid = $1"))
                             .await?;
                         tx.execute(&stmt, &[&rid]).await.map_err(map_err)?;
                     }
@@ -273,7 +308,20 @@ impl ResourceStore for PgStore {
         if let Some(maker) = &changes.audit {
             audit::insert_made(&tx, std::slice::from_ref(maker)).await?;
         }
-        tx.commit().await.map_err(map_err)
+        tx.commit().await.map_err(map_err)?;
+        drop(client);
+        let written = rows.len();
+        let since = self
+            .tally_writes
+            .fetch_add(written, std::sync::atomic::Ordering::Relaxed)
+            + written;
+        if since >= COMPACT_EVERY {
+            self.tally_writes.store(0, std::sync::atomic::Ordering::Relaxed);
+            // The change is committed whatever happens here: deltas not folded now are
+            // still read by every count and folded next time.
+            self.compact_tallies().await.ok();
+        }
+        Ok(())
     }
 
     async fn current(&self, key: &ResourceKey) -> Result<Option<StoredVersion>, StoreError> {
@@ -476,6 +524,11 @@ impl ResourceStore for PgStore {
 
     async fn search_count(&self, query: &SearchQuery) -> Result<u64, StoreError> {
         let client = self.client().await?;
+        if let Some(ask) = crate::tally::Ask::of(query)
+            && let Some(n) = tally_count(&client, &ask).await?
+        {
+            return Ok(n);
+        }
         let mut sql = Sql::new(Dialect::Postgres);
         sql.count(query, Sql::driver(query).map_or(Driver::Walk, Driver::List));
         let args = boxed(&sql.args);
@@ -504,6 +557,16 @@ impl ResourceStore for PgStore {
         Ok(client
             .execute("DELETE FROM condition_claims WHERE created < $1", &[&before])
             .await?)
+    }
+
+    async fn tallies_complete(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .batch_execute(
+                "INSERT INTO tally_state (complete) SELECT true WHERE NOT EXISTS (SELECT 1 FROM tally_state)",
+            )
+            .await?;
+        Ok(())
     }
 }
 
@@ -668,9 +731,9 @@ async fn reindex<'a>(
         )
         .await?;
     tx.execute(&untag, &[&rids]).await.map_err(map_err)?;
-    for table in Table::ALL {
+    for table in Table::ALL.iter().map(|t| t.name()).chain([crate::tally::TABLE]) {
         let stmt = tx
-            .prepare_cached(&format!("DELETE FROM {} WHERE rid = ANY($1)", table.name()))
+            .prepare_cached(&format!("DELETE FROM {table} WHERE rid = ANY($1)"))
             .await?;
         tx.execute(&stmt, &[&rids]).await.map_err(map_err)?;
     }
@@ -774,6 +837,39 @@ async fn insert_search_rows(
         let stmt = tx.prepare_cached(&sql).await?;
         tx.execute(&stmt, &args).await.map_err(map_err)?;
     }
+    insert_tally_rows(tx, resources).await
+}
+
+/// Inserts the tally rows of resources (key, row id, index rows) in one statement.
+async fn insert_tally_rows(
+    tx: &deadpool_postgres::Transaction<'_>,
+    resources: &[(&ResourceKey, i64, &[SearchRow])],
+) -> Result<(), StoreError> {
+    let (mut rid, mut pkey, mut code, mut system) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut kind, mut first, mut last) = (Vec::new(), Vec::new(), Vec::new());
+    for (key, r, rows) in resources {
+        for t in crate::tally::rows(key, rows) {
+            rid.push(*r);
+            pkey.push(t.pkey);
+            code.push(t.code);
+            system.push(t.system);
+            kind.push(t.kind as i64);
+            first.push(t.first_day);
+            last.push(t.last_day);
+        }
+    }
+    if rid.is_empty() {
+        return Ok(());
+    }
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO search_tally (rid, pkey, code, system, kind, first_day, last_day)
+             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[])",
+        )
+        .await?;
+    tx.execute(&stmt, &[&rid, &pkey, &code, &system, &kind, &first, &last])
+        .await
+        .map_err(map_err)?;
     Ok(())
 }
 
@@ -891,4 +987,29 @@ impl TokenStore for PgStore {
         tx.commit().await?;
         Ok(n)
     }
+}
+
+/// The counts and the deltas not yet folded into them, as one source of signed counts.
+const TALLY_SOURCE: &str = "(SELECT pkey, code, system, kind, first_day, last_day, n FROM tally_counts
+     UNION ALL SELECT pkey, code, system, kind, first_day, last_day, n FROM tally_deltas)";
+
+/// The count `ask` reads from the tallies, when they are complete and can answer it exactly.
+async fn tally_count(client: &deadpool_postgres::Object, ask: &crate::tally::Ask) -> Result<Option<u64>, StoreError> {
+    let complete = client
+        .query_opt("SELECT 1 FROM tally_state LIMIT 1", &[])
+        .await?
+        .is_some();
+    if !complete {
+        return Ok(None);
+    }
+    let sql = ask.sql(Dialect::Postgres, TALLY_SOURCE);
+    let args = boxed(&sql.args);
+    let stmt = client.prepare_cached(&sql.text).await?;
+    let groups: Vec<(String, i64, i64, i64)> = client
+        .query(&stmt, &refs(&args))
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    Ok(ask.answer(&groups))
 }

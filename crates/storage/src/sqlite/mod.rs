@@ -192,8 +192,8 @@ fn apply_changes(conn: &Connection, changes: &ChangeSet) -> Result<(), StoreErro
 fn unindex(conn: &Connection, key: &ResourceKey, rid: i64) -> Result<(), StoreError> {
     conn.prepare_cached("DELETE FROM identifier_index WHERE tenant = ?1 AND rtype = ?2 AND id = ?3")?
         .execute(params![key.tenant, key.rtype, key.id])?;
-    for table in Table::ALL {
-        conn.prepare_cached(&format!("DELETE FROM {} WHERE rid = ?1", table.name()))?
+    for table in Table::ALL.iter().map(|t| t.name()).chain([crate::tally::TABLE]) {
+        conn.prepare_cached(&format!("DELETE FROM {table} WHERE rid = ?1"))?
             .execute([rid])?;
     }
     Ok(())
@@ -214,6 +214,21 @@ fn index(
     }
     for row in rows {
         insert_search_row(conn, key, rid, row)?;
+    }
+    let mut tally = conn.prepare_cached(
+        "INSERT OR IGNORE INTO search_tally (rid, pkey, code, system, kind, first_day, last_day)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for t in crate::tally::rows(key, rows) {
+        tally.execute(params![
+            rid,
+            t.pkey,
+            t.code,
+            t.system,
+            t.kind as i64,
+            t.first_day,
+            t.last_day
+        ])?;
     }
     Ok(())
 }
@@ -585,6 +600,35 @@ impl ResourceStore for SqliteStore {
     async fn purge_claims(&self, before: i64) -> Result<u64, StoreError> {
         self.pool.write(move |conn| claims::purge(conn, before)).await
     }
+
+    async fn tallies_complete(&self) -> Result<(), StoreError> {
+        self.pool
+            .write(|conn| {
+                conn.execute_batch(
+                    "INSERT INTO tally_state (complete) SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM tally_state)",
+                )?;
+                Ok(())
+            })
+            .await
+    }
+}
+
+/// The count `ask` reads from the tallies, when they are complete and can answer it exactly.
+fn tally_count(conn: &Connection, ask: &crate::tally::Ask) -> Result<Option<u64>, StoreError> {
+    let complete: bool = conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM tally_state)")?
+        .query_row([], |r| r.get(0))?;
+    if !complete {
+        return Ok(None);
+    }
+    let sql = ask.sql(Dialect::Sqlite, "tally_counts");
+    let mut stmt = conn.prepare_cached(&sql.text)?;
+    let groups = stmt
+        .query_map(rusqlite::params_from_iter(sql.args.iter().map(to_value)), |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
+        .collect::<Result<Vec<(String, i64, i64, i64)>, _>>()?;
+    Ok(ask.answer(&groups))
 }
 
 fn key_from_row(r: &Row<'_>) -> rusqlite::Result<StoredKey> {
@@ -607,6 +651,11 @@ impl SqliteStore {
         let q = query.clone();
         self.pool
             .read(move |conn| {
+                if let Some(ask) = crate::tally::Ask::of(&q)
+                    && let Some(n) = tally_count(conn, &ask)?
+                {
+                    return Ok(n);
+                }
                 let mut sql = Sql::new(Dialect::Sqlite);
                 sql.count(&q, Sql::driver(&q).map_or(Driver::Walk, Driver::List));
                 let n: i64 = conn
