@@ -1,19 +1,17 @@
-//! The store's half of tallies (see `carevault_domain::search::tally`): the rows a version's
-//! index adds to `search_tally` (the schema's triggers keep `tally_counts` from them), and the
-//! count a search of a tallied shape reads instead of walking its matches.
+//! The store's half of tallies (see `carevault_domain::search::tally`): what a version's
+//! index adds to the counts (`tally_counts`) and what the index it replaces took away — read
+//! back from the token and date rows being deleted, so nothing per resource is stored twice —
+//! and the count a search of a tallied shape reads instead of walking its matches.
 
 use crate::ResourceKey;
 use crate::search::{Cond, Prefix, SearchQuery, SearchRow, param_key};
 use crate::sql::{Arg, Dialect, Sql};
 use carevault_domain::ResourceType;
 use carevault_domain::search::tally::{self, day_bound, first_day, last_day};
-use std::collections::BTreeSet;
-
-/// The per-resource table (deleted by row id with the index tables).
-pub(crate) const TABLE: &str = "search_tally";
+use std::collections::{BTreeMap, BTreeSet};
 
 /// How a resource's date of a pair was counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Kind {
     /// One date: its first and last day.
     Dated = 0,
@@ -24,8 +22,8 @@ pub(crate) enum Kind {
     Many = 2,
 }
 
-/// One row of `search_tally`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What one resource adds to one count: a row of `tally_counts` (but for its `n`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct TallyRow {
     pub pkey: i64,
     pub system: String,
@@ -78,6 +76,47 @@ pub(crate) fn rows(key: &ResourceKey, index: &[SearchRow]) -> Vec<TallyRow> {
         }));
     }
     out
+}
+
+/// The tally rows of an index being replaced, from its deleted token rows `(pkey, system,
+/// code)` and date rows `(pkey, lo, hi)`: the same rows `rows` gave when it was written.
+pub(crate) fn removed(key: &ResourceKey, tokens: &[(i64, String, String)], dates: &[(i64, i64, i64)]) -> Vec<TallyRow> {
+    let Ok(rtype) = key.rtype.parse::<ResourceType>() else {
+        return Vec::new();
+    };
+    let pkey = |param: &str| param_key(&key.tenant, &key.rtype, param);
+    let mut index = Vec::new();
+    for pair in tally::pairs_of(rtype) {
+        let (tk, dk) = (pkey(pair.token), pkey(pair.date));
+        index.extend(
+            tokens
+                .iter()
+                .filter(|t| t.0 == tk)
+                .map(|(_, system, code)| SearchRow::Token {
+                    param: pair.token.to_owned(),
+                    system: system.clone(),
+                    code: code.clone(),
+                }),
+        );
+        index.extend(dates.iter().filter(|d| d.0 == dk).map(|&(_, lo, hi)| SearchRow::Date {
+            param: pair.date.to_owned(),
+            lo,
+            hi,
+        }));
+    }
+    rows(key, &index)
+}
+
+/// The net change to each count of adding `added` and taking away `removed` (an update that
+/// keeps its code and date changes nothing); zero changes left out.
+pub(crate) fn net(added: Vec<TallyRow>, removed: Vec<TallyRow>) -> Vec<(TallyRow, i64)> {
+    let mut out: BTreeMap<TallyRow, i64> = BTreeMap::new();
+    for (rows, sign) in [(added, 1), (removed, -1)] {
+        for row in rows {
+            *out.entry(row).or_default() += sign;
+        }
+    }
+    out.into_iter().filter(|(_, n)| *n != 0).collect()
 }
 
 /// A count a tally can answer: of one code (in one system, or any) of a tallied token,

@@ -75,7 +75,6 @@ impl PgStore {
         let tables: Vec<&str> = ["resources", "resource_versions", "identifier_index", "tally_counts"]
             .into_iter()
             .chain(Table::ALL.iter().map(|t| t.name()))
-            .chain([crate::tally::TABLE])
             .collect();
         client
             .batch_execute(&format!("VACUUM (ANALYZE) {}", tables.join(", ")))
@@ -222,6 +221,8 @@ impl ResourceStore for PgStore {
             .await?;
         // A set of creates only (an import's bundle, most transactions) is checked and written
         // in a few statements for the whole set; anything else one version at a time.
+        // What the indexes replaced here added to the tallies.
+        let mut removed = Vec::new();
         let rids = if changes.versions.len() > 1 && changes.versions.iter().all(|v| v.expect == Expect::Absent) {
             create_all(&tx, &changes).await?
         } else {
@@ -282,12 +283,37 @@ impl ResourceStore for PgStore {
                     tx.execute(&unindex, &[&k.tenant, &k.rtype, &k.id])
                         .await
                         .map_err(map_err)?;
-                    for table in Table::ALL.iter().map(|t| t.name()).chain([crate::tally::TABLE]) {
+                    for table in Table::ALL {
+                        if matches!(table, Table::Token | Table::Date) {
+                            continue;
+                        }
                         let stmt = tx
-                            .prepare_cached(&format!("DELETE FROM {table} WHERE rid = $1"))
+                            .prepare_cached(&format!("DELETE FROM {} WHERE rid = $1", table.name()))
                             .await?;
                         tx.execute(&stmt, &[&rid]).await.map_err(map_err)?;
                     }
+                    // The token and date rows say what the replaced index added to the tallies.
+                    let tokens = tx
+                        .prepare_cached("DELETE FROM search_token WHERE rid = $1 RETURNING pkey, system, code")
+                        .await?;
+                    let tokens: Vec<(i64, String, String)> = tx
+                        .query(&tokens, &[&rid])
+                        .await
+                        .map_err(map_err)?
+                        .iter()
+                        .map(|r| (r.get(0), r.get(1), r.get(2)))
+                        .collect();
+                    let dates = tx
+                        .prepare_cached("DELETE FROM search_date WHERE rid = $1 RETURNING pkey, lo, hi")
+                        .await?;
+                    let dates: Vec<(i64, i64, i64)> = tx
+                        .query(&dates, &[&rid])
+                        .await
+                        .map_err(map_err)?
+                        .iter()
+                        .map(|r| (r.get(0), r.get(1), r.get(2)))
+                        .collect();
+                    removed.extend(crate::tally::removed(k, &tokens, &dates));
                 }
                 for tag in &v.identifier_tags {
                     tx.execute(&index, &[&k.tenant, &k.rtype, tag, &k.id])
@@ -303,8 +329,9 @@ impl ResourceStore for PgStore {
             .zip(&rids)
             .map(|(v, rid)| (&v.key, *rid, v.search_rows.as_slice()))
             .collect();
-        rows.extend(reindex(&tx, &changes.reindex).await?);
+        rows.extend(reindex(&tx, &changes.reindex, &mut removed).await?);
         insert_search_rows(&tx, &rows).await?;
+        write_tallies(&tx, &rows, removed).await?;
         if let Some(maker) = &changes.audit {
             audit::insert_made(&tx, std::slice::from_ref(maker)).await?;
         }
@@ -676,6 +703,7 @@ async fn create_all(tx: &deadpool_postgres::Transaction<'_>, changes: &ChangeSet
 async fn reindex<'a>(
     tx: &deadpool_postgres::Transaction<'_>,
     reindex: &'a [crate::Reindex],
+    removed: &mut Vec<crate::tally::TallyRow>,
 ) -> Result<Vec<(&'a ResourceKey, i64, &'a [SearchRow])>, StoreError> {
     let mut out = Vec::new();
     if reindex.is_empty() {
@@ -731,11 +759,40 @@ async fn reindex<'a>(
         )
         .await?;
     tx.execute(&untag, &[&rids]).await.map_err(map_err)?;
-    for table in Table::ALL.iter().map(|t| t.name()).chain([crate::tally::TABLE]) {
+    for table in Table::ALL {
+        if matches!(table, Table::Token | Table::Date) {
+            continue;
+        }
         let stmt = tx
-            .prepare_cached(&format!("DELETE FROM {table} WHERE rid = ANY($1)"))
+            .prepare_cached(&format!("DELETE FROM {} WHERE rid = ANY($1)", table.name()))
             .await?;
         tx.execute(&stmt, &[&rids]).await.map_err(map_err)?;
+    }
+    // The token and date rows say what the replaced indexes added to the tallies.
+    let tokens = tx
+        .prepare_cached("DELETE FROM search_token WHERE rid = ANY($1) RETURNING rid, pkey, system, code")
+        .await?;
+    let mut tokens_of: std::collections::HashMap<i64, Vec<(i64, String, String)>> = std::collections::HashMap::new();
+    for r in tx.query(&tokens, &[&rids]).await.map_err(map_err)? {
+        tokens_of
+            .entry(r.get(0))
+            .or_default()
+            .push((r.get(1), r.get(2), r.get(3)));
+    }
+    let dates = tx
+        .prepare_cached("DELETE FROM search_date WHERE rid = ANY($1) RETURNING rid, pkey, lo, hi")
+        .await?;
+    let mut dates_of: std::collections::HashMap<i64, Vec<(i64, i64, i64)>> = std::collections::HashMap::new();
+    for r in tx.query(&dates, &[&rids]).await.map_err(map_err)? {
+        dates_of
+            .entry(r.get(0))
+            .or_default()
+            .push((r.get(1), r.get(2), r.get(3)));
+    }
+    for (key, rid, _) in &out {
+        let tokens = tokens_of.remove(rid).unwrap_or_default();
+        let dates = dates_of.remove(rid).unwrap_or_default();
+        removed.extend(crate::tally::removed(key, &tokens, &dates));
     }
     let tag = tx
         .prepare_cached(
@@ -837,37 +894,43 @@ async fn insert_search_rows(
         let stmt = tx.prepare_cached(&sql).await?;
         tx.execute(&stmt, &args).await.map_err(map_err)?;
     }
-    insert_tally_rows(tx, resources).await
+    Ok(())
 }
 
-/// Inserts the tally rows of resources (key, row id, index rows) in one statement.
-async fn insert_tally_rows(
+/// Appends the net change to the tallies of indexing `resources` (key, row id, index rows)
+/// in place of the indexes that added `removed`, in one statement (no shared row is
+/// locked: `compact_tallies` folds the deltas in later).
+async fn write_tallies(
     tx: &deadpool_postgres::Transaction<'_>,
     resources: &[(&ResourceKey, i64, &[SearchRow])],
+    removed: Vec<crate::tally::TallyRow>,
 ) -> Result<(), StoreError> {
-    let (mut rid, mut pkey, mut code, mut system) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut kind, mut first, mut last) = (Vec::new(), Vec::new(), Vec::new());
-    for (key, r, rows) in resources {
-        for t in crate::tally::rows(key, rows) {
-            rid.push(*r);
-            pkey.push(t.pkey);
-            code.push(t.code);
-            system.push(t.system);
-            kind.push(t.kind as i64);
-            first.push(t.first_day);
-            last.push(t.last_day);
-        }
-    }
-    if rid.is_empty() {
+    let added = resources
+        .iter()
+        .flat_map(|(key, _, rows)| crate::tally::rows(key, rows))
+        .collect();
+    let changes = crate::tally::net(added, removed);
+    if changes.is_empty() {
         return Ok(());
+    }
+    let (mut pkey, mut code, mut system) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut kind, mut first, mut last, mut n) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (t, delta) in changes {
+        pkey.push(t.pkey);
+        code.push(t.code);
+        system.push(t.system);
+        kind.push(t.kind as i64);
+        first.push(t.first_day);
+        last.push(t.last_day);
+        n.push(delta);
     }
     let stmt = tx
         .prepare_cached(
-            "INSERT INTO search_tally (rid, pkey, code, system, kind, first_day, last_day)
-             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[])",
+            "INSERT INTO tally_deltas (pkey, code, system, kind, first_day, last_day, n)
+             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[])",
         )
         .await?;
-    tx.execute(&stmt, &[&rid, &pkey, &code, &system, &kind, &first, &last])
+    tx.execute(&stmt, &[&pkey, &code, &system, &kind, &first, &last, &n])
         .await
         .map_err(map_err)?;
     Ok(())

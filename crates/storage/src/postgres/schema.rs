@@ -343,16 +343,11 @@ CREATE TABLE audit_blocks (
     (
         15,
         r#"
--- Tallies (see carevault_domain::search::tally): a row per resource and tallied pair of a
--- token and a date parameter, per distinct (system, code) the resource has; `kind` 0 when it
--- has one date (its first and last day), 1 none, 2 several. Concurrent transactions would
--- queue (or deadlock) on shared count rows, so the triggers only append signed deltas,
--- and `compact_tallies` folds them into tally_counts now and then; a count reads both.
-CREATE TABLE search_tally (
-    rid BIGINT NOT NULL, pkey BIGINT NOT NULL, code TEXT NOT NULL, system TEXT NOT NULL,
-    kind BIGINT NOT NULL, first_day BIGINT NOT NULL, last_day BIGINT NOT NULL
-);
-CREATE INDEX search_tally_owner ON search_tally (rid);
+-- Tallies (see carevault_domain::search::tally): how many resources have each (system, code)
+-- of a tallied pair's token with `kind` 0 and one date (its first and last day), 1 no date,
+-- 2 several. Concurrent transactions would queue (or deadlock) on shared count rows, so a
+-- change set only appends its signed deltas, and `compact_tallies` folds them into
+-- tally_counts now and then; a count reads both.
 CREATE TABLE tally_counts (
     pkey BIGINT NOT NULL, code TEXT NOT NULL, system TEXT NOT NULL,
     kind BIGINT NOT NULL, first_day BIGINT NOT NULL, last_day BIGINT NOT NULL, n BIGINT NOT NULL,
@@ -363,22 +358,6 @@ CREATE TABLE tally_deltas (
     kind BIGINT NOT NULL, first_day BIGINT NOT NULL, last_day BIGINT NOT NULL, n BIGINT NOT NULL
 );
 CREATE INDEX tally_deltas_by_code ON tally_deltas (pkey, code);
-CREATE FUNCTION tally_added() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO tally_deltas (pkey, code, system, kind, first_day, last_day, n)
-    SELECT pkey, code, system, kind, first_day, last_day, count(*) FROM added GROUP BY 1, 2, 3, 4, 5, 6;
-    RETURN NULL;
-END $$;
-CREATE FUNCTION tally_removed() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO tally_deltas (pkey, code, system, kind, first_day, last_day, n)
-    SELECT pkey, code, system, kind, first_day, last_day, -count(*) FROM removed GROUP BY 1, 2, 3, 4, 5, 6;
-    RETURN NULL;
-END $$;
-CREATE TRIGGER search_tally_added AFTER INSERT ON search_tally REFERENCING NEW TABLE AS added
-    FOR EACH STATEMENT EXECUTE FUNCTION tally_added();
-CREATE TRIGGER search_tally_removed AFTER DELETE ON search_tally REFERENCING OLD TABLE AS removed
-    FOR EACH STATEMENT EXECUTE FUNCTION tally_removed();
 -- The tallies count every resource only when they were kept from the first one: a store
 -- that had resources before this version counts the slow way until `carevault reindex`.
 CREATE TABLE tally_state (complete BOOLEAN NOT NULL);

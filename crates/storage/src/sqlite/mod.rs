@@ -159,10 +159,13 @@ fn apply_changes(conn: &Connection, changes: &ChangeSet) -> Result<(), StoreErro
                 facts
             ])?;
         }
-        if current.is_some() {
-            unindex(conn, &v.key, rid)?;
-        }
+        let removed = if current.is_some() {
+            unindex(conn, &v.key, rid)?
+        } else {
+            Vec::new()
+        };
         index(conn, &v.key, rid, &v.identifier_tags, &v.search_rows)?;
+        tally(conn, &v.key, &v.search_rows, removed)?;
     }
     for r in &changes.reindex {
         let live: Option<(i64, i64)> = conn
@@ -178,8 +181,9 @@ fn apply_changes(conn: &Connection, changes: &ChangeSet) -> Result<(), StoreErro
         };
         conn.prepare_cached("UPDATE resources SET facts = ?2 WHERE rid = ?1 AND version = ?3")?
             .execute(params![rid, crate::types::encode_facts(&r.search_rows), version])?;
-        unindex(conn, &r.key, rid)?;
+        let removed = unindex(conn, &r.key, rid)?;
         index(conn, &r.key, rid, &r.identifier_tags, &r.search_rows)?;
+        tally(conn, &r.key, &r.search_rows, removed)?;
     }
     claims::record(conn, changes)?;
     if let Some(maker) = &changes.audit {
@@ -188,13 +192,54 @@ fn apply_changes(conn: &Connection, changes: &ChangeSet) -> Result<(), StoreErro
     Ok(())
 }
 
-/// Removes a resource's identifier tags and index rows.
-fn unindex(conn: &Connection, key: &ResourceKey, rid: i64) -> Result<(), StoreError> {
+/// Removes a resource's identifier tags and index rows; returns what the removed index
+/// added to the tallies.
+fn unindex(conn: &Connection, key: &ResourceKey, rid: i64) -> Result<Vec<crate::tally::TallyRow>, StoreError> {
     conn.prepare_cached("DELETE FROM identifier_index WHERE tenant = ?1 AND rtype = ?2 AND id = ?3")?
         .execute(params![key.tenant, key.rtype, key.id])?;
-    for table in Table::ALL.iter().map(|t| t.name()).chain([crate::tally::TABLE]) {
-        conn.prepare_cached(&format!("DELETE FROM {table} WHERE rid = ?1"))?
+    let tokens = conn
+        .prepare_cached("DELETE FROM search_token WHERE rid = ?1 RETURNING pkey, system, code")?
+        .query_map([rid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<Vec<(i64, String, String)>, _>>()?;
+    let dates = conn
+        .prepare_cached("DELETE FROM search_date WHERE rid = ?1 RETURNING pkey, lo, hi")?
+        .query_map([rid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<Vec<(i64, i64, i64)>, _>>()?;
+    for table in Table::ALL {
+        if matches!(table, Table::Token | Table::Date) {
+            continue;
+        }
+        conn.prepare_cached(&format!("DELETE FROM {} WHERE rid = ?1", table.name()))?
             .execute([rid])?;
+    }
+    Ok(crate::tally::removed(key, &tokens, &dates))
+}
+
+/// Moves the tallies from a replaced index (`removed`) to a version's `rows`.
+fn tally(
+    conn: &Connection,
+    key: &ResourceKey,
+    rows: &[SearchRow],
+    removed: Vec<crate::tally::TallyRow>,
+) -> Result<(), StoreError> {
+    let changes = crate::tally::net(crate::tally::rows(key, rows), removed);
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let mut add = conn.prepare_cached(
+        "INSERT INTO tally_counts (pkey, code, system, kind, first_day, last_day, n) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (pkey, code, system, kind, first_day, last_day) DO UPDATE SET n = n + excluded.n",
+    )?;
+    for (t, n) in changes {
+        add.execute(params![
+            t.pkey,
+            t.code,
+            t.system,
+            t.kind as i64,
+            t.first_day,
+            t.last_day,
+            n
+        ])?;
     }
     Ok(())
 }
@@ -214,21 +259,6 @@ fn index(
     }
     for row in rows {
         insert_search_row(conn, key, rid, row)?;
-    }
-    let mut tally = conn.prepare_cached(
-        "INSERT OR IGNORE INTO search_tally (rid, pkey, code, system, kind, first_day, last_day)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?;
-    for t in crate::tally::rows(key, rows) {
-        tally.execute(params![
-            rid,
-            t.pkey,
-            t.code,
-            t.system,
-            t.kind as i64,
-            t.first_day,
-            t.last_day
-        ])?;
     }
     Ok(())
 }

@@ -354,30 +354,15 @@ CREATE TABLE audit_blocks (
     (
         15,
         r#"
--- Tallies (see carevault_domain::search::tally): a row per resource and tallied pair of a
--- token and a date parameter, per distinct (system, code) the resource has; `kind` 0 when it
--- has one date (its first and last day), 1 none, 2 several. The triggers keep tally_counts,
--- the number of such rows by everything but the resource, exact in every transaction.
-CREATE TABLE search_tally (
-    rid INTEGER NOT NULL, pkey INTEGER NOT NULL, code TEXT NOT NULL, system TEXT NOT NULL,
-    kind INTEGER NOT NULL, first_day INTEGER NOT NULL, last_day INTEGER NOT NULL,
-    PRIMARY KEY (rid, pkey, code, system)
-) WITHOUT ROWID;
+-- Tallies (see carevault_domain::search::tally): how many resources have each (system, code)
+-- of a tallied pair's token with `kind` 0 and one date (its first and last day), 1 no date,
+-- 2 several. The writer adds a version's rows and takes away those of the index it replaces
+-- in the same transaction.
 CREATE TABLE tally_counts (
     pkey INTEGER NOT NULL, code TEXT NOT NULL, system TEXT NOT NULL,
     kind INTEGER NOT NULL, first_day INTEGER NOT NULL, last_day INTEGER NOT NULL, n INTEGER NOT NULL,
     PRIMARY KEY (pkey, code, system, kind, first_day, last_day)
 ) WITHOUT ROWID;
-CREATE TRIGGER search_tally_added AFTER INSERT ON search_tally BEGIN
-    INSERT INTO tally_counts (pkey, code, system, kind, first_day, last_day, n)
-    VALUES (NEW.pkey, NEW.code, NEW.system, NEW.kind, NEW.first_day, NEW.last_day, 1)
-    ON CONFLICT (pkey, code, system, kind, first_day, last_day) DO UPDATE SET n = n + 1;
-END;
-CREATE TRIGGER search_tally_removed AFTER DELETE ON search_tally BEGIN
-    UPDATE tally_counts SET n = n - 1
-    WHERE pkey = OLD.pkey AND code = OLD.code AND system = OLD.system AND kind = OLD.kind
-      AND first_day = OLD.first_day AND last_day = OLD.last_day;
-END;
 -- The tallies count every resource only when they were kept from the first one: a store
 -- that had resources before this version counts the slow way until `carevault reindex`.
 CREATE TABLE tally_state (complete INTEGER NOT NULL);
