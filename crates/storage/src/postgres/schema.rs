@@ -351,8 +351,13 @@ CREATE TABLE audit_blocks (
 CREATE TABLE tally_counts (
     pkey BIGINT NOT NULL, code TEXT NOT NULL, system TEXT NOT NULL,
     kind BIGINT NOT NULL, first_day BIGINT NOT NULL, last_day BIGINT NOT NULL, n BIGINT NOT NULL,
-    PRIMARY KEY (pkey, code, system, kind, first_day, last_day)
+    PRIMARY KEY (pkey, code, system, kind, first_day, last_day) INCLUDE (n)
 );
+-- A count reads a code's rows from the index alone (its rows lie all over the heap: 18 ms
+-- against 2 for a code's 7,000 days), which needs the visibility map kept up to date after
+-- each folding: vacuumed after a thousand changed rows, not a fifth of the table.
+ALTER TABLE tally_counts SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000,
+    autovacuum_vacuum_insert_scale_factor = 0, autovacuum_vacuum_insert_threshold = 1000);
 CREATE TABLE tally_deltas (
     pkey BIGINT NOT NULL, code TEXT NOT NULL, system TEXT NOT NULL,
     kind BIGINT NOT NULL, first_day BIGINT NOT NULL, last_day BIGINT NOT NULL, n BIGINT NOT NULL
