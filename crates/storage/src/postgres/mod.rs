@@ -86,8 +86,13 @@ impl PgStore {
         self.pool.get().await.map_err(|e| StoreError::backend("connect", e))
     }
 
-    /// Folds the tally deltas into the counts, in one transaction (a count, which reads
-    /// both, sees either side of it); skipped while another server does it.
+    /// Folds the tally deltas into the counts and empties them, in one transaction (a count,
+    /// which reads both, sees either side of it). The deltas are truncated, not deleted: dead
+    /// rows left in their index would be read by every count until a vacuum (2.9 million of
+    /// them after importing 10,000 patients took a count from 2.6 to 14.8 ms). Skipped while
+    /// another server folds, and given up when a writer holds the table for more than a
+    /// moment (the lock would queue every other writer behind it); the next folding takes
+    /// what is left.
     pub async fn compact_tallies(&self) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(map_err)?;
@@ -99,12 +104,19 @@ impl PgStore {
         if !mine {
             return Ok(());
         }
-        tx.execute(
-            "WITH moved AS (DELETE FROM tally_deltas RETURNING pkey, code, system, kind, first_day, last_day, n)
-             INSERT INTO tally_counts (pkey, code, system, kind, first_day, last_day, n)
-             SELECT pkey, code, system, kind, first_day, last_day, sum(n)::bigint FROM moved GROUP BY 1, 2, 3, 4, 5, 6
-             ON CONFLICT (pkey, code, system, kind, first_day, last_day) DO UPDATE SET n = tally_counts.n + EXCLUDED.n",
-            &[],
+        tx.batch_execute("SET LOCAL lock_timeout = '200ms'").await.map_err(map_err)?;
+        if let Err(e) = tx.batch_execute("LOCK TABLE tally_deltas IN ACCESS EXCLUSIVE MODE").await {
+            if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
+                return Ok(());
+            }
+            return Err(map_err(e));
+        }
+        tx.batch_execute(
+            "INSERT INTO tally_counts (pkey, code, system, kind, first_day, last_day, n)
+             SELECT pkey, code, system, kind, first_day, last_day, sum(n)::bigint FROM tally_deltas
+             GROUP BY 1, 2, 3, 4, 5, 6
+             ON CONFLICT (pkey, code, system, kind, first_day, last_day) DO UPDATE SET n = tally_counts.n + EXCLUDED.n;
+             TRUNCATE tally_deltas",
         )
         .await
         .map_err(map_err)?;
