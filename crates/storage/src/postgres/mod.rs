@@ -105,8 +105,13 @@ impl PgStore {
         if !mine {
             return Ok(());
         }
-        tx.batch_execute("SET LOCAL lock_timeout = '200ms'").await.map_err(map_err)?;
-        if let Err(e) = tx.batch_execute("LOCK TABLE tally_deltas IN ACCESS EXCLUSIVE MODE").await {
+        tx.batch_execute("SET LOCAL lock_timeout = '200ms'")
+            .await
+            .map_err(map_err)?;
+        if let Err(e) = tx
+            .batch_execute("LOCK TABLE tally_deltas IN ACCESS EXCLUSIVE MODE")
+            .await
+        {
             if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
                 return Ok(());
             }
