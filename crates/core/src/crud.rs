@@ -466,6 +466,36 @@ impl<S: Store> Session<'_, S> {
 
     /// The live resources among `ids` (of one type), in the order given; missing and deleted
     /// ones are left out. One store round trip instead of one per id.
+    /// The live resources of a search's `hits` (of one type), opened, in the hits' order:
+    /// read by row id (see `ResourceStore::current_by_rid`). The caller has decided they
+    /// may be read (the search carried the guard).
+    pub(crate) async fn read_hits(
+        &self,
+        rtype: ResourceType,
+        hits: &[carevault_storage::SearchHit],
+    ) -> Result<Vec<StoredResource>, CoreError> {
+        if hits.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rids: Vec<i64> = hits.iter().map(|h| h.rid).collect();
+        let versions = self
+            .store
+            .current_by_rid(self.tenant.as_str(), rtype.as_str(), &rids)
+            .await?;
+        let mut by_id: std::collections::HashMap<String, StoredVersion> = versions
+            .into_iter()
+            .filter(|v| !v.is_deleted())
+            .map(|v| (v.key.id.clone(), v))
+            .collect();
+        let mut out = Vec::with_capacity(by_id.len());
+        for hit in hits {
+            if let Some(v) = by_id.remove(&hit.id) {
+                out.push(self.open_version(rtype, &v).await?);
+            }
+        }
+        Ok(out)
+    }
+
     pub(crate) async fn read_many(
         &self,
         rtype: ResourceType,

@@ -75,6 +75,10 @@ impl ResourceStore for AnyStore {
         forward!(self, s => s.current_many(tenant, rtype, ids))
     }
 
+    async fn current_by_rid(&self, tenant: &str, rtype: &str, rids: &[i64]) -> Result<Vec<StoredVersion>, StoreError> {
+        forward!(self, s => s.current_by_rid(tenant, rtype, rids))
+    }
+
     async fn current(&self, key: &ResourceKey) -> Result<Option<StoredVersion>, StoreError> {
         forward!(self, s => s.current(key))
     }

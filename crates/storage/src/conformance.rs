@@ -528,6 +528,30 @@ async fn search_suite<S: Store>(s: S) {
     };
     assert_eq!(ids(s.search(&q(vec![female.clone()])).await.unwrap()), ["p1", "p3"]);
     assert_eq!(s.search_count(&q(vec![female.clone()])).await.unwrap(), 2);
+    // Hits are read by row id: the same versions as by id, and only of the tenant and type.
+    let rids: Vec<i64> = s
+        .search(&q(vec![female.clone()]))
+        .await
+        .unwrap()
+        .iter()
+        .map(|h| h.rid)
+        .collect();
+    let mut by_rid = s.current_by_rid("default", "Patient", &rids).await.unwrap();
+    let mut by_id = s
+        .current_many("default", "Patient", &["p1".to_owned(), "p3".to_owned()])
+        .await
+        .unwrap();
+    by_rid.sort_by(|a, b| a.key.id.cmp(&b.key.id));
+    by_id.sort_by(|a, b| a.key.id.cmp(&b.key.id));
+    assert_eq!(by_rid, by_id);
+    assert_eq!(by_rid.len(), 2);
+    assert!(
+        s.current_by_rid("default", "Observation", &rids)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(s.current_by_rid("other", "Patient", &rids).await.unwrap().is_empty());
     assert_eq!(
         ids(s.search(&q(vec![Cond::Not(Box::new(female.clone()))])).await.unwrap()),
         ["p2"]

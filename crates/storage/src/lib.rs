@@ -40,6 +40,17 @@ pub trait ResourceStore: Send + Sync {
     /// The current version of a resource, deleted or not.
     fn current(&self, key: &ResourceKey) -> impl Future<Output = Result<Option<StoredVersion>, StoreError>> + Send;
 
+    /// The current versions (deleted or not) of the resources of one tenant and type with
+    /// these row ids (`SearchHit::rid`), in any order. A search's hits are read this way:
+    /// row ids are written in order, so one patient's resources are a few pages of the row-id
+    /// index, where their random ids are as many pages of the id index as they are many.
+    fn current_by_rid(
+        &self,
+        tenant: &str,
+        rtype: &str,
+        rids: &[i64],
+    ) -> impl Future<Output = Result<Vec<StoredVersion>, StoreError>> + Send;
+
     /// The current versions (deleted or not) of those of `ids` that exist, in any order: one
     /// round trip for a page of search results.
     fn current_many(

@@ -208,8 +208,7 @@ impl<S: Store> Session<'_, S> {
             }
         }
         q.limit = req.count;
-        let ids: Vec<String> = hits.iter().map(|h| h.id.clone()).collect();
-        let mut resources = self.read_many(rtype, &ids).await?;
+        let mut resources = self.read_hits(rtype, &hits).await?;
         resources.retain(|r| recheck(&req.rechecks, &r.body));
         let resources: Vec<StoredResource> = resources.into_iter().map(|r| self.masked(r)).collect();
         let position = |h: &SearchHit| Some((h.sort.clone(), h.rid));
@@ -550,15 +549,14 @@ impl<S: Store> Session<'_, S> {
                         backwards: false,
                         limit: MAX_REVINCLUDE,
                     };
-                    let ids: Vec<String> = self
+                    let hits: Vec<SearchHit> = self
                         .store
                         .search(&q)
                         .await?
                         .into_iter()
                         .filter(|hit| seen.insert((rev.source, hit.id.clone())))
-                        .map(|hit| hit.id)
                         .collect();
-                    added.extend(self.read_many(rev.source, &ids).await?);
+                    added.extend(self.read_hits(rev.source, &hits).await?);
                 }
             }
             if added.is_empty() {

@@ -453,6 +453,21 @@ impl ResourceStore for PgStore {
             .collect())
     }
 
+    async fn current_by_rid(&self, tenant: &str, rtype: &str, rids: &[i64]) -> Result<Vec<StoredVersion>, StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS} FROM resources r JOIN resource_versions v ON v.seq = r.seq
+             WHERE r.rid = ANY($3) AND r.tenant = $1 AND r.rtype = $2"
+        );
+        let stmt = client.prepare_cached(&sql).await?;
+        Ok(client
+            .query(&stmt, &[&tenant, &rtype, &rids])
+            .await?
+            .iter()
+            .map(version_from_row)
+            .collect())
+    }
+
     async fn version(&self, key: &ResourceKey, version: u64) -> Result<Option<StoredVersion>, StoreError> {
         let client = self.client().await?;
         let sql = format!(

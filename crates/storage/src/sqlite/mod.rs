@@ -538,6 +538,36 @@ impl ResourceStore for SqliteStore {
             .await
     }
 
+    async fn current_by_rid(&self, tenant: &str, rtype: &str, rids: &[i64]) -> Result<Vec<StoredVersion>, StoreError> {
+        let (tenant, rtype, rids) = (tenant.to_owned(), rtype.to_owned(), rids.to_vec());
+        self.pool
+            .read(move |conn| {
+                let mut out = Vec::with_capacity(rids.len());
+                for chunk in rids.chunks(MANY_CHUNK) {
+                    // Padded to a power of two, as in `current_many`.
+                    let width = chunk.len().next_power_of_two();
+                    let marks = vec!["?"; width].join(", ");
+                    let sql = format!(
+                        "SELECT {VERSION_COLUMNS} FROM resources r JOIN resource_versions v ON v.seq = r.seq
+                         WHERE r.rid IN ({marks}) AND r.tenant = ? AND r.rtype = ?"
+                    );
+                    let mut args: Vec<rusqlite::types::Value> =
+                        chunk.iter().map(|r| rusqlite::types::Value::Integer(*r)).collect();
+                    let last = chunk.last().copied().unwrap_or_default();
+                    args.resize(width, rusqlite::types::Value::Integer(last));
+                    args.push(rusqlite::types::Value::Text(tenant.clone()));
+                    args.push(rusqlite::types::Value::Text(rtype.clone()));
+                    let mut stmt = conn.prepare_cached(&sql)?;
+                    let rows = stmt.query_map(rusqlite::params_from_iter(args), version_from_row)?;
+                    for row in rows {
+                        out.push(row?);
+                    }
+                }
+                Ok(out)
+            })
+            .await
+    }
+
     async fn version(&self, key: &ResourceKey, version: u64) -> Result<Option<StoredVersion>, StoreError> {
         let key = key.clone();
         self.pool
