@@ -464,8 +464,6 @@ impl<S: Store> Session<'_, S> {
         }
     }
 
-    /// The live resources among `ids` (of one type), in the order given; missing and deleted
-    /// ones are left out. One store round trip instead of one per id.
     /// The live resources of a search's `hits` (of one type), opened, in the hits' order:
     /// read by row id (see `ResourceStore::current_by_rid`). The caller has decided they
     /// may be read (the search carried the guard).
@@ -482,20 +480,12 @@ impl<S: Store> Session<'_, S> {
             .store
             .current_by_rid(self.tenant.as_str(), rtype.as_str(), &rids)
             .await?;
-        let mut by_id: std::collections::HashMap<String, StoredVersion> = versions
-            .into_iter()
-            .filter(|v| !v.is_deleted())
-            .map(|v| (v.key.id.clone(), v))
-            .collect();
-        let mut out = Vec::with_capacity(by_id.len());
-        for hit in hits {
-            if let Some(v) = by_id.remove(&hit.id) {
-                out.push(self.open_version(rtype, &v).await?);
-            }
-        }
-        Ok(out)
+        self.open_in_order(rtype, versions, hits.iter().map(|h| h.id.as_str()))
+            .await
     }
 
+    /// The live resources among `ids` (of one type), in the order given; missing and deleted
+    /// ones are left out. One store round trip instead of one per id.
     pub(crate) async fn read_many(
         &self,
         rtype: ResourceType,
@@ -508,6 +498,17 @@ impl<S: Store> Session<'_, S> {
             .store
             .current_many(self.tenant.as_str(), rtype.as_str(), ids)
             .await?;
+        self.open_in_order(rtype, versions, ids.iter().map(String::as_str))
+            .await
+    }
+
+    /// `versions` opened in the order of `ids`, the deleted ones left out.
+    async fn open_in_order(
+        &self,
+        rtype: ResourceType,
+        versions: Vec<StoredVersion>,
+        ids: impl Iterator<Item = &str>,
+    ) -> Result<Vec<StoredResource>, CoreError> {
         let mut by_id: std::collections::HashMap<String, StoredVersion> = versions
             .into_iter()
             .filter(|v| !v.is_deleted())
